@@ -1,0 +1,20 @@
+"""keras_bridge: Keras-style compile/fit/evaluate/predict running on PyTorch Lightning.
+
+Example:
+    >>> import keras_bridge as kb
+    >>> import torch
+    >>> module = kb.KerasModule(torch.nn.Linear(4, 2))
+    >>> module.compile(optimizer="adam", loss="mse")
+"""
+
+from keras_bridge._keras import KerasBackendError
+from keras_bridge._keras import select_torch_backend as _select_torch_backend
+
+_select_torch_backend()
+
+from keras_bridge import callbacks, data, optimizers, schedules  # noqa: E402
+from keras_bridge.module import KerasModule  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["KerasBackendError", "KerasModule", "callbacks", "data", "optimizers", "schedules"]

@@ -1,0 +1,91 @@
+"""The one place where keras is imported.
+
+Keras picks its backend once, at its first import, from ``KERAS_BACKEND``. The bridge needs the torch
+backend (a Keras model must *be* a ``torch.nn.Module``), so this module sets the variable before the
+first import and refuses to go on when keras was already imported with another backend.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import ModuleType
+from typing import Any, Optional
+
+_keras: Optional[ModuleType] = None
+
+
+class KerasBackendError(ImportError):
+    """Raised when keras was imported with a backend other than torch."""
+
+
+def select_torch_backend() -> None:
+    """Make sure that keras, whenever it is imported, uses the torch backend.
+
+    Called when ``keras_bridge`` is imported, so ``import keras_bridge; import keras`` gives a torch-backed
+    keras without the user setting anything.
+
+    Raises:
+        KerasBackendError: keras is already loaded with another backend, or ``KERAS_BACKEND`` names
+            another backend.
+    """
+    if "keras" in sys.modules:
+        backend = sys.modules["keras"].backend.backend()
+        if backend != "torch":
+            raise KerasBackendError(
+                f"keras was imported with the {backend!r} backend before keras_bridge could select "
+                "torch. Import keras_bridge before keras, or set KERAS_BACKEND=torch before starting "
+                "Python."
+            )
+        return
+    requested = os.environ.get("KERAS_BACKEND")
+    if requested not in (None, "", "torch"):
+        raise KerasBackendError(
+            "keras_bridge runs Keras on the torch backend, but the environment variable "
+            f"KERAS_BACKEND={requested!r} asks for another one. Unset it or set "
+            "KERAS_BACKEND=torch before starting Python."
+        )
+    os.environ["KERAS_BACKEND"] = "torch"
+
+
+def import_keras() -> ModuleType:
+    """Return the ``keras`` module, imported with the torch backend.
+
+    Returns:
+        The ``keras`` package.
+
+    Raises:
+        KerasBackendError: keras was already imported with another backend.
+
+    Example:
+        >>> keras = import_keras()
+        >>> keras.backend.backend()
+        'torch'
+    """
+    global _keras
+    if _keras is not None:
+        return _keras
+    select_torch_backend()
+    import keras
+
+    _keras = keras
+    return keras
+
+
+def is_keras_model(obj: Any) -> bool:
+    """True if ``obj`` is a Keras 3 ``Layer``/``Model`` (imports keras only if it is loaded)."""
+    if "keras" not in sys.modules:
+        return False
+    keras = import_keras()
+    return isinstance(obj, keras.layers.Layer)
+
+
+def is_keras_object(obj: Any, kind: str) -> bool:
+    """True if ``obj`` is an instance of ``keras.<kind>`` (e.g. ``"losses.Loss"``) without importing keras."""
+    if "keras" not in sys.modules:
+        return False
+    keras = import_keras()
+    target: Any = keras
+    for part in kind.split("."):
+        target = getattr(target, part)
+    return isinstance(obj, target)

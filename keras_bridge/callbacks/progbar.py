@@ -1,0 +1,35 @@
+"""Keras's progress output, drawn by Keras's own ``ProgbarLogger``/``Progbar``.
+
+The only change: logs are handed over lazily. Keras computes every metric at every batch and then
+the bar throttles drawing to one update per 0.05 s; we ask for the running means only when the bar
+is about to draw, so there is no per-step host synchronisation on the training path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, Optional
+
+from keras_bridge._keras import import_keras
+
+LogsFn = Callable[[], Dict[str, float]]
+
+
+def make_progbar_logger() -> Any:
+    """Return a Keras ``ProgbarLogger`` subclass instance that accepts lazy logs."""
+    keras = import_keras()
+
+    class LazyProgbarLogger(keras.callbacks.ProgbarLogger):
+        """``keras.callbacks.ProgbarLogger`` that pulls batch logs only when it draws."""
+
+        def update_lazily(self, batch: int, logs_fn: Optional[LogsFn]) -> None:
+            self._maybe_init_progbar()
+            self.seen = batch + 1
+            if self.verbose != 1:
+                return
+            bar = self.progbar
+            due = time.time() - bar._last_update >= bar.interval
+            values = list(logs_fn().items()) if (due and logs_fn is not None) else None
+            bar.update(self.seen, values, finalize=False)
+
+    return LazyProgbarLogger()
