@@ -25,6 +25,7 @@ from keras_bridge.compile.structure import (
     resolve_output_names,
     unpack_batch,
 )
+from keras_bridge.data.arrays import GlobalBatchInfo
 from keras_bridge.optimizers import get_optimizer
 from keras_bridge.tracking import StageTracker
 
@@ -176,8 +177,15 @@ class KerasModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def _loss_and_track(self, batch: Any, training: bool) -> Tensor:
+        info = None
+        if isinstance(batch, tuple) and batch and isinstance(batch[-1], GlobalBatchInfo):
+            batch, info = batch[:-1], batch[-1]
         x, y, sw = unpack_batch(batch)
         y_pred = self(x, training=training)
+        batch_size = first_batch_dim(x)
+        if batch_size == 0:
+            # An empty DDP shard still joins the gradient all-reduce, with zero gradients.
+            return sum(t.sum() for t in flatten_outputs(y_pred, resolve_output_names(y_pred, self.output_names))) * 0.0
         if not self.built:
             self.build_from_batch(x, y, y_pred)
         names = self.output_names
@@ -198,7 +206,9 @@ class KerasModule(pl.LightningModule):
             )
         tracker = self.train_tracker if training else self.eval_tracker
         assert tracker is not None
-        tracker.update(total, per_output, y_flat, yp_flat, sw_flat, first_batch_dim(x))
+        tracker.update(total, per_output, y_flat, yp_flat, sw_flat, batch_size)
+        if info is not None and training:
+            total = total * (info.world_size * batch_size / info.global_size)
         return total
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:  # type: ignore[override]
@@ -274,6 +284,13 @@ class KerasModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         logs = self.finish_train_epoch()
         self.log_dict({k: v for k, v in logs.items() if not k.startswith("val_")}, sync_dist=False)
+
+    def on_train_end(self) -> None:
+        # Keras copies EMA weights into the model when fit ends (use_ema=True).
+        for optimizer in self.trainer.optimizers:
+            finalize = getattr(optimizer, "finalize_variable_values", None)
+            if finalize is not None:
+                finalize()
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self) -> Any:

@@ -127,7 +127,8 @@ def apply_mask(sample_weight: Optional[Tensor], mask: Optional[Tensor], dtype: t
     if reduction in ("mean", "sum_over_batch_size"):
         bool_mask = mask.to(torch.bool)
         valid = bool_mask.to(dtype).sum()  # may be 0
-        weight = torch.where(valid == 0, torch.zeros_like(valid), float(mask.numel()) / torch.where(valid == 0, torch.ones_like(valid), valid))
+        empty = valid == 0
+        weight = torch.where(empty, torch.zeros_like(valid), float(mask.numel()) / torch.where(empty, torch.ones_like(valid), valid))
         float_mask = torch.where(bool_mask, weight, torch.zeros_like(weight))
     else:
         float_mask = mask.to(dtype)
@@ -166,7 +167,9 @@ def reduce_weighted_values(
     it against the trailing axis.
     """
     if reduction not in REDUCTIONS:
-        raise ValueError(f"Invalid value for argument `reduction`. Expected one of {REDUCTIONS}. Received: reduction={reduction!r}")
+        raise ValueError(
+            f"Invalid value for argument `reduction`. Expected one of {REDUCTIONS}. Received: reduction={reduction!r}"
+        )
     if dtype is not None:
         values = values.to(dtype)
     if sample_weight is not None:

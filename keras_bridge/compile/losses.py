@@ -77,7 +77,9 @@ class KerasLossTerm(LossTerm):
     ) -> None:  # fmt: skip
         super().__init__(name, identifier)
         if reduction not in L.REDUCTIONS:
-            raise ValueError(f"Invalid value for argument `reduction`. Expected one of {L.REDUCTIONS}. Received: reduction={reduction!r}")
+            raise ValueError(
+                f"Invalid value for argument `reduction`. Expected one of {L.REDUCTIONS}. Received: reduction={reduction!r}"
+            )
         self.fn, self.kwargs, self.reduction = fn, dict(kwargs or {}), reduction
         self.dtype = L.torch_dtype(dtype) if dtype is not None else L.floatx()
         self.wrap, self.keras_ops = wrap, keras_ops
@@ -208,7 +210,9 @@ def _accepts(fn: Callable, parameter: str) -> bool:
 
 
 def _is_torch_functional(obj: Any) -> bool:
-    return callable(obj) and getattr(obj, "__module__", None) == "torch.nn.functional" and getattr(F, getattr(obj, "__name__", ""), None) is obj
+    if not callable(obj) or getattr(obj, "__module__", None) != "torch.nn.functional":
+        return False
+    return getattr(F, getattr(obj, "__name__", ""), None) is obj
 
 
 def _accepted_text() -> str:
@@ -270,7 +274,10 @@ def get_loss(identifier: Any) -> LossTerm:
             try:
                 instance = identifier()
             except Exception as err:
-                raise TypeError(f"Invalid `loss` argument: could not instantiate {identifier!r} without arguments ({err}); pass an instance.") from err
+                raise TypeError(
+                    f"Invalid `loss` argument: could not instantiate {identifier!r} without arguments ({err}); "
+                    "pass an instance."
+                ) from err
             return get_loss(instance)
         raise TypeError(f"Invalid `loss` argument: {identifier!r} is a class, not a loss. Accepted: {_accepted_text()}.")
     if isinstance(identifier, keras.losses.Loss):

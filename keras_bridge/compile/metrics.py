@@ -266,8 +266,10 @@ def _accepted_text() -> str:
     )
 
 
-def check_metric(identifier: Any) -> None:
+def check_metric(identifier: Any, argument: str = "metrics") -> None:
     """Compile-time check (no tensors): raise for unknown strings and unsupported types.
+
+    ``argument`` ("metrics" or "weighted_metrics") is the compile argument named in error messages.
 
     Raises:
         ValueError: None or an unknown string.
@@ -275,21 +277,21 @@ def check_metric(identifier: Any) -> None:
     """
     keras = import_keras()
     if identifier is None:
-        raise ValueError("Invalid `metrics` entry: None. Expected a metric identifier.")
+        raise ValueError(f"Invalid `{argument}` entry: None. Expected a metric identifier.")
     if isinstance(identifier, str):
         if identifier.lower() in _ACCURACY + _CROSSENTROPY or identifier in _keras_metric_names():
             return
-        raise ValueError(f"Invalid `metrics` entry: unknown metric identifier {identifier!r}. Accepted: {_accepted_text()}.")
+        raise ValueError(f"Invalid `{argument}` entry: unknown metric identifier {identifier!r}. Accepted: {_accepted_text()}.")
     if isinstance(identifier, (dict, keras.metrics.Metric, torchmetrics.Metric)):
         return
     if isinstance(identifier, type):
         if issubclass(identifier, (keras.metrics.Metric, torchmetrics.Metric)):
             return
-        raise TypeError(f"Invalid `metrics` entry: {identifier!r} is a class, not a metric. Accepted: {_accepted_text()}.")
+        raise TypeError(f"Invalid `{argument}` entry: {identifier!r} is a class, not a metric. Accepted: {_accepted_text()}.")
     if callable(identifier):
         return
     raise TypeError(
-        f"Invalid `metrics` entry: {identifier!r} (of type {type(identifier).__name__}) is not a metric. "
+        f"Invalid `{argument}` entry: {identifier!r} (of type {type(identifier).__name__}) is not a metric. "
         f"Accepted: {_accepted_text()}."
     )
 
@@ -310,7 +312,8 @@ def _from_keras_metric(metric: Any, name: str, y_true: Any, y_pred: Any) -> Brid
     direction = getattr(metric, "_direction", None)
     if type(metric) is keras.metrics.RootMeanSquaredError:
         return RootMeanSquaredError(name, metric.dtype)
-    if isinstance(metric, keras.metrics.MeanMetricWrapper) and type(metric).update_state is keras.metrics.MeanMetricWrapper.update_state:
+    plain_wrapper = type(metric).update_state is keras.metrics.MeanMetricWrapper.update_state
+    if isinstance(metric, keras.metrics.MeanMetricWrapper) and plain_wrapper:
         native = M.native_metric_for(metric._fn)
         if native is not None:
             return MeanMetricWrapper(native, name, direction, metric.dtype, metric._fn_kwargs)
@@ -318,14 +321,14 @@ def _from_keras_metric(metric: Any, name: str, y_true: Any, y_pred: Any) -> Brid
     return KerasMetricAdapter(metric, name, y_true, y_pred)
 
 
-def get_metric(identifier: Any, y_true: Tensor, y_pred: Tensor) -> BridgeMetric:
+def get_metric(identifier: Any, y_true: Tensor, y_pred: Tensor, argument: str = "metrics") -> BridgeMetric:
     """Resolve one metric identifier using an example batch; returned on ``y_pred``'s device.
 
     Names follow Keras: a string keeps the string ("acc" logs "acc"), a Keras metric its ``.name``,
     a function ``snake_case(__name__)``, a torchmetrics object its ``name`` attribute or the
     snake_case class name.
     """
-    check_metric(identifier)
+    check_metric(identifier, argument)
     keras = import_keras()
     if isinstance(identifier, str):
         lowered = identifier.lower()
@@ -337,7 +340,9 @@ def get_metric(identifier: Any, y_true: Tensor, y_pred: Tensor) -> BridgeMetric:
         else:
             obj = keras.metrics.get(identifier)
         result = _from_keras_metric(obj, identifier, y_true, y_pred)
-    elif isinstance(identifier, torchmetrics.Metric) or (isinstance(identifier, type) and issubclass(identifier, torchmetrics.Metric)):
+    elif isinstance(identifier, torchmetrics.Metric) or (
+        isinstance(identifier, type) and issubclass(identifier, torchmetrics.Metric)
+    ):
         metric = identifier() if isinstance(identifier, type) else identifier
         name = getattr(metric, "name", None)
         result = TorchmetricsAdapter(metric, name if isinstance(name, str) and name else L.snake_case(type(metric).__name__))

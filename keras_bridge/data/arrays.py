@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -133,6 +134,20 @@ def class_weight_to_sample_weight(y: Any, class_weight: Mapping[Any, float]) -> 
     return lut[classes.clamp(min=0)]
 
 
+class GlobalBatchInfo:
+    """Rides at the end of a batch under DDP: the size of the global batch this shard belongs to.
+
+    The module scales each process's loss by ``world * n_local / n_global`` so that DDP's gradient
+    average equals the gradient of Keras's ``sum(w * l) / n_global`` even for an uneven last batch.
+    """
+
+    __slots__ = ("global_size", "world_size")
+
+    def __init__(self, global_size: int, world_size: int) -> None:
+        self.global_size = global_size
+        self.world_size = world_size
+
+
 class ArrayBatchDataset(Dataset):
     """A dataset of in-memory tensors whose items are whole batches, indexed by index tensors."""
 
@@ -143,12 +158,17 @@ class ArrayBatchDataset(Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
-    def __getitem__(self, index: Tensor) -> Tuple[Any, ...]:
+    def __getitem__(self, index: Any) -> Tuple[Any, ...]:
+        info = None
+        if isinstance(index, tuple):
+            index, info = index
         take = lambda v: None if v is None else v[index]  # noqa: E731
         x = map_structure(take, self.x)
         if self.y is None and self.sample_weight is None:
-            return (x,)
-        return (x, map_structure(take, self.y), map_structure(take, self.sample_weight))
+            batch: Tuple[Any, ...] = (x,)
+        else:
+            batch = (x, map_structure(take, self.y), map_structure(take, self.sample_weight))
+        return batch if info is None else batch + (info,)
 
 
 def _distributed() -> Tuple[int, int]:
@@ -190,6 +210,7 @@ class GlobalBatchSampler(Sampler):
         self._pass: Optional[List[Tensor]] = None
         self._pos = 0
         self._passes = 0
+        self._seed_shared = False
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -223,19 +244,31 @@ class GlobalBatchSampler(Sampler):
             return
         if self._pass is None or self._pos >= len(self._pass):
             self._pass, self._pos = self._new_pass(), 0
-        for _ in range(self.steps_per_epoch):
+        for step in range(self.steps_per_epoch):
             if self._pos >= len(self._pass):
-                return  # the data ran out: Keras ends the epoch early
+                # Keras ends the epoch early with the same warning.
+                warnings.warn(
+                    f"Your input ran out of data after {step} of steps_per_epoch={self.steps_per_epoch} "
+                    "batches; interrupting the epoch. The next epoch starts a new pass over the data.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                return
             self._pos += 1
             yield self._pass[self._pos - 1]
 
-    def __iter__(self) -> Iterator[Tensor]:
+    def __iter__(self) -> Iterator[Any]:
         rank, world = _distributed()
+        if world > 1 and not self._seed_shared:
+            # Every process must draw the same permutation: take rank 0's seed.
+            box = [self.seed]
+            torch.distributed.broadcast_object_list(box, src=0)
+            self.seed, self._seed_shared = box[0], True
         for batch in self._global_batches():
             if world == 1:
                 yield batch
             else:
-                yield batch.tensor_split(world)[rank]
+                yield batch.tensor_split(world)[rank], GlobalBatchInfo(len(batch), world)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"epoch": self.epoch, "pos": self._pos, "passes": self._passes}

@@ -260,7 +260,8 @@ def test_torch_losses_without_weights_equal_torch(case):
 def test_torch_losses_with_sample_weights_follow_keras_reduction(loss, keras_loss, kind, weights):
     y_true, y_pred = _data(kind, seed=2)
     sw = _weights(weights, y_pred)
-    torch.testing.assert_close(get_loss(loss)(y_true, y_pred, sw), keras_loss(y_true, y_pred, sample_weight=sw), rtol=RTOL, atol=ATOL)
+    expected = keras_loss(y_true, y_pred, sample_weight=sw)
+    torch.testing.assert_close(get_loss(loss)(y_true, y_pred, sw), expected, rtol=RTOL, atol=ATOL)
 
 
 def test_torch_ce_weighted_uses_torch_divisor_and_sample_weights():

@@ -137,6 +137,7 @@ OBJECT_CASES = [
 ]  # fmt: skip
 
 
+@pytest.mark.filterwarnings("ignore:You are passing weight as `float`")  # Keras's own MeanIoU warning
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("make,kind", OBJECT_CASES)
 def test_keras_objects_match_keras(make, kind, weighted):
@@ -165,8 +166,9 @@ def test_functions_are_mean_wrapped_and_snake_named(fn, weighted):
 
 def test_crossentropy_string_resolves_like_accuracy():
     """Keras 3 only special-cases "accuracy"; "crossentropy"/"ce" is our (tf.keras-style) extension."""
-    for ident, kind, cls in [("crossentropy", "binary", "BinaryCrossentropy"), ("ce", "sparse_n1", "SparseCategoricalCrossentropy"),
-                             ("CE", "onehot", "CategoricalCrossentropy")]:  # fmt: skip
+    cases = [("crossentropy", "binary", "BinaryCrossentropy"), ("ce", "sparse_n1", "SparseCategoricalCrossentropy"),
+             ("CE", "onehot", "CategoricalCrossentropy")]  # fmt: skip
+    for ident, kind, cls in cases:
         batches = _batches(kind)
         ours = get_metric(ident, batches[0][0], batches[0][1])
         ref = getattr(keras.metrics, cls)()
@@ -276,7 +278,7 @@ def test_check_metric_errors_name_the_argument_and_echo_the_value(bad, exc, echo
     with pytest.raises(exc) as info:
         check_metric(bad)
     assert "`metrics`" in str(info.value) and echo in str(info.value)
-    with pytest.raises(exc):
-        get_metric(bad, torch.zeros(B, 1), torch.zeros(B, 1))
+    with pytest.raises(exc, match="`weighted_metrics`"):
+        get_metric(bad, torch.zeros(B, 1), torch.zeros(B, 1), argument="weighted_metrics")
     for good in ["acc", "ACCURACY", "ce", "mse", "MeanIoU", keras.metrics.AUC(), torchmetrics.MeanMetric(), mean_abs_diff]:
         check_metric(good)
