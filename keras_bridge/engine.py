@@ -21,6 +21,9 @@ from keras_bridge.compile.structure import flatten_outputs, output_structure, re
 from keras_bridge.data import adapter as data_adapter
 
 _VERBOSE = (0, 1, 2, "auto")
+# Trainer options that a Keras argument decides.
+_OWNED_OPTIONS = {"max_epochs": "epochs", "check_val_every_n_epoch": "validation_freq",
+                  "limit_val_batches": "steps", "limit_predict_batches": "steps"}
 _LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
 
 
@@ -182,6 +185,12 @@ def _make_trainer(trainer: Any, extra_callbacks: Sequence[pl.Callback], **defaul
     )
     options.update(defaults)
     user = dict(trainer or {})
+    for key, keras_arg in _OWNED_OPTIONS.items():
+        if key in user and key in defaults and user[key] != defaults[key]:
+            raise ValueError(
+                f"The `trainer` option {key}={user[key]!r} conflicts with the Keras argument "
+                f"`{keras_arg}` (which sets {key}={defaults[key]!r}). Set `{keras_arg}` instead."
+            )
     user_cbs = user.pop("callbacks", None) or []
     if not isinstance(user_cbs, (list, tuple)):
         user_cbs = [user_cbs]
@@ -246,7 +255,7 @@ def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = N
         keras_cbs = [cb for cb in keras_cbs if cb is not history]
     check_val = 1 if isinstance(validation_freq, (list, tuple, set)) else validation_freq
     defaults: Dict[str, Any] = dict(max_epochs=epochs, check_val_every_n_epoch=check_val)
-    if steps_per_epoch is not None and not isinstance(getattr(train_loader, "sampler", None), data_adapter.GlobalBatchSampler):
+    if steps_per_epoch is not None and not data_adapter.limits_own_steps(train_loader):
         defaults["limit_train_batches"] = steps_per_epoch
     run_trainer, attached = _make_trainer(trainer, lightning_cbs, **defaults)
     adapter = KerasCallbackAdapter(
