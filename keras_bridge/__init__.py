@@ -14,7 +14,8 @@ _select_torch_backend()
 
 from keras_bridge import callbacks, data, optimizers, schedules  # noqa: E402
 from keras_bridge.module import KerasModule  # noqa: E402
+from keras_bridge.saving import load_model  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["KerasBackendError", "KerasModule", "callbacks", "data", "optimizers", "schedules"]
+__all__ = ["KerasBackendError", "KerasModule", "callbacks", "data", "load_model", "optimizers", "schedules"]

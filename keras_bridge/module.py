@@ -319,10 +319,10 @@ class KerasModule(pl.LightningModule):
     def set_extra_state(self, state: Any) -> None:
         if not state or state.get("history") is None:
             return
-        from keras_bridge.history import History
-
         if self.history is None:
-            self.history = History()
+            from keras_bridge._keras import import_keras
+
+            self.history = import_keras().callbacks.History()
         self.history.history = state["history"]
         self.history.epoch = state["epoch"] or []
 

@@ -1,9 +1,15 @@
-"""One Lightning callback that drives Keras callbacks with Keras's hook order and logs.
+"""One Lightning callback that drives Keras callbacks with Keras's hook order, logs and rules.
 
 Keras's ``CallbackList`` order is kept: the user's callbacks, then ``History``, then the progress
 bar, all receiving the same ``logs`` dict (so a callback that adds ``learning_rate`` to the epoch logs
-is seen by History and the bar). Lightning's sanity check never reaches Keras callbacks.
-Batch-end logs are computed only when some callback will read them.
+is seen by History and the bar). Lightning's sanity check never reaches Keras callbacks. Batch-end
+logs are computed only when some callback will read them.
+
+Under DDP: callbacks whose only effect is files or output (CSVLogger, ModelCheckpoint, TensorBoard,
+RemoteMonitor, the progress bar) run on global rank 0 only; the others run on every process with
+the same (synchronised) epoch logs. ``stop_training`` is reduced across processes (any process
+stopping stops all), learning rates are broadcast from rank 0 after the epoch-begin and epoch-end
+hooks, and weights restored by ``EarlyStopping(restore_best_weights=True)`` are broadcast from rank 0.
 """
 
 from __future__ import annotations
@@ -14,14 +20,35 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback as LightningCallback
 
 from keras_bridge._keras import import_keras
+from keras_bridge.callbacks import model_ref
+from keras_bridge.callbacks.convert import translate
+from keras_bridge.callbacks.monitor import resolve_monitor_op
 
 _BATCH_END_HOOKS = ("on_batch_end", "on_train_batch_end")
+_BATCH_BEGIN_HOOKS = ("on_batch_begin", "on_train_batch_begin")
 _TEST_BATCH_END_HOOKS = ("on_test_batch_end",)
+_RANK_ZERO_ONLY = ("CSVLogger", "ModelCheckpoint", "TensorBoard", "RemoteMonitor", "ProgbarLogger")
+_MODES = {"fit": "fit", "validate": "evaluate", "test": "evaluate", "predict": "predict"}
 
 
 def _overrides(cb: Any, names: Sequence[str]) -> bool:
-    base = import_keras().callbacks.Callback
-    return any(getattr(type(cb), n, None) is not getattr(base, n) for n in names)
+    """True if any hook in ``names`` is not Keras's default no-op (instance attributes count: LambdaCallback)."""
+    return any(not getattr(getattr(cb, n, None), "_is_default", False) for n in names)
+
+
+def _reads(cb: Any, names: Sequence[str]) -> bool:
+    declared = getattr(cb, "_kb_batch_logs", None)  # a port saying whether its batch hooks matter
+    if declared is not None:
+        return bool(declared)
+    keras = import_keras()
+    if isinstance(cb, (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore)) and cb.save_freq == "epoch":
+        return False  # their batch hooks only count batches for an integer save_freq
+    return _overrides(cb, names)
+
+
+def _rank_zero_only(cb: Any) -> bool:
+    keras = import_keras()
+    return any(isinstance(cb, getattr(keras.callbacks, name)) for name in _RANK_ZERO_ONLY)
 
 
 class _LazyLogs:
@@ -40,51 +67,98 @@ class _LazyLogs:
 class KerasCallbackAdapter(LightningCallback):
     """Run Keras callbacks (``keras.callbacks.Callback`` objects) inside a Lightning run.
 
+    ``fit(callbacks=[...])`` builds one; :func:`~keras_bridge.callbacks.to_lightning` builds one for a
+    plain ``lightning.Trainer`` (then ``model``, ``params`` and ``mode`` are found when the run starts).
+
     Args:
-        callbacks: the user's Keras callbacks, in order.
+        callbacks: the user's Keras callbacks, in order (translated by :func:`~keras_bridge.callbacks.convert.translate`).
         history: the History callback appended after them (or None).
         progbar: the progress-bar logger appended last (or None; rank 0 only).
-        params: Keras ``params`` (``verbose``, ``epochs``, ``steps``).
-        model: what ``callback.model`` should be (the Keras model, or a facade for torch modules).
-        mode: ``"fit"``, ``"evaluate"`` or ``"predict"``.
+        params: Keras ``params`` (``verbose``, ``epochs``, ``steps``); None: from the Trainer.
+        model: what ``callback.model`` should be; None: from the module at ``setup``.
+        mode: ``"fit"``, ``"evaluate"``, ``"predict"``, or None to follow the Trainer's current stage.
         validation_freq: Keras's ``validation_freq`` (int or list of 1-based epochs).
+
+    Example:
+        >>> import keras_bridge as kb, keras
+        >>> adapter = KerasCallbackAdapter([keras.callbacks.EarlyStopping(patience=1)], keras.callbacks.History(), None)
+        >>> [type(cb).__name__ for cb in adapter.all]
+        ['EarlyStopping', 'History']
     """
 
-    def __init__(
-        self,
-        callbacks: Sequence[Any],
-        history: Any,
-        progbar: Any,
-        params: Dict[str, Any],
-        model: Any,
-        mode: str = "fit",
-        validation_freq: Any = 1,
-    ) -> None:
-        self.user_callbacks = list(callbacks)
+    def __init__(self, callbacks: Sequence[Any], history: Any = None, progbar: Any = None,
+                 params: Optional[Dict[str, Any]] = None, model: Any = None, mode: Optional[str] = "fit",
+                 validation_freq: Any = 1) -> None:
+        keras = import_keras()
+        # A ProgbarLogger in the list is replaced by the bridge's own bar (Keras keeps one bar too).
+        self.user_callbacks = [translate(cb) for cb in callbacks if not isinstance(cb, keras.callbacks.ProgbarLogger)]
         self.history = history
         self.progbar = progbar
         self.params = params
         self.model = model
         self.mode = mode
         self.validation_freq = validation_freq
-        self.all: List[Any] = self.user_callbacks + [c for c in (history, progbar) if c is not None]
-        self._batch_readers = [c for c in self.user_callbacks if _overrides(c, _BATCH_END_HOOKS)]
-        self._test_batch_readers = [c for c in self.user_callbacks if _overrides(c, _TEST_BATCH_END_HOOKS)]
-        self._batch_begin = [
-            c for c in self.user_callbacks if _overrides(c, ("on_batch_begin", "on_train_batch_begin"))
-        ]
         self.last_logs: Dict[str, float] = {}
-        for cb in self.all:
-            cb.set_model(model)
-            cb.set_params(dict(params))
+        self._own_model = model is None  # to_lightning: found at setup
+        self._own_params = params is None
+        self._select(rank_zero=True)
+        if model is not None:
+            self._set_model(model)
+        if params is not None:
+            self._set_params(params)
 
     @property
     def state_key(self) -> str:
         return "KerasCallbackAdapter"
 
-    # ---------------------------------------------------------------- helpers
-    def _module(self, pl_module: pl.LightningModule) -> Any:
-        return pl_module
+    # ---------------------------------------------------------------- which callbacks run here
+    def _select(self, rank_zero: bool) -> None:
+        if not rank_zero:
+            self.progbar = None
+        users = [cb for cb in self.user_callbacks if rank_zero or not _rank_zero_only(cb)]
+        self.active = users
+        self.all: List[Any] = users + [c for c in (self.history, self.progbar) if c is not None]
+        self._batch_readers = [c for c in users if _reads(c, _BATCH_END_HOOKS)]
+        self._batch_begin = [c for c in users if _reads(c, _BATCH_BEGIN_HOOKS)]
+        self._test_batch_readers = [c for c in users if _overrides(c, _TEST_BATCH_END_HOOKS)]
+
+    def _set_model(self, model: Any) -> None:
+        self.model = model
+        for cb in self.user_callbacks + [c for c in (self.history, self.progbar) if c is not None]:
+            cb.set_model(model)
+
+    def _set_params(self, params: Dict[str, Any]) -> None:
+        self.params = params
+        for cb in self.all:
+            cb.set_params(dict(params))
+
+    def _current_mode(self, trainer: pl.Trainer) -> str:
+        return self.mode or _MODES.get(str(trainer.state.fn.value if trainer.state.fn else "fit"), "fit")
+
+    def _params_from(self, trainer: pl.Trainer, steps: Any) -> None:
+        if self._own_params:
+            verbose = 1 if self.progbar is not None else 0
+            epochs = trainer.max_epochs if self._current_mode(trainer) == "fit" else 1
+            steps = None if steps is None or steps == float("inf") else int(steps)
+            self._set_params({"verbose": verbose, "epochs": epochs, "steps": steps})
+
+    # ---------------------------------------------------------------- run start / end
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._select(rank_zero=trainer.is_global_zero)
+        if self._own_model:
+            self._set_model(model_ref.callback_model(pl_module))
+        for cb in self.user_callbacks:
+            if hasattr(cb, "_kb_bind"):
+                cb._kb_bind(trainer, pl_module)
+        if self.history is not None and stage == "fit":
+            pl_module.history = self.history
+        model_ref.attach_savers(pl_module)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        model_ref.detach_savers(pl_module)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        model_ref.detach_savers(pl_module)
 
     def _sync_stop(self, trainer: pl.Trainer) -> None:
         flag = bool(getattr(self.model, "stop_training", False))
@@ -94,9 +168,32 @@ class KerasCallbackAdapter(LightningCallback):
             self.model.stop_training = True
             trainer.should_stop = True
 
+    def _sync_learning_rates(self, trainer: pl.Trainer) -> None:
+        if trainer.world_size == 1 or not trainer.optimizers:
+            return
+        # LR callbacks decide from synchronised logs; rank 0's values make any divergence impossible.
+        groups = trainer.optimizers[0].param_groups
+        lrs = trainer.strategy.broadcast([g["lr"] for g in groups], src=0)
+        for group, lr in zip(groups, lrs):
+            group["lr"] = lr
+
+    def _sync_restored_weights(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if trainer.world_size == 1 or not any(getattr(cb, "restore_best_weights", False) for cb in self.active):
+            return
+        state = trainer.strategy.broadcast(pl_module.model.state_dict(), src=0)
+        pl_module.model.load_state_dict(state)
+
     # ---------------------------------------------------------------- fit
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from keras_bridge import _state, saving
+
+        self._params_from(trainer, trainer.num_training_batches)
         self.model.stop_training = False
+        pending = saving.take_pending_state(pl_module)
+        if pending:  # optimizer state of a model restored by kb.load_model
+            _state.apply_training_state(trainer, pending, pl_module)
+        for cb in self.active:
+            resolve_monitor_op(cb, pl_module)
         for cb in self.all:
             cb.on_train_begin({})
 
@@ -107,6 +204,7 @@ class KerasCallbackAdapter(LightningCallback):
             trainer.check_val_every_n_epoch = 1 if (epoch + 1) in freq else 10**9
         for cb in self.all:
             cb.on_epoch_begin(epoch, {})
+        self._sync_learning_rates(trainer)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         for cb in self._batch_begin:
@@ -124,13 +222,15 @@ class KerasCallbackAdapter(LightningCallback):
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        for cb in self._test_callbacks():
+        if self._current_mode(trainer) == "evaluate":
+            self._params_from(trainer, sum(trainer.num_val_batches) if trainer.num_val_batches else None)
+        for cb in self._test_callbacks(trainer):
             cb.on_test_begin({})
 
     def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if trainer.sanity_checking:
             return
-        for cb in self._test_callbacks():
+        for cb in self._test_callbacks(trainer):
             cb.on_test_batch_begin(batch_idx, {})
 
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -139,7 +239,7 @@ class KerasCallbackAdapter(LightningCallback):
         logs = _LazyLogs(lambda: pl_module.batch_logs(training=False))
         for cb in self._test_batch_readers:
             cb.on_test_batch_end(batch_idx, logs())
-        if self.mode == "evaluate" and self.progbar is not None:
+        if self._current_mode(trainer) == "evaluate" and self.progbar is not None:
             self.progbar.update_lazily(batch_idx, logs)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -147,7 +247,7 @@ class KerasCallbackAdapter(LightningCallback):
             return
         logs = dict(pl_module.finish_eval_epoch())
         self.last_logs = logs
-        for cb in self._test_callbacks():
+        for cb in self._test_callbacks(trainer):
             cb.on_test_end(logs)
 
     on_test_start = on_validation_start
@@ -155,9 +255,9 @@ class KerasCallbackAdapter(LightningCallback):
     on_test_batch_end = on_validation_batch_end
     on_test_end = on_validation_end
 
-    def _test_callbacks(self) -> List[Any]:
+    def _test_callbacks(self, trainer: pl.Trainer) -> List[Any]:
         # Inside fit, Keras's bar stays silent during validation.
-        return self.all if self.mode == "evaluate" else self.user_callbacks
+        return self.all if self._current_mode(trainer) == "evaluate" else self.active
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -165,23 +265,29 @@ class KerasCallbackAdapter(LightningCallback):
         for cb in self.all:
             cb.on_epoch_end(epoch, logs)
         self.last_logs = logs
+        self._sync_learning_rates(trainer)
         self._sync_stop(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for cb in self.all:
             cb.on_train_end(dict(self.last_logs))
+        for cb in self.user_callbacks:
+            if hasattr(cb, "_kb_mirror"):  # a port: the user's Keras object gets its state
+                cb._kb_mirror()
+        self._sync_restored_weights(trainer, pl_module)
 
     # ---------------------------------------------------------------- predict
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._params_from(trainer, sum(trainer.num_predict_batches) if trainer.num_predict_batches else None)
         for cb in self.all:
             cb.on_predict_begin({})
 
     def on_predict_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        for cb in self.user_callbacks:
+        for cb in self.active:
             cb.on_predict_batch_begin(batch_idx, {})
 
     def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        for cb in self.user_callbacks:
+        for cb in self.active:
             cb.on_predict_batch_end(batch_idx, {"outputs": outputs})
         if self.progbar is not None:
             self.progbar.update_lazily(batch_idx, None)

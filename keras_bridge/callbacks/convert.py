@@ -1,0 +1,162 @@
+"""Keras callbacks (objects or configs) to what runs on Lightning.
+
+:func:`translate` decides, for one Keras callback, what the adapter drives: the object itself
+(EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, LearningRateScheduler, CSVLogger, TerminateOnNaN,
+LambdaCallback, History, RemoteMonitor, user subclasses), or a port configured like it where Keras's
+code cannot run here (``TensorBoard`` needs TensorFlow; ``BackupAndRestore`` must restore the torch
+optimizer and the Lightning loop). :func:`from_config` builds a callback from
+``{"class_name": ..., "config": {...}}``. :func:`to_lightning` wraps a list for a plain ``lightning.Trainer``.
+Anything that cannot be translated is a ``ValueError`` naming the callback and the argument.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, List, Mapping, Sequence
+
+import lightning.pytorch as pl
+
+from keras_bridge._keras import import_keras
+
+# Keras callbacks whose code needs something this install cannot give them.
+_UNSUPPORTED = {
+    "SwapEMAWeights": "it swaps Keras optimizer EMA variables; use a keras_bridge optimizer with use_ema=True",
+    "OrbaxCheckpoint": "it writes Orbax (JAX) checkpoints; use ModelCheckpoint",
+}
+_BRIDGE_CLASSES = ("ModelCheckpoint", "TensorBoard", "BackupAndRestore")
+
+
+def _bridge_class(name: str) -> type:
+    from keras_bridge import callbacks
+
+    return getattr(callbacks, name)
+
+
+def translate(callback: Any) -> Any:
+    """The callback the adapter drives in place of ``callback`` (often ``callback`` itself).
+
+    Raises:
+        ValueError: a callback (or an argument of it) that cannot run on the bridge.
+    """
+    keras = import_keras()
+    name = type(callback).__name__
+    for unsupported, why in _UNSUPPORTED.items():
+        base = getattr(keras.callbacks, unsupported, None)
+        if base is not None and isinstance(callback, base):
+            raise ValueError(f"{name}: this callback cannot be translated to Lightning ({why}).")
+    for port_name in ("TensorBoard", "BackupAndRestore"):
+        port, original = _bridge_class(port_name), getattr(keras.callbacks, port_name)
+        if isinstance(callback, port):
+            return callback
+        if type(callback) is original:
+            from keras_bridge.callbacks import backup, tensorboard
+
+            return (tensorboard if port_name == "TensorBoard" else backup).from_keras(callback)
+        if isinstance(callback, original):
+            raise ValueError(
+                f"{name}: a subclass of keras.callbacks.{port_name} runs Keras's code, which cannot work here "
+                f"(argument `callbacks`). Subclass keras_bridge.callbacks.{port_name} instead."
+            )
+    return callback
+
+
+def _callback_class(class_name: str) -> type:
+    keras = import_keras()
+    if class_name in _BRIDGE_CLASSES:
+        return _bridge_class(class_name)
+    cls = getattr(keras.callbacks, class_name, None)
+    if isinstance(cls, type) and issubclass(cls, keras.callbacks.Callback) and class_name != "CallbackList":
+        return cls
+    known = sorted(n for n in dir(keras.callbacks) if not n.startswith("_") and n not in ("Callback", "CallbackList"))
+    raise ValueError(f"Unknown callback class_name={class_name!r}. Expected one of: {', '.join(known)}.")
+
+
+def from_config(config: Mapping[str, Any]) -> Any:
+    """Build a callback from ``{"class_name": "EarlyStopping", "config": {...}}`` (e.g. read from YAML).
+
+    Raises:
+        ValueError: an unknown class, an argument the class does not take or lacks, or a value it rejects.
+
+    Example:
+        >>> cb = from_config({"class_name": "EarlyStopping", "config": {"patience": 2}})
+        >>> type(cb).__name__, cb.patience
+        ('EarlyStopping', 2)
+    """
+    if not isinstance(config, Mapping) or "class_name" not in config:
+        raise ValueError(
+            "Expected a callback config of the form {'class_name': ..., 'config': {...}}. "
+            f"Received: {config!r}"
+        )
+    class_name = config["class_name"]
+    cls = _callback_class(class_name)
+    kwargs = dict(config.get("config") or {})
+    signature = inspect.signature(cls.__init__)
+    names = [p.name for p in signature.parameters.values() if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    unknown = [k for k in kwargs if k not in names]
+    if unknown and class_name != "LambdaCallback":
+        raise ValueError(
+            f"{class_name}: unknown argument(s) {', '.join(repr(k) for k in unknown)}. "
+            f"{class_name} takes: {', '.join(names)}."
+        )
+    missing = [p.name for p in signature.parameters.values() if p.name in names and p.default is p.empty
+               and p.name not in kwargs]
+    if missing:
+        raise ValueError(f"{class_name}: missing required argument(s) {', '.join(repr(k) for k in missing)}.")
+    try:
+        return translate(cls(**kwargs))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{class_name}: invalid config {kwargs!r}: {err}") from err
+
+
+def to_lightning(callbacks: Any) -> List[pl.Callback]:
+    """Lightning callbacks that run Keras callbacks with Keras's hooks, logs and rules.
+
+    Use with a plain ``lightning.Trainer`` and a :class:`~keras_bridge.KerasModule`. The Keras callbacks
+    (objects or ``{"class_name", "config"}`` dicts) are driven by one
+    :class:`~keras_bridge.callbacks.KerasCallbackAdapter`, followed by a ``History`` (the module's
+    ``history`` after fit). Lightning callbacks in the list are returned as they are. No progress bar
+    is drawn unless a ``keras.callbacks.ProgbarLogger`` is in the list.
+
+    Args:
+        callbacks: a list of Keras callbacks, configs and/or Lightning callbacks (or one of them).
+
+    Returns:
+        The Lightning callbacks: the adapter first, then the Lightning callbacks given.
+
+    Raises:
+        ValueError: a callback that cannot be translated (the message names it and the argument).
+
+    Example:
+        >>> import keras_bridge as kb
+        >>> cbs = kb.callbacks.to_lightning([{"class_name": "EarlyStopping", "config": {"patience": 2}}])
+        >>> type(cbs[0]).__name__
+        'KerasCallbackAdapter'
+    """
+    from keras_bridge.callbacks.adapter import KerasCallbackAdapter
+    from keras_bridge.callbacks.progbar import make_progbar_logger
+
+    keras = import_keras()
+    items: Sequence[Any] = callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]
+    keras_cbs: List[Any] = []
+    lightning_cbs: List[pl.Callback] = []
+    for item in items:
+        if isinstance(item, pl.Callback):
+            lightning_cbs.append(item)
+        elif isinstance(item, Mapping):
+            keras_cbs.append(from_config(item))
+        elif isinstance(item, keras.callbacks.Callback):
+            keras_cbs.append(translate(item))
+        else:
+            raise ValueError(
+                "Expected each callback to be a keras.callbacks.Callback, a config dict {'class_name': ..., "
+                "'config': {...}} or a lightning Callback. "
+                f"Received: {item!r} of type {type(item).__name__}"
+            )
+    history = next((cb for cb in keras_cbs if isinstance(cb, keras.callbacks.History)), None)
+    keras_cbs = [cb for cb in keras_cbs if cb is not history]
+    want_bar = any(isinstance(cb, keras.callbacks.ProgbarLogger) for cb in keras_cbs)
+    keras_cbs = [cb for cb in keras_cbs if not isinstance(cb, keras.callbacks.ProgbarLogger)]
+    adapter = KerasCallbackAdapter(keras_cbs, history or keras.callbacks.History(),
+                                   make_progbar_logger() if want_bar else None, mode=None)
+    return [adapter, *lightning_cbs]
+

@@ -1,0 +1,75 @@
+"""Keras's ``mode="auto"`` for the bridge's compiled metrics.
+
+Keras's ``MonitorCallback._set_monitor_op`` decides between ``ops.less`` and ``ops.greater`` from the
+monitored name: ``loss`` (after removing ``val_``) means lower is better; otherwise it looks for a
+compiled metric whose (unprefixed) ``name`` equals it and reads its ``_direction``. The Keras model
+the bridge hands to callbacks was never compiled by Keras, so that search would find nothing. This
+module runs the same search over the bridge's compiled metrics (their ``direction``, or a torchmetrics
+metric's ``higher_is_better``) and sets ``monitor_op`` and the sign of ``min_delta`` exactly as Keras
+would. When it finds nothing, the callback is left alone and Keras raises its own error at the first
+epoch end, as it would in Keras (e.g. for multi-output keys such as ``val_cls_accuracy``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from keras_bridge._keras import import_keras
+
+
+def metric_direction(metric: Any) -> Optional[str]:
+    """``"up"``, ``"down"`` or ``None`` for a compiled metric object.
+
+    Example:
+        >>> class M: higher_is_better = True
+        >>> metric_direction(M())
+        'up'
+    """
+    direction = getattr(metric, "direction", None) or getattr(metric, "_direction", None)
+    if direction in ("up", "down"):
+        return direction
+    higher = getattr(metric, "higher_is_better", None)
+    if higher is None:
+        return None
+    return "up" if higher else "down"
+
+
+def auto_monitor_op(monitor: str, module: Any) -> Optional[Callable[..., Any]]:
+    """The comparison Keras's ``mode="auto"`` would pick for ``monitor``, or ``None`` if it cannot tell.
+
+    Args:
+        monitor: the monitored logs key, e.g. ``"val_loss"`` or ``"val_sparse_categorical_accuracy"``.
+        module: the :class:`~keras_bridge.KerasModule` (its compiled metrics are searched).
+    """
+    ops = import_keras().ops
+    name = monitor.removeprefix("val_")
+    op = ops.less if name == "loss" else None
+    plan = getattr(module, "metric_plan", None)
+    for entry in getattr(plan, "entries", None) or []:
+        # Keras compares the metric's own (unprefixed) name, and the last match wins.
+        if entry.base_name == name:
+            direction = metric_direction(entry.metric)
+            if direction is not None:
+                op = ops.greater if direction == "up" else ops.less
+    return op
+
+
+def resolve_monitor_op(callback: Any, module: Any) -> None:
+    """Set ``callback.monitor_op`` before training, as Keras's lazy ``_set_monitor_op`` would later.
+
+    Resolving up front also fixes a Keras 3.15 bug: an integer ``save_freq`` with ``save_best_only``
+    compares with ``monitor_op`` before any epoch end has set it.
+    """
+    keras = import_keras()
+    # Duck-typed: Keras's MonitorCallback (not exported) and any subclass define both.
+    if not callable(getattr(callback, "_set_monitor_op", None)) or getattr(callback, "monitor_op", 0) is not None:
+        return
+    if callback.mode in ("min", "max"):
+        callback._set_monitor_op()
+        return
+    op = auto_monitor_op(callback.monitor, module)
+    if op is None:
+        return  # Keras raises its own ValueError at the first epoch end
+    callback.monitor_op = op
+    if op is keras.ops.less:
+        callback.min_delta *= -1
