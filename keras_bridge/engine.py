@@ -135,14 +135,18 @@ def _check_callbacks(callbacks: Any) -> Tuple[List[Any], List[Any]]:
     keras = import_keras()
     keras_cbs, lightning_cbs = [], []
     for cb in callbacks:
+        if isinstance(cb, dict):
+            from keras_bridge.callbacks.convert import from_config
+
+            cb = from_config(cb)
         if isinstance(cb, keras.callbacks.Callback):
             keras_cbs.append(cb)
         elif isinstance(cb, pl.Callback):
             lightning_cbs.append(cb)
         else:
             raise TypeError(
-                "Expected each entry of `callbacks` to be a keras.callbacks.Callback or a "
-                f"lightning Callback. Received: {cb!r} of type {type(cb).__name__}"
+                "Expected each entry of `callbacks` to be a keras.callbacks.Callback, a Keras "
+                "callback config dict ({'class_name': ..., 'config': {...}}) or a lightning Callback. Received: {cb!r} of type {type(cb).__name__}"
             )
     return keras_cbs, lightning_cbs
 

@@ -84,6 +84,7 @@ class KerasModule(pl.LightningModule):
         self._train_logs: Optional[Dict[str, float]] = None
         self._eval_logs: Optional[Dict[str, float]] = None
         self._val_logs: Dict[str, float] = {}
+        self._optimizer_cache: Optional[tuple] = None
         self._run_regularizers = self.is_keras
         self._forward_kwargs = self._forward_signature(model)
 
@@ -123,6 +124,7 @@ class KerasModule(pl.LightningModule):
             self.loss_plan.check_names(self.declared_output_names)
             self.metric_plan.check_names(self.declared_output_names)
         self.compiled = True
+        self._optimizer_cache = None
         self.output_names = None
         self.train_tracker = None
         self.eval_tracker = None
@@ -300,15 +302,21 @@ class KerasModule(pl.LightningModule):
                 "loss=...) first."
             )
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer, schedule = self.optimizer_spec.build(params)
-        if schedule is None:
-            return optimizer
-        from keras_bridge.schedules import KerasScheduleLR
+        key = tuple(id(p) for p in params)
+        # Keras keeps one optimizer per compile: momentum, step count and schedule position carry
+        # over from one fit() to the next.
+        if self._optimizer_cache is None or self._optimizer_cache[0] != key:
+            optimizer, schedule = self.optimizer_spec.build(params)
+            config: Any = optimizer
+            if schedule is not None:
+                from keras_bridge.schedules import KerasScheduleLR
 
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": KerasScheduleLR(optimizer, schedule), "interval": "step"},
-        }
+                config = {
+                    "optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": KerasScheduleLR(optimizer, schedule), "interval": "step"},
+                }
+            self._optimizer_cache = (key, config)
+        return self._optimizer_cache[1]
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> Any:

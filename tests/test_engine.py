@@ -113,3 +113,14 @@ def test_bad_fit_options(bad):
     x, y = data()
     with pytest.raises(ValueError, match=next(iter(bad))):
         linear_module().fit(x, y, **bad)
+
+
+def test_fit_accepts_callback_configs():
+    x, y = data()
+    module = linear_module()
+    config = {"class_name": "EarlyStopping", "config": {"monitor": "loss", "patience": 0, "min_delta": 100.0}}
+    history = module.fit(x, y, epochs=5, verbose=0, callbacks=[config])
+    # min_delta=100 means no epoch ever improves: Keras stops at the second epoch (epoch index 1)
+    assert history.epoch == [0, 1]
+    with pytest.raises(ValueError, match="EarlyStoping"):
+        module.fit(x, y, epochs=1, verbose=0, callbacks=[{"class_name": "EarlyStoping", "config": {}}])

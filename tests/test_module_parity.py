@@ -200,3 +200,18 @@ def test_validation_freq_list_parity():
     kh, bh, _, _, _, _ = run_both(mlp(), compile_kwargs, dict(x=x, y=y, batch_size=8, epochs=4, validation_split=0.25, validation_freq=[2, 4]))
     assert len(bh.history["val_loss"]) == 2
     assert_history_close(kh, bh, RTOL)
+
+
+def test_consecutive_fits_keep_optimizer_state_like_keras():
+    """Keras keeps one optimizer per compile: momentum and the schedule step carry over between fits."""
+    x, y = data(n=48)
+    schedule = lambda: keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=2, decay_rate=0.5)  # noqa: E731
+    k_model, b_model = twin_models(mlp())
+    compile_kwargs = lambda: dict(optimizer=keras.optimizers.SGD(schedule(), momentum=0.9), loss="sparse_categorical_crossentropy")  # noqa: E731
+    k_model.compile(**compile_kwargs())
+    module = kb.KerasModule(b_model)
+    module.compile(**compile_kwargs())
+    for _ in range(2):
+        kh = k_model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        bh = module.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        assert_history_close(kh, bh, RTOL)
