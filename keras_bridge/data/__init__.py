@@ -1,5 +1,12 @@
-"""Keras-style data inputs as Lightning DataLoaders."""
+"""Keras-style data inputs as Lightning loaders.
 
-from keras_bridge.data.datasets import to_loader
+``to_dataloader`` turns a PyDataset, a torch Dataset/DataLoader, an iterable of batches or arrays into
+something a plain ``lightning.Trainer`` iterates with Keras's rules; ``KerasDataModule`` does the
+same for ``fit``'s whole data argument set (validation split/data, shuffle, class and sample weights).
+"""
 
-__all__ = ["to_loader"]
+from keras_bridge.data.datamodule import KerasDataModule
+from keras_bridge.data.datasets import to_dataloader
+from keras_bridge.data.loader import KerasLoader
+
+__all__ = ["KerasDataModule", "KerasLoader", "to_dataloader"]

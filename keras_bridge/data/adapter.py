@@ -142,8 +142,18 @@ def loader_length(loader: Any) -> Optional[int]:
         return None
 
 
+def limits_own_steps(loader: Any) -> bool:
+    """True when the loader applies ``steps_per_epoch`` itself, carrying its iterator over epochs."""
+    from keras_bridge.data.loader import KerasLoader
+
+    return isinstance(loader, KerasLoader) or isinstance(getattr(loader, "sampler", None), GlobalBatchSampler)
+
+
 def first_batch(loader: Any) -> Any:
     """Peek one batch (Keras does the same to build an unbuilt model)."""
+    peek = getattr(loader, "peek", None)
+    if callable(peek):
+        return peek()
     sampler = getattr(loader, "sampler", None)
     if isinstance(loader, DataLoader) and isinstance(sampler, GlobalBatchSampler):
         return loader.dataset[torch.arange(min(sampler.batch_size, sampler.num_samples))]
