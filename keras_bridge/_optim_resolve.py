@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from keras_bridge._errors import did_you_mean
 from keras_bridge._keras import import_keras
 from keras_bridge._optim_base import KerasOptimizer, OptimizerSpec
 from keras_bridge.schedules import is_schedule, learning_rate_at
@@ -214,7 +215,8 @@ def _from_string(identifier: str) -> OptimizerSpec:
     if key in _UNSUPPORTED_KERAS:
         extra = f" '{identifier}' is a Keras optimizer that keras_bridge does not reproduce."
     raise ValueError(
-        f"Could not interpret optimizer identifier for argument `optimizer`: {identifier!r}.{extra} "
+        f"Could not interpret optimizer identifier for argument `optimizer`: {identifier!r}.{extra}"
+        f"{did_you_mean(identifier, _ACCEPTED_STRINGS) if not extra else ''} "
         f"Accepted strings (case-insensitive): {', '.join(repr(s) for s in _ACCEPTED_STRINGS)}."
     )
 

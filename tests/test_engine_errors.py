@@ -65,9 +65,9 @@ def test_bad_input_fails_before_training(compile_kwargs, fit_kwargs, exc, fragme
 @pytest.mark.parametrize(
     "kwargs, fragments",
     [
-        (dict(loss="mean_squared_errror"), ["loss", "mean_squared_errror"]),
-        (dict(loss="mse", metrics=["acuracy"]), ["acuracy"]),
-        (dict(loss="mse", optimizer="adamm"), ["optimizer", "adamm", "rmsprop"]),
+        (dict(loss="mean_squared_errror"), ["loss", "mean_squared_errror", "Did you mean 'mean_squared_error'?"]),
+        (dict(loss="mse", metrics=["acuracy"]), ["metrics", "acuracy", "Did you mean 'accuracy'?"]),
+        (dict(loss="mse", optimizer="adamm"), ["optimizer", "adamm", "rmsprop", "Did you mean 'adam'?"]),
         (dict(loss="mse", metrics="mae"), ["metrics", "mae", "list"]),
     ],
 )

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from keras_bridge._errors import did_you_mean
 from keras_bridge._keras import import_keras, is_keras_model
 from keras_bridge.compile import _loss_fns as L
 
@@ -259,7 +260,8 @@ def get_loss(identifier: Any) -> LossTerm:
         if identifier.lower() in _AUTO_CE:
             return AutoCrossentropy(identifier)
         if identifier in _NOT_USABLE or identifier not in _keras_loss_names():
-            raise ValueError(f"Invalid `loss` argument: unknown loss identifier {identifier!r}. Accepted: {_accepted_text()}.")
+            hint = did_you_mean(identifier, _keras_loss_names())
+            raise ValueError(f"Invalid `loss` argument: unknown loss identifier {identifier!r}.{hint} Accepted: {_accepted_text()}.")
         obj = keras.losses.get(identifier)
         name = obj.name if isinstance(obj, keras.losses.Loss) else identifier
         return _from_keras_object(obj, name, identifier)

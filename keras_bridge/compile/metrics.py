@@ -29,6 +29,7 @@ import torch
 import torchmetrics
 from torch import Tensor
 
+from keras_bridge._errors import did_you_mean
 from keras_bridge._keras import import_keras
 from keras_bridge.compile import _loss_fns as L
 from keras_bridge.compile import _metric_fns as M
@@ -281,7 +282,8 @@ def check_metric(identifier: Any, argument: str = "metrics") -> None:
     if isinstance(identifier, str):
         if identifier.lower() in _ACCURACY + _CROSSENTROPY or identifier in _keras_metric_names():
             return
-        raise ValueError(f"Invalid `{argument}` entry: unknown metric identifier {identifier!r}. Accepted: {_accepted_text()}.")
+        hint = did_you_mean(identifier, list(_ACCURACY) + list(_keras_metric_names()))
+        raise ValueError(f"Invalid `{argument}` entry: unknown metric identifier {identifier!r}.{hint} Accepted: {_accepted_text()}.")
     if isinstance(identifier, (dict, keras.metrics.Metric, torchmetrics.Metric)):
         return
     if isinstance(identifier, type):
