@@ -1,5 +1,6 @@
 """A user's keras.callbacks.Callback sees what it sees in Keras: hooks, order, logs, params, model."""
 
+import json
 import numpy as np
 import pytest
 import torch
@@ -145,14 +146,36 @@ def test_keras_model_optimizer_attribute_is_attached_and_savers_detached(data, t
     assert keras.models.load_model(tmp_path / "plain.keras").count_params() == model.count_params()
 
 
-def test_remote_monitor_posts_each_epoch_from_rank_zero(data, monkeypatch):
-    import requests
+def test_remote_monitor_posts_each_epoch(data):
+    """Keras's RemoteMonitor posts every epoch's logs to a real HTTP server on loopback."""
+    import http.server
+    import threading
+    import urllib.parse
 
-    posts = []
-    monkeypatch.setattr(requests, "post", lambda url, *args, **kwargs: posts.append((url, kwargs)))
-    x, y = data
-    module = kb.KerasModule(torch.nn.Linear(5, 3))
-    module.compile(optimizer="sgd", loss="mse")
-    module.fit(x, np.eye(3, dtype="float32")[y], epochs=2, verbose=0,
-               callbacks=[keras.callbacks.RemoteMonitor(root="http://localhost:9000")])
-    assert [url for url, _ in posts] == ["http://localhost:9000/publish/epoch/end/"] * 2
+    received = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            received.append((self.path, urllib.parse.parse_qs(body)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        x, y = data
+        module = kb.KerasModule(torch.nn.Linear(5, 3))
+        module.compile(optimizer="sgd", loss="mse")
+        history = module.fit(x, np.eye(3, dtype="float32")[y], epochs=2, verbose=0,
+                             callbacks=[keras.callbacks.RemoteMonitor(root=f"http://127.0.0.1:{server.server_port}")])
+    finally:
+        server.shutdown()
+    assert [path for path, _ in received] == ["/publish/epoch/end/"] * 2
+    sent = [json.loads(form["data"][0]) for _, form in received]
+    assert [d["epoch"] for d in sent] == [0, 1]
+    assert [d["loss"] for d in sent] == pytest.approx(history.history["loss"])
