@@ -2,10 +2,11 @@
 
 The guide's MLP (784-64-64-10), batch 64, 50k training samples and 10k validation samples, 1 epoch
 with validation, RMSprop, sparse categorical crossentropy + accuracy. Each variant runs in its own
-child process (one after the other, same machine), does one short warm-up fit, then the timed fit.
-Reports time per training step and the ratio to the raw torch loop.
+child process, does one short warm-up fit, then the timed fit; the variants are interleaved over
+several rounds and the table shows each one's median time per training step (validation included)
+and its ratio to the raw torch loop.
 
-Run: python bench/run.py [--repeats 3] [--samples 50000]
+Run: python bench/run.py [--rounds 3] [--samples 50000] [--threads 1]
 """
 
 from __future__ import annotations
@@ -213,37 +214,44 @@ def child(variant: str, samples: int, repeats: int, bs: int = 64) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows medians")
     parser.add_argument("--samples", type=int, default=50_000)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", help="run only these variants")
     args = parser.parse_args()
     if args.variant:
-        child(args.variant, args.samples, args.repeats)
+        import torch
+
+        torch.set_num_threads(args.threads)
+        child(args.variant, args.samples, 1)
         return
-    results = {}
-    for name, _ in VARIANTS:
-        if args.only and name not in args.only:
-            continue
-        proc = subprocess.run(
-            [sys.executable, __file__, "--variant", name, "--samples", str(args.samples), "--repeats", str(args.repeats)],
-            capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"),
-        )
-        if proc.returncode != 0:
-            print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-            continue
-        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
-    base = results.get("torch")
-    print(f"\nMLP 784-64-64-10, batch 64, {args.samples} train + {args.samples // 5} val samples, 1 epoch, "
-          f"best of {args.repeats}; {os.cpu_count()} CPU cores, torch {__import__('torch').__version__}")
-    print(f"| variant | what | ms/step | x raw torch |\n|---|---|---:|---:|")
+    names = [n for n, _ in VARIANTS if not args.only or n in args.only]
+    times: dict = {n: [] for n in names}
+    steps = -(-args.samples // 64)
+    # Rounds interleave the variants so that a slow spell of the machine hits all of them alike.
+    for _ in range(args.rounds):
+        for name in names:
+            proc = subprocess.run(
+                [sys.executable, __file__, "--variant", name, "--samples", str(args.samples),
+                 "--threads", str(args.threads)],
+                capture_output=True, text=True,
+                env=dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(args.threads)),
+            )
+            if proc.returncode != 0:
+                print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            times[name].append(json.loads(proc.stdout.strip().splitlines()[-1])["seconds"])
+    medians = {n: statistics.median(t) for n, t in times.items() if t}
+    base = medians.get("torch")
+    print(f"\nMLP 784-64-64-10, batch 64, {args.samples} train + {args.samples // 5} val samples, 1 epoch with "
+          f"validation; median of {args.rounds} interleaved rounds; {os.cpu_count()} CPU cores, "
+          f"{args.threads} torch thread(s), torch {__import__('torch').__version__}")
+    print("| variant | what | ms/step | x raw torch |\n|---|---|---:|---:|")
     for name, what in VARIANTS:
-        if name not in results:
-            continue
-        r = results[name]
-        per_step = r["seconds"] / r["steps"] * 1e3
-        ratio = r["seconds"] / base["seconds"] if base else float("nan")
-        print(f"| {name} | {what} | {per_step:.3f} | {ratio:.2f} |")
+        if name in medians:
+            ratio = medians[name] / base if base else float("nan")
+            print(f"| {name} | {what} | {medians[name] / steps * 1e3:.3f} | {ratio:.2f} |")
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@ without any collective (what Keras shows at batch end).
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
-import torchmetrics
 from torch import nn
 
 from keras_bridge.compile.loss_plan import LossPlan
@@ -21,20 +20,6 @@ from keras_bridge.compile.metric_plan import MetricPlan
 from keras_bridge.compile.metrics import BridgeMetric, Mean
 
 Tensor = torch.Tensor
-
-
-def _local_value(metric: torchmetrics.Metric) -> Tensor:
-    if isinstance(metric, BridgeMetric):
-        return metric.local_compute()
-    # A user's torchmetrics object: compute from local states only.
-    saved = metric._to_sync
-    metric._to_sync = False
-    try:
-        value = metric.compute()
-    finally:
-        metric._to_sync = saved
-        metric._computed = None
-    return value
 
 
 class StageTracker(nn.Module):
@@ -50,7 +35,6 @@ class StageTracker(nn.Module):
         self.metric_names: List[str] = [e.log_name for e in entries]
         self._indices = [e.index for e in entries]
         self._weighted = [e.weighted for e in entries]
-        self._bridge = [isinstance(e.metric, BridgeMetric) for e in entries]
         metrics = [copy.deepcopy(e.metric) if clone else e.metric for e in entries]
         self.metrics = nn.ModuleList(metrics)
         self._names = ["loss"] + self.output_loss_names + self.metric_names
@@ -71,21 +55,14 @@ class StageTracker(nn.Module):
         if self.output_loss_names:
             for tracker, value in zip(self.output_losses, output_losses):
                 tracker.update(value.detach(), batch_size)
-        for metric, i, weighted, bridge in zip(self.metrics, self._indices, self._weighted, self._bridge):
-            yp = y_pred[i].detach()
-            if bridge:
-                metric.update(y_true[i], yp, sample_weight[i] if weighted else None)
-            else:
-                metric.update(yp, y_true[i])
+        for metric, i, weighted in zip(self.metrics, self._indices, self._weighted):
+            metric.update(y_true[i], y_pred[i].detach(), sample_weight[i] if weighted else None)
         self.updated = True
 
     def results(self, sync: bool) -> Dict[str, float]:
         """Current values as a sorted dict of Python floats (one host transfer for all)."""
-        trackers: List[torchmetrics.Metric] = [self.loss, *self.output_losses, *self.metrics]
-        if sync:
-            values = [m.compute() for m in trackers]
-        else:
-            values = [_local_value(m) for m in trackers]
+        trackers: List[BridgeMetric] = [self.loss, *self.output_losses, *self.metrics]
+        values = [m.compute() if sync else m.local_compute() for m in trackers]
         flat = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.loss.total.device).reshape(()) for v in values])
         numbers = flat.tolist()
         return {self._names[i]: numbers[i] for i in self._order}

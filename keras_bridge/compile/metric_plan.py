@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
-import torchmetrics
 
 from keras_bridge.compile.metrics import BridgeMetric, check_metric, get_metric
 
@@ -34,7 +33,7 @@ class _Entry:
     index: int
     log_name: str
     base_name: str
-    metric: torchmetrics.Metric
+    metric: BridgeMetric
     weighted: bool
 
 
@@ -156,24 +155,3 @@ class MetricPlan:
     def base_names(self) -> List[str]:
         """Unprefixed names in compile order (Keras orders ``evaluate`` results with these)."""
         return [e.base_name for e in self.entries]
-
-    def modules(self) -> List[torchmetrics.Metric]:
-        return [e.metric for e in self.entries]
-
-    def update(
-        self,
-        y_true: Sequence[Optional[Tensor]],
-        y_pred: Sequence[Tensor],
-        sample_weight: Sequence[Optional[Tensor]],
-    ) -> None:
-        for e in self.entries:
-            sw = sample_weight[e.index] if e.weighted else None
-            m = e.metric
-            if isinstance(m, BridgeMetric):
-                m.update(y_true[e.index], y_pred[e.index], sw)
-            else:  # a user's torchmetrics object: torch argument order, no sample weights
-                m.update(y_pred[e.index], y_true[e.index])
-
-    def reset(self) -> None:
-        for e in self.entries:
-            e.metric.reset()

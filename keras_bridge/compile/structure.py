@@ -8,7 +8,7 @@ list of output names, which is what the loss and metric plans work on.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 import torch
 
