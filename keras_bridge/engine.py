@@ -17,7 +17,13 @@ from keras_bridge._keras import import_keras
 from keras_bridge.callbacks.adapter import KerasCallbackAdapter
 from keras_bridge.callbacks.model_ref import callback_model
 from keras_bridge.callbacks.progbar import make_progbar_logger
-from keras_bridge.compile.structure import flatten_outputs, output_structure, resolve_output_names, unpack_batch
+from keras_bridge.compile.structure import (
+    flatten_outputs,
+    map_structure,
+    output_structure,
+    resolve_output_names,
+    unpack_batch,
+)
 from keras_bridge.data import adapter as data_adapter
 
 _VERBOSE = (0, 1, 2, "auto")
@@ -326,6 +332,18 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.cpu().numpy()
 
 
+def _gather_predictions(loader: Any, outputs: Any) -> Any:
+    """Under DDP, every process's per-batch predictions, in input order, on every process (a collective)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return outputs
+    local = [map_structure(lambda t: t.detach().cpu() if isinstance(t, torch.Tensor) else t, o)
+             for o in outputs or []]
+    per_rank: List[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(per_rank, local)
+    return data_adapter.unshard_results(loader, per_rank)
+
+
 def predict(module: Any, x: Any, batch_size: Optional[int] = None, verbose: Any = "auto",
             steps: Optional[int] = None, callbacks: Any = None, trainer: Any = None) -> Any:
     """Keras ``Model.predict``: NumPy arrays in the model's output structure (single, list or dict)."""
@@ -350,6 +368,7 @@ def predict(module: Any, x: Any, batch_size: Optional[int] = None, verbose: Any 
             outputs = run_trainer.predict(module, dataloaders=loader, return_predictions=True)
     finally:
         _detach(run_trainer, attached)
+    outputs = _gather_predictions(loader, outputs)
     if not outputs:
         return None
     kind = output_structure(outputs[0])

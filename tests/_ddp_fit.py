@@ -33,10 +33,19 @@ def main(out_path: str, devices: int) -> None:
         x, y, batch_size=16, epochs=3, validation_split=0.2, class_weight={0: 1.0, 1: 2.0, 2: 0.5},
         verbose=0, trainer=trainer,
     )
+    # Fresh Trainers after fit: on the process that launched the others, Lightning's popen launcher has
+    # set LOCAL_RANK, so these join the existing process group instead of launching processes again.
+    predictions = module.predict(x, batch_size=16, verbose=0, trainer=trainer)
+    evaluation = module.evaluate(x, y, batch_size=16, verbose=0, return_dict=True, trainer=trainer)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         weights = [p.detach().numpy().tolist() for p in net.parameters()]
         with open(out_path, "w") as f:
-            json.dump({"history": history.history, "epoch": history.epoch, "weights": weights}, f)
+            json.dump({"history": history.history, "epoch": history.epoch, "weights": weights,
+                       "predictions": predictions.tolist(), "evaluate": evaluation}, f)
+    elif devices > 1:
+        # Every process gets the full predictions and the synchronised evaluate numbers.
+        with open(out_path + f".rank{os.environ['LOCAL_RANK']}", "w") as f:
+            json.dump({"predictions": predictions.tolist(), "evaluate": evaluation}, f)
 
 
 if __name__ == "__main__":

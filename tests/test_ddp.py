@@ -33,6 +33,15 @@ def test_ddp_matches_single_process(tmp_path):
         np.testing.assert_allclose(ddp["history"][key], values, rtol=1e-5, atol=1e-6, err_msg=key)
     for a, b in zip(single["weights"], ddp["weights"]):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+    # predict returns every sample in input order, evaluate the synchronised numbers, on every process
+    other = json.loads((tmp_path / "out_2.json.rank1").read_text())
+    for result in (ddp, other):
+        assert np.asarray(result["predictions"]).shape == np.asarray(single["predictions"]).shape == (74, 3)
+        np.testing.assert_allclose(result["predictions"], single["predictions"], rtol=1e-5, atol=1e-6)
+        assert sorted(result["evaluate"]) == sorted(single["evaluate"])
+        for key, value in single["evaluate"].items():
+            np.testing.assert_allclose(result["evaluate"][key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    (tmp_path / "out_2.json.rank1").unlink()
     # a Keras user sees no Lightning banners, and fit leaves no files behind
     assert "GPU available" not in proc.stdout + proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out_1.json", "out_2.json"]

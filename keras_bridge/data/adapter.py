@@ -7,7 +7,7 @@ Arrays (NumPy, torch, and lists/dicts of them) are batched here with Keras's rul
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader
@@ -21,6 +21,7 @@ from keras_bridge.data.arrays import (
     is_array_structure,
     to_tensors,
     train_validation_split,
+    unshard_global_batches,
 )
 
 DEFAULT_BATCH_SIZE = 32
@@ -158,3 +159,30 @@ def first_batch(loader: Any) -> Any:
     if isinstance(loader, DataLoader) and isinstance(sampler, GlobalBatchSampler):
         return loader.dataset[torch.arange(min(sampler.batch_size, sampler.num_samples))]
     return next(iter(loader))
+
+
+def unshard_results(loader: Any, per_rank: Sequence[Sequence[Any]]) -> List[Any]:
+    """Per-batch results of every process (``per_rank[r]``: process ``r``'s, in step order) in input order.
+
+    Mirrors how ``loader`` shards itself under DDP: a :class:`GlobalBatchSampler` splits every global
+    batch across the processes, the dataset loaders deal out whole batches. A user's ``DataLoader``
+    with a ``DistributedSampler`` keeps that sampler's order, which the bridge does not undo: its
+    results come process by process, with a warning.
+    """
+    from keras_bridge.data.loader import unshard_whole_batches
+    from keras_bridge.data.torch_data import DataLoaderLoader, _is_distributed
+
+    if isinstance(loader, DataLoader) and isinstance(loader.sampler, GlobalBatchSampler):
+        return unshard_global_batches(per_rank)
+    if isinstance(loader, DataLoaderLoader) and loader._rebuilt() is None and _is_distributed(loader.data):
+        import warnings
+
+        warnings.warn(
+            "The DataLoader uses a DistributedSampler: its predictions are returned process by process "
+            "in the sampler's order (with any padding it adds), not in input order. Pass the DataLoader "
+            "without a DistributedSampler to get Keras's order.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return [result for results in per_rank for result in results]
+    return unshard_whole_batches(per_rank)

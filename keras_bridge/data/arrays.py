@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -272,6 +272,23 @@ class GlobalBatchSampler(Sampler):
 
     def state_dict(self) -> Dict[str, Any]:
         return {"epoch": self.epoch, "pos": self._pos, "passes": self._passes}
+
+
+def unshard_global_batches(per_rank: Sequence[Sequence[Any]]) -> List[Any]:
+    """Undo :class:`GlobalBatchSampler`'s DDP sharding of per-batch results gathered from every process.
+
+    ``per_rank[r][s]`` is process ``r``'s result for step ``s``: piece ``r`` of
+    ``global_batch_s.tensor_split(world)`` (possibly empty). Pieces are contiguous and in rank order,
+    so reading step by step, and within a step rank by rank, restores the input order.
+
+    Example:
+        >>> unshard_global_batches([["a0", "b0"], ["a1", "b1"]])
+        ['a0', 'a1', 'b0', 'b1']
+    """
+    steps = {len(results) for results in per_rank}
+    if len(steps) > 1:
+        raise RuntimeError(f"The processes ran different numbers of batches: {[len(r) for r in per_rank]}")
+    return [results[s] for s in range(steps.pop() if steps else 0) for results in per_rank]
 
 
 def _identity(batch: Any) -> Any:

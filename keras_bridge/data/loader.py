@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from typing import Any, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from keras_bridge.data.arrays import _distributed
+from keras_bridge.data.arrays import _distributed, unshard_global_batches
 from keras_bridge.data.batches import empty_like, prepare_batch
 
 _END = object()
@@ -51,6 +51,22 @@ def max_across_ranks(value: int) -> int:
     t = torch.tensor([value], dtype=torch.int64)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
     return int(t.item())
+
+
+def unshard_whole_batches(per_rank: Sequence[Sequence[Any]]) -> List[Any]:
+    """Undo the whole-batch DDP sharding of per-batch results gathered from every process.
+
+    :meth:`IterableLoader._mine` and :func:`~keras_bridge.data.pydataset.shard_keys` give step ``s`` of
+    process ``r`` batch ``s * world + r`` of the epoch's order; a process without a batch in the last
+    step gets an empty (zero-row) one. Reading step by step, rank by rank, restores the input order
+    (the same rule as :func:`~keras_bridge.data.arrays.unshard_global_batches`, where each step is one
+    global batch split across the processes).
+
+    Example:
+        >>> unshard_whole_batches([["b0", "b2"], ["b1", "empty"]])
+        ['b0', 'b1', 'b2', 'empty']
+    """
+    return unshard_global_batches(per_rank)
 
 
 def warn_ran_out(done: int, steps: int) -> None:
