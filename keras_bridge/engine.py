@@ -232,9 +232,15 @@ def _detach(trainer: pl.Trainer, callbacks: Sequence[pl.Callback]) -> None:
             trainer.callbacks.remove(cb)
 
 
-def _seed() -> int:
-    # Drawn from torch's global RNG, so keras.utils.set_random_seed / seed_everything make it reproducible.
-    return int(torch.randint(0, 2**31 - 1, (1,)).item())
+def _seed(module: Any) -> int:
+    """The shuffle seed of this fit: reproducible under ``keras.utils.set_random_seed``/``seed_everything``.
+
+    Derived from torch's initial seed and a per-module fit counter rather than drawn from the global
+    RNG, so calling fit does not shift the random stream that the model's own layers draw from.
+    """
+    count = getattr(module, "_fit_count", 0)
+    object.__setattr__(module, "_fit_count", count + 1)
+    return (torch.initial_seed() + 7919 * count) % (2**31 - 1)
 
 
 # ---------------------------------------------------------------------------- public entry points
@@ -252,7 +258,7 @@ def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = N
         raise ValueError("`fit()` needs training data: pass `x` (arrays or a dataset).")
     train_loader, val_loader = data_adapter.fit_loaders(
         x, y, sample_weight, batch_size, shuffle, class_weight, validation_split, validation_data,
-        steps_per_epoch, _seed(),
+        steps_per_epoch, _seed(module),
     )
     _build(module, train_loader)
     steps = data_adapter.loader_length(train_loader)

@@ -215,3 +215,26 @@ def test_consecutive_fits_keep_optimizer_state_like_keras():
         kh = k_model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
         bh = module.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
         assert_history_close(kh, bh, RTOL)
+
+
+def test_batchnorm_and_training_flag_parity():
+    """training=True in train steps (BatchNorm batch statistics, moving averages updated), False in evaluation."""
+
+    def build():
+        inp = keras.Input((8,), name="features")
+        x = layers.Dense(16)(inp)
+        x = layers.BatchNormalization(momentum=0.5)(x)
+        x = layers.Activation("relu")(x)
+        out = layers.Dense(4, activation="softmax", name="predictions")(x)
+        return keras.Model(inp, out)
+
+    x, y = data(n=80)
+    compile_kwargs = lambda: dict(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy", metrics=["accuracy"])  # noqa: E731
+    kh, bh, ke, be, km, bm = run_both(build, compile_kwargs, dict(x=x, y=y, batch_size=16, epochs=2, validation_split=0.25), dict(x=x, y=y))
+    assert_history_close(kh, bh, RTOL)
+    np.testing.assert_allclose(be, ke, rtol=RTOL)
+    bn_k = next(l for l in km.layers if isinstance(l, layers.BatchNormalization))
+    bn_b = next(l for l in bm.layers if isinstance(l, layers.BatchNormalization))
+    np.testing.assert_allclose(bn_b.moving_mean.numpy(), bn_k.moving_mean.numpy(), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(bn_b.moving_mean.numpy(), 0.0), "moving statistics were updated during training"
+
