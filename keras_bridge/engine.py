@@ -21,6 +21,7 @@ from keras_bridge.compile.structure import (
     flatten_outputs,
     map_structure,
     output_structure,
+    pack_outputs,
     resolve_output_names,
     unpack_batch,
 )
@@ -381,8 +382,4 @@ def predict(module: Any, x: Any, batch_size: Optional[int] = None, verbose: Any 
     names = resolve_output_names(outputs[0], module.declared_output_names)
     columns = list(zip(*(flatten_outputs(o, names) for o in outputs)))
     arrays = [np.concatenate([_to_numpy(t) for t in col], axis=0) for col in columns]
-    if kind == "dict":
-        return dict(zip(names, arrays))
-    if kind == "list":
-        return arrays
-    return arrays[0]
+    return pack_outputs(arrays, names, kind)

@@ -26,10 +26,6 @@ class _Term:
     weight: float
 
 
-def _is_single_loss(loss: Any) -> bool:
-    return not isinstance(loss, (list, tuple, Mapping))
-
-
 class LossPlan:
     """Resolved ``loss``/``loss_weights`` of a ``compile`` call.
 
