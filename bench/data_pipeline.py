@@ -25,7 +25,7 @@ import torch
 
 import keras_bridge as kb  # selects keras's torch backend
 import keras
-from keras_bridge.data.pydataset import PyDatasetLoader
+from keras_bridge.data.adapters.pydataset import PyDatasetLoader
 
 
 class CpuPyDataset(keras.utils.PyDataset):

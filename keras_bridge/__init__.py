@@ -7,15 +7,16 @@ Example:
     >>> module.compile(optimizer="adam", loss="mse")
 """
 
-from keras_bridge._keras import KerasBackendError
-from keras_bridge._keras import select_torch_backend as _select_torch_backend
+from keras_bridge.utils.keras import KerasBackendError
+from keras_bridge.utils.keras import select_torch_backend as _select_torch_backend
 
 _select_torch_backend()
 
-from keras_bridge import callbacks, data, optimizers, schedules  # noqa: E402
+from keras_bridge import callbacks, data, optimizers  # noqa: E402
+from keras_bridge._version import __version__  # noqa: E402
+from keras_bridge.optimizers import schedules  # noqa: E402
 from keras_bridge.module import KerasModule  # noqa: E402
-from keras_bridge.saving import load_model  # noqa: E402
+from keras_bridge.saving.api import load_model  # noqa: E402
 
-__version__ = "0.1.0"
 
 __all__ = ["KerasBackendError", "KerasModule", "callbacks", "data", "load_model", "optimizers", "schedules"]

@@ -1,8 +1,9 @@
 """``KerasModule``: a LightningModule that trains, evaluates and predicts with Keras's rules.
 
 The module owns what Keras's ``Trainer`` owns: the compiled loss and metrics, their trackers, the
-optimizer spec and the History. ``fit``/``evaluate``/``predict`` hand the Keras-style arguments to
-:mod:`keras_bridge.engine`, which runs a ``lightning.Trainer``.
+optimizer spec and the History. The training step is Keras's: ``compute_loss`` then
+``update_metrics``, both overridable in a subclass as in Keras. ``fit``/``evaluate``/``predict`` hand
+the Keras-style arguments to :mod:`keras_bridge.engine`, which runs a ``lightning.Trainer``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from keras_bridge._keras import is_keras_model
+import keras_bridge.engine as engine
+from keras_bridge.callbacks.model_facade import callback_model_for
 from keras_bridge.compile.loss_plan import LossPlan
 from keras_bridge.compile.metric_plan import MetricPlan
 from keras_bridge.compile.structure import (
@@ -25,9 +27,13 @@ from keras_bridge.compile.structure import (
     resolve_output_names,
     unpack_batch,
 )
-from keras_bridge.data.arrays import GlobalBatchInfo
-from keras_bridge.optimizers import get_optimizer
-from keras_bridge.tracking import StageTracker
+from keras_bridge.compile.tracking import StageTracker
+from keras_bridge.data.distributed import GlobalBatchInfo
+from keras_bridge.optimizers.resolve import get_optimizer
+from keras_bridge.optimizers.schedules import KerasScheduleLR
+from keras_bridge.saving.state import apply_training_state
+from keras_bridge.utils.errors import NotCompiledError
+from keras_bridge.utils.keras import import_keras, is_keras_model
 
 Tensor = torch.Tensor
 
@@ -75,18 +81,25 @@ class KerasModule(pl.LightningModule):
         self.loss_plan: Optional[LossPlan] = None
         self.metric_plan: Optional[MetricPlan] = None
         self.optimizer_spec: Any = None
+        # What a compile() resets: the build (output names, trackers) and the optimizer it made.
         self.output_names: Optional[List[str]] = None
         self.output_kind: Optional[str] = None
         self.train_tracker: Optional[StageTracker] = None
         self.eval_tracker: Optional[StageTracker] = None
+        self._optimizer_cache: Optional[tuple] = None
+        # Optimizer/scheduler state restored from a file (kb.load_model), applied when the next fit starts.
+        self._restored_state: Optional[Dict[str, Any]] = None
         self.history: Any = None
         self.stop_training = False
         self._train_logs: Optional[Dict[str, float]] = None
         self._eval_logs: Optional[Dict[str, float]] = None
         self._val_logs: Dict[str, float] = {}
-        self._optimizer_cache: Optional[tuple] = None
         self._run_regularizers = self.is_keras
-        self._forward_kwargs = self._forward_signature(model)
+        self.forward_parameters = self._forward_signature(model)
+        # Per-output losses of the batch in flight, from compute_loss to update_metrics.
+        self._output_losses: List[Tensor] = []
+        self._fits = 0
+        self._callback_model: Any = None
 
     # ------------------------------------------------------------------ compile
     def compile(  # type: ignore[override]
@@ -119,19 +132,50 @@ class KerasModule(pl.LightningModule):
             # Keras keeps the previous compiled metrics when neither argument is given.
             self.metric_plan = MetricPlan(metrics, weighted_metrics)
         else:
-            self.metric_plan = MetricPlan(self.metric_plan._metrics, self.metric_plan._weighted)
+            self.metric_plan = MetricPlan(**self.metric_plan.arguments)
         if self.declared_output_names and self.is_keras:
             self.loss_plan.check_names(self.declared_output_names)
             self.metric_plan.check_names(self.declared_output_names)
         self.compiled = True
-        self._optimizer_cache = None
-        self.output_names = None
-        self.train_tracker = None
-        self.eval_tracker = None
+        self._forget_build()
+
+    def _forget_build(self) -> None:
+        # A new compile() rebuilds from the next batch and makes a new optimizer, as in Keras.
+        self.output_names = self.output_kind = None
+        self.train_tracker = self.eval_tracker = None
+        self._optimizer_cache = self._restored_state = None
 
     @property
     def built(self) -> bool:
         return self.train_tracker is not None
+
+    def require_compiled(self) -> None:
+        """Raise :class:`~keras_bridge.utils.errors.NotCompiledError` unless ``compile()`` was called."""
+        if not self.compiled:
+            raise NotCompiledError(
+                "You must call `compile()` before using the model: call "
+                "module.compile(optimizer=..., loss=..., metrics=...) before fit() or evaluate()."
+            )
+
+    def next_shuffle_seed(self) -> int:
+        """The shuffle seed of the next fit: reproducible under ``keras.utils.set_random_seed``/``seed_everything``.
+
+        Derived from torch's initial seed and this module's fit count rather than drawn from the global
+        RNG, so calling fit does not shift the random stream that the model's own layers draw from.
+        """
+        self._fits += 1
+        return (torch.initial_seed() + 7919 * (self._fits - 1)) % (2**31 - 1)
+
+    @property
+    def callback_model(self) -> Any:
+        """What Keras callbacks see as ``self.model``: the Keras model, or a Keras-like facade of a torch module."""
+        if self._callback_model is None:
+            self._callback_model = callback_model_for(self)
+        return self._callback_model
+
+    def restore_training_state(self, states: Dict[str, Any]) -> None:
+        """Keep optimizer/LR-scheduler states (as saved in a file) to load when the next ``fit`` starts."""
+        self._restored_state = dict(states)
 
     # ------------------------------------------------------------------ calling the model
     @staticmethod
@@ -157,11 +201,7 @@ class KerasModule(pl.LightningModule):
     # ------------------------------------------------------------------ building
     def build_from_batch(self, x: Any, y: Any, y_pred: Any) -> None:
         """Resolve output names and instantiate losses/metrics from one batch (Keras's lazy build)."""
-        if not self.compiled:
-            raise RuntimeError(
-                "You must call `compile()` before using the model: call "
-                "module.compile(optimizer=..., loss=..., metrics=...) before fit() or evaluate()."
-            )
+        self.require_compiled()
         self.output_kind = output_structure(y_pred)
         names = resolve_output_names(y_pred, self.declared_output_names)
         self.output_names = names
@@ -178,7 +218,44 @@ class KerasModule(pl.LightningModule):
             self.eval_tracker.to(device)
 
     # ------------------------------------------------------------------ steps
-    def _loss_and_track(self, batch: Any, training: bool) -> Tensor:
+    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
+                     training: bool = True) -> Tensor:
+        """Keras's ``compute_loss``: the compiled losses, weighted and summed, plus the model's own losses.
+
+        Override it in a subclass as in Keras (``x`` is given for losses that need the inputs).
+
+        Raises:
+            ValueError: no compiled loss and no model losses.
+        """
+        names = self.output_names
+        assert names is not None and self.loss_plan is not None
+        y_flat = flatten_targets(y, names)
+        yp_flat = flatten_outputs(y_pred, names)
+        sw_flat = flatten_targets(sample_weight, names, "sample_weight")
+        total, self._output_losses = self.loss_plan(y_flat, yp_flat, sw_flat)
+        if self._run_regularizers:
+            extra = self.model.losses
+            if extra:
+                reg = sum(torch.sum(t.float()) for t in extra)
+                total = reg if total is None else total + reg
+        if total is None:
+            raise ValueError(
+                "No loss to compute. Provide a `loss` argument in `compile()` (or give the model "
+                "regularization / add_loss losses)."
+            )
+        return total
+
+    def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any, loss: Tensor, batch_size: int,
+                       training: bool = True) -> None:
+        """Add one batch to the stage's loss trackers and compiled metrics (Keras's ``update_state``)."""
+        tracker = self.train_tracker if training else self.eval_tracker
+        names = self.output_names
+        assert tracker is not None and names is not None
+        tracker.update_losses(loss, self._output_losses, batch_size)
+        tracker.update_metrics(flatten_targets(y, names), flatten_outputs(y_pred, names),
+                               flatten_targets(sample_weight, names, "sample_weight"))
+
+    def _step(self, batch: Any, training: bool) -> Tensor:
         info = None
         if isinstance(batch, tuple) and batch and isinstance(batch[-1], GlobalBatchInfo):
             batch, info = batch[:-1], batch[-1]
@@ -190,37 +267,21 @@ class KerasModule(pl.LightningModule):
             return sum(t.sum() for t in flatten_outputs(y_pred, resolve_output_names(y_pred, self.output_names))) * 0.0
         if not self.built:
             self.build_from_batch(x, y, y_pred)
-        names = self.output_names
-        assert names is not None and self.loss_plan is not None
-        y_flat = flatten_targets(y, names)
-        yp_flat = flatten_outputs(y_pred, names)
-        sw_flat = flatten_targets(sw, names, "sample_weight")
-        total, per_output = self.loss_plan(y_flat, yp_flat, sw_flat)
-        if self._run_regularizers:
-            extra = self.model.losses
-            if extra:
-                reg = sum(torch.sum(t.float()) for t in extra)
-                total = reg if total is None else total + reg
-        if total is None:
-            raise ValueError(
-                "No loss to compute. Provide a `loss` argument in `compile()` (or give the model "
-                "regularization / add_loss losses)."
-            )
-        tracker = self.train_tracker if training else self.eval_tracker
-        assert tracker is not None
-        tracker.update(total, per_output, y_flat, yp_flat, sw_flat, batch_size)
+        self._output_losses = []
+        total = self.compute_loss(x, y, y_pred, sw, training=training)
+        self.update_metrics(y, y_pred, sw, total, batch_size, training=training)
         if info is not None and training:
             total = total * (info.world_size * batch_size / info.global_size)
         return total
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:  # type: ignore[override]
-        return self._loss_and_track(batch, training=True)
+        return self._step(batch, training=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:  # type: ignore[override]
-        self._loss_and_track(batch, training=False)
+        self._step(batch, training=False)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:  # type: ignore[override]
-        self._loss_and_track(batch, training=False)
+        self._step(batch, training=False)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:  # type: ignore[override]
         x, _, _ = unpack_batch(batch)
@@ -287,6 +348,13 @@ class KerasModule(pl.LightningModule):
         logs = self.finish_train_epoch()
         self.log_dict({k: v for k, v in logs.items() if not k.startswith("val_")}, sync_dist=False)
 
+    def on_fit_start(self) -> None:
+        # After the optimizers exist and before any callback's on_train_begin (BackupAndRestore may
+        # then replace this state with its own).
+        if self._restored_state is not None:
+            apply_training_state(self.trainer, self._restored_state, self)
+            self._restored_state = None
+
     def on_train_end(self) -> None:
         # Keras copies EMA weights into the model when fit ends (use_ema=True).
         for optimizer in self.trainer.optimizers:
@@ -294,13 +362,20 @@ class KerasModule(pl.LightningModule):
             if finalize is not None:
                 finalize()
 
+    def ordered_results(self, logs: Dict[str, float]) -> Any:
+        """``evaluate``'s return value from its logs: a scalar, or a list in Keras's order."""
+        names = ["loss"]
+        if self.metric_plan is not None:
+            names += self.metric_plan.base_names
+        if self.loss_plan is not None:
+            names += self.loss_plan.tracker_names
+        results = [logs[n] for n in names if n in logs]
+        results += [logs[k] for k in sorted(logs) if k not in names]
+        return results[0] if len(results) == 1 else results
+
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self) -> Any:
-        if self.optimizer_spec is None:
-            raise RuntimeError(
-                "You must call `compile()` before training: call module.compile(optimizer=..., "
-                "loss=...) first."
-            )
+        self.require_compiled()
         params = [p for p in self.model.parameters() if p.requires_grad]
         key = tuple(id(p) for p in params)
         # Keras keeps one optimizer per compile: momentum, step count and schedule position carry
@@ -309,8 +384,6 @@ class KerasModule(pl.LightningModule):
             optimizer, schedule = self.optimizer_spec.build(params)
             config: Any = optimizer
             if schedule is not None:
-                from keras_bridge.schedules import KerasScheduleLR
-
                 config = {
                     "optimizer": optimizer,
                     "lr_scheduler": {"scheduler": KerasScheduleLR(optimizer, schedule), "interval": "step"},
@@ -328,8 +401,6 @@ class KerasModule(pl.LightningModule):
         if not state or state.get("history") is None:
             return
         if self.history is None:
-            from keras_bridge._keras import import_keras
-
             self.history = import_keras().callbacks.History()
         self.history.history = state["history"]
         self.history.epoch = state["epoch"] or []
@@ -341,21 +412,15 @@ class KerasModule(pl.LightningModule):
             sample_weight: Any = None, initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
             validation_freq: Any = 1, trainer: Any = None) -> Any:
         """Train like ``keras.Model.fit`` and return a ``History``. See :func:`keras_bridge.engine.fit`."""
-        from keras_bridge import engine
-
-        return engine.fit(self, **{k: v for k, v in locals().items() if k not in ("self", "engine", "__class__")})
+        return engine.fit(self, **{k: v for k, v in locals().items() if k not in ("self", "__class__")})
 
     def evaluate(self, x: Any = None, y: Any = None, batch_size: Optional[int] = None,
                  verbose: Any = "auto", sample_weight: Any = None, steps: Optional[int] = None,
                  return_dict: bool = False, callbacks: Any = None, trainer: Any = None) -> Any:
         """Evaluate like ``keras.Model.evaluate``: a scalar, a list in Keras's order, or a dict."""
-        from keras_bridge import engine
-
-        return engine.evaluate(self, **{k: v for k, v in locals().items() if k not in ("self", "engine", "__class__")})
+        return engine.evaluate(self, **{k: v for k, v in locals().items() if k not in ("self", "__class__")})
 
     def predict(self, x: Any, batch_size: Optional[int] = None, verbose: Any = "auto",
                 steps: Optional[int] = None, callbacks: Any = None, trainer: Any = None) -> Any:
         """Predict like ``keras.Model.predict``: NumPy arrays in the model's output structure."""
-        from keras_bridge import engine
-
-        return engine.predict(self, **{k: v for k, v in locals().items() if k not in ("self", "engine", "__class__")})
+        return engine.predict(self, **{k: v for k, v in locals().items() if k not in ("self", "__class__")})

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from keras_bridge._keras import import_keras
+from keras_bridge.utils.keras import import_keras
 from keras_bridge import optimizers as O
 
 keras = import_keras()

@@ -12,7 +12,8 @@ import keras
 from keras import layers
 
 import keras_bridge as kb
-from keras_bridge import saving
+from keras_bridge.saving import formats as saving
+from keras_bridge.saving.atomic import atomic_write
 
 
 class Net(torch.nn.Module):
@@ -57,7 +58,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     target = tmp_path / "m.keras"
     target.write_bytes(b"old")
     with pytest.raises(RuntimeError):
-        with saving.atomic_write(str(target)) as tmp:
+        with atomic_write(str(target)) as tmp:
             with open(tmp, "wb") as f:
                 f.write(b"half")
             raise RuntimeError("killed during the save")

@@ -1,4 +1,4 @@
-"""keras_bridge.schedules against the Keras schedule objects, and KerasScheduleLR driving optimizers."""
+"""keras_bridge.optimizers.schedules against the Keras schedule objects, and KerasScheduleLR driving optimizers."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from keras_bridge._keras import import_keras
+from keras_bridge.utils.keras import import_keras
 from keras_bridge import optimizers as O
-from keras_bridge.schedules import KerasScheduleLR, is_schedule, learning_rate_at
+from keras_bridge.optimizers.schedules import KerasScheduleLR, is_schedule, learning_rate_at
 
 keras = import_keras()
 S = keras.optimizers.schedules

@@ -16,8 +16,9 @@ The three classes subclass their Keras counterparts and are built when first use
 from typing import Any
 
 from keras_bridge.callbacks.adapter import KerasCallbackAdapter
-from keras_bridge.callbacks.convert import from_config, to_lightning
-from keras_bridge.callbacks.model_ref import OptimizerFacade, TorchModelFacade
+from keras_bridge.callbacks.convert import from_config
+from keras_bridge.callbacks.lightning import to_lightning
+from keras_bridge.callbacks.model_facade import OptimizerFacade, TorchModelFacade
 
 __all__ = [
     "BackupAndRestore",
@@ -37,5 +38,5 @@ def __getattr__(name: str) -> Any:
     if name in _PORTS:
         import importlib
 
-        return getattr(importlib.import_module(f"keras_bridge.callbacks.{_PORTS[name]}"), name)
+        return getattr(importlib.import_module(f"keras_bridge.callbacks.ports.{_PORTS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

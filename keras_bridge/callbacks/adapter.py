@@ -19,8 +19,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback as LightningCallback
 
-from keras_bridge._keras import import_keras
-from keras_bridge.callbacks import model_ref
+from keras_bridge.utils.compat import is_default_keras_hook
+from keras_bridge.utils.keras import import_keras
+import keras_bridge.callbacks.model_facade as model_facade
 from keras_bridge.callbacks.convert import translate
 from keras_bridge.callbacks.monitor import resolve_monitor_op
 
@@ -33,7 +34,7 @@ _MODES = {"fit": "fit", "validate": "evaluate", "test": "evaluate", "predict": "
 
 def _overrides(cb: Any, names: Sequence[str]) -> bool:
     """True if any hook in ``names`` is not Keras's default no-op (instance attributes count: LambdaCallback)."""
-    return any(not getattr(getattr(cb, n, None), "_is_default", False) for n in names)
+    return any(not is_default_keras_hook(getattr(cb, n, None)) for n in names)
 
 
 def _reads(cb: Any, names: Sequence[str]) -> bool:
@@ -146,19 +147,19 @@ class KerasCallbackAdapter(LightningCallback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._select(rank_zero=trainer.is_global_zero)
         if self._own_model:
-            self._set_model(model_ref.callback_model(pl_module))
+            self._set_model(pl_module.callback_model)
         for cb in self.user_callbacks:
             if hasattr(cb, "_kb_bind"):
                 cb._kb_bind(trainer, pl_module)
         if self.history is not None and stage == "fit":
             pl_module.history = self.history
-        model_ref.attach_savers(pl_module)
+        model_facade.attach_savers(pl_module)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        model_ref.detach_savers(pl_module)
+        model_facade.detach_savers(pl_module)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        model_ref.detach_savers(pl_module)
+        model_facade.detach_savers(pl_module)
 
     def _sync_stop(self, trainer: pl.Trainer) -> None:
         flag = bool(getattr(self.model, "stop_training", False))
@@ -185,13 +186,8 @@ class KerasCallbackAdapter(LightningCallback):
 
     # ---------------------------------------------------------------- fit
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from keras_bridge import _state, saving
-
         self._params_from(trainer, trainer.num_training_batches)
         self.model.stop_training = False
-        pending = saving.take_pending_state(pl_module)
-        if pending:  # optimizer state of a model restored by kb.load_model
-            _state.apply_training_state(trainer, pending, pl_module)
         for cb in self.active:
             resolve_monitor_op(cb, pl_module)
         for cb in self.all:

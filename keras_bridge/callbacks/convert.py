@@ -5,31 +5,31 @@
 LambdaCallback, History, RemoteMonitor, user subclasses), or a port configured like it where Keras's
 code cannot run here (``TensorBoard`` needs TensorFlow; ``BackupAndRestore`` must restore the torch
 optimizer and the Lightning loop). :func:`from_config` builds a callback from
-``{"class_name": ..., "config": {...}}``. :func:`to_lightning` wraps a list for a plain ``lightning.Trainer``.
+``{"class_name": ..., "config": {...}}``. 
 Anything that cannot be translated is a ``ValueError`` naming the callback and the argument.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 import lightning.pytorch as pl
 
-from keras_bridge._keras import import_keras
+from keras_bridge.callbacks.ports import backup, checkpoint, tensorboard
+from keras_bridge.utils.keras import import_keras
 
 # Keras callbacks whose code needs something this install cannot give them.
 _UNSUPPORTED = {
     "SwapEMAWeights": "it swaps Keras optimizer EMA variables; use a keras_bridge optimizer with use_ema=True",
     "OrbaxCheckpoint": "it writes Orbax (JAX) checkpoints; use ModelCheckpoint",
 }
-_BRIDGE_CLASSES = ("ModelCheckpoint", "TensorBoard", "BackupAndRestore")
+_PORT_MODULES: Dict[str, Any] = {"BackupAndRestore": backup, "ModelCheckpoint": checkpoint, "TensorBoard": tensorboard}
+_BRIDGE_CLASSES = tuple(_PORT_MODULES)
 
 
 def _bridge_class(name: str) -> type:
-    from keras_bridge import callbacks
-
-    return getattr(callbacks, name)
+    return getattr(_PORT_MODULES[name], name)
 
 
 def translate(callback: Any) -> Any:
@@ -49,9 +49,7 @@ def translate(callback: Any) -> Any:
         if isinstance(callback, port):
             return callback
         if type(callback) is original:
-            from keras_bridge.callbacks import backup, tensorboard
-
-            return (tensorboard if port_name == "TensorBoard" else backup).from_keras(callback)
+            return _PORT_MODULES[port_name].from_keras(callback)
         if isinstance(callback, original):
             raise ValueError(
                 f"{name}: a subclass of keras.callbacks.{port_name} runs Keras's code, which cannot work here "
@@ -106,57 +104,3 @@ def from_config(config: Mapping[str, Any]) -> Any:
         return translate(cls(**kwargs))
     except (TypeError, ValueError) as err:
         raise ValueError(f"{class_name}: invalid config {kwargs!r}: {err}") from err
-
-
-def to_lightning(callbacks: Any) -> List[pl.Callback]:
-    """Lightning callbacks that run Keras callbacks with Keras's hooks, logs and rules.
-
-    Use with a plain ``lightning.Trainer`` and a :class:`~keras_bridge.KerasModule`. The Keras callbacks
-    (objects or ``{"class_name", "config"}`` dicts) are driven by one
-    :class:`~keras_bridge.callbacks.KerasCallbackAdapter`, followed by a ``History`` (the module's
-    ``history`` after fit). Lightning callbacks in the list are returned as they are. No progress bar
-    is drawn unless a ``keras.callbacks.ProgbarLogger`` is in the list.
-
-    Args:
-        callbacks: a list of Keras callbacks, configs and/or Lightning callbacks (or one of them).
-
-    Returns:
-        The Lightning callbacks: the adapter first, then the Lightning callbacks given.
-
-    Raises:
-        ValueError: a callback that cannot be translated (the message names it and the argument).
-
-    Example:
-        >>> import keras_bridge as kb
-        >>> cbs = kb.callbacks.to_lightning([{"class_name": "EarlyStopping", "config": {"patience": 2}}])
-        >>> type(cbs[0]).__name__
-        'KerasCallbackAdapter'
-    """
-    from keras_bridge.callbacks.adapter import KerasCallbackAdapter
-    from keras_bridge.callbacks.progbar import make_progbar_logger
-
-    keras = import_keras()
-    items: Sequence[Any] = callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]
-    keras_cbs: List[Any] = []
-    lightning_cbs: List[pl.Callback] = []
-    for item in items:
-        if isinstance(item, pl.Callback):
-            lightning_cbs.append(item)
-        elif isinstance(item, Mapping):
-            keras_cbs.append(from_config(item))
-        elif isinstance(item, keras.callbacks.Callback):
-            keras_cbs.append(translate(item))
-        else:
-            raise ValueError(
-                "Expected each callback to be a keras.callbacks.Callback, a config dict {'class_name': ..., "
-                "'config': {...}} or a lightning Callback. "
-                f"Received: {item!r} of type {type(item).__name__}"
-            )
-    history = next((cb for cb in keras_cbs if isinstance(cb, keras.callbacks.History)), None)
-    keras_cbs = [cb for cb in keras_cbs if cb is not history]
-    want_bar = any(isinstance(cb, keras.callbacks.ProgbarLogger) for cb in keras_cbs)
-    keras_cbs = [cb for cb in keras_cbs if not isinstance(cb, keras.callbacks.ProgbarLogger)]
-    adapter = KerasCallbackAdapter(keras_cbs, history or keras.callbacks.History(),
-                                   make_progbar_logger() if want_bar else None, mode=None)
-    return [adapter, *lightning_cbs]
-

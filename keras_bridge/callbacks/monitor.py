@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from keras_bridge._keras import import_keras
+from keras_bridge.utils.compat import has_keras_monitor_op, set_keras_monitor_op
+from keras_bridge.utils.keras import import_keras
 
 
 def metric_direction(metric: Any) -> Optional[str]:
@@ -62,10 +63,10 @@ def resolve_monitor_op(callback: Any, module: Any) -> None:
     """
     keras = import_keras()
     # Duck-typed: Keras's MonitorCallback (not exported) and any subclass define both.
-    if not callable(getattr(callback, "_set_monitor_op", None)) or getattr(callback, "monitor_op", 0) is not None:
+    if not has_keras_monitor_op(callback) or getattr(callback, "monitor_op", 0) is not None:
         return
     if callback.mode in ("min", "max"):
-        callback._set_monitor_op()
+        set_keras_monitor_op(callback)
         return
     op = auto_monitor_op(callback.monitor, module)
     if op is None:

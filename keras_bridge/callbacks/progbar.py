@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, Optional
 
-from keras_bridge._keras import import_keras
+from keras_bridge.utils.compat import init_keras_progbar, progbar_due
+from keras_bridge.utils.keras import import_keras
 
 LogsFn = Callable[[], Dict[str, float]]
 
@@ -23,12 +24,12 @@ def make_progbar_logger() -> Any:
         """``keras.callbacks.ProgbarLogger`` that pulls batch logs only when it draws."""
 
         def update_lazily(self, batch: int, logs_fn: Optional[LogsFn]) -> None:
-            self._maybe_init_progbar()
+            init_keras_progbar(self)
             self.seen = batch + 1
             if self.verbose != 1:
                 return
             bar = self.progbar
-            due = time.time() - bar._last_update >= bar.interval
+            due = progbar_due(bar)
             values = list(logs_fn().items()) if (due and logs_fn is not None) else None
             bar.update(self.seen, values, finalize=False)
 

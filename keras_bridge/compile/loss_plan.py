@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from keras_bridge.compile.losses import LossTerm, get_loss
+from keras_bridge.compile.structure import check_output_keys
+
+from keras_bridge.compile.losses.terms import LossTerm, get_loss
 
 Tensor = torch.Tensor
 
@@ -49,6 +51,11 @@ class LossPlan:
         self.terms: List[_Term] = []
         self.built = False
 
+    @property
+    def arguments(self) -> Dict[str, Any]:
+        """``loss`` and ``loss_weights`` as given to ``compile`` (what a saved compile config holds)."""
+        return {"loss": self._loss, "loss_weights": self._weights}
+
     # ---- compile-time checks -------------------------------------------------------------
     @staticmethod
     def _resolve_identifiers(loss: Any) -> Any:
@@ -82,13 +89,7 @@ class LossPlan:
     def check_names(self, names: Sequence[str]) -> None:
         """Raise if a dict names an output that does not exist (called as soon as names are known)."""
         for arg, value in (("loss", self._loss), ("loss_weights", self._weights)):
-            if isinstance(value, Mapping):
-                unknown = [k for k in value if k not in names]
-                if unknown:
-                    raise ValueError(
-                        f"Unknown output name(s) {unknown} in the `{arg}` dict. The model's outputs "
-                        f"are {list(names)}. Received: {arg}={value!r}"
-                    )
+            check_output_keys(value, names, arg)
 
     # ---- mapping onto outputs --------------------------------------------------------------
     def build(self, names: Sequence[str]) -> None:

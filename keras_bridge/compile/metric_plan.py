@@ -15,7 +15,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
-from keras_bridge.compile.metrics import BridgeMetric, check_metric, get_metric
+from keras_bridge.compile.structure import check_output_keys
+
+from keras_bridge.compile.metrics.stateful import BridgeMetric, check_metric, get_metric
 
 Tensor = torch.Tensor
 
@@ -84,16 +86,15 @@ class MetricPlan:
         self.entries: List[_Entry] = []
         self.built = False
 
+    @property
+    def arguments(self) -> Dict[str, Any]:
+        """``metrics`` and ``weighted_metrics`` as given to ``compile``."""
+        return {"metrics": self._metrics, "weighted_metrics": self._weighted}
+
     def check_names(self, names: Sequence[str]) -> None:
         """Raise for dict keys that are not output names."""
         for arg, value in (("metrics", self._metrics), ("weighted_metrics", self._weighted)):
-            if isinstance(value, Mapping):
-                unknown = [k for k in value if k not in names]
-                if unknown:
-                    raise ValueError(
-                        f"Unknown output name(s) {unknown} in the `{arg}` dict. The model's "
-                        f"outputs are {list(names)}. Received: {arg}={value!r}"
-                    )
+            check_output_keys(value, names, arg)
 
     def _per_output(self, value: Any, names: Sequence[str], argument: str) -> List[List[Any]]:
         n = len(names)

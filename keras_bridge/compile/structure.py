@@ -61,6 +61,25 @@ def flatten_outputs(y_pred: Any, names: Sequence[str]) -> List[Tensor]:
     return [y_pred]
 
 
+def check_output_keys(value: Any, names: Sequence[str], argument: str) -> None:
+    """Refuse a dict ``value`` (targets, losses, metrics, weights) with keys that are not output names.
+
+    Example:
+        >>> check_output_keys({"a": 1, "c": 2}, ["a", "b"], "loss")
+        Traceback (most recent call last):
+        ...
+        ValueError: Unknown output name(s) ['c'] in `loss`. The model's outputs are ['a', 'b']. Received: loss keys=['a', 'c']
+    """
+    if not isinstance(value, Mapping):
+        return
+    unknown = [k for k in value if k not in names]
+    if unknown:
+        raise ValueError(
+            f"Unknown output name(s) {unknown} in `{argument}`. The model's outputs are "
+            f"{list(names)}. Received: {argument} keys={list(value.keys())}"
+        )
+
+
 def flatten_targets(y: Any, names: Sequence[str], argument: str = "y") -> List[Optional[Tensor]]:
     """Align targets (or per-output sample weights) with the output names.
 
@@ -74,12 +93,7 @@ def flatten_targets(y: Any, names: Sequence[str], argument: str = "y") -> List[O
     if y is None:
         return [None] * n
     if isinstance(y, Mapping):
-        unknown = [k for k in y if k not in names]
-        if unknown:
-            raise ValueError(
-                f"Unknown output name(s) {unknown} in `{argument}`. The model's outputs are "
-                f"{list(names)}. Received: {argument} keys={list(y.keys())}"
-            )
+        check_output_keys(y, names, argument)
         return [y.get(name) for name in names]
     if isinstance(y, (list, tuple)):
         if len(y) == n:

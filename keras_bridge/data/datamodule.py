@@ -8,8 +8,9 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from keras_bridge.data.loader import KerasLoader
-from keras_bridge.data.torch_data import SampleLoader
+from keras_bridge.data.adapters.torch_data import SampleLoader
+from keras_bridge.data.dispatch import fit_loaders
+from keras_bridge.data.epoch_iterator import KerasLoader
 
 
 def _as_keras_loader(loader: Any, evaluation: bool) -> Any:
@@ -72,8 +73,6 @@ class KerasDataModule(pl.LightningDataModule):
     def _build(self) -> None:
         if self._train is not None:
             return
-        from keras_bridge.data.adapter import fit_loaders
-
         train, val = fit_loaders(
             self.x, self.y, self.sample_weight, self.batch_size, self.shuffle, self.class_weight,
             self.validation_split, self.validation_data, None, self.seed,

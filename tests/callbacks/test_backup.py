@@ -16,7 +16,6 @@ from keras import layers
 
 import keras_bridge as kb
 from conftest import twin_models
-from keras_bridge.callbacks.model_ref import callback_model
 
 SCRIPT = Path(__file__).with_name("_backup_run.py")
 
@@ -60,7 +59,7 @@ def test_writes_the_files_keras_writes(tmp_path, kwargs):
     listings = []
     for name, cb, model in (("keras", keras.callbacks.BackupAndRestore(str(tmp_path / "keras"), **kwargs), k_model),
                             ("bridge", kb.callbacks.BackupAndRestore(str(tmp_path / "bridge"), **kwargs),
-                             callback_model(module))):
+                             module.callback_model)):
         cb._kb_bind(None, module) if name == "bridge" else None
         cb.set_model(model)
         seen = []

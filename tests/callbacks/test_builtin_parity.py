@@ -17,7 +17,6 @@ from keras import layers
 
 import keras_bridge as kb
 from conftest import twin_models
-from keras_bridge.callbacks.model_ref import callback_model
 from keras_bridge.callbacks.monitor import resolve_monitor_op
 
 STATE = ("wait", "best", "stopped_epoch", "best_epoch", "cooldown_counter")
@@ -42,7 +41,7 @@ def models():
         module = kb.KerasModule(net)
         module.compile(optimizer=kb.optimizers.SGD(0.1), **compile_kwargs)
         module.evaluate(x, y, verbose=0)
-        model = callback_model(module)
+        model = module.callback_model
         model.optimizer._last = torch.optim.SGD(module.model.parameters(), lr=0.1)
         bridges.append((module, model))
     return k_model, bridges

@@ -18,7 +18,6 @@ from keras import layers
 
 import keras_bridge as kb
 from conftest import twin_models
-from keras_bridge.callbacks.model_ref import callback_model
 from tensorboard.backend.event_processing import plugin_event_accumulator
 
 
@@ -102,7 +101,7 @@ def models():
     k_model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy")
     module = kb.KerasModule(b_model)
     module.compile(optimizer=kb.optimizers.SGD(0.1), loss="categorical_crossentropy")
-    model = callback_model(module)
+    model = module.callback_model
     model.optimizer._last = torch.optim.SGD(b_model.parameters(), lr=0.1)
     return k_model, model
 

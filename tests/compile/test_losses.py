@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from keras_bridge._keras import import_keras
-from keras_bridge.compile.losses import AutoCrossentropy, KerasLossTerm, TorchLossTerm, get_loss
+from keras_bridge.utils.keras import import_keras
+from keras_bridge.compile.losses.terms import AutoCrossentropy, KerasLossTerm, TorchLossTerm, get_loss
 
 keras = import_keras()
 compile_utils = keras.src.trainers.compile_utils

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 import torchmetrics
 from torchmetrics.utilities.data import dim_zero_sum
 
-from keras_bridge._keras import import_keras
-from keras_bridge.compile import _metric_fns as M
-from keras_bridge.compile.metrics import (
+from keras_bridge.utils.keras import import_keras
+from keras_bridge.compile.metrics import functional as M
+from keras_bridge.compile.metrics.stateful import (
     BridgeMetric, KerasMetricAdapter, Mean, MeanMetricWrapper, RootMeanSquaredError, TorchmetricsAdapter,
     check_metric, get_metric,
 )  # fmt: skip

@@ -11,8 +11,8 @@ import keras
 from keras import layers
 
 import keras_bridge as kb
-from keras_bridge.data import pydataset as pyd
-from keras_bridge.data.pydataset import PyDatasetLoader, shard_keys
+from keras_bridge.data.adapters import pydataset as pyd
+from keras_bridge.data.adapters.pydataset import PyDatasetLoader, shard_keys
 from conftest import assert_history_close, twin_models
 from _pydatasets import (
     CountingPyDataset,

@@ -10,7 +10,7 @@ import keras
 from keras import layers
 
 import keras_bridge as kb
-from keras_bridge.data.torch_data import DataLoaderLoader
+from keras_bridge.data.adapters.torch_data import DataLoaderLoader
 from conftest import assert_history_close
 from _pydatasets import ExampleTorchDataset, SampleDataset, WeightedPyDataset, digits, digits_model
 

@@ -1,0 +1,100 @@
+"""Checks of the Keras arguments of ``fit``/``evaluate``/``predict``, before anything runs.
+
+Every message follows Keras's template: what was expected, then ``Received: name=value``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+from typing import Any, List, Tuple
+
+import lightning.pytorch as pl
+
+from keras_bridge.callbacks.convert import from_config
+from keras_bridge.utils.keras import import_keras
+
+_VERBOSE = (0, 1, 2, "auto")
+
+
+def check_verbose(verbose: Any) -> int:
+    """``verbose`` as 0, 1 or 2 (``"auto"`` is 1, as in Keras).
+
+    Example:
+        >>> check_verbose("auto")
+        1
+    """
+    if verbose not in _VERBOSE or isinstance(verbose, bool):
+        raise ValueError(f"Expected `verbose` to be 0, 1, 2 or 'auto'. Received: verbose={verbose!r}")
+    return 1 if verbose == "auto" else int(verbose)
+
+
+def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
+    """Refuse anything but an integer ``>= minimum`` (or None when allowed), naming the argument."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"Expected `{name}` to be an integer >= {minimum}. Received: {name}={value!r}")
+
+
+def check_fit_args(epochs: int, initial_epoch: int, validation_split: Any, steps_per_epoch: Any,
+                   validation_freq: Any, shuffle: Any) -> None:
+    """The scalar arguments of ``fit``."""
+    check_int("epochs", epochs, 0)
+    check_int("initial_epoch", initial_epoch, 0)
+    check_int("steps_per_epoch", steps_per_epoch, 1, allow_none=True)
+    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) or not 0 <= validation_split < 1:
+        raise ValueError(
+            "Expected `validation_split` to be a float in [0, 1). Received: "
+            f"validation_split={validation_split!r}"
+        )
+    if isinstance(validation_freq, (list, tuple, set)):
+        for v in validation_freq:
+            check_int("validation_freq", v, 1)
+    else:
+        check_int("validation_freq", validation_freq, 1)
+    if shuffle not in (True, False, "batch"):
+        raise ValueError(f"Expected `shuffle` to be True, False or 'batch'. Received: shuffle={shuffle!r}")
+
+
+def check_input_names(module: Any, x: Any) -> None:
+    """A dict ``x`` must name exactly the model's inputs (a torch ``forward``'s defaulted ones may be left out)."""
+    if not isinstance(x, dict):
+        return
+    expected = module.input_names or (None if module.is_keras else module.forward_parameters)
+    if not expected:
+        return
+    missing = [n for n in expected if n not in x]
+    unknown = [k for k in x if k not in expected]
+    if not (module.is_keras or module.input_names):
+        params = inspect.signature(module.model.forward).parameters
+        missing = [n for n in missing if params[n].default is inspect.Parameter.empty]
+    if missing or unknown:
+        raise ValueError(
+            f"The dict `x` does not match the model's inputs {list(expected)}: missing "
+            f"{missing}, unexpected {unknown}. Received: x keys={list(x.keys())}"
+        )
+
+
+def split_callbacks(callbacks: Any) -> Tuple[List[Any], List[Any]]:
+    """``callbacks`` as ``(keras_callbacks, lightning_callbacks)``; config dicts become Keras callbacks."""
+    if callbacks is None:
+        return [], []
+    if not isinstance(callbacks, (list, tuple)):
+        callbacks = [callbacks]
+    keras = import_keras()
+    keras_cbs, lightning_cbs = [], []
+    for cb in callbacks:
+        if isinstance(cb, dict):
+            cb = from_config(cb)
+        if isinstance(cb, keras.callbacks.Callback):
+            keras_cbs.append(cb)
+        elif isinstance(cb, pl.Callback):
+            lightning_cbs.append(cb)
+        else:
+            raise TypeError(
+                "Expected each entry of `callbacks` to be a keras.callbacks.Callback, a Keras callback config "
+                "dict ({'class_name': ..., 'config': {...}}) or a lightning Callback. "
+                f"Received: {cb!r} of type {type(cb).__name__}"
+            )
+    return keras_cbs, lightning_cbs

@@ -1,0 +1,223 @@
+"""In-memory arrays as Keras batches them: conversion, checks, validation split, class weights.
+
+Arrays are indexed a whole batch at a time (``tensor[index_tensor]``) rather than sample by sample
+and collated, which is what keeps the input pipeline near a hand-written torch loop.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from keras_bridge.compile.structure import map_structure
+from keras_bridge.data.distributed import GlobalBatchInfo, rank_world, shared_seed
+from keras_bridge.data.epoch_iterator import StepsCarryOver
+from keras_bridge.data.utils import to_tensor
+
+Tensor = torch.Tensor
+DEFAULT_BATCH_SIZE = 32
+
+
+def is_array(obj: Any) -> bool:
+    return isinstance(obj, (np.ndarray, torch.Tensor))
+
+
+def is_array_structure(obj: Any) -> bool:
+    """True for an array, or a non-empty list/tuple/dict whose leaves are all arrays."""
+    if is_array(obj):
+        return True
+    if isinstance(obj, Mapping):
+        return bool(obj) and all(is_array_structure(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return bool(obj) and all(v is None or is_array_structure(v) for v in obj)
+    return False
+
+
+def to_tensors(data: Any) -> Any:
+    """Convert an array structure to torch tensors (float64 becomes float32, as in Keras)."""
+    return map_structure(lambda v: None if v is None else to_tensor(v), data)
+
+
+def _lengths(data: Any) -> List[int]:
+    out: List[int] = []
+    map_structure(lambda v: out.append(int(v.shape[0])) if v is not None else None, data)
+    return out
+
+
+def check_cardinality(x: Any, y: Any = None, sample_weight: Any = None) -> int:
+    """Return the common number of samples, or raise naming every mismatched length.
+
+    Example:
+        >>> check_cardinality(np.zeros((4, 2)), np.zeros(4))
+        4
+    """
+    sizes: Dict[str, List[int]] = {}
+    for name, value in (("x", x), ("y", y), ("sample_weight", sample_weight)):
+        if value is not None:
+            sizes[name] = _lengths(value)
+    distinct = {n for lens in sizes.values() for n in lens}
+    if len(distinct) > 1:
+        detail = ", ".join(f"{k} sizes: {v}" for k, v in sizes.items())
+        raise ValueError(
+            f"Data cardinality is ambiguous: every array in x, y and sample_weight needs the same "
+            f"number of samples (first dimension). Received {detail}."
+        )
+    if not distinct:
+        raise ValueError("`x` is empty: received no arrays.")
+    return distinct.pop()
+
+
+def slice_structure(data: Any, start: int, stop: Optional[int]) -> Any:
+    return map_structure(lambda v: None if v is None else v[start:stop], data)
+
+
+def train_validation_split(arrays: Tuple[Any, ...], validation_split: float) -> Tuple[Tuple[Any, ...], Tuple[Any, ...]]:
+    """Keras's split: the LAST ``validation_split`` fraction, taken before any shuffling."""
+    n = check_cardinality(*arrays)
+    split_at = int(math.floor(n * (1.0 - validation_split)))
+    if split_at == 0 or split_at == n:
+        raise ValueError(
+            f"`validation_split={validation_split}` leaves an empty training or validation set "
+            f"for {n} samples (split index {split_at}). Use a fraction that keeps at least one "
+            "sample on each side."
+        )
+    train = tuple(slice_structure(a, 0, split_at) for a in arrays)
+    val = tuple(slice_structure(a, split_at, None) for a in arrays)
+    return train, val
+
+
+class ArrayBatchDataset(Dataset):
+    """A dataset of in-memory tensors whose items are whole batches, indexed by index tensors."""
+
+    def __init__(self, x: Any, y: Any = None, sample_weight: Any = None) -> None:
+        self.x, self.y, self.sample_weight = x, y, sample_weight
+        self.num_samples = check_cardinality(x, y, sample_weight)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: Any) -> Tuple[Any, ...]:
+        info = None
+        if isinstance(index, tuple):
+            index, info = index
+        take = lambda v: None if v is None else v[index]  # noqa: E731
+        x = map_structure(take, self.x)
+        if self.y is None and self.sample_weight is None:
+            batch: Tuple[Any, ...] = (x,)
+        else:
+            batch = (x, map_structure(take, self.y), map_structure(take, self.sample_weight))
+        return batch if info is None else batch + (info,)
+
+
+class GlobalBatchSampler(Sampler):
+    """Yields one index tensor per batch, in Keras's order, with ``batch_size`` the *global* batch.
+
+    Under DDP every process walks the same global batches and takes its own contiguous slice of each,
+    so the samples seen per optimizer step do not depend on the number of processes.
+
+    Args:
+        num_samples: dataset size.
+        batch_size: global batch size.
+        shuffle: ``True`` (new sample permutation per epoch), ``"batch"`` (shuffle inside each
+            batch) or ``False``.
+        seed: base seed; epoch ``e`` uses ``seed + e`` so every process draws the same permutation.
+        steps_per_epoch: if set, each epoch takes this many batches from an iterator that carries
+            over between epochs, as Keras does; an exhausted pass ends the epoch early.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        shuffle: Any = False,
+        seed: int = 0,
+        steps_per_epoch: Optional[int] = None,
+    ) -> None:
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.steps_per_epoch = steps_per_epoch
+        self.epoch = 0
+        self._carry: StepsCarryOver[Tensor] = StepsCarryOver(steps_per_epoch)
+        self._passes = 0
+        self._seed_shared = False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def batches_per_pass(self) -> int:
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def __len__(self) -> int:
+        if self.steps_per_epoch is not None:
+            return min(self.steps_per_epoch, self.batches_per_pass)
+        return self.batches_per_pass
+
+    def _new_pass(self) -> Tuple[Iterator[Tensor], int]:
+        if self.steps_per_epoch is None:
+            self._passes = self.epoch  # one pass per epoch: its shuffle follows the epoch number
+        g = torch.Generator()
+        g.manual_seed(self.seed + self._passes)
+        self._passes += 1
+        if self.shuffle is True:
+            order = torch.randperm(self.num_samples, generator=g)
+        else:
+            order = torch.arange(self.num_samples)
+        batches = list(torch.split(order, self.batch_size))
+        if self.shuffle == "batch":
+            batches = [b[torch.randperm(len(b), generator=g)] for b in batches]
+        return iter(batches), len(batches)
+
+    def __iter__(self) -> Iterator[Any]:
+        rank, world = rank_world()
+        if not self._seed_shared:
+            # Every process must draw the same permutation: rank 0's seed.
+            self.seed, self._seed_shared = shared_seed(self.seed), world > 1
+        for batch in self._carry.epoch(self._new_pass):
+            if world == 1:
+                yield batch
+            else:
+                yield batch.tensor_split(world)[rank], GlobalBatchInfo(len(batch), world)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"epoch": self.epoch, "passes": self._passes}
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+def array_loader(
+    x: Any,
+    y: Any = None,
+    sample_weight: Any = None,
+    batch_size: int = 32,
+    shuffle: Any = False,
+    seed: int = 0,
+    steps_per_epoch: Optional[int] = None,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader over tensors that yields ``(x,)`` or ``(x, y, sample_weight)`` batches."""
+    dataset = ArrayBatchDataset(x, y, sample_weight)
+    sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, seed, steps_per_epoch)
+    return DataLoader(
+        dataset, sampler=sampler, batch_size=None, collate_fn=_identity, pin_memory=pin_memory
+    )
+
+
+def check_batch_size(batch_size: Any) -> None:
+    if batch_size is None:
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(
+            f"Expected `batch_size` to be a positive integer (or None for the default 32). "
+            f"Received: batch_size={batch_size!r}"
+        )

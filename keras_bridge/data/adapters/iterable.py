@@ -1,0 +1,116 @@
+"""Any iterable of batches as ``fit`` input: a generator, a list of batches, a ``DataLoader`` used as given."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterable, Iterator, List, Optional, Tuple
+
+from keras_bridge.data.distributed import max_across_ranks, rank_world
+from keras_bridge.data.epoch_iterator import KerasLoader, StepsCarryOver
+from keras_bridge.data.utils import empty_like, prepare_batch
+
+
+class IterableLoader(KerasLoader):
+    """Any iterable of batches (a ``DataLoader`` used as given, a generator, a list of batches).
+
+    Batches are standardized and converted on the main process; ``class_weight`` is applied per
+    batch. With ``steps_per_epoch`` the iterator stays open between epochs. Under DDP each process
+    takes every ``world``-th batch, and the processes agree on the number of steps (one small
+    all-reduce per step): a process that has no batch left gets an empty one.
+
+    Example:
+        >>> import numpy as np
+        >>> loader = IterableLoader([(np.ones((2, 3)), np.zeros(2))] * 3)
+        >>> len(loader), [b[0].shape[0] for b in loader]
+        (3, [2, 2, 2])
+    """
+
+    def __init__(
+        self,
+        data: Iterable[Any],
+        steps_per_epoch: Optional[int] = None,
+        class_weight: Any = None,
+        evaluation: bool = False,
+        name: Optional[str] = None,
+    ) -> None:
+        super().__init__(steps_per_epoch, evaluation)
+        self.data = data
+        self.class_weight = class_weight
+        self.name = name or type(data).__name__
+        self._carry: StepsCarryOver[Tuple[int, Any]] = StepsCarryOver(steps_per_epoch)
+        self._position = 0
+        self._replay: List[Any] = []  # batches peek() took from a one-shot iterator
+        self._last: Any = None
+
+    # ------------------------------------------------------------------ what to iterate
+    def source(self) -> Iterable[Any]:
+        """The iterable to read this epoch (subclasses may swap in a sharded one)."""
+        return self.data
+
+    def shards_itself(self) -> bool:
+        """True when :meth:`source` already yields only this process's batches."""
+        return False
+
+    def _prepare(self, batch: Any, index: int) -> Any:
+        return prepare_batch(batch, f"batch {index} of the {self.name}", self.class_weight)
+
+    def num_batches(self) -> Optional[int]:
+        try:
+            n = len(self.source())  # type: ignore[arg-type]
+        except (TypeError, NotImplementedError):
+            return None
+        _, world = rank_world()
+        if world > 1 and not self.shards_itself():
+            n = -(-n // world)
+        return n
+
+    def peek(self) -> Any:
+        data = self.source()
+        if iter(data) is data:  # a one-shot iterator: keep what we took, replay it first
+            if not self._replay:
+                self._replay.append(next(data))  # type: ignore[call-overload]
+            raw = self._replay[0]
+        else:
+            raw = next(iter(data))
+        return self._prepare(raw, 0)
+
+    def _restart(self) -> None:
+        self._carry.restart()
+
+    def _fresh(self) -> Iterator[Any]:
+        data = self.source()
+        it: Iterator[Any] = iter(data)
+        if self._replay:
+            it, self._replay = itertools.chain(self._replay, it), []
+        self._position = 0
+        return it
+
+    # ------------------------------------------------------------------ sharding
+    def _mine(self, it: Iterator[Any]) -> Iterator[Tuple[int, Any]]:
+        """``(index, batch or None)`` for this process; None is an empty slot in the last step."""
+        rank, world = rank_world()
+        if world == 1 or self.shards_itself():
+            for batch in it:
+                self._position += 1  # before yielding: the epoch's end check reads it
+                yield self._position - 1, batch
+            return
+        while True:
+            group = list(itertools.islice(it, world))
+            # Every process must run the same number of steps, or the gradient all-reduce hangs.
+            if max_across_ranks(len(group)) == 0:
+                return
+            index = self._position * world + rank
+            self._position += 1
+            yield index, (group[rank] if rank < len(group) else None)
+
+    def _emit(self, index: int, raw: Any) -> Any:
+        if raw is None:
+            template = self._last if self._last is not None else self.peek()
+            return empty_like(template)
+        batch = self._prepare(raw, index)
+        self._last = batch
+        return batch
+
+    def _epoch_batches(self) -> Iterator[Any]:
+        for index, raw in self._carry.epoch(lambda: (self._mine(self._fresh()), self.num_batches())):
+            yield self._emit(index, raw)

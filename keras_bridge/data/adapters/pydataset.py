@@ -1,0 +1,300 @@
+"""``keras.utils.PyDataset`` on Lightning: batch order, workers, epoch hooks, as Keras runs it.
+
+Mapping (keras-semantics 3, lightning-map 7.3):
+
+* ``workers`` / ``use_multiprocessing``: Keras uses a worker pool iff ``workers > 1`` or
+  ``workers > 0 and use_multiprocessing``. Processes become a torch ``DataLoader`` with
+  ``num_workers=workers`` over a map-style view whose items are whole batches; threads (no
+  multiprocessing) become an ordered thread-pool prefetcher. Otherwise batches are fetched inline.
+* ``max_queue_size`` bounds the batches fetched ahead of the consumer: ``max_queue_size - 1`` fetches in
+  flight (``prefetch_factor * num_workers`` for processes) plus the one batch the loader holds ahead.
+  Worker processes send NumPy batches through their pipe; this process turns them into tensors.
+* Batches always arrive in index order of the epoch's key list.
+* ``shuffle=True`` permutes the batch order every pass (a seeded torch generator, the same on every
+  process); an infinite PyDataset (``num_batches is None``) keeps counting indices across epochs.
+* ``on_epoch_end()`` runs in this process before the epoch's workers start: worker processes are
+  started per epoch (non-persistent), so they see its effect.
+* Under DDP the batches are sharded whole: step ``s`` of process ``r`` is batch ``s * world + r`` of the
+  epoch's order. When the count is not a multiple of ``world``, the processes without a batch in
+  the last step get an empty batch (zero rows): no batch is duplicated, so metrics stay exact, and
+  every process runs the same number of steps. One optimizer step then consumes ``world`` batches
+  (unlike arrays, whose global batch is split); in that last step the empty process contributes a
+  zero gradient to DDP's average.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Tuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from keras_bridge.data.distributed import rank_world, shared_seed
+from keras_bridge.data.epoch_iterator import KerasLoader, StepsCarryOver
+from keras_bridge.data.utils import empty_like, prepare_batch, reraise_with_context, to_torch
+
+Key = Tuple[int, bool]  # (batch index, give an empty batch instead)
+
+#: Start method for PyDataset worker processes: None is torch's default ("fork" on Linux). "spawn"
+#: needs a picklable PyDataset defined in an importable module, and restarts Python in every worker
+#: each epoch (seconds), because workers are not persistent.
+MULTIPROCESSING_CONTEXT: Optional[str] = None
+
+
+def is_py_dataset(obj: Any) -> bool:
+    """True for a ``keras.utils.PyDataset`` (without importing keras if it is not loaded)."""
+    from keras_bridge.utils.keras import is_keras_object
+
+    return is_keras_object(obj, "utils.PyDataset")
+
+
+def fetch_batch(py_dataset: Any, index: int, class_weight: Optional[Mapping[Any, float]] = None,
+                empty: bool = False, convert: bool = True) -> Any:
+    """``py_dataset[index]`` made ready for the module; errors name the index and keep the traceback."""
+    where = f"{type(py_dataset).__name__}.__getitem__({index})"
+    try:
+        raw = py_dataset[index]
+    except Exception as exc:
+        raise reraise_with_context(exc, f"{where} raised an error") from exc
+    batch = prepare_batch(raw, where, class_weight, convert)
+    return empty_like(batch) if empty else batch
+
+
+class PyDatasetBatches(Dataset):
+    """A map-style view of a PyDataset whose items are whole, prepared batches (for worker processes)."""
+
+    def __init__(self, py_dataset: Any, class_weight: Optional[Mapping[Any, float]] = None) -> None:
+        self.py_dataset = py_dataset
+        self.class_weight = class_weight
+
+    def __getitem__(self, key: Key) -> Any:
+        # NumPy crosses the worker pipe ~3x faster than torch tensors through shared memory.
+        return fetch_batch(self.py_dataset, key[0], self.class_weight, key[1], convert=False)
+
+
+class _Keys:
+    """A sampler over an epoch's precomputed keys (sized when the epoch is finite)."""
+
+    def __init__(self, keys: Iterable[Key]) -> None:
+        self.keys = keys
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)  # type: ignore[arg-type]
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+def ordered_prefetch(fn: Callable[[Any], Any], keys: Iterable[Any], workers: int, max_in_flight: int) -> Iterator[Any]:
+    """``fn(key)`` for each key, computed by ``workers`` threads, yielded in key order.
+
+    At most ``max_in_flight`` calls are pending at any time, which bounds the memory held by
+    finished-but-unconsumed results. Closing the generator (or an exception) cancels what is pending.
+
+    Example:
+        >>> list(ordered_prefetch(lambda k: k * k, range(5), workers=2, max_in_flight=3))
+        [0, 1, 4, 9, 16]
+    """
+    keys = iter(keys)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keras_bridge_pydataset")
+    pending: deque = deque(pool.submit(fn, k) for k in itertools.islice(keys, max(1, max_in_flight)))
+    try:
+        while pending:
+            result = pending.popleft().result()
+            for key in itertools.islice(keys, 1):
+                pending.append(pool.submit(fn, key))
+            yield result
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+class BatchOrder:
+    """The order in which a PyDataset's batches are read, pass after pass, with Keras's carry-over.
+
+    Args:
+        shuffle: permute the indices of every new pass of a finite dataset.
+        seed: pass ``p`` is permuted with a torch generator seeded ``seed + p``.
+        steps: ``steps_per_epoch`` (steps of ``world`` batches under DDP), or None.
+    """
+
+    def __init__(self, shuffle: bool, seed: int, steps: Optional[int] = None) -> None:
+        self.shuffle = bool(shuffle)
+        self.seed = seed
+        self._seed_shared = False
+        self._passes = 0
+        self._carry: StepsCarryOver[List[int]] = StepsCarryOver(steps)
+        self._length: Optional[int] = None
+        self._next_index = 0  # infinite datasets count on across epochs
+
+    def _new_pass(self, n: int, world: int) -> Tuple[Iterator[List[int]], int]:
+        if not self._seed_shared:
+            self.seed, self._seed_shared = shared_seed(self.seed), True
+        g = torch.Generator()
+        g.manual_seed(self.seed + self._passes)
+        self._passes += 1
+        order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
+        # One step takes `world` batches, one per process.
+        steps = [order[i:i + world] for i in range(0, n, world)]
+        return iter(steps), len(steps)
+
+    def restart(self) -> None:
+        """Drop the current pass of a finite dataset (an infinite one keeps counting, as in Keras)."""
+        self._carry.restart()
+
+    def epoch(self, n: Optional[int], world: int) -> Iterable[int]:
+        """Global batch indices of the next epoch (all processes), or an endless iterator."""
+        steps = self._carry.steps
+        if n is None:
+            if steps is None:
+                return itertools.count(self._next_index)  # runs until something stops it
+            start, self._next_index = self._next_index, self._next_index + steps * world
+            return range(start, self._next_index)
+        if n != self._length:
+            self._length = n
+            self._carry.restart()
+        return [i for step in self._carry.epoch(lambda: self._new_pass(n, world)) for i in step]
+
+
+def shard_keys(indices: Iterable[int], rank: int, world: int) -> Iterable[Key]:
+    """This process's keys: every ``world``-th batch, plus empty slots so that all processes get as many.
+
+    Example:
+        >>> shard_keys([4, 1, 0, 3, 2], rank=1, world=2)
+        [(1, False), (3, False), (4, True)]
+    """
+    if world == 1:
+        if isinstance(indices, (list, range)):
+            return [(i, False) for i in indices]
+        return ((i, False) for i in indices)
+    if not isinstance(indices, (list, range)):
+        return ((i, False) for i in itertools.islice(indices, rank, None, world))
+    indices = list(indices)
+    steps = math.ceil(len(indices) / world)
+    keys = []
+    for s in range(steps):
+        j = s * world + rank
+        # An empty slot still fetches a real batch (to learn its structure) and drops its rows.
+        keys.append((indices[j], False) if j < len(indices) else (indices[j % len(indices)], True))
+    return keys
+
+
+class PyDatasetLoader(KerasLoader):
+    """Iterate a ``keras.utils.PyDataset`` the way Keras's ``fit`` does, on Lightning.
+
+    Args:
+        py_dataset: the PyDataset (its ``workers``, ``use_multiprocessing`` and ``max_queue_size`` apply).
+        shuffle: shuffle the batch order of every pass (ignored, with a warning, for infinite datasets).
+        class_weight: ``{class: weight}`` turned into per-sample weights, batch by batch.
+        steps_per_epoch: batches per epoch; the order carries over between epochs.
+        seed: base seed of the batch-order shuffles.
+        evaluation: run ``on_epoch_end()`` before every pass (Keras's evaluate / validation).
+
+    Example:
+        >>> import keras, numpy as np
+        >>> class Squares(keras.utils.PyDataset):
+        ...     def __len__(self): return 3
+        ...     def __getitem__(self, i): return np.full((2, 1), i), np.full((2,), i * i)
+        >>> [int(y[0]) for _, y in PyDatasetLoader(Squares())]
+        [0, 1, 4]
+    """
+
+    def __init__(
+        self,
+        py_dataset: Any,
+        shuffle: Any = False,
+        class_weight: Optional[Mapping[Any, float]] = None,
+        steps_per_epoch: Optional[int] = None,
+        seed: int = 0,
+        evaluation: bool = False,
+    ) -> None:
+        super().__init__(steps_per_epoch, evaluation)
+        self.py_dataset = py_dataset
+        self.class_weight = class_weight
+        self.order = BatchOrder(bool(shuffle), seed, steps_per_epoch)
+        self.workers = int(py_dataset.workers or 0)
+        self.use_multiprocessing = bool(py_dataset.use_multiprocessing)
+        self.max_queue_size = max(1, int(py_dataset.max_queue_size or 1))
+
+    @property
+    def mode(self) -> str:
+        """``"processes"``, ``"threads"`` or ``"inline"`` (Keras's rule for using a worker pool)."""
+        if self.use_multiprocessing and self.workers > 0:
+            return "processes"
+        if self.workers > 1:
+            return "threads"
+        return "inline"
+
+    def num_batches(self) -> Optional[int]:
+        n = self.py_dataset.num_batches
+        if n is None:
+            return None
+        _, world = rank_world()
+        return math.ceil(n / world)
+
+    def on_epoch_begin(self) -> None:
+        self.py_dataset.on_epoch_begin()
+
+    def on_epoch_end(self) -> None:
+        self.py_dataset.on_epoch_end()
+
+    def _restart(self) -> None:
+        self.order.restart()
+
+    def peek(self) -> Any:
+        # What Keras does to build an unbuilt model: on_epoch_begin(), then batch 0.
+        self.py_dataset.on_epoch_begin()
+        return fetch_batch(self.py_dataset, 0, self.class_weight)
+
+    def _window(self) -> int:
+        # KerasLoader holds one finished batch ahead (to run on_epoch_end on time): together with the
+        # fetches in flight, at most max_queue_size batches exist beyond what was consumed.
+        return max(1, self.max_queue_size - 1)
+
+    def _epoch_batches(self) -> Iterator[Any]:
+        rank, world = rank_world()
+        indices = self.order.epoch(self.py_dataset.num_batches, world)
+        keys = shard_keys(indices, rank, world)
+        mode = self.mode
+        if mode == "inline":
+            for index, empty in keys:
+                yield fetch_batch(self.py_dataset, index, self.class_weight, empty)
+        elif mode == "threads":
+            fetch = lambda key: fetch_batch(self.py_dataset, key[0], self.class_weight, key[1])  # noqa: E731
+            yield from ordered_prefetch(fetch, keys, self.workers, self._window())
+        else:
+            yield from self._process_loader(keys)
+
+    def _process_loader(self, keys: Iterable[Key]) -> Iterator[Any]:
+        # A fresh DataLoader (hence fresh worker processes) per epoch: the workers copy the dataset
+        # after this epoch's hooks ran. prefetch_factor * workers <= max_queue_size - 1 fetches in flight;
+        # each worker holds at least one, so fewer workers run when max_queue_size <= workers.
+        workers = min(self.workers, self._window())
+        loader = DataLoader(
+            PyDatasetBatches(self.py_dataset, self.class_weight),
+            sampler=_Keys(keys),
+            batch_size=None,
+            collate_fn=_identity,
+            num_workers=workers,
+            prefetch_factor=max(1, self._window() // workers),
+            persistent_workers=False,
+            multiprocessing_context=MULTIPROCESSING_CONTEXT,
+        )
+        iterator = iter(loader)
+        try:
+            for batch in iterator:
+                yield to_torch(batch)
+        finally:
+            # Stop the workers now rather than at garbage collection (an early break, an error).
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()

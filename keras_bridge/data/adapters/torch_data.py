@@ -1,0 +1,195 @@
+"""torch ``Dataset`` and ``DataLoader`` inputs.
+
+* A map-style ``Dataset`` is sample-centric (guide 3.7): it is batched by ``batch_size`` (default 32)
+  with the array rules, i.e. :class:`~keras_bridge.data.adapters.array.GlobalBatchSampler` (a new sample
+  permutation every epoch, ``steps_per_epoch`` carry-over, ``batch_size`` the global batch under DDP).
+  A whole batch of samples is fetched and collated per item, so worker processes pass one batch each.
+* A ``DataLoader`` is used as given on one process. Under DDP (the engine builds its Trainer with
+  ``use_distributed_sampler=False``) a map-style loader that is not already distributed is rebuilt
+  with the same dataset, ``collate_fn``, workers and ``shuffle``, batched like a sample-centric
+  ``Dataset``: every process takes its slice of each global batch of ``loader.batch_size``.
+  A loader over an ``IterableDataset``, or with a custom ``batch_sampler``, is iterated as given and
+  sharded batch by batch (:class:`~keras_bridge.data.adapters.iterable.IterableLoader`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping, Optional
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler
+from torch.utils.data import DistributedSampler
+from torch.utils.data._utils.collate import default_collate
+
+from keras_bridge.data.adapters.array import DEFAULT_BATCH_SIZE, GlobalBatchSampler
+from keras_bridge.data.adapters.iterable import IterableLoader
+from keras_bridge.data.distributed import rank_world
+from keras_bridge.data.epoch_iterator import KerasLoader
+from keras_bridge.data.utils import empty_like, prepare_batch, reraise_with_context
+
+
+def is_map_dataset(obj: Any) -> bool:
+    """A sized, map-style torch ``Dataset`` (not an ``IterableDataset``)."""
+    return isinstance(obj, Dataset) and not isinstance(obj, IterableDataset) and hasattr(obj, "__len__")
+
+
+class SampleBatches(Dataset):
+    """A sample-centric dataset indexed a whole batch at a time (by an index tensor), collated and prepared.
+
+    Items are what :class:`GlobalBatchSampler` yields: an index tensor, or under DDP a pair
+    ``(index tensor, global batch info)`` whose info rides along at the end of the batch.
+    """
+
+    def __init__(self, dataset: Any, collate_fn: Optional[Callable[[Any], Any]] = None,
+                 class_weight: Optional[Mapping[Any, float]] = None) -> None:
+        self.dataset = dataset
+        self.collate_fn = collate_fn or default_collate
+        self.class_weight = class_weight
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _samples(self, indices: list) -> list:
+        getitems = getattr(self.dataset, "__getitems__", None)
+        if getitems is not None:
+            return list(getitems(indices))
+        return [self.dataset[i] for i in indices]
+
+    def __getitem__(self, key: Any) -> Any:
+        info = None
+        if isinstance(key, tuple):
+            key, info = key
+        indices = key.tolist() if isinstance(key, torch.Tensor) else list(key)
+        shown = indices if len(indices) <= 4 else indices[:2] + ["..."] + indices[-1:]
+        where = f"the batch of samples {shown} of the {type(self.dataset).__name__}"
+        try:
+            # An empty DDP shard still collates one sample to learn the structure, then drops its rows.
+            batch = self.collate_fn(self._samples(indices or [0]))
+        except Exception as exc:
+            raise reraise_with_context(exc, f"Reading {where} raised an error") from exc
+        batch = prepare_batch(batch, where, self.class_weight)
+        if not indices:
+            batch = empty_like(batch)
+        if info is None:
+            return batch
+        return (batch if isinstance(batch, tuple) else (batch,)) + (info,)
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+def sample_loader(
+    dataset: Any,
+    batch_size: Optional[int] = None,
+    shuffle: Any = False,
+    seed: int = 0,
+    steps_per_epoch: Optional[int] = None,
+    class_weight: Optional[Mapping[Any, float]] = None,
+    collate_fn: Optional[Callable[[Any], Any]] = None,
+    **loader_kwargs: Any,
+) -> DataLoader:
+    """Batch a map-style torch ``Dataset`` with Keras's array rules.
+
+    Example:
+        >>> ds = torch.utils.data.TensorDataset(torch.arange(10.0), torch.arange(10))
+        >>> [len(b[0]) for b in sample_loader(ds, batch_size=4)]
+        [4, 4, 2]
+    """
+    sampler = GlobalBatchSampler(len(dataset), batch_size or DEFAULT_BATCH_SIZE, shuffle, seed, steps_per_epoch)
+    return DataLoader(
+        SampleBatches(dataset, collate_fn, class_weight), sampler=sampler, batch_size=None,
+        collate_fn=_identity, **loader_kwargs,
+    )
+
+
+def is_distributed(loader: DataLoader) -> bool:
+    samplers = [loader.sampler, getattr(loader.batch_sampler, "sampler", None)]
+    return any(isinstance(s, DistributedSampler) for s in samplers)
+
+
+def _reshardable(loader: DataLoader) -> bool:
+    """A map-style loader batched by torch's own BatchSampler over a Random/Sequential sampler."""
+    return (
+        is_map_dataset(loader.dataset)
+        and loader.batch_size is not None
+        and type(loader.batch_sampler) is BatchSampler
+        and not loader.drop_last
+        and type(loader.sampler) in (RandomSampler, SequentialSampler)
+    )
+
+
+class DataLoaderLoader(IterableLoader):
+    """A user's ``DataLoader``: as given on one process, re-batched per process under DDP.
+
+    Args:
+        loader: the ``DataLoader``.
+        steps_per_epoch: batches per epoch; the loader's iterator carries over between epochs.
+        class_weight: applied per batch (Keras refuses it for DataLoaders; the bridge does not).
+        seed: shuffle seed of the rebuilt loader under DDP.
+        evaluation: an evaluation loader (resets before every pass).
+    """
+
+    def __init__(self, loader: DataLoader, steps_per_epoch: Optional[int] = None, class_weight: Any = None,
+                 seed: int = 0, evaluation: bool = False) -> None:
+        super().__init__(loader, steps_per_epoch, class_weight, evaluation, name="DataLoader")
+        self.seed = seed
+        self._sharded: Optional[DataLoader] = None
+
+    def rebuilt(self) -> Optional[DataLoader]:
+        _, world = rank_world()
+        loader = self.data
+        if world == 1 or is_distributed(loader) or not _reshardable(loader):
+            return None
+        if self._sharded is None:
+            kwargs = dict(
+                num_workers=loader.num_workers, pin_memory=loader.pin_memory, timeout=loader.timeout,
+                worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
+                generator=loader.generator, persistent_workers=loader.persistent_workers,
+            )
+            if loader.num_workers > 0:
+                kwargs["prefetch_factor"] = loader.prefetch_factor
+            self._sharded = sample_loader(
+                loader.dataset, loader.batch_size, isinstance(loader.sampler, RandomSampler), self.seed,
+                None, self.class_weight, loader.collate_fn, **kwargs,
+            )
+        return self._sharded
+
+    def source(self) -> Iterable[Any]:
+        rebuilt = self.rebuilt()
+        return self.data if rebuilt is None else rebuilt
+
+    def shards_itself(self) -> bool:
+        return self.rebuilt() is not None or is_distributed(self.data)
+
+    def _prepare(self, batch: Any, index: int) -> Any:
+        if self.rebuilt() is not None:
+            return batch  # SampleBatches prepared it (and appended the global batch info)
+        return super()._prepare(batch, index)
+
+
+class SampleLoader(KerasLoader):
+    """A loader built by :func:`sample_loader` (or the array loader) seen as a :class:`KerasLoader`.
+
+    Used where Lightning might otherwise touch the ``DataLoader`` (``to_dataloader`` and
+    ``KerasDataModule`` under a plain ``lightning.Trainer``, whose default ``use_distributed_sampler=True``
+    would wrap our self-sharding sampler). It counts its own epochs for the sampler's shuffle, so it
+    reshuffles inside and outside a Trainer alike; ``steps_per_epoch`` carry-over lives in the sampler.
+    """
+
+    def __init__(self, loader: DataLoader, evaluation: bool = False) -> None:
+        super().__init__(None, evaluation)
+        self.loader = loader
+        self._epochs = 0
+
+    def num_batches(self) -> Optional[int]:
+        return len(self.loader)
+
+    def peek(self) -> Any:
+        sampler = self.loader.sampler
+        return self.loader.dataset[torch.arange(min(sampler.batch_size, sampler.num_samples))]
+
+    def _epoch_batches(self) -> Any:
+        self.loader.sampler.set_epoch(self._epochs)
+        self._epochs += 1
+        return iter(self.loader)

@@ -1,0 +1,258 @@
+"""Keras's data arguments to loaders: one dispatch over every input kind.
+
+=====================================  ===============================================================
+input                                  loader
+=====================================  ===============================================================
+arrays (NumPy, torch, lists/dicts)     a ``DataLoader`` over :class:`~keras_bridge.data.adapters.array.GlobalBatchSampler`
+``keras.utils.PyDataset``              :class:`~keras_bridge.data.adapters.pydataset.PyDatasetLoader`
+``torch.utils.data.DataLoader``        :class:`~keras_bridge.data.adapters.torch_data.DataLoaderLoader` (as given)
+map-style ``torch.utils.data.Dataset`` batched by ``batch_size`` (:func:`~keras_bridge.data.adapters.torch_data.sample_loader`)
+``torch.utils.data.IterableDataset``   a ``DataLoader(dataset, batch_size)`` used as given
+any other iterable of batches          :class:`~keras_bridge.data.adapters.iterable.IterableLoader`
+=====================================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from keras_bridge.data.adapters.array import (
+    DEFAULT_BATCH_SIZE,
+    GlobalBatchSampler,
+    array_loader,
+    check_batch_size,
+    check_cardinality,
+    is_array_structure,
+    to_tensors,
+    train_validation_split,
+)
+from keras_bridge.data.adapters.iterable import IterableLoader
+from keras_bridge.data.adapters.pydataset import PyDatasetLoader, is_py_dataset
+from keras_bridge.data.adapters.torch_data import DataLoaderLoader, is_distributed, is_map_dataset, sample_loader
+from keras_bridge.data.distributed import unshard_steps
+from keras_bridge.data.epoch_iterator import KerasLoader
+from keras_bridge.data.utils import check_class_weight, class_weight_to_sample_weight
+
+
+def make_loader(
+    data: Any,
+    batch_size: Optional[int] = None,
+    shuffle: Any = False,
+    class_weight: Any = None,
+    steps_per_epoch: Optional[int] = None,
+    seed: int = 0,
+    evaluation: bool = False,
+) -> Any:
+    """The loader for one dataset object (see the module table); a ``KerasLoader`` or one of our DataLoaders.
+
+    Raises:
+        TypeError: ``data`` is none of the supported kinds.
+    """
+    if isinstance(data, KerasLoader):
+        return data
+    if isinstance(data, DataLoader) and isinstance(data.sampler, GlobalBatchSampler):
+        return data  # built by the bridge already
+    if is_py_dataset(data):
+        if data.num_batches is None and shuffle:
+            warnings.warn(
+                "`shuffle=True` was passed, but will be ignored since the data `x` was provided as an "
+                "infinite PyDataset. The PyDataset is expected to already be shuffled.",
+                stacklevel=3,
+            )
+            shuffle = False
+        return PyDatasetLoader(data, shuffle, class_weight, steps_per_epoch, seed, evaluation)
+    if isinstance(data, DataLoader):
+        return DataLoaderLoader(data, steps_per_epoch, class_weight, seed, evaluation)
+    if is_map_dataset(data):
+        # steps apply per evaluate() call (the engine limits them), never carried over.
+        steps = None if evaluation else steps_per_epoch
+        return sample_loader(data, batch_size, shuffle, seed, steps, class_weight)
+    if isinstance(data, IterableDataset):
+        loader = DataLoader(data, batch_size=batch_size or DEFAULT_BATCH_SIZE)
+        return DataLoaderLoader(loader, steps_per_epoch, class_weight, seed, evaluation)
+    if hasattr(data, "__iter__") and not isinstance(data, (str, bytes)):
+        return IterableLoader(data, steps_per_epoch, class_weight, evaluation)
+    raise TypeError(
+        "Expected `x` to be arrays (NumPy, torch, or lists/dicts of them), a keras.utils.PyDataset, a "
+        "torch Dataset or DataLoader, or an iterable of batches. Received: x of type "
+        f"{type(data).__name__}"
+    )
+
+
+def _refuse_y(y: Any, sample_weight: Any, x: Any) -> None:
+    for name, value in (("y", y), ("sample_weight", sample_weight)):
+        if value is not None:
+            raise ValueError(
+                f"`{name}` must not be given when `x` is a dataset ({type(x).__name__}): the dataset "
+                f"itself must yield `(x, y)` or `(x, y, sample_weight)` batches. Received: {name} of "
+                f"type {type(value).__name__}"
+            )
+
+
+def _single(y: Any) -> Any:
+    if isinstance(y, (list, tuple)):
+        return y[0]
+    if isinstance(y, dict):
+        return next(iter(y.values()))
+    return y
+
+
+def fit_loaders(
+    x: Any,
+    y: Any = None,
+    sample_weight: Any = None,
+    batch_size: Optional[int] = None,
+    shuffle: Any = True,
+    class_weight: Any = None,
+    validation_split: float = 0.0,
+    validation_data: Any = None,
+    steps_per_epoch: Optional[int] = None,
+    seed: int = 0,
+) -> Tuple[Any, Optional[Any]]:
+    """Return ``(train_loader, val_loader_or_None)`` for ``fit``."""
+    check_batch_size(batch_size)
+    if is_array_structure(x):
+        check_class_weight(class_weight, sample_weight, y)
+    else:
+        check_class_weight(class_weight)
+    if not is_array_structure(x):
+        return dataset_fit_loaders(
+            x, y, sample_weight, batch_size, shuffle, class_weight, validation_split,
+            validation_data, steps_per_epoch, seed,
+        )
+    x, y, sample_weight = to_tensors(x), to_tensors(y), to_tensors(sample_weight)
+    n = check_cardinality(x, y, sample_weight)
+    val_arrays = None
+    if validation_data is None and validation_split:
+        (x, y, sample_weight), val_arrays = train_validation_split((x, y, sample_weight), validation_split)
+        n = check_cardinality(x, y, sample_weight)
+    if class_weight is not None:
+        sample_weight = class_weight_to_sample_weight(_single(y), class_weight)
+    if batch_size is None:
+        batch_size = math.ceil(n / steps_per_epoch) if steps_per_epoch else DEFAULT_BATCH_SIZE
+    train = array_loader(x, y, sample_weight, batch_size, shuffle, seed, steps_per_epoch)
+    if val_arrays is not None:
+        val = array_loader(*val_arrays, batch_size=batch_size)
+    elif validation_data is not None:
+        val = eval_loader(*_unpack_validation(validation_data), batch_size=batch_size)
+    else:
+        val = None
+    return train, val
+
+
+def dataset_fit_loaders(x: Any, y: Any, sample_weight: Any, batch_size: Optional[int], shuffle: Any,
+                        class_weight: Any, validation_split: float, validation_data: Any,
+                        steps_per_epoch: Optional[int], seed: int) -> Tuple[Any, Optional[Any]]:
+    """``(train_loader, val_loader_or_None)`` for a dataset ``x``."""
+    _refuse_y(y, sample_weight, x)
+    if validation_split:
+        raise ValueError(
+            "`validation_split` is only supported for arrays and tensors, not for a dataset "
+            f"(x of type {type(x).__name__}). Pass `validation_data=` instead. Received: "
+            f"validation_split={validation_split}"
+        )
+    train = make_loader(x, batch_size, shuffle, class_weight, steps_per_epoch, seed)
+    if isinstance(train, KerasLoader):
+        train.reset()  # Keras calls on_epoch_end() once when fit() starts
+    val = None
+    if validation_data is not None:
+        val = eval_loader(*_unpack_validation(validation_data), batch_size=batch_size)
+    return train, val
+
+
+def _unpack_validation(validation_data: Any) -> Tuple[Any, Any, Any]:
+    if isinstance(validation_data, tuple) and len(validation_data) in (2, 3) and is_array_structure(validation_data[0]):
+        x, y = validation_data[0], validation_data[1]
+        sw = validation_data[2] if len(validation_data) == 3 else None
+        return x, y, sw
+    if isinstance(validation_data, (tuple, list)) and is_array_structure(validation_data[0]):
+        raise ValueError(
+            "Expected `validation_data` to be a tuple `(x_val, y_val)` or `(x_val, y_val, "
+            f"val_sample_weight)`, or a dataset. Received a {type(validation_data).__name__} of "
+            f"length {len(validation_data)}."
+        )
+    return validation_data, None, None
+
+
+def eval_loader(x: Any, y: Any = None, sample_weight: Any = None, batch_size: Optional[int] = None, steps: Optional[int] = None) -> Any:
+    """A loader for ``evaluate`` (and validation): never shuffled."""
+    check_batch_size(batch_size)
+    if not is_array_structure(x):
+        return dataset_eval_loader(x, y, sample_weight, batch_size, steps)
+    x, y, sample_weight = to_tensors(x), to_tensors(y), to_tensors(sample_weight)
+    check_cardinality(x, y, sample_weight)
+    return array_loader(x, y, sample_weight, batch_size or DEFAULT_BATCH_SIZE, False, 0, steps)
+
+
+def predict_loader(x: Any, batch_size: Optional[int] = None, steps: Optional[int] = None) -> Any:
+    """A loader for ``predict``: batches of ``(x,)``."""
+    check_batch_size(batch_size)
+    if not is_array_structure(x):
+        return dataset_eval_loader(x, None, None, batch_size, steps)
+    x = to_tensors(x)
+    check_cardinality(x)
+    return array_loader(x, None, None, batch_size or DEFAULT_BATCH_SIZE, False, 0, steps)
+
+
+def dataset_eval_loader(x: Any, y: Any, sample_weight: Any, batch_size: Optional[int], steps: Optional[int]) -> Any:
+    """The loader for ``evaluate``/``predict``/validation on a dataset ``x`` (never shuffled)."""
+    _refuse_y(y, sample_weight, x)
+    return make_loader(x, batch_size, False, None, steps, 0, evaluation=True)
+
+
+def split_tuple(data: Any) -> Tuple[Any, Any, Any]:
+    # A tuple is unpacked the way Keras unpacks dataset elements; a list or dict is a multi-input x.
+    if isinstance(data, tuple) and len(data) in (2, 3):
+        return data[0], data[1], data[2] if len(data) == 3 else None
+    if isinstance(data, tuple) and len(data) == 1:
+        return data[0], None, None
+    return data, None, None
+
+
+def loader_length(loader: Any) -> Optional[int]:
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+def limits_own_steps(loader: Any) -> bool:
+    """True when the loader applies ``steps_per_epoch`` itself, carrying its iterator over epochs."""
+    return isinstance(loader, KerasLoader) or isinstance(getattr(loader, "sampler", None), GlobalBatchSampler)
+
+
+def first_batch(loader: Any) -> Any:
+    """Peek one batch (Keras does the same to build an unbuilt model)."""
+    peek = getattr(loader, "peek", None)
+    if callable(peek):
+        return peek()
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(loader, DataLoader) and isinstance(sampler, GlobalBatchSampler):
+        return loader.dataset[torch.arange(min(sampler.batch_size, sampler.num_samples))]
+    return next(iter(loader))
+
+
+def unshard_results(loader: Any, per_rank: Sequence[Sequence[Any]]) -> List[Any]:
+    """Per-batch results of every process (``per_rank[r]``: process ``r``'s, in step order) in input order.
+
+    Mirrors how ``loader`` shards itself under DDP: a :class:`GlobalBatchSampler` splits every global
+    batch across the processes, the dataset loaders deal out whole batches. A user's ``DataLoader``
+    with a ``DistributedSampler`` keeps that sampler's order, which the bridge does not undo: its
+    results come process by process, with a warning.
+    """
+
+    if isinstance(loader, DataLoaderLoader) and loader.rebuilt() is None and is_distributed(loader.data):
+        warnings.warn(
+            "The DataLoader uses a DistributedSampler: its predictions are returned process by process "
+            "in the sampler's order (with any padding it adds), not in input order. Pass the DataLoader "
+            "without a DistributedSampler to get Keras's order.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return [result for results in per_rank for result in results]
+    return unshard_steps(per_rank)

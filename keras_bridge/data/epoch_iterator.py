@@ -1,0 +1,153 @@
+"""``KerasLoader``: what Lightning iterates for a dataset input, with Keras's epoch rules.
+
+One ``iter(loader)`` is one Keras epoch. The loader owns what Keras's ``EpochIterator`` owns:
+
+* ``steps_per_epoch``: the data iterator carries over between epochs and a pass that runs out ends the
+  epoch early (:class:`StepsCarryOver`, the one home of that rule for every input kind);
+* the dataset's epoch hooks: ``on_epoch_end()`` once before the first epoch (``reset``) and after every
+  epoch, ``on_epoch_begin()`` before every epoch; evaluation loaders reset before every pass;
+* a non-destructive ``peek()`` of the first batch (to build the model).
+
+It is a plain iterable, not a ``DataLoader``: Lightning then never re-instantiates it nor injects a
+``DistributedSampler`` (with ``use_distributed_sampler`` True or False), and the loader shards itself
+under DDP, looking the process group up at iteration time (it does not exist yet when ``fit`` builds
+the loaders).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Generic, Iterator, Optional, Tuple, TypeVar
+
+T = TypeVar("T")
+_END: Any = object()
+
+
+def warn_ran_out(done: int, steps: int) -> None:
+    warnings.warn(
+        f"Your input ran out of data after {done} of steps_per_epoch={steps} batches; interrupting the "
+        "epoch. The next epoch starts a new pass over the data. Make sure your dataset can generate at "
+        "least `steps_per_epoch * epochs` batches.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+class StepsCarryOver(Generic[T]):
+    """Keras's ``steps_per_epoch`` rule, for any source of passes over the data.
+
+    Without ``steps`` every epoch is one whole new pass. With ``steps``, an epoch takes ``steps`` items
+    from an iterator kept from one epoch to the next; a pass that runs out ends the epoch early with
+    Keras's warning, and the next epoch starts a new pass. A pass of known length read to its very
+    end is replaced at the next epoch without a warning.
+
+    Args:
+        steps: items per epoch, or None.
+
+    Example:
+        >>> carry = StepsCarryOver(2)
+        >>> new_pass = lambda: (iter("abcd"), 4)
+        >>> [list(carry.epoch(new_pass)) for _ in range(3)]
+        [['a', 'b'], ['c', 'd'], ['a', 'b']]
+    """
+
+    def __init__(self, steps: Optional[int]) -> None:
+        self.steps = steps
+        self._iterator: Optional[Iterator[T]] = None
+        self._left: Optional[int] = None
+
+    def restart(self) -> None:
+        """Forget the carried-over pass: the next epoch starts a new one."""
+        self._iterator = None
+
+    def epoch(self, new_pass: Callable[[], Tuple[Iterator[T], Optional[int]]]) -> Iterator[T]:
+        """The items of one epoch; ``new_pass()`` gives ``(iterator, length or None)`` of a fresh pass."""
+        if self.steps is None:
+            yield from new_pass()[0]
+            return
+        if self._iterator is None or self._left == 0:
+            self._iterator, self._left = new_pass()
+        for done in range(self.steps):
+            item = next(self._iterator, _END)
+            if item is _END:
+                self._iterator = None
+                warn_ran_out(done, self.steps)
+                return
+            if self._left is not None:
+                self._left -= 1
+            yield item
+
+
+class KerasLoader:
+    """Base class: one ``__iter__`` is one Keras epoch, with the dataset's epoch hooks around it.
+
+    Subclasses implement :meth:`_epoch_batches` (this process's batches of one epoch, honouring
+    ``steps_per_epoch``), :meth:`num_batches` and :meth:`peek`, and may override the hooks.
+
+    Args:
+        steps_per_epoch: batches per epoch (per process); the iterator carries over between epochs.
+        evaluation: reset (``on_epoch_end``) before every pass, as Keras's ``evaluate`` does; a
+            training loader resets only before its first pass (call :meth:`reset` to do it again).
+    """
+
+    def __init__(self, steps_per_epoch: Optional[int] = None, evaluation: bool = False) -> None:
+        self.steps_per_epoch = steps_per_epoch
+        self.evaluation = evaluation
+        self._reset_pending = True
+
+    # ------------------------------------------------------------------ to override
+    def num_batches(self) -> Optional[int]:
+        """Batches in one full pass for this process, or None when unknown or infinite."""
+        return None
+
+    def peek(self) -> Any:
+        """The first batch, without disturbing the epochs to come."""
+        raise NotImplementedError
+
+    def on_epoch_begin(self) -> None:
+        pass
+
+    def on_epoch_end(self) -> None:
+        pass
+
+    def _epoch_batches(self) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def _restart(self) -> None:
+        """Forget carried-over progress: the next epoch starts a new pass (Keras's ``reset``)."""
+
+    # ------------------------------------------------------------------ the Keras epoch
+    def reset(self) -> None:
+        """Run ``on_epoch_end()`` before the next epoch, as Keras's ``EpochIterator.reset`` at ``fit`` start."""
+        self._reset_pending = True
+
+    def __len__(self) -> int:
+        n = self.num_batches()
+        if self.steps_per_epoch is not None:
+            n = self.steps_per_epoch if n is None else min(n, self.steps_per_epoch)
+        if n is None:
+            # len() of an unknown-length input raises TypeError, like len() of a generator.
+            raise TypeError(f"{type(self).__name__} has no known number of batches")
+        return n
+
+    def __iter__(self) -> Iterator[Any]:
+        # The hooks run in this (main) process before the epoch's worker processes are started, so
+        # freshly started workers see what on_epoch_end() changed (lightning-map 7.3).
+        if self._reset_pending or self.evaluation:
+            self._reset_pending = False
+            self._restart()
+            self.on_epoch_end()
+        self.on_epoch_begin()
+        batches = self._epoch_batches()
+        current = next(batches, _END)
+        if current is _END:
+            self.on_epoch_end()
+        while current is not _END:
+            following = next(batches, _END)
+            if following is _END:
+                # Every batch of the epoch has been read. Lightning stops asking after the last batch
+                # of a sized loader, so the hook runs now rather than at StopIteration; a loop that
+                # breaks earlier skips it, as Keras's does.
+                self.on_epoch_end()
+            yield current
+            current = following

@@ -1,0 +1,48 @@
+"""Keras-style data for a plain ``lightning.Trainer``: :func:`to_dataloader`."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from keras_bridge.data.adapters.array import DEFAULT_BATCH_SIZE, array_loader, check_batch_size, check_cardinality, is_array_structure, to_tensors
+from keras_bridge.data.adapters.torch_data import SampleLoader
+from keras_bridge.data.dispatch import make_loader, split_tuple
+from keras_bridge.data.epoch_iterator import KerasLoader
+from torch.utils.data import DataLoader
+
+
+def to_dataloader(data: Any, batch_size: Optional[int] = None, shuffle: Any = False) -> KerasLoader:
+    """Turn Keras-style data into a loader that a plain ``lightning.Trainer`` can iterate.
+
+    ``data`` may be a ``keras.utils.PyDataset`` (its workers settings apply, ``on_epoch_end()`` runs
+    after every epoch), a torch ``Dataset`` (batched by ``batch_size``, default 32), a ``DataLoader``,
+    an iterable of batches, or arrays: ``x``, or a tuple ``(x, y)`` / ``(x, y, sample_weight)``.
+
+    The result shards itself under DDP, so it works with ``use_distributed_sampler`` True or False.
+
+    Args:
+        data: the data.
+        batch_size: batch size for sample-centric data (arrays, torch ``Dataset``); ignored otherwise.
+        shuffle: ``True`` reshuffles every epoch (samples of arrays/Datasets, batch order of a
+            PyDataset); ``"batch"`` shuffles inside batches (arrays/Datasets).
+
+    Returns:
+        A :class:`~keras_bridge.data.epoch_iterator.KerasLoader` (iterable, sized when the length is known).
+
+    Example:
+        >>> import numpy as np
+        >>> loader = to_dataloader((np.zeros((10, 3)), np.ones(10)), batch_size=4)
+        >>> len(loader), [len(b[0]) for b in loader]
+        (3, [4, 4, 2])
+    """
+    check_batch_size(batch_size)
+    seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+    if is_array_structure(data):
+        x, y, sw = split_tuple(data)
+        x, y, sw = to_tensors(x), to_tensors(y), to_tensors(sw)
+        check_cardinality(x, y, sw)
+        return SampleLoader(array_loader(x, y, sw, batch_size or DEFAULT_BATCH_SIZE, shuffle, seed))
+    loader = make_loader(data, batch_size, shuffle, None, None, seed)
+    return SampleLoader(loader) if isinstance(loader, DataLoader) else loader

@@ -1,0 +1,205 @@
+"""One batch from a dataset object, made ready for the module: Keras's unpacking rules, torch tensors, class weights.
+
+Every dataset kind (PyDataset, torch Dataset/DataLoader, iterables of batches) funnels its batches
+through :func:`prepare_batch`, so the rules and the error messages are the same for all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+
+from keras_bridge.compile.structure import map_structure
+
+Tensor = torch.Tensor
+
+
+def _floatx(t: Tensor) -> Tensor:
+    # Keras feeds float64 data to the model as floatx (float32).
+    return t.float() if t.dtype == torch.float64 else t
+
+
+def to_tensor(value: Any) -> Tensor:
+    """An array as a torch tensor (float64 becomes float32, as Keras feeds floatx); object arrays are refused."""
+    if isinstance(value, torch.Tensor):
+        t = value
+    else:
+        arr = np.asarray(value)
+        if arr.dtype == object:
+            raise TypeError(f"Cannot use an array of Python objects as model data: {arr[:3]!r}...")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    return _floatx(t)
+
+
+def _leaf_to_torch(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        t = value
+    elif isinstance(value, (np.ndarray, np.generic)):
+        arr = np.asarray(value)
+        if arr.dtype == object:
+            return value  # strings, ragged lists: the model decides what to do with them
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    else:
+        return value
+    return _floatx(t)
+
+
+def to_torch(batch: Any) -> Any:
+    """Convert the NumPy leaves of a batch to torch tensors (float64 becomes float32, as in Keras).
+
+    Example:
+        >>> to_torch((np.zeros((2, 3)), np.arange(2)))[0].dtype
+        torch.float32
+    """
+    return map_structure(_leaf_to_torch, batch)
+
+
+def standardize(batch: Any, where: str) -> Any:
+    """Apply Keras's rules for a dataset element: an array is ``(x,)``, a list is a tuple, a dict is ``x``.
+
+    Args:
+        batch: what the dataset produced.
+        where: names the batch in error messages, e.g. ``"PyDataset.__getitem__(3)"``.
+
+    Returns:
+        A dict, or a tuple ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``.
+
+    Raises:
+        ValueError: any other structure, naming ``where`` and what was received.
+
+    Example:
+        >>> len(standardize([np.zeros(2), np.zeros(2)], "batch 0"))
+        2
+    """
+    if isinstance(batch, Mapping):
+        return batch
+    if isinstance(batch, (np.ndarray, torch.Tensor)):
+        return (batch,)
+    if isinstance(batch, list):
+        batch = tuple(batch)
+    if not isinstance(batch, tuple) or len(batch) not in (1, 2, 3):
+        got = f"a {type(batch).__name__} of length {len(batch)}" if isinstance(batch, tuple) else f"a {type(batch).__name__}"
+        raise ValueError(
+            f"{where} must return a batch `x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)` (a tuple of "
+            f"length 1-3, a dict or an array). Received {got}: {str(batch)[:100]}"
+        )
+    return batch
+
+
+def check_class_weight(class_weight: Any, sample_weight: Any = None, y: Any = None) -> None:
+    """Refuse a ``class_weight`` Keras would refuse, naming the argument and what is accepted.
+
+    Example:
+        >>> check_class_weight({0: 1.0, 1: "x"})
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `class_weight` to be a dict mapping class indices (ints) to weights (numbers). Received: class_weight={0: 1.0, 1: 'x'}
+    """
+    if class_weight is None:
+        return
+    valid = isinstance(class_weight, Mapping)
+    if valid:
+        try:
+            [(int(k), float(v)) for k, v in class_weight.items()]
+        except (TypeError, ValueError):
+            valid = False
+    if not valid:
+        raise ValueError(
+            "Expected `class_weight` to be a dict mapping class indices (ints) to weights (numbers). "
+            f"Received: class_weight={class_weight!r}"
+        )
+    if sample_weight is not None:
+        raise ValueError(
+            "You cannot pass both `class_weight` and `sample_weight` to `fit()`: fold the class "
+            "weights into `sample_weight`."
+        )
+    if isinstance(y, (list, tuple, dict)) and len(y) != 1:
+        raise ValueError(
+            "`class_weight` is only supported for models with a single output, but `y` holds "
+            f"{len(y)} targets. Received: class_weight={class_weight!r}. Use per-output "
+            "`sample_weight` instead."
+        )
+
+
+def class_weight_to_sample_weight(y: Any, class_weight: Mapping[Any, float]) -> Tensor:
+    """Per-sample weights from a ``{class: weight}`` dict checked by :func:`check_class_weight`.
+
+    Unknown classes weigh 1.0; one-hot targets use their argmax, ``(N, 1)`` targets are squeezed,
+    floats are rounded.
+
+    Example:
+        >>> class_weight_to_sample_weight(np.array([0, 1, 2, 1]), {0: 1.0, 1: 5.0}).tolist()
+        [1.0, 5.0, 1.0, 5.0]
+    """
+    y = to_tensor(y)
+    if y.ndim > 1:
+        y = y.argmax(dim=-1) if y.shape[-1] != 1 else y.squeeze(-1)
+    classes = torch.round(y.double()).long() if y.is_floating_point() else y.long()
+    table = {int(k): float(v) for k, v in class_weight.items()}
+    if not table:
+        return torch.ones(classes.shape[0])
+    size = max(max(table) + 1, int(classes.max()) + 1 if classes.numel() else 1)
+    lut = torch.ones(size, dtype=torch.float32)
+    for k, v in table.items():
+        if k >= 0:
+            lut[k] = v
+    return lut[classes.clamp(min=0)]
+
+
+def add_class_weight(batch: Tuple[Any, ...], class_weight: Mapping[Any, float], where: str) -> Tuple[Any, ...]:
+    """Append per-sample weights looked up from ``class_weight`` to an ``(x, y)`` batch."""
+    if not isinstance(batch, tuple) or len(batch) == 1:
+        return batch  # no targets: nothing to weight (predict-style batches)
+    if len(batch) == 3:
+        raise ValueError(
+            f"{where} yields `(x, y, sample_weight)` but `class_weight` was also given: you cannot use "
+            "`class_weight` and `sample_weight` at the same time. Fold the class weights into the "
+            "sample weights your dataset returns, or drop `class_weight`."
+        )
+    y = batch[1]
+    if isinstance(y, (list, tuple, Mapping)):
+        if len(y) != 1:
+            raise ValueError(
+                f"`class_weight` is only supported for models with a single output, but {where} yields "
+                f"{len(y)} targets. Use per-output sample weights instead."
+            )
+        y = next(iter(y.values())) if isinstance(y, Mapping) else y[0]
+    sample_weight = class_weight_to_sample_weight(y, class_weight)
+    # Keep the batch homogeneous: NumPy batches stay NumPy until they reach the main process.
+    return batch + (sample_weight if isinstance(y, torch.Tensor) else sample_weight.numpy(),)
+
+
+def prepare_batch(batch: Any, where: str, class_weight: Optional[Mapping[Any, float]] = None,
+                  convert: bool = True) -> Any:
+    """Standardize, apply ``class_weight`` and convert to torch: what every dataset batch goes through.
+
+    ``convert=False`` leaves NumPy leaves as they are: a worker process sends NumPy arrays through its
+    pipe faster than torch tensors through shared memory, and the main process converts them.
+    """
+    batch = standardize(batch, where)
+    if class_weight is not None:
+        batch = add_class_weight(batch, class_weight, where)
+    return to_torch(batch) if convert else batch
+
+
+def empty_like(batch: Any) -> Any:
+    """The same structure with zero rows: what a DDP process gets when it has no batch left this step."""
+    sliceable = (torch.Tensor, np.ndarray)
+    return map_structure(lambda v: v[:0] if isinstance(v, sliceable) and v.ndim > 0 else v, batch)
+
+
+def reraise_with_context(exc: BaseException, message: str) -> BaseException:
+    """An exception of the same type whose message starts with ``message`` (RuntimeError if the type refuses).
+
+    The caller raises it ``from exc`` so the original traceback stays attached, also across worker processes.
+    """
+    text = f"{message}: {type(exc).__name__}: {exc}"
+    try:
+        new = type(exc)(text)
+        if str(new) != text and not isinstance(exc, KeyError):
+            raise TypeError
+    except Exception:  # constructors with other signatures (e.g. UnicodeDecodeError)
+        new = RuntimeError(text)
+    return new

@@ -1,0 +1,36 @@
+"""Adadelta as ``keras.optimizers.Adadelta`` (with its learning-rate factor)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import torch
+
+import keras_bridge.optimizers.functional as M
+from keras_bridge.optimizers.base import Group, KerasOptimizer, state_list
+
+Tensor = torch.Tensor
+
+
+class Adadelta(KerasOptimizer):
+    """Adadelta with Keras's learning rate factor: ``v += lr * delta`` (Keras default ``lr=0.001``).
+
+    Args:
+        params: the parameters to optimize (omit them to get a spec for ``compile``).
+        learning_rate: float, Keras ``LearningRateSchedule`` or callable ``step -> lr``.
+        rho: the decay rate of both running averages.
+        epsilon: added inside both root-mean-squares.
+        **kwargs: Keras's common optimizer arguments (``weight_decay``, ``clipnorm``, ...), see
+            :class:`~keras_bridge.optimizers.base.KerasOptimizer`.
+    """
+
+    _state_names = ("accumulated_grad", "accumulated_delta_var")
+
+    def __init__(self, params: Any, learning_rate: Any = 0.001, rho: float = 0.95, epsilon: float = 1e-7,
+                 **kwargs: Any) -> None:
+        super().__init__(params, learning_rate, dict(rho=rho, epsilon=epsilon), **kwargs)
+
+    def _update(self, group: Group, params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
+                lr: Any, iteration: int) -> None:
+        M.adadelta(params, grads, state_list(states, "accumulated_grad"), state_list(states, "accumulated_delta_var"),
+                   lr=lr, rho=group["rho"], epsilon=group["epsilon"])

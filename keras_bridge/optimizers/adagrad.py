@@ -1,0 +1,39 @@
+"""Adagrad as ``keras.optimizers.Adagrad``."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import torch
+
+import keras_bridge.optimizers.functional as M
+from keras_bridge.optimizers.base import Group, KerasOptimizer, state_list
+
+Tensor = torch.Tensor
+
+
+class Adagrad(KerasOptimizer):
+    """Adagrad: ``acc += g^2; v -= lr*g / sqrt(acc + epsilon)``, the accumulator starting at a constant.
+
+    Args:
+        params: the parameters to optimize (omit them to get a spec for ``compile``).
+        learning_rate: float, Keras ``LearningRateSchedule`` or callable ``step -> lr``.
+        initial_accumulator_value: the starting value of the accumulators.
+        epsilon: added to the accumulator before the square root.
+        **kwargs: Keras's common optimizer arguments (``weight_decay``, ``clipnorm``, ...), see
+            :class:`~keras_bridge.optimizers.base.KerasOptimizer`.
+    """
+
+    _state_names = ("accumulator",)
+
+    def __init__(self, params: Any, learning_rate: Any = 0.001, initial_accumulator_value: float = 0.1,
+                 epsilon: float = 1e-7, **kwargs: Any) -> None:
+        hyper = dict(initial_accumulator_value=initial_accumulator_value, epsilon=epsilon)
+        super().__init__(params, learning_rate, hyper, **kwargs)
+
+    def _new_state(self, name: str, p: Tensor, group: Group) -> Tensor:
+        return torch.full_like(p, group["initial_accumulator_value"], memory_format=torch.preserve_format)
+
+    def _update(self, group: Group, params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
+                lr: Any, iteration: int) -> None:
+        M.adagrad(params, grads, state_list(states, "accumulator"), lr=lr, epsilon=group["epsilon"])

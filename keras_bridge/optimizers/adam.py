@@ -1,0 +1,67 @@
+"""Adam and AdamW with Keras's epsilon placement and bias corrections."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+import torch
+
+import keras_bridge.optimizers.functional as M
+from keras_bridge.optimizers.base import Group, KerasOptimizer, state_list
+
+Tensor = torch.Tensor
+
+
+class Adam(KerasOptimizer):
+    """Adam with Keras's epsilon placement: ``v -= alpha*m / (sqrt(v) + epsilon)``.
+
+    ``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)`` with ``t = iterations + 1``.
+
+    Args:
+        params: the parameters to optimize (omit them to get a spec for ``compile``).
+        learning_rate: float, Keras ``LearningRateSchedule`` or callable ``step -> lr``.
+        beta_1: decay of the first-moment estimate.
+        beta_2: decay of the second-moment estimate.
+        epsilon: added to ``sqrt(v)``.
+        amsgrad: use the running maximum of the second moment.
+        **kwargs: Keras's common optimizer arguments (``weight_decay``, ``clipnorm``, ...), see
+            :class:`~keras_bridge.optimizers.base.KerasOptimizer`.
+    """
+
+    _state_names = ("momentum", "velocity")
+
+    def __init__(self, params: Any, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7, amsgrad: bool = False, **kwargs: Any) -> None:
+        hyper = dict(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, amsgrad=bool(amsgrad))
+        super().__init__(params, learning_rate, hyper, **kwargs)
+
+    def _state_names_for(self, group: Group) -> Tuple[str, ...]:
+        return self._state_names + (("velocity_hat",) if group["amsgrad"] else ())
+
+    def _update(self, group: Group, params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
+                lr: Any, iteration: int) -> None:
+        M.adam(params, grads, state_list(states, "momentum"), state_list(states, "velocity"),
+               state_list(states, "velocity_hat") if group["amsgrad"] else None,
+               lr=lr, beta_1=group["beta_1"], beta_2=group["beta_2"], epsilon=group["epsilon"], iteration=iteration)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (``weight_decay=0.004`` by default, must not be ``None``).
+
+    Args:
+        params: the parameters to optimize (omit them to get a spec for ``compile``).
+        learning_rate: float, Keras ``LearningRateSchedule`` or callable ``step -> lr``.
+        weight_decay: the decay ``v -= v * weight_decay * lr`` applied before each update.
+        beta_1: as in :class:`Adam`; so are ``beta_2``, ``epsilon``, ``amsgrad`` and ``**kwargs``.
+        beta_2: see :class:`Adam`.
+        epsilon: see :class:`Adam`.
+        amsgrad: see :class:`Adam`.
+        **kwargs: see :class:`Adam`.
+    """
+
+    def __init__(self, params: Any, learning_rate: Any = 0.001, weight_decay: float = 0.004, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-7, amsgrad: bool = False, **kwargs: Any) -> None:
+        if weight_decay is None:
+            raise ValueError("Argument `weight_decay` must be a float. Received: weight_decay=None")
+        super().__init__(params, learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay=weight_decay,
+                         **kwargs)

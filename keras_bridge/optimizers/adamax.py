@@ -1,0 +1,37 @@
+"""Adamax as ``keras.optimizers.Adamax``."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import torch
+
+import keras_bridge.optimizers.functional as M
+from keras_bridge.optimizers.base import Group, KerasOptimizer, state_list
+
+Tensor = torch.Tensor
+
+
+class Adamax(KerasOptimizer):
+    """Adamax (Adam with the infinity norm): ``v -= lr*m / ((1 - beta_1**t) * (u + epsilon))``.
+
+    Args:
+        params: the parameters to optimize (omit them to get a spec for ``compile``).
+        learning_rate: float, Keras ``LearningRateSchedule`` or callable ``step -> lr``.
+        beta_1: decay of the first-moment estimate.
+        beta_2: decay of the exponentially weighted infinity norm.
+        epsilon: added to the norm.
+        **kwargs: Keras's common optimizer arguments (``weight_decay``, ``clipnorm``, ...), see
+            :class:`~keras_bridge.optimizers.base.KerasOptimizer`.
+    """
+
+    _state_names = ("momentum", "norm")
+
+    def __init__(self, params: Any, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7, **kwargs: Any) -> None:
+        super().__init__(params, learning_rate, dict(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon), **kwargs)
+
+    def _update(self, group: Group, params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
+                lr: Any, iteration: int) -> None:
+        M.adamax(params, grads, state_list(states, "momentum"), state_list(states, "norm"), lr=lr,
+                 beta_1=group["beta_1"], beta_2=group["beta_2"], epsilon=group["epsilon"], iteration=iteration)

@@ -1,0 +1,46 @@
+"""Nadam with Keras's momentum schedule, as ``keras.optimizers.Nadam``."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import torch
+
+import keras_bridge.optimizers.functional as M
+from keras_bridge.optimizers.base import Group, KerasOptimizer, state_list
+
+Tensor = torch.Tensor
+
+
+class Nadam(KerasOptimizer):
+    """Nadam (Adam with Nesterov momentum) with Keras's momentum schedule ``u_t = b1*(1 - 0.5*0.96**t)``.
+
+    The running product of the ``u_t`` is kept in every param group as ``"u_product"``.
+
+    Args:
+        params: the parameters to optimize (omit them: a spec for ``compile``).
+        learning_rate: a float, a Keras ``LearningRateSchedule`` or a callable ``step -> lr``.
+        beta_1: decay of the first-moment estimate.
+        beta_2: decay of the second-moment estimate.
+        epsilon: added to ``sqrt(v_hat)``.
+        **kwargs: Keras's common optimizer arguments (``weight_decay``, ``clipnorm``, ...), see
+            :class:`~keras_bridge.optimizers.base.KerasOptimizer`.
+    """
+
+    _state_names = ("momentum", "velocity")
+
+    def __init__(self, params: Any, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7, **kwargs: Any) -> None:
+        hyper = dict(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, u_product=1.0)
+        super().__init__(params, learning_rate, hyper, **kwargs)
+
+    def _begin_update(self, iteration: int) -> None:
+        # Keras multiplies its single `u_product` variable once per update, gradients or not.
+        for group in self.param_groups:
+            group["u_product"] = M.nadam_u_product(group["u_product"], group["beta_1"], iteration)
+
+    def _update(self, group: Group, params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
+                lr: Any, iteration: int) -> None:
+        M.nadam(params, grads, state_list(states, "momentum"), state_list(states, "velocity"), lr=lr,
+                beta_1=group["beta_1"], beta_2=group["beta_2"], epsilon=group["epsilon"], iteration=iteration,
+                u_product=group["u_product"])

@@ -1,0 +1,39 @@
+"""SGD with (Nesterov) momentum, as ``keras.optimizers.SGD``."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+import torch
+
+import keras_bridge.optimizers.functional as M
+from keras_bridge.optimizers.base import Group, KerasOptimizer, state_list
+
+Tensor = torch.Tensor
+
+
+class SGD(KerasOptimizer):
+    """Gradient descent with optional (Nesterov) momentum: ``m = momentum*m - lr*g; v += m``.
+
+    Args:
+        params: the parameters to optimize (omit them to get a spec for ``compile``).
+        learning_rate: float, Keras ``LearningRateSchedule`` or callable ``step -> lr``.
+        momentum: float in ``[0, 1]``.
+        nesterov: use Nesterov momentum (``v += momentum*m - lr*g``).
+        **kwargs: Keras's common optimizer arguments (``weight_decay``, ``clipnorm``, ...), see
+            :class:`~keras_bridge.optimizers.base.KerasOptimizer`.
+    """
+
+    def __init__(self, params: Any, learning_rate: Any = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 **kwargs: Any) -> None:
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"`momentum` must be a float between [0, 1]. Received: momentum={momentum}")
+        super().__init__(params, learning_rate, dict(momentum=float(momentum), nesterov=bool(nesterov)), **kwargs)
+
+    def _state_names_for(self, group: Group) -> Tuple[str, ...]:
+        return ("momentum",) if group["momentum"] != 0 else ()
+
+    def _update(self, group: Group, params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
+                lr: Any, iteration: int) -> None:
+        momentums = state_list(states, "momentum") if group["momentum"] != 0 else None
+        M.sgd(params, grads, momentums, lr=lr, momentum=group["momentum"], nesterov=group["nesterov"])

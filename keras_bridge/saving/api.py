@@ -1,0 +1,85 @@
+"""``load_model``: a :class:`~keras_bridge.KerasModule` back from a ``.keras`` file.
+
+The one part of :mod:`keras_bridge.saving` that builds a module, and so the one that imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+from typing import Any, Dict, Mapping, Optional
+
+from keras_bridge.module import KerasModule
+import keras_bridge.saving.serialization as S
+from keras_bridge.saving.archive import TORCH_CLASS, read_archive
+from keras_bridge.saving.atomic import file_suffix
+from keras_bridge.utils.keras import import_keras
+
+
+def load_model(filepath: str, custom_objects: Optional[Mapping[str, Any]] = None, compile: bool = True,
+               safe_mode: bool = True) -> Any:
+    """Restore a :class:`~keras_bridge.KerasModule` from a ``.keras`` file, compile state included.
+
+    Reads files written by the bridge (torch modules and Keras models) and plain Keras ``.keras``
+    files (their Keras compile config, if any, is used). The optimizer state saved in the file is
+    loaded into the optimizer at the start of the next ``fit`` (unless ``compile`` is called again).
+
+    Args:
+        filepath: the ``.keras`` file.
+        custom_objects: ``{name: class_or_function}`` for user classes named in the file.
+        compile: restore the compile arguments (default ``True``); ``False`` returns an uncompiled module.
+        safe_mode: refuse to import anything outside torch/torchmetrics/keras not in ``custom_objects``.
+
+    Returns:
+        The restored ``KerasModule``.
+
+    Raises:
+        ValueError: not a ``.keras`` file, or a module that was saved without a usable description.
+    """
+    filepath = os.fspath(filepath)
+    if file_suffix(filepath) != ".keras" or not zipfile.is_zipfile(filepath):
+        raise ValueError(f"`load_model` reads `.keras` files. Received: filepath={filepath}")
+    config, bridge, states = read_archive(filepath)
+    if config.get("class_name") == TORCH_CLASS:
+        if config.get("config") is None:
+            raise ValueError(
+                f"{filepath} holds a torch module that could not be described when it was saved "
+                f"({config.get('note')}). Build the module yourself and load the weights with "
+                "`KerasModule(model).load_weights(path)`, or give its class a `get_config()`."
+            )
+        model = S.deserialize(config["config"], custom_objects, safe_mode)
+        model.load_state_dict(states.pop("model"))
+    else:
+        model = import_keras().saving.load_model(filepath, custom_objects=custom_objects, compile=False,
+                                                 safe_mode=safe_mode)
+    module = KerasModule(model, output_names=bridge.get("output_names"), input_names=bridge.get("input_names"))
+    if compile:
+        arguments = _compile_arguments(bridge, config, custom_objects, safe_mode)
+        if arguments is not None:
+            module.compile(**arguments)
+            if states:
+                module.restore_training_state(states)
+    return module
+
+
+def _compile_arguments(bridge: Mapping[str, Any], config: Mapping[str, Any], custom_objects: Any,
+                       safe_mode: bool) -> Optional[Dict[str, Any]]:
+    if bridge.get("compile_config") is not None:
+        return S.deserialize(bridge["compile_config"], custom_objects, safe_mode)
+    if bridge.get("compile_note"):
+        warnings.warn(f"The model is returned uncompiled: {bridge['compile_note']}.", stacklevel=3)
+        return None
+    keras_compile = config.get("compile_config")
+    if not keras_compile:
+        return None
+    # A file written by Keras itself: its serialized compile() arguments.
+    keras = import_keras()
+
+    def load(value: Any) -> Any:
+        return keras.saving.deserialize_keras_object(value, custom_objects=custom_objects, safe_mode=safe_mode)
+
+    return {key: load(keras_compile.get(key)) for key in ("optimizer", "loss", "loss_weights", "metrics",
+                                                          "weighted_metrics")}
+
+

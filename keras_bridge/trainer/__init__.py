@@ -1,0 +1,1 @@
+"""Lightning plumbing: making or borrowing the Trainer that runs each Keras call."""

@@ -1,0 +1,117 @@
+"""Every access to a private attribute of Keras, Lightning or torchmetrics, in one place.
+
+These libraries do not promise to keep their private names; when one changes, this is the only file
+to mend. Each helper says which private name it reads or writes and why the public API does not do.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from keras_bridge.utils.keras import import_keras
+
+
+def attached_trainer(module: Any) -> Optional[Any]:
+    """The Trainer a LightningModule is attached to, or None.
+
+    ``LightningModule.trainer`` raises when no Trainer is attached; ``_trainer`` answers None instead.
+    """
+    return getattr(module, "_trainer", None)
+
+
+def dump_checkpoint(trainer: Any, weights_only: bool) -> Dict[str, Any]:
+    """The checkpoint dict that ``trainer.save_checkpoint`` would write.
+
+    ``save_checkpoint`` is a collective (a barrier), so it hangs when only rank 0 decides to save;
+    building the dict is not.
+    """
+    return trainer._checkpoint_connector.dump_checkpoint(weights_only)
+
+
+def set_keras_initial_epoch(model: Any, epoch: int) -> None:
+    """Keras's ``model._initial_epoch``, which its ``BackupAndRestore`` sets to resume at ``epoch``."""
+    object.__setattr__(model, "_initial_epoch", epoch)
+
+
+def is_default_keras_hook(method: Any) -> bool:
+    """True when a callback hook is Keras's own no-op (Keras marks those with ``_is_default``)."""
+    return bool(getattr(method, "_is_default", False))
+
+
+def set_start_epoch(trainer: Any, epoch: int) -> None:
+    """Make Lightning's fit loop start (or resume) at ``epoch``: Keras's ``initial_epoch``.
+
+    Lightning has no public setter; its fit loop counts epochs in ``epoch_progress``.
+    """
+    progress = trainer.fit_loop.epoch_progress
+    for counter in (progress.current, progress.total):
+        counter.ready = counter.started = counter.processed = counter.completed = epoch
+
+
+def get_use_distributed_sampler(trainer: Any) -> bool:
+    """The Trainer's ``use_distributed_sampler`` flag (kept by its private accelerator connector)."""
+    return bool(trainer._accelerator_connector.use_distributed_sampler)
+
+
+def set_use_distributed_sampler(trainer: Any, value: bool) -> None:
+    """Set the flag read by :func:`get_use_distributed_sampler` (the data connector reads it at each run)."""
+    trainer._accelerator_connector.use_distributed_sampler = value
+
+
+# ---------------------------------------------------------------------------- Keras internals
+_KERAS_MASK = "_keras_mask"  # where Keras keeps a tensor's mask on the torch backend
+
+
+def get_keras_mask(x: Any) -> Any:
+    """The mask Keras attached to tensor ``x`` (``x._keras_mask``), or None."""
+    return getattr(x, _KERAS_MASK, None)
+
+
+def set_keras_mask(x: Any, mask: Any) -> None:
+    """Attach ``mask`` to tensor ``x`` the way Keras layers do, so Keras's losses honour it."""
+    setattr(x, _KERAS_MASK, mask)
+
+
+def keras_registry_names(kind: str) -> List[str]:
+    """The names Keras's ``get`` accepts for ``kind`` (``"losses"`` or ``"metrics"``).
+
+    Keras exports no list of them; its ``keras.src.<kind>.ALL_OBJECTS_DICT`` is that list.
+    """
+    return list(getattr(import_keras().src, kind).ALL_OBJECTS_DICT)
+
+
+def is_keras_builtin_loss(fn: Any) -> bool:
+    """True for one of Keras's own loss classes or functions (``keras.src.losses.ALL_OBJECTS``)."""
+    objects = import_keras().src.losses.ALL_OBJECTS
+    return fn in objects or type(fn) in objects
+
+
+def has_keras_monitor_op(callback: Any) -> bool:
+    """True for a Keras ``MonitorCallback`` (not exported): it resolves ``monitor_op`` in ``_set_monitor_op``."""
+    return callable(getattr(callback, "_set_monitor_op", None))
+
+
+def set_keras_monitor_op(callback: Any) -> None:
+    """Let Keras resolve ``callback.monitor_op`` from an explicit ``mode`` now, not at the first epoch end."""
+    callback._set_monitor_op()
+
+
+def init_keras_progbar(logger: Any) -> None:
+    """Create the ``Progbar`` of a Keras ``ProgbarLogger`` now (Keras does it lazily, privately)."""
+    logger._maybe_init_progbar()
+
+
+def progbar_due(bar: Any) -> bool:
+    """True when a Keras ``Progbar`` would draw now (its private throttle: one draw per ``interval``)."""
+    return bool(time.time() - bar._last_update >= bar.interval)
+
+
+def keras_profile_batches(callback: Any) -> Tuple[int, int]:
+    """A Keras ``TensorBoard``'s parsed ``profile_batch`` range (kept only in private attributes)."""
+    return callback._start_batch, callback._stop_batch
+
+
+def tensorboard_file_writer(writer: Any) -> Any:
+    """The event-file writer behind a ``torch.utils.tensorboard.SummaryWriter`` (to write a raw Summary)."""
+    return writer._get_file_writer()

@@ -1,0 +1,108 @@
+"""The package's shape: imports flow one way (no cycle, function-level imports included), and the
+private names of Keras, Lightning and torchmetrics are touched in one module only."""
+
+import ast
+import pathlib
+import re
+from typing import Dict, List, Set
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_bridge"
+
+
+def _modules() -> Dict[str, pathlib.Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def _imports(name: str, path: pathlib.Path, known: Set[str]) -> Set[str]:
+    """Every package module that ``name`` imports, anywhere in the file (``from a import b`` counts a and a.b)."""
+    targets: List[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                base = ".".join(anchor[: len(anchor) - node.level + 1] + ([base] if base else []))
+            targets += [base] + [f"{base}.{alias.name}" for alias in node.names]
+    found = set()
+    for target in targets:
+        while target and target not in known:
+            target = target.rpartition(".")[0]
+        if target and target != name:
+            found.add(target)
+    return found
+
+
+def _cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    stack: List[str] = []
+    on_stack: Set[str] = set()
+    out: List[List[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_import_graph_is_acyclic():
+    modules = _modules()
+    graph = {name: _imports(name, path, set(modules)) for name, path in modules.items()}
+    assert len(graph) > 40
+    assert _cycles(graph) == []
+
+
+def test_only_the_package_root_imports_the_package_root():
+    modules = _modules()
+    offenders = [name for name, path in modules.items()
+                 if name != "keras_bridge" and "keras_bridge" in _imports(name, path, set(modules))]
+    assert offenders == []
+
+
+# Private attributes of the libraries we build on, as they are spelled at their call sites.
+_FOREIGN_PRIVATE = re.compile(
+    r"_checkpoint_connector|_accelerator_connector|epoch_progress|\._initial_epoch|_is_default\b"
+)
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_foreign_private_names_live_in_the_compat_module(path):
+    if path.relative_to(PACKAGE).as_posix() == "utils/compat.py":
+        return
+    assert not _FOREIGN_PRIVATE.findall(path.read_text())
