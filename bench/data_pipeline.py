@@ -20,11 +20,11 @@ import statistics
 import time
 from typing import Dict, List, Tuple
 
+import keras
 import numpy as np
 import torch
 
 import keras_bridge as kb  # selects keras's torch backend
-import keras
 from keras_bridge.data.adapters.pydataset import PyDatasetLoader
 
 
@@ -109,8 +109,9 @@ def throughput(batches: int, repeats: int) -> Dict[str, Dict[str, Dict[str, floa
 
 def max_in_flight(use_multiprocessing: bool, max_queue_size: int) -> int:
     counter = multiprocessing.get_context("fork").Value("i", 0)
-    ds = CpuPyDataset(40, ms=1.0, counter=counter, workers=2, use_multiprocessing=use_multiprocessing,
-                      max_queue_size=max_queue_size)
+    ds = CpuPyDataset(
+        40, ms=1.0, counter=counter, workers=2, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
+    )
     worst, consumed = 0, 0
     for _ in PyDatasetLoader(ds):
         consumed += 1
@@ -121,8 +122,13 @@ def max_in_flight(use_multiprocessing: bool, max_queue_size: int) -> int:
 
 def _mlp() -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(784, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024),
-                               torch.nn.ReLU(), torch.nn.Linear(1024, 10))
+    return torch.nn.Sequential(
+        torch.nn.Linear(784, 1024),
+        torch.nn.ReLU(),
+        torch.nn.Linear(1024, 1024),
+        torch.nn.ReLU(),
+        torch.nn.Linear(1024, 10),
+    )
 
 
 class DataWait:
@@ -151,6 +157,7 @@ def fit_epoch(n: int, repeats: int, **kwargs) -> Tuple[float, float]:
 
     ``kwargs`` are PyDataset settings; with none, the data are in-memory arrays (the floor).
     """
+
     def data(batches: int) -> Dict:
         if kwargs:
             return dict(x=CpuPyDataset(batches, **kwargs))
@@ -173,13 +180,17 @@ def fit_epoch(n: int, repeats: int, **kwargs) -> Tuple[float, float]:
 def throughput_table(batches: int, repeats: int) -> None:
     table = throughput(batches, repeats)
     print("1. Iterating one epoch alone: batches/s, speed-up over the same pipeline's serial run, CPU ms per batch")
-    print(f"| {'pipeline':<20} | {'Keras b/s':>9} | {'x serial':>8} | {'CPU ms':>6} | {'bridge b/s':>10} | "
-          f"{'x serial':>8} | {'CPU ms':>6} | {'bridge / Keras':>14} |")
+    print(
+        f"| {'pipeline':<20} | {'Keras b/s':>9} | {'x serial':>8} | {'CPU ms':>6} | {'bridge b/s':>10} | "
+        f"{'x serial':>8} | {'CPU ms':>6} | {'bridge / Keras':>14} |"
+    )
     print(f"|{'-' * 22}|{'-' * 11}|{'-' * 10}|{'-' * 8}|{'-' * 12}|{'-' * 10}|{'-' * 8}|{'-' * 16}|")
     for name, row in table.items():
         k, b = row["keras"], row["bridge"]
-        print(f"| {name:<20} | {k['rate']:9.1f} | {k['x_serial']:7.2f}x | {k['cpu_ms']:6.2f} | {b['rate']:10.1f} | "
-              f"{b['x_serial']:7.2f}x | {b['cpu_ms']:6.2f} | {b['x_keras']:13.2f}x |")
+        print(
+            f"| {name:<20} | {k['rate']:9.1f} | {k['x_serial']:7.2f}x | {k['cpu_ms']:6.2f} | {b['rate']:10.1f} | "
+            f"{b['x_serial']:7.2f}x | {b['cpu_ms']:6.2f} | {b['x_keras']:13.2f}x |"
+        )
 
 
 def in_flight_table() -> None:
@@ -197,10 +208,12 @@ def fit_table(n: int, repeats: int) -> None:
     print(f"\n3. One fit epoch of {n} batches: MLP 784-1024-1024-10 step (1 torch thread) + ~5 ms data per batch")
     print(f"| {'run':<40} | {'epoch s':>7} | {'wait for data, ms/step':>22} |")
     print(f"|{'-' * 42}|{'-' * 9}|{'-' * 24}|")
-    for name, kwargs in (("in-memory arrays (the floor)", {}),
-                         ("PyDataset inline (workers=1)", dict(workers=1)),
-                         ("PyDataset, 1 worker process", dict(workers=1, use_multiprocessing=True)),
-                         ("PyDataset, 2 worker processes", dict(workers=2, use_multiprocessing=True))):
+    for name, kwargs in (
+        ("in-memory arrays (the floor)", {}),
+        ("PyDataset inline (workers=1)", dict(workers=1)),
+        ("PyDataset, 1 worker process", dict(workers=1, use_multiprocessing=True)),
+        ("PyDataset, 2 worker processes", dict(workers=2, use_multiprocessing=True)),
+    ):
         seconds, wait = fit_epoch(n, repeats, **kwargs)
         print(f"| {name:<40} | {seconds:7.2f} | {wait:22.2f} |")
 
@@ -212,9 +225,11 @@ def main() -> None:
     parser.add_argument("--sections", default="1,2,3", help="which tables to print, e.g. 1 or 1,3")
     args = parser.parse_args()
     sections = {int(v) for v in args.sections.split(",")}
-    print(f"torch {torch.__version__}, keras {keras.__version__}, {multiprocessing.cpu_count()} CPU cores, "
-          f"{args.batches} batches of 32x784 float32 at ~5 ms CPU each, medians of {args.repeats} rounds; "
-          f"load average before: {os.getloadavg()[0]:.2f} (other work on the cores skews the parallel rows)\n")
+    print(
+        f"torch {torch.__version__}, keras {keras.__version__}, {multiprocessing.cpu_count()} CPU cores, "
+        f"{args.batches} batches of 32x784 float32 at ~5 ms CPU each, medians of {args.repeats} rounds; "
+        f"load average before: {os.getloadavg()[0]:.2f} (other work on the cores skews the parallel rows)\n"
+    )
 
     if 1 in sections:
         throughput_table(args.batches, args.repeats)

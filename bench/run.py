@@ -52,9 +52,10 @@ def torch_mlp():
 
 
 def keras_mlp():
-    import keras_bridge  # noqa: F401  (torch backend)
     import keras
     from keras import layers
+
+    import keras_bridge  # noqa: F401  (torch backend)
 
     inputs = keras.Input(shape=(784,), name="digits")
     x = layers.Dense(64, activation="relu")(inputs)
@@ -87,8 +88,8 @@ def run_torch(data, bs):
     with torch.no_grad():
         vl = torch.zeros(())
         for i in range(0, len(xv), bs):
-            out = model(xv[i:i + bs])
-            vl += F.cross_entropy(out, yv[i:i + bs], reduction="sum")
+            out = model(xv[i : i + bs])
+            vl += F.cross_entropy(out, yv[i : i + bs], reduction="sum")
     return float(loss_sum / len(x)), float(vl / len(xv))
 
 
@@ -140,8 +141,14 @@ def run_lightning(data, bs, with_metrics=False, bar=False):
     train = DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=True)
     val = DataLoader(TensorDataset(xv, yv), batch_size=bs)
     trainer = pl.Trainer(
-        max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_model_summary=False, enable_progress_bar=bar, num_sanity_val_steps=0,
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=bar,
+        num_sanity_val_steps=0,
     )
     trainer.fit(_lightning_module(with_metrics), train, val)
 
@@ -161,14 +168,13 @@ def run_keras(data, bs, verbose=0):
 
 def run_bridge(data, bs, verbose=0, keras_model=False):
     import keras
+
     import keras_bridge as kb
 
     x, y, xv, yv = data
     module = kb.KerasModule(keras_mlp() if keras_model else torch_mlp())
     module.compile(
-        optimizer="rmsprop",
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        optimizer="rmsprop", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
     )
     module.fit(x, y, batch_size=bs, epochs=1, validation_data=(xv, yv), verbose=verbose, trainer={"accelerator": "cpu"})
 
@@ -233,9 +239,18 @@ def main() -> None:
     for _ in range(args.rounds):
         for name in names:
             proc = subprocess.run(
-                [sys.executable, __file__, "--variant", name, "--samples", str(args.samples),
-                 "--threads", str(args.threads)],
-                capture_output=True, text=True,
+                [
+                    sys.executable,
+                    __file__,
+                    "--variant",
+                    name,
+                    "--samples",
+                    str(args.samples),
+                    "--threads",
+                    str(args.threads),
+                ],
+                capture_output=True,
+                text=True,
                 env=dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(args.threads)),
             )
             if proc.returncode != 0:
@@ -244,9 +259,11 @@ def main() -> None:
             times[name].append(json.loads(proc.stdout.strip().splitlines()[-1])["seconds"])
     medians = {n: statistics.median(t) for n, t in times.items() if t}
     base = medians.get("torch")
-    print(f"\nMLP 784-64-64-10, batch 64, {args.samples} train + {args.samples // 5} val samples, 1 epoch with "
-          f"validation; median of {args.rounds} interleaved rounds; {os.cpu_count()} CPU cores, "
-          f"{args.threads} torch thread(s), torch {__import__('torch').__version__}")
+    print(
+        f"\nMLP 784-64-64-10, batch 64, {args.samples} train + {args.samples // 5} val samples, 1 epoch with "
+        f"validation; median of {args.rounds} interleaved rounds; {os.cpu_count()} CPU cores, "
+        f"{args.threads} torch thread(s), torch {__import__('torch').__version__}"
+    )
     print("| variant | what | ms/step | x raw torch |\n|---|---|---:|---:|")
     for name, what in VARIANTS:
         if name in medians:

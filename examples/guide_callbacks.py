@@ -9,12 +9,12 @@ import os
 import shutil
 import tempfile
 
+import keras
 import numpy as np
+from keras import layers
 from sklearn.datasets import load_digits
 
 import keras_bridge as kb  # selects the torch backend for keras
-import keras
-from keras import layers
 
 
 def get_uncompiled_model() -> keras.Model:
@@ -27,8 +27,7 @@ def get_uncompiled_model() -> keras.Model:
 
 def get_compiled_model() -> kb.KerasModule:
     model = kb.KerasModule(get_uncompiled_model())
-    model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy",
-                  metrics=["sparse_categorical_accuracy"])
+    model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy", metrics=["sparse_categorical_accuracy"])
     return model
 
 
@@ -59,8 +58,9 @@ def main() -> None:
     workdir = tempfile.mkdtemp()
     model = get_compiled_model()
     callbacks = [
-        keras.callbacks.ModelCheckpoint(filepath=os.path.join(workdir, "mymodel_{epoch}.keras"),
-                                        save_best_only=True, monitor="val_loss", verbose=1),
+        keras.callbacks.ModelCheckpoint(
+            filepath=os.path.join(workdir, "mymodel_{epoch}.keras"), save_best_only=True, monitor="val_loss", verbose=1
+        ),
         keras.callbacks.TensorBoard(log_dir=os.path.join(workdir, "logs")),
         keras.callbacks.CSVLogger(os.path.join(workdir, "training.csv")),
     ]
@@ -82,23 +82,28 @@ def main() -> None:
         return get_compiled_model()
 
     model = make_or_restore_model()
-    callbacks = [keras.callbacks.ModelCheckpoint(filepath=checkpoint_dir + "/model-loss={loss:.2f}.keras",
-                                                 save_freq=100)]
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(filepath=checkpoint_dir + "/model-loss={loss:.2f}.keras", save_freq=100)
+    ]
     model.fit(x_train, y_train, epochs=4, callbacks=callbacks)
     model = make_or_restore_model()
     print("restored model evaluates to", model.evaluate(x_train, y_train, verbose=0))
 
     print("== 3.11 a schedule as the learning rate, and ReduceLROnPlateau")
-    lr_schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=100000, decay_rate=0.96,
-                                                              staircase=True)
+    lr_schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=100000, decay_rate=0.96, staircase=True)
     model = kb.KerasModule(get_uncompiled_model())
-    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=lr_schedule),
-                  loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=lr_schedule), loss="sparse_categorical_crossentropy")
     model.fit(x_train, y_train, epochs=1, batch_size=64, verbose=2)
     model = get_compiled_model()
-    history = model.fit(x_train, y_train, epochs=4, batch_size=64, validation_split=0.2, verbose=2,
-                        callbacks=[keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1,
-                                                                     verbose=1)])
+    history = model.fit(
+        x_train,
+        y_train,
+        epochs=4,
+        batch_size=64,
+        validation_split=0.2,
+        verbose=2,
+        callbacks=[keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1, verbose=1)],
+    )
     print("learning rates:", history.history["learning_rate"])
     shutil.rmtree(workdir)
     if np.isnan(history.history["loss"][-1]):

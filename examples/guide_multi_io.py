@@ -4,12 +4,12 @@ Only the model object changes: ``model = kb.KerasModule(keras_model)``. Runs in 
 Run: python examples/guide_multi_io.py
 """
 
+import keras
 import numpy as np
 import torch
+from keras import layers
 
 import keras_bridge as kb  # selects keras's torch backend
-import keras
-from keras import layers
 
 
 def get_model() -> keras.Model:
@@ -63,7 +63,9 @@ def main() -> None:
     )
     # Outputs without a loss, as a list or as a (partial) dict
     model.compile(optimizer=keras.optimizers.RMSprop(1e-3), loss=[None, keras.losses.CategoricalCrossentropy()])
-    model.compile(optimizer=keras.optimizers.RMSprop(1e-3), loss={"class_output": keras.losses.CategoricalCrossentropy()})
+    model.compile(
+        optimizer=keras.optimizers.RMSprop(1e-3), loss={"class_output": keras.losses.CategoricalCrossentropy()}
+    )
 
     model.compile(
         optimizer=keras.optimizers.RMSprop(1e-3),

@@ -4,13 +4,13 @@ Run: python examples/train_datasets.py
 Trains on scikit-learn's bundled digits (no download); about half a minute on 2 CPU cores.
 """
 
+import keras
 import numpy as np
 import torch
+from keras import layers
 from sklearn.datasets import load_digits
 
 import keras_bridge as kb  # selects the torch backend for keras
-import keras
-from keras import layers
 
 
 class ExamplePyDataset(keras.utils.PyDataset):
@@ -88,10 +88,18 @@ def main() -> None:
     # Lightning-native: the same data as a LightningDataModule for a plain Trainer.
     import lightning as L
 
-    dm = kb.data.KerasDataModule(ExamplePyDataset(x_train, y_train, 32, workers=2, use_multiprocessing=True),
-                                 validation_data=ExamplePyDataset(x_val, y_val, 32))
-    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu")
+    dm = kb.data.KerasDataModule(
+        ExamplePyDataset(x_train, y_train, 32, workers=2, use_multiprocessing=True),
+        validation_data=ExamplePyDataset(x_val, y_val, 32),
+    )
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(get_compiled_model(), datamodule=dm)
     print("KerasDataModule:", {k: round(float(v), 4) for k, v in trainer.callback_metrics.items()})
 

@@ -4,12 +4,12 @@ Run: python examples/train_digits.py
 The data ships with scikit-learn (no download). Finishes in well under a minute on 2 CPU cores.
 """
 
+import keras
 import numpy as np
+from keras import layers
 from sklearn.datasets import load_digits
 
 import keras_bridge as kb  # selects the torch backend for keras
-import keras
-from keras import layers
 
 
 def get_uncompiled_model() -> keras.Model:
@@ -34,7 +34,11 @@ def main() -> None:
         metrics=[keras.metrics.SparseCategoricalAccuracy()],
     )
     history = module.fit(
-        x_train, y_train, batch_size=64, epochs=10, validation_split=0.2,
+        x_train,
+        y_train,
+        batch_size=64,
+        epochs=10,
+        validation_split=0.2,
         callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, verbose=1)],
     )
     print("History keys:", sorted(history.history))

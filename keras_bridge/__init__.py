@@ -12,11 +12,19 @@ from keras_bridge.utils.keras import select_torch_backend as _select_torch_backe
 
 _select_torch_backend()
 
-from keras_bridge import callbacks, data, optimizers  # noqa: E402
-from keras_bridge._version import __version__  # noqa: E402
-from keras_bridge.optimizers import schedules  # noqa: E402
-from keras_bridge.module import KerasModule  # noqa: E402
-from keras_bridge.saving.api import load_model  # noqa: E402
+from keras_bridge import callbacks, data, optimizers
+from keras_bridge._version import __version__
+from keras_bridge.module import KerasModule
+from keras_bridge.optimizers import schedules
+from keras_bridge.saving.api import load_model
 
-
-__all__ = ["KerasBackendError", "KerasModule", "callbacks", "data", "load_model", "optimizers", "schedules"]
+__all__ = [
+    "KerasBackendError",
+    "KerasModule",
+    "__version__",
+    "callbacks",
+    "data",
+    "load_model",
+    "optimizers",
+    "schedules",
+]

@@ -37,16 +37,20 @@ def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> 
         raise ValueError(f"Expected `{name}` to be an integer >= {minimum}. Received: {name}={value!r}")
 
 
-def check_fit_args(epochs: int, initial_epoch: int, validation_split: Any, steps_per_epoch: Any,
-                   validation_freq: Any, shuffle: Any) -> None:
+def check_fit_args(
+    epochs: int, initial_epoch: int, validation_split: Any, steps_per_epoch: Any, validation_freq: Any, shuffle: Any
+) -> None:
     """The scalar arguments of ``fit``."""
     check_int("epochs", epochs, 0)
     check_int("initial_epoch", initial_epoch, 0)
     check_int("steps_per_epoch", steps_per_epoch, 1, allow_none=True)
-    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) or not 0 <= validation_split < 1:
+    if (
+        isinstance(validation_split, bool)
+        or not isinstance(validation_split, numbers.Real)
+        or not 0 <= float(validation_split) < 1
+    ):
         raise ValueError(
-            "Expected `validation_split` to be a float in [0, 1). Received: "
-            f"validation_split={validation_split!r}"
+            f"Expected `validation_split` to be a float in [0, 1). Received: validation_split={validation_split!r}"
         )
     if isinstance(validation_freq, (list, tuple, set)):
         for v in validation_freq:

@@ -8,7 +8,7 @@ callbacks ride on one :class:`~keras_bridge.callbacks.adapter.KerasCallbackAdapt
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import lightning.pytorch as pl
 import numpy as np
@@ -47,9 +47,17 @@ def _build(module: Any, loader: Any) -> None:
     module.build_from_batch(x, move_data_to_device(y, device) if y is not None else None, y_pred)
 
 
-def _run(module: Any, trainer: Any, keras_cbs: List[Any], lightning_cbs: List[Any], owned: Dict[str, Any],
-         adapter_args: Dict[str, Any], stage: Callable[[pl.Trainer], Any], initial_epoch: Optional[int] = None) -> Any:
-    """One Trainer stage with the Keras callbacks attached: the skeleton every entry point shares."""
+Callbacks = Tuple[List[Any], List[Any]]  # (Keras callbacks, Lightning callbacks)
+
+
+def _run(module: Any, trainer: Any, cbs: Callbacks, owned: Dict[str, Any], adapter_args: Dict[str, Any],
+         stage: Callable[[pl.Trainer], Any]) -> Any:  # fmt: skip
+    """One Trainer stage with the Keras callbacks attached: the skeleton every entry point shares.
+
+    ``adapter_args`` go to the :class:`KerasCallbackAdapter`, but ``initial_epoch`` to the fit loop.
+    """
+    keras_cbs, lightning_cbs = cbs
+    initial_epoch = adapter_args.pop("initial_epoch", None)
     # The bar is drawn by global rank 0 only: the adapter drops it on the other processes at setup.
     progbar = make_progbar_logger() if adapter_args["params"]["verbose"] else None
     adapter = KerasCallbackAdapter(keras_cbs, progbar=progbar, model=module.callback_model, **adapter_args)
@@ -61,10 +69,9 @@ def _run(module: Any, trainer: Any, keras_cbs: List[Any], lightning_cbs: List[An
 
 
 def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
-        verbose: Any = "auto", callbacks: Any = None, validation_split: float = 0.0,
-        validation_data: Any = None, shuffle: Any = True, class_weight: Any = None,
-        sample_weight: Any = None, initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
-        validation_freq: Any = 1, trainer: Any = None) -> Any:
+        verbose: Any = "auto", callbacks: Any = None, validation_split: float = 0.0, validation_data: Any = None,
+        shuffle: Any = True, class_weight: Any = None, sample_weight: Any = None, initial_epoch: int = 0,
+        steps_per_epoch: Optional[int] = None, validation_freq: Any = 1, trainer: Any = None) -> Any:  # fmt: skip
     """Keras ``Model.fit`` on a ``lightning.Trainer``; returns a ``keras.callbacks.History``."""
     module.require_compiled()
     verbose = check_verbose(verbose)
@@ -72,10 +79,9 @@ def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = N
     keras_cbs, lightning_cbs = split_callbacks(callbacks)
     if x is None:
         raise ValueError("`fit()` needs training data: pass `x` (arrays or a dataset).")
-    train_loader, val_loader = data_dispatch.fit_loaders(
-        x, y, sample_weight, batch_size, shuffle, class_weight, validation_split, validation_data,
-        steps_per_epoch, module.next_shuffle_seed(),
-    )
+    train_loader, val_loader = data_dispatch.fit_loaders(x, y, sample_weight, batch_size, shuffle, class_weight,
+                                                         validation_split, validation_data, steps_per_epoch,
+                                                         module.next_shuffle_seed())  # fmt: skip
     _build(module, train_loader)
     steps = data_dispatch.loader_length(train_loader)
     if steps_per_epoch is not None:
@@ -89,43 +95,41 @@ def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = N
         owned["limit_train_batches"] = steps_per_epoch
     module.history = history
     adapter_args = dict(history=history, params=_params(verbose, epochs, steps), mode="fit",
-                        validation_freq=validation_freq)
-    _run(module, trainer, keras_cbs, lightning_cbs, owned, adapter_args,
-         lambda t: t.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader),
-         initial_epoch=initial_epoch)
+                        validation_freq=validation_freq, initial_epoch=initial_epoch)  # fmt: skip
+    fit_stage = lambda t: t.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)  # noqa: E731
+    _run(module, trainer, (keras_cbs, lightning_cbs), owned, adapter_args, fit_stage)
     return history
 
 
-def evaluate(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = None,
-             verbose: Any = "auto", sample_weight: Any = None, steps: Optional[int] = None,
-             return_dict: bool = False, callbacks: Any = None, trainer: Any = None) -> Any:
+def evaluate(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = None, verbose: Any = "auto",
+             sample_weight: Any = None, steps: Optional[int] = None, return_dict: bool = False, callbacks: Any = None,
+             trainer: Any = None) -> Any:  # fmt: skip
     """Keras ``Model.evaluate``: a scalar, a list in Keras's order, or (``return_dict``) a dict."""
     module.require_compiled()
     verbose = check_verbose(verbose)
     check_int("steps", steps, 1, allow_none=True)
-    keras_cbs, lightning_cbs = split_callbacks(callbacks)
+    cbs = split_callbacks(callbacks)
     loader = data_dispatch.eval_loader(x, y, sample_weight, batch_size, steps)
     _build(module, loader)
     owned = {} if steps is None else {"limit_val_batches": steps}
     adapter_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="evaluate")
-    _run(module, trainer, keras_cbs, lightning_cbs, owned, adapter_args,
-         lambda t: t.validate(module, dataloaders=loader, verbose=False))
+    _run(module, trainer, cbs, owned, adapter_args, lambda t: t.validate(module, dataloaders=loader, verbose=False))
     logs = dict(module.finish_eval_epoch())
     return logs if return_dict else module.ordered_results(logs)
 
 
-def predict(module: Any, x: Any, batch_size: Optional[int] = None, verbose: Any = "auto",
-            steps: Optional[int] = None, callbacks: Any = None, trainer: Any = None) -> Any:
+def predict(module: Any, x: Any, batch_size: Optional[int] = None, verbose: Any = "auto", steps: Optional[int] = None,
+            callbacks: Any = None, trainer: Any = None) -> Any:  # fmt: skip
     """Keras ``Model.predict``: NumPy arrays in the model's output structure (single, list or dict)."""
     verbose = check_verbose(verbose)
     check_int("steps", steps, 1, allow_none=True)
-    keras_cbs, lightning_cbs = split_callbacks(callbacks)
+    cbs = split_callbacks(callbacks)
     loader = data_dispatch.predict_loader(x, batch_size, steps)
     check_input_names(module, unpack_batch(data_dispatch.first_batch(loader))[0])
     owned = {} if steps is None else {"limit_predict_batches": steps}
     adapter_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="predict")
-    outputs = _run(module, trainer, keras_cbs, lightning_cbs, owned, adapter_args,
-                   lambda t: t.predict(module, dataloaders=loader, return_predictions=True))
+    predict_stage = lambda t: t.predict(module, dataloaders=loader, return_predictions=True)  # noqa: E731
+    outputs = _run(module, trainer, cbs, owned, adapter_args, predict_stage)
     outputs = _gather_predictions(loader, outputs)
     if not outputs:
         return None
@@ -152,8 +156,7 @@ def _gather_predictions(loader: Any, outputs: Any) -> Any:
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return outputs
-    local = [map_structure(lambda t: t.detach().cpu() if isinstance(t, torch.Tensor) else t, o)
-             for o in outputs or []]
+    local = [map_structure(lambda t: t.detach().cpu() if isinstance(t, torch.Tensor) else t, o) for o in outputs or []]
     per_rank: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(per_rank, local)
     return data_dispatch.unshard_results(loader, per_rank)

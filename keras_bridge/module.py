@@ -75,7 +75,7 @@ class KerasModule(pl.LightningModule):
             output_names = list(getattr(model, "output_names", None) or []) or None
         self.declared_output_names = list(output_names) if output_names is not None else None
         if input_names is None and self.is_keras and getattr(model, "inputs", None):
-            input_names = [t.name for t in model.inputs]
+            input_names = [t.name for t in model.inputs]  # type: ignore[union-attr]
         self.input_names = list(input_names) if input_names is not None else None
         self.compiled = False
         self.loss_plan: Optional[LossPlan] = None
@@ -102,7 +102,7 @@ class KerasModule(pl.LightningModule):
         self._callback_model: Any = None
 
     # ------------------------------------------------------------------ compile
-    def compile(  # type: ignore[override]
+    def compile(
         self,
         optimizer: Any = "rmsprop",
         loss: Any = None,
@@ -188,7 +188,7 @@ class KerasModule(pl.LightningModule):
             return None
         return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
-    def forward(self, x: Any, training: bool = False) -> Any:  # type: ignore[override]
+    def forward(self, x: Any, training: bool = False) -> Any:
         """Call the wrapped model as Keras would (``training`` only reaches Keras models)."""
         if self.is_keras:
             return self.model(x, training=training)
@@ -218,8 +218,9 @@ class KerasModule(pl.LightningModule):
             self.eval_tracker.to(device)
 
     # ------------------------------------------------------------------ steps
-    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
-                     training: bool = True) -> Tensor:
+    def compute_loss(
+        self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None, training: bool = True
+    ) -> Tensor:
         """Keras's ``compute_loss``: the compiled losses, weighted and summed, plus the model's own losses.
 
         Override it in a subclass as in Keras (``x`` is given for losses that need the inputs).
@@ -236,7 +237,7 @@ class KerasModule(pl.LightningModule):
         if self._run_regularizers:
             extra = self.model.losses
             if extra:
-                reg = sum(torch.sum(t.float()) for t in extra)
+                reg = torch.stack([torch.sum(t.float()) for t in extra]).sum()  # type: ignore[union-attr]
                 total = reg if total is None else total + reg
         if total is None:
             raise ValueError(
@@ -245,15 +246,19 @@ class KerasModule(pl.LightningModule):
             )
         return total
 
-    def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any, loss: Tensor, batch_size: int,
-                       training: bool = True) -> None:
+    def update_metrics(
+        self, y: Any, y_pred: Any, sample_weight: Any, loss: Tensor, batch_size: int, training: bool = True
+    ) -> None:
         """Add one batch to the stage's loss trackers and compiled metrics (Keras's ``update_state``)."""
         tracker = self.train_tracker if training else self.eval_tracker
         names = self.output_names
         assert tracker is not None and names is not None
         tracker.update_losses(loss, self._output_losses, batch_size)
-        tracker.update_metrics(flatten_targets(y, names), flatten_outputs(y_pred, names),
-                               flatten_targets(sample_weight, names, "sample_weight"))
+        tracker.update_metrics(
+            flatten_targets(y, names),
+            flatten_outputs(y_pred, names),
+            flatten_targets(sample_weight, names, "sample_weight"),
+        )
 
     def _step(self, batch: Any, training: bool) -> Tensor:
         info = None
@@ -264,7 +269,8 @@ class KerasModule(pl.LightningModule):
         batch_size = first_batch_dim(x)
         if batch_size == 0:
             # An empty DDP shard still joins the gradient all-reduce, with zero gradients.
-            return sum(t.sum() for t in flatten_outputs(y_pred, resolve_output_names(y_pred, self.output_names))) * 0.0
+            outputs = flatten_outputs(y_pred, resolve_output_names(y_pred, self.output_names))
+            return torch.stack([t.sum() for t in outputs]).sum() * 0.0
         if not self.built:
             self.build_from_batch(x, y, y_pred)
         self._output_losses = []
@@ -274,16 +280,16 @@ class KerasModule(pl.LightningModule):
             total = total * (info.world_size * batch_size / info.global_size)
         return total
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:  # type: ignore[override]
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self._step(batch, training=True)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:  # type: ignore[override]
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, training=False)
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:  # type: ignore[override]
+    def test_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, training=False)
 
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:  # type: ignore[override]
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
         x, _, _ = unpack_batch(batch)
         return self(x, training=False)
 
@@ -406,21 +412,7 @@ class KerasModule(pl.LightningModule):
         self.history.epoch = state["epoch"] or []
 
     # ------------------------------------------------------------------ Keras-style API
-    def fit(self, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
-            verbose: Any = "auto", callbacks: Any = None, validation_split: float = 0.0,
-            validation_data: Any = None, shuffle: Any = True, class_weight: Any = None,
-            sample_weight: Any = None, initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
-            validation_freq: Any = 1, trainer: Any = None) -> Any:
-        """Train like ``keras.Model.fit`` and return a ``History``. See :func:`keras_bridge.engine.fit`."""
-        return engine.fit(self, **{k: v for k, v in locals().items() if k not in ("self", "__class__")})
-
-    def evaluate(self, x: Any = None, y: Any = None, batch_size: Optional[int] = None,
-                 verbose: Any = "auto", sample_weight: Any = None, steps: Optional[int] = None,
-                 return_dict: bool = False, callbacks: Any = None, trainer: Any = None) -> Any:
-        """Evaluate like ``keras.Model.evaluate``: a scalar, a list in Keras's order, or a dict."""
-        return engine.evaluate(self, **{k: v for k, v in locals().items() if k not in ("self", "__class__")})
-
-    def predict(self, x: Any, batch_size: Optional[int] = None, verbose: Any = "auto",
-                steps: Optional[int] = None, callbacks: Any = None, trainer: Any = None) -> Any:
-        """Predict like ``keras.Model.predict``: NumPy arrays in the model's output structure."""
-        return engine.predict(self, **{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+    # The entry points are the engine's functions, bound as methods: one signature, one docstring each.
+    fit = engine.fit
+    evaluate = engine.evaluate
+    predict = engine.predict

@@ -19,11 +19,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback as LightningCallback
 
-from keras_bridge.utils.compat import is_default_keras_hook
-from keras_bridge.utils.keras import import_keras
 import keras_bridge.callbacks.model_facade as model_facade
 from keras_bridge.callbacks.convert import translate
 from keras_bridge.callbacks.monitor import resolve_monitor_op
+from keras_bridge.utils.compat import is_default_keras_hook
+from keras_bridge.utils.keras import import_keras
 
 _BATCH_END_HOOKS = ("on_batch_end", "on_train_batch_end")
 _BATCH_BEGIN_HOOKS = ("on_batch_begin", "on_train_batch_begin")
@@ -72,7 +72,8 @@ class KerasCallbackAdapter(LightningCallback):
     plain ``lightning.Trainer`` (then ``model``, ``params`` and ``mode`` are found when the run starts).
 
     Args:
-        callbacks: the user's Keras callbacks, in order (translated by :func:`~keras_bridge.callbacks.convert.translate`).
+        callbacks: the user's Keras callbacks, in order (translated by
+            :func:`~keras_bridge.callbacks.convert.translate`).
         history: the History callback appended after them (or None).
         progbar: the progress-bar logger appended last (or None; rank 0 only).
         params: Keras ``params`` (``verbose``, ``epochs``, ``steps``); None: from the Trainer.
@@ -87,9 +88,16 @@ class KerasCallbackAdapter(LightningCallback):
         ['EarlyStopping', 'History']
     """
 
-    def __init__(self, callbacks: Sequence[Any], history: Any = None, progbar: Any = None,
-                 params: Optional[Dict[str, Any]] = None, model: Any = None, mode: Optional[str] = "fit",
-                 validation_freq: Any = 1) -> None:
+    def __init__(
+        self,
+        callbacks: Sequence[Any],
+        history: Any = None,
+        progbar: Any = None,
+        params: Optional[Dict[str, Any]] = None,
+        model: Any = None,
+        mode: Optional[str] = "fit",
+        validation_freq: Any = 1,
+    ) -> None:
         keras = import_keras()
         # A ProgbarLogger in the list is replaced by the bridge's own bar (Keras keeps one bar too).
         self.user_callbacks = [translate(cb) for cb in callbacks if not isinstance(cb, keras.callbacks.ProgbarLogger)]
@@ -144,7 +152,7 @@ class KerasCallbackAdapter(LightningCallback):
             self._set_params({"verbose": verbose, "epochs": epochs, "steps": steps})
 
     # ---------------------------------------------------------------- run start / end
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
         self._select(rank_zero=trainer.is_global_zero)
         if self._own_model:
             self._set_model(pl_module.callback_model)
@@ -155,10 +163,10 @@ class KerasCallbackAdapter(LightningCallback):
             pl_module.history = self.history
         model_facade.attach_savers(pl_module)
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def teardown(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
         model_facade.detach_savers(pl_module)
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
         model_facade.detach_savers(pl_module)
 
     def _sync_stop(self, trainer: pl.Trainer) -> None:
@@ -185,7 +193,7 @@ class KerasCallbackAdapter(LightningCallback):
         pl_module.model.load_state_dict(state)
 
     # ---------------------------------------------------------------- fit
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self._params_from(trainer, trainer.num_training_batches)
         self.model.stop_training = False
         for cb in self.active:
@@ -193,7 +201,7 @@ class KerasCallbackAdapter(LightningCallback):
         for cb in self.all:
             cb.on_train_begin({})
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         epoch = trainer.current_epoch
         freq = self.validation_freq
         if isinstance(freq, (list, tuple, set)):
@@ -202,11 +210,11 @@ class KerasCallbackAdapter(LightningCallback):
             cb.on_epoch_begin(epoch, {})
         self._sync_learning_rates(trainer)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
         for cb in self._batch_begin:
             cb.on_train_batch_begin(batch_idx, {})
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         logs = _LazyLogs(lambda: pl_module.batch_logs(training=True))
         if self._batch_readers:
             for cb in self._batch_readers:
@@ -215,7 +223,7 @@ class KerasCallbackAdapter(LightningCallback):
         if self.progbar is not None:
             self.progbar.update_lazily(batch_idx, logs)
 
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if trainer.sanity_checking:
             return
         if self._current_mode(trainer) == "evaluate":
@@ -223,13 +231,17 @@ class KerasCallbackAdapter(LightningCallback):
         for cb in self._test_callbacks(trainer):
             cb.on_test_begin({})
 
-    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int, *_: Any
+    ) -> None:
         if trainer.sanity_checking:
             return
         for cb in self._test_callbacks(trainer):
             cb.on_test_batch_begin(batch_idx, {})
 
-    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, *_: Any
+    ) -> None:
         if trainer.sanity_checking:
             return
         logs = _LazyLogs(lambda: pl_module.batch_logs(training=False))
@@ -238,7 +250,7 @@ class KerasCallbackAdapter(LightningCallback):
         if self._current_mode(trainer) == "evaluate" and self.progbar is not None:
             self.progbar.update_lazily(batch_idx, logs)
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if trainer.sanity_checking:
             return
         logs = dict(pl_module.finish_eval_epoch())
@@ -247,15 +259,15 @@ class KerasCallbackAdapter(LightningCallback):
             cb.on_test_end(logs)
 
     on_test_start = on_validation_start
-    on_test_batch_start = on_validation_batch_start
-    on_test_batch_end = on_validation_batch_end
+    on_test_batch_start = on_validation_batch_start  # type: ignore[assignment]
+    on_test_batch_end = on_validation_batch_end  # type: ignore[assignment]
     on_test_end = on_validation_end
 
     def _test_callbacks(self, trainer: pl.Trainer) -> List[Any]:
         # Inside fit, Keras's bar stays silent during validation.
         return self.all if self._current_mode(trainer) == "evaluate" else self.active
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         epoch = trainer.current_epoch
         logs = pl_module.finish_train_epoch()
         for cb in self.all:
@@ -264,7 +276,7 @@ class KerasCallbackAdapter(LightningCallback):
         self._sync_learning_rates(trainer)
         self._sync_stop(trainer)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         for cb in self.all:
             cb.on_train_end(dict(self.last_logs))
         for cb in self.user_callbacks:
@@ -273,21 +285,23 @@ class KerasCallbackAdapter(LightningCallback):
         self._sync_restored_weights(trainer, pl_module)
 
     # ---------------------------------------------------------------- predict
-    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self._params_from(trainer, sum(trainer.num_predict_batches) if trainer.num_predict_batches else None)
         for cb in self.all:
             cb.on_predict_begin({})
 
-    def on_predict_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_predict_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int, *_: Any) -> None:
         for cb in self.active:
             cb.on_predict_batch_begin(batch_idx, {})
 
-    def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_predict_batch_end(
+        self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, *_: Any
+    ) -> None:
         for cb in self.active:
             cb.on_predict_batch_end(batch_idx, {"outputs": outputs})
         if self.progbar is not None:
             self.progbar.update_lazily(batch_idx, None)
 
-    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         for cb in self.all:
             cb.on_predict_end({})

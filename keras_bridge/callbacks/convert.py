@@ -5,16 +5,14 @@
 LambdaCallback, History, RemoteMonitor, user subclasses), or a port configured like it where Keras's
 code cannot run here (``TensorBoard`` needs TensorFlow; ``BackupAndRestore`` must restore the torch
 optimizer and the Lightning loop). :func:`from_config` builds a callback from
-``{"class_name": ..., "config": {...}}``. 
+``{"class_name": ..., "config": {...}}``.
 Anything that cannot be translated is a ``ValueError`` naming the callback and the argument.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, List, Mapping, Sequence
-
-import lightning.pytorch as pl
+from typing import Any, Dict, Mapping
 
 from keras_bridge.callbacks.ports import backup, checkpoint, tensorboard
 from keras_bridge.utils.keras import import_keras
@@ -82,22 +80,28 @@ def from_config(config: Mapping[str, Any]) -> Any:
     """
     if not isinstance(config, Mapping) or "class_name" not in config:
         raise ValueError(
-            "Expected a callback config of the form {'class_name': ..., 'config': {...}}. "
-            f"Received: {config!r}"
+            f"Expected a callback config of the form {{'class_name': ..., 'config': {{...}}}}. Received: {config!r}"
         )
     class_name = config["class_name"]
     cls = _callback_class(class_name)
     kwargs = dict(config.get("config") or {})
-    signature = inspect.signature(cls.__init__)
-    names = [p.name for p in signature.parameters.values() if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    signature = inspect.signature(cls.__init__)  # type: ignore[misc]
+    names = [
+        p.name
+        for p in signature.parameters.values()
+        if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
     unknown = [k for k in kwargs if k not in names]
     if unknown and class_name != "LambdaCallback":
         raise ValueError(
             f"{class_name}: unknown argument(s) {', '.join(repr(k) for k in unknown)}. "
             f"{class_name} takes: {', '.join(names)}."
         )
-    missing = [p.name for p in signature.parameters.values() if p.name in names and p.default is p.empty
-               and p.name not in kwargs]
+    missing = [
+        p.name
+        for p in signature.parameters.values()
+        if p.name in names and p.default is p.empty and p.name not in kwargs
+    ]
     if missing:
         raise ValueError(f"{class_name}: missing required argument(s) {', '.join(repr(k) for k in missing)}.")
     try:

@@ -57,7 +57,7 @@ def to_lightning(callbacks: Any) -> List[pl.Callback]:
     keras_cbs = [cb for cb in keras_cbs if cb is not history]
     want_bar = any(isinstance(cb, keras.callbacks.ProgbarLogger) for cb in keras_cbs)
     keras_cbs = [cb for cb in keras_cbs if not isinstance(cb, keras.callbacks.ProgbarLogger)]
-    adapter = KerasCallbackAdapter(keras_cbs, history or keras.callbacks.History(),
-                                   make_progbar_logger() if want_bar else None, mode=None)
+    adapter = KerasCallbackAdapter(
+        keras_cbs, history or keras.callbacks.History(), make_progbar_logger() if want_bar else None, mode=None
+    )
     return [adapter, *lightning_cbs]
-

@@ -134,7 +134,7 @@ class TorchModelFacade:
         saving.save_model(self._module, filepath, overwrite=overwrite)
 
     def save_weights(self, filepath: str, overwrite: bool = True, **kwargs: Any) -> None:
-        """Save the weights (``.weights.h5``, ``.weights.pt``, ``.ckpt``); see :func:`keras_bridge.saving.formats.save_weights`."""
+        """Save the weights (``.weights.h5``, ``.weights.pt`` or ``.ckpt``); see ``keras_bridge.saving``."""
         saving.save_weights(self._module, filepath, overwrite=overwrite)
 
     def load_weights(self, filepath: str, **kwargs: Any) -> None:

@@ -7,7 +7,6 @@ is about to draw, so there is no per-step host synchronisation on the training p
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Dict, Optional
 
 from keras_bridge.utils.compat import init_keras_progbar, progbar_due
@@ -20,7 +19,7 @@ def make_progbar_logger() -> Any:
     """Return a Keras ``ProgbarLogger`` subclass instance that accepts lazy logs."""
     keras = import_keras()
 
-    class LazyProgbarLogger(keras.callbacks.ProgbarLogger):
+    class LazyProgbarLogger(keras.callbacks.ProgbarLogger):  # type: ignore[name-defined]
         """``keras.callbacks.ProgbarLogger`` that pulls batch logs only when it draws."""
 
         def update_lazily(self, batch: int, logs_fn: Optional[LogsFn]) -> None:

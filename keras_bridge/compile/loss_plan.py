@@ -13,9 +13,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from keras_bridge.compile.structure import check_output_keys
-
 from keras_bridge.compile.losses.terms import LossTerm, get_loss
+from keras_bridge.compile.structure import check_output_keys
 
 Tensor = torch.Tensor
 
@@ -71,14 +70,16 @@ class LossPlan:
     def _check_weights(weights: Any) -> None:
         if weights is None or isinstance(weights, (numbers.Real, Mapping, list, tuple)):
             items = (
-                weights.values() if isinstance(weights, Mapping)
-                else weights if isinstance(weights, (list, tuple)) else []
+                weights.values()
+                if isinstance(weights, Mapping)
+                else weights
+                if isinstance(weights, (list, tuple))
+                else []
             )
             for w in items:
                 if w is not None and not isinstance(w, numbers.Real):
                     raise TypeError(
-                        "Expected each entry of `loss_weights` to be a number. Received: "
-                        f"loss_weights={weights!r}"
+                        f"Expected each entry of `loss_weights` to be a number. Received: loss_weights={weights!r}"
                     )
             return
         raise TypeError(
@@ -112,16 +113,10 @@ class LossPlan:
         else:
             per_output = [resolved] * n
         weights = self._weights_per_output(names, per_output)
-        self.terms = [
-            _Term(i, names[i], term, weights[i])
-            for i, term in enumerate(per_output)
-            if term is not None
-        ]
+        self.terms = [_Term(i, names[i], term, weights[i]) for i, term in enumerate(per_output) if term is not None]
         self.built = True
 
-    def _weights_per_output(
-        self, names: Sequence[str], per_output: Sequence[Optional[LossTerm]]
-    ) -> List[float]:
+    def _weights_per_output(self, names: Sequence[str], per_output: Sequence[Optional[LossTerm]]) -> List[float]:
         w = self._weights
         n = len(names)
         if w is None:
@@ -151,10 +146,7 @@ class LossPlan:
         return [f"{t.output_name}_loss" for t in self.terms]
 
     def __call__(
-        self,
-        y_true: Sequence[Optional[Tensor]],
-        y_pred: Sequence[Tensor],
-        sample_weight: Sequence[Optional[Tensor]],
+        self, y_true: Sequence[Optional[Tensor]], y_pred: Sequence[Tensor], sample_weight: Sequence[Optional[Tensor]]
     ) -> Tuple[Optional[Tensor], List[Tensor]]:
         """Return the weighted total and the unweighted value of each term."""
         total: Optional[Tensor] = None

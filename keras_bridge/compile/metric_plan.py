@@ -15,9 +15,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
-from keras_bridge.compile.structure import check_output_keys
-
 from keras_bridge.compile.metrics.stateful import BridgeMetric, check_metric, get_metric
+from keras_bridge.compile.structure import check_output_keys
 
 Tensor = torch.Tensor
 
@@ -112,12 +111,7 @@ class MetricPlan:
             f"name. Received: {argument}={value!r}"
         )
 
-    def build(
-        self,
-        names: Sequence[str],
-        y_true: Sequence[Optional[Tensor]],
-        y_pred: Sequence[Tensor],
-    ) -> None:
+    def build(self, names: Sequence[str], y_true: Sequence[Optional[Tensor]], y_pred: Sequence[Tensor]) -> None:
         """Instantiate the metrics for outputs ``names`` using one batch of targets/predictions."""
         self.check_names(names)
         prefix = len(names) > 1
@@ -129,12 +123,12 @@ class MetricPlan:
         ):
             for i, identifiers in enumerate(self._per_output(value, names, argument)):
                 for identifier in identifiers:
-                    if y_true[i] is None:
+                    target = y_true[i]
+                    if target is None:
                         raise ValueError(
-                            f"The output {names[i]!r} has metrics in `{argument}` but no target "
-                            "was given for it."
+                            f"The output {names[i]!r} has metrics in `{argument}` but no target was given for it."
                         )
-                    metric = get_metric(identifier, y_true[i], y_pred[i])
+                    metric = get_metric(identifier, target, y_pred[i])
                     base = metric_name(metric)
                     log = f"{names[i]}_{base}" if prefix else base
                     if log in used:

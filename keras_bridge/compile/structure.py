@@ -68,7 +68,7 @@ def check_output_keys(value: Any, names: Sequence[str], argument: str) -> None:
         >>> check_output_keys({"a": 1, "c": 2}, ["a", "b"], "loss")
         Traceback (most recent call last):
         ...
-        ValueError: Unknown output name(s) ['c'] in `loss`. The model's outputs are ['a', 'b']. Received: loss keys=['a', 'c']
+        ValueError: Unknown output name(s) ['c'] in `loss`. ... Received: loss keys=['a', 'c']
     """
     if not isinstance(value, Mapping):
         return
@@ -144,7 +144,7 @@ def map_structure(fn: Any, obj: Any) -> Any:
     return fn(obj)
 
 
-def unpack_batch(batch: Any) -> "tuple[Any, Any, Any]":
+def unpack_batch(batch: Any) -> tuple[Any, Any, Any]:
     """Split a batch into ``(x, y, sample_weight)`` the way Keras unpacks dataset elements.
 
     A tuple or list of length 1-3 is ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``; anything else
@@ -166,4 +166,3 @@ def unpack_batch(batch: Any) -> "tuple[Any, Any, Any]":
             f"{type(batch).__name__} of length {len(batch)}."
         )
     return batch, None, None
-

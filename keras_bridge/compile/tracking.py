@@ -25,6 +25,10 @@ Tensor = torch.Tensor
 class StageTracker(nn.Module):
     """Loss trackers and metrics of one stage (train, or validation/test)."""
 
+    loss: Mean
+    output_losses: nn.ModuleList
+    metrics: nn.ModuleList
+
     def __init__(self, loss_plan: Optional[LossPlan], metric_plan: Optional[MetricPlan], clone: bool) -> None:
         super().__init__()
         self.loss = Mean(name="loss")
@@ -45,34 +49,33 @@ class StageTracker(nn.Module):
         """Add one batch's total loss and per-output losses to the running means (detached here)."""
         self.loss.update(total.detach(), batch_size)
         for tracker, value in zip(self.output_losses, output_losses):
-            tracker.update(value.detach(), batch_size)
+            tracker.update(value.detach(), batch_size)  # type: ignore[operator]
         self.updated = True
 
     def update_metrics(
-        self,
-        y_true: Sequence[Optional[Tensor]],
-        y_pred: Sequence[Tensor],
-        sample_weight: Sequence[Optional[Tensor]],
+        self, y_true: Sequence[Optional[Tensor]], y_pred: Sequence[Tensor], sample_weight: Sequence[Optional[Tensor]]
     ) -> None:
         """Update the compiled metrics with one batch (flat, in output order)."""
         for metric, i, weighted in zip(self.metrics, self._indices, self._weighted):
-            metric.update(y_true[i], y_pred[i].detach(), sample_weight[i] if weighted else None)
+            metric.update(y_true[i], y_pred[i].detach(), sample_weight[i] if weighted else None)  # type: ignore[operator]
         self.updated = True
 
     def results(self, sync: bool) -> Dict[str, float]:
         """Current values as a sorted dict of Python floats (one host transfer for all)."""
         trackers: List[BridgeMetric] = [self.loss, *self.output_losses, *self.metrics]
         values = [m.compute() if sync else m.local_compute() for m in trackers]
-        flat = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.loss.total.device).reshape(()) for v in values])
+        flat = torch.stack(
+            [torch.as_tensor(v, dtype=torch.float32, device=self.loss.total.device).reshape(()) for v in values]
+        )
         numbers = flat.tolist()
         return {self._names[i]: numbers[i] for i in self._order}
 
     def reset(self) -> None:
         self.loss.reset()
         for m in self.output_losses:
-            m.reset()
+            m.reset()  # type: ignore[operator]
         for m in self.metrics:
-            m.reset()
+            m.reset()  # type: ignore[operator]
         self.updated = False
 
     @property

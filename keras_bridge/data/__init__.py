@@ -6,7 +6,7 @@ same for ``fit``'s whole data argument set (validation split/data, shuffle, clas
 """
 
 from keras_bridge.data.datamodule import KerasDataModule
-from keras_bridge.data.lightning import to_dataloader
 from keras_bridge.data.epoch_iterator import KerasLoader
+from keras_bridge.data.lightning import to_dataloader
 
 __all__ = ["KerasDataModule", "KerasLoader", "to_dataloader"]

@@ -74,8 +74,16 @@ class KerasDataModule(pl.LightningDataModule):
         if self._train is not None:
             return
         train, val = fit_loaders(
-            self.x, self.y, self.sample_weight, self.batch_size, self.shuffle, self.class_weight,
-            self.validation_split, self.validation_data, None, self.seed,
+            self.x,
+            self.y,
+            self.sample_weight,
+            self.batch_size,
+            self.shuffle,
+            self.class_weight,
+            self.validation_split,
+            self.validation_data,
+            None,
+            self.seed,
         )
         self._train = _as_keras_loader(train, evaluation=False)
         self._val = None if val is None else _as_keras_loader(val, evaluation=True)

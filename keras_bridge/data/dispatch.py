@@ -1,14 +1,14 @@
 """Keras's data arguments to loaders: one dispatch over every input kind.
 
 =====================================  ===============================================================
-input                                  loader
+input                                  loader (modules under :mod:`keras_bridge.data.adapters`)
 =====================================  ===============================================================
-arrays (NumPy, torch, lists/dicts)     a ``DataLoader`` over :class:`~keras_bridge.data.adapters.array.GlobalBatchSampler`
-``keras.utils.PyDataset``              :class:`~keras_bridge.data.adapters.pydataset.PyDatasetLoader`
-``torch.utils.data.DataLoader``        :class:`~keras_bridge.data.adapters.torch_data.DataLoaderLoader` (as given)
-map-style ``torch.utils.data.Dataset`` batched by ``batch_size`` (:func:`~keras_bridge.data.adapters.torch_data.sample_loader`)
+arrays (NumPy, torch, lists/dicts)     a ``DataLoader`` over ``array.GlobalBatchSampler``
+``keras.utils.PyDataset``              ``pydataset.PyDatasetLoader``
+``torch.utils.data.DataLoader``        ``torch_data.DataLoaderLoader`` (as given)
+map-style ``torch.utils.data.Dataset`` batched by ``batch_size`` (``torch_data.sample_loader``)
 ``torch.utils.data.IterableDataset``   a ``DataLoader(dataset, batch_size)`` used as given
-any other iterable of batches          :class:`~keras_bridge.data.adapters.iterable.IterableLoader`
+any other iterable of batches          ``iterable.IterableLoader``
 =====================================  ===============================================================
 """
 
@@ -39,15 +39,8 @@ from keras_bridge.data.epoch_iterator import KerasLoader
 from keras_bridge.data.utils import check_class_weight, class_weight_to_sample_weight
 
 
-def make_loader(
-    data: Any,
-    batch_size: Optional[int] = None,
-    shuffle: Any = False,
-    class_weight: Any = None,
-    steps_per_epoch: Optional[int] = None,
-    seed: int = 0,
-    evaluation: bool = False,
-) -> Any:
+def make_loader(data: Any, batch_size: Optional[int] = None, shuffle: Any = False, class_weight: Any = None,
+                steps_per_epoch: Optional[int] = None, seed: int = 0, evaluation: bool = False) -> Any:  # fmt: skip
     """The loader for one dataset object (see the module table); a ``KerasLoader`` or one of our DataLoaders.
 
     Raises:
@@ -102,18 +95,10 @@ def _single(y: Any) -> Any:
     return y
 
 
-def fit_loaders(
-    x: Any,
-    y: Any = None,
-    sample_weight: Any = None,
-    batch_size: Optional[int] = None,
-    shuffle: Any = True,
-    class_weight: Any = None,
-    validation_split: float = 0.0,
-    validation_data: Any = None,
-    steps_per_epoch: Optional[int] = None,
-    seed: int = 0,
-) -> Tuple[Any, Optional[Any]]:
+def fit_loaders(x: Any, y: Any = None, sample_weight: Any = None, batch_size: Optional[int] = None,
+                shuffle: Any = True, class_weight: Any = None, validation_split: float = 0.0,
+                validation_data: Any = None, steps_per_epoch: Optional[int] = None, seed: int = 0) -> Tuple[Any,
+                Optional[Any]]:  # fmt: skip
     """Return ``(train_loader, val_loader_or_None)`` for ``fit``."""
     check_batch_size(batch_size)
     if is_array_structure(x):
@@ -121,10 +106,8 @@ def fit_loaders(
     else:
         check_class_weight(class_weight)
     if not is_array_structure(x):
-        return dataset_fit_loaders(
-            x, y, sample_weight, batch_size, shuffle, class_weight, validation_split,
-            validation_data, steps_per_epoch, seed,
-        )
+        return dataset_fit_loaders(x, y, sample_weight, batch_size, shuffle, class_weight, validation_split,
+                                   validation_data, steps_per_epoch, seed)  # fmt: skip
     x, y, sample_weight = to_tensors(x), to_tensors(y), to_tensors(sample_weight)
     n = check_cardinality(x, y, sample_weight)
     val_arrays = None
@@ -137,7 +120,8 @@ def fit_loaders(
         batch_size = math.ceil(n / steps_per_epoch) if steps_per_epoch else DEFAULT_BATCH_SIZE
     train = array_loader(x, y, sample_weight, batch_size, shuffle, seed, steps_per_epoch)
     if val_arrays is not None:
-        val = array_loader(*val_arrays, batch_size=batch_size)
+        val_x, val_y, val_sw = val_arrays
+        val = array_loader(val_x, val_y, val_sw, batch_size)
     elif validation_data is not None:
         val = eval_loader(*_unpack_validation(validation_data), batch_size=batch_size)
     else:
@@ -147,7 +131,7 @@ def fit_loaders(
 
 def dataset_fit_loaders(x: Any, y: Any, sample_weight: Any, batch_size: Optional[int], shuffle: Any,
                         class_weight: Any, validation_split: float, validation_data: Any,
-                        steps_per_epoch: Optional[int], seed: int) -> Tuple[Any, Optional[Any]]:
+                        steps_per_epoch: Optional[int], seed: int) -> Tuple[Any, Optional[Any]]:  # fmt: skip
     """``(train_loader, val_loader_or_None)`` for a dataset ``x``."""
     _refuse_y(y, sample_weight, x)
     if validation_split:
@@ -179,7 +163,9 @@ def _unpack_validation(validation_data: Any) -> Tuple[Any, Any, Any]:
     return validation_data, None, None
 
 
-def eval_loader(x: Any, y: Any = None, sample_weight: Any = None, batch_size: Optional[int] = None, steps: Optional[int] = None) -> Any:
+def eval_loader(
+    x: Any, y: Any = None, sample_weight: Any = None, batch_size: Optional[int] = None, steps: Optional[int] = None
+) -> Any:
     """A loader for ``evaluate`` (and validation): never shuffled."""
     check_batch_size(batch_size)
     if not is_array_structure(x):
@@ -245,8 +231,7 @@ def unshard_results(loader: Any, per_rank: Sequence[Sequence[Any]]) -> List[Any]
     with a ``DistributedSampler`` keeps that sampler's order, which the bridge does not undo: its
     results come process by process, with a warning.
     """
-
-    if isinstance(loader, DataLoaderLoader) and loader.rebuilt() is None and is_distributed(loader.data):
+    if isinstance(loader, DataLoaderLoader) and loader.rebuilt() is None and is_distributed(loader.loader):
         warnings.warn(
             "The DataLoader uses a DistributedSampler: its predictions are returned process by process "
             "in the sampler's order (with any padding it adds), not in input order. Pass the DataLoader "

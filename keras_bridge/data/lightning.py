@@ -5,12 +5,19 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
+from torch.utils.data import DataLoader
 
-from keras_bridge.data.adapters.array import DEFAULT_BATCH_SIZE, array_loader, check_batch_size, check_cardinality, is_array_structure, to_tensors
+from keras_bridge.data.adapters.array import (
+    DEFAULT_BATCH_SIZE,
+    array_loader,
+    check_batch_size,
+    check_cardinality,
+    is_array_structure,
+    to_tensors,
+)
 from keras_bridge.data.adapters.torch_data import SampleLoader
 from keras_bridge.data.dispatch import make_loader, split_tuple
 from keras_bridge.data.epoch_iterator import KerasLoader
-from torch.utils.data import DataLoader
 
 
 def to_dataloader(data: Any, batch_size: Optional[int] = None, shuffle: Any = False) -> KerasLoader:

@@ -80,7 +80,11 @@ def standardize(batch: Any, where: str) -> Any:
     if isinstance(batch, list):
         batch = tuple(batch)
     if not isinstance(batch, tuple) or len(batch) not in (1, 2, 3):
-        got = f"a {type(batch).__name__} of length {len(batch)}" if isinstance(batch, tuple) else f"a {type(batch).__name__}"
+        got = (
+            f"a {type(batch).__name__} of length {len(batch)}"
+            if isinstance(batch, tuple)
+            else f"a {type(batch).__name__}"
+        )
         raise ValueError(
             f"{where} must return a batch `x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)` (a tuple of "
             f"length 1-3, a dict or an array). Received {got}: {str(batch)[:100]}"
@@ -95,7 +99,7 @@ def check_class_weight(class_weight: Any, sample_weight: Any = None, y: Any = No
         >>> check_class_weight({0: 1.0, 1: "x"})
         Traceback (most recent call last):
         ...
-        ValueError: Expected `class_weight` to be a dict mapping class indices (ints) to weights (numbers). Received: class_weight={0: 1.0, 1: 'x'}
+        ValueError: Expected `class_weight` to be a dict ... Received: class_weight={0: 1.0, 1: 'x'}
     """
     if class_weight is None:
         return
@@ -171,8 +175,9 @@ def add_class_weight(batch: Tuple[Any, ...], class_weight: Mapping[Any, float], 
     return batch + (sample_weight if isinstance(y, torch.Tensor) else sample_weight.numpy(),)
 
 
-def prepare_batch(batch: Any, where: str, class_weight: Optional[Mapping[Any, float]] = None,
-                  convert: bool = True) -> Any:
+def prepare_batch(
+    batch: Any, where: str, class_weight: Optional[Mapping[Any, float]] = None, convert: bool = True
+) -> Any:
     """Standardize, apply ``class_weight`` and convert to torch: what every dataset batch goes through.
 
     ``convert=False`` leaves NumPy leaves as they are: a worker process sends NumPy arrays through its

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any
 
 import torch
 
 import keras_bridge.optimizers.functional as M
-from keras_bridge.optimizers.base import Group, KerasOptimizer, state_list
+from keras_bridge.optimizers.base import GroupUpdate, KerasOptimizer
 
 Tensor = torch.Tensor
 
@@ -26,11 +26,11 @@ class Adadelta(KerasOptimizer):
 
     _state_names = ("accumulated_grad", "accumulated_delta_var")
 
-    def __init__(self, params: Any, learning_rate: Any = 0.001, rho: float = 0.95, epsilon: float = 1e-7,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, params: Any, learning_rate: Any = 0.001, rho: float = 0.95, epsilon: float = 1e-7, **kwargs: Any
+    ) -> None:
         super().__init__(params, learning_rate, dict(rho=rho, epsilon=epsilon), **kwargs)
 
-    def _update(self, group: Group, params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
-                lr: Any, iteration: int) -> None:
-        M.adadelta(params, grads, state_list(states, "accumulated_grad"), state_list(states, "accumulated_delta_var"),
-                   lr=lr, rho=group["rho"], epsilon=group["epsilon"])
+    def _update(self, u: GroupUpdate) -> None:
+        M.adadelta(u.params, u.grads, u.state("accumulated_grad"), u.state("accumulated_delta_var"), lr=u.lr,
+                   rho=u.group["rho"], epsilon=u.group["epsilon"])  # fmt: skip

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any
 
 import torch
 
 import keras_bridge.optimizers.functional as M
-from keras_bridge.optimizers.base import Group, KerasOptimizer, state_list
+from keras_bridge.optimizers.base import Group, GroupUpdate, KerasOptimizer
 
 Tensor = torch.Tensor
 
@@ -27,13 +27,12 @@ class Adagrad(KerasOptimizer):
     _state_names = ("accumulator",)
 
     def __init__(self, params: Any, learning_rate: Any = 0.001, initial_accumulator_value: float = 0.1,
-                 epsilon: float = 1e-7, **kwargs: Any) -> None:
+                 epsilon: float = 1e-7, **kwargs: Any) -> None:  # fmt: skip
         hyper = dict(initial_accumulator_value=initial_accumulator_value, epsilon=epsilon)
         super().__init__(params, learning_rate, hyper, **kwargs)
 
     def _new_state(self, name: str, p: Tensor, group: Group) -> Tensor:
         return torch.full_like(p, group["initial_accumulator_value"], memory_format=torch.preserve_format)
 
-    def _update(self, group: Group, params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
-                lr: Any, iteration: int) -> None:
-        M.adagrad(params, grads, state_list(states, "accumulator"), lr=lr, epsilon=group["epsilon"])
+    def _update(self, u: GroupUpdate) -> None:
+        M.adagrad(u.params, u.grads, u.state("accumulator"), lr=u.lr, epsilon=u.group["epsilon"])

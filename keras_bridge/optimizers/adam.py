@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Tuple
 
 import torch
 
 import keras_bridge.optimizers.functional as M
-from keras_bridge.optimizers.base import Group, KerasOptimizer, state_list
+from keras_bridge.optimizers.base import Group, GroupUpdate, KerasOptimizer
 
 Tensor = torch.Tensor
 
@@ -31,18 +31,17 @@ class Adam(KerasOptimizer):
     _state_names = ("momentum", "velocity")
 
     def __init__(self, params: Any, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-7, amsgrad: bool = False, **kwargs: Any) -> None:
+                 epsilon: float = 1e-7, amsgrad: bool = False, **kwargs: Any) -> None:  # fmt: skip
         hyper = dict(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, amsgrad=bool(amsgrad))
         super().__init__(params, learning_rate, hyper, **kwargs)
 
     def _state_names_for(self, group: Group) -> Tuple[str, ...]:
         return self._state_names + (("velocity_hat",) if group["amsgrad"] else ())
 
-    def _update(self, group: Group, params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
-                lr: Any, iteration: int) -> None:
-        M.adam(params, grads, state_list(states, "momentum"), state_list(states, "velocity"),
-               state_list(states, "velocity_hat") if group["amsgrad"] else None,
-               lr=lr, beta_1=group["beta_1"], beta_2=group["beta_2"], epsilon=group["epsilon"], iteration=iteration)
+    def _update(self, u: GroupUpdate) -> None:
+        M.adam(u.params, u.grads, u.state("momentum"), u.state("velocity"),
+               u.state("velocity_hat") if u.group["amsgrad"] else None, lr=u.lr, beta_1=u.group["beta_1"],
+               beta_2=u.group["beta_2"], epsilon=u.group["epsilon"], iteration=u.iteration)  # fmt: skip
 
 
 class AdamW(Adam):
@@ -59,9 +58,17 @@ class AdamW(Adam):
         **kwargs: see :class:`Adam`.
     """
 
-    def __init__(self, params: Any, learning_rate: Any = 0.001, weight_decay: float = 0.004, beta_1: float = 0.9,
-                 beta_2: float = 0.999, epsilon: float = 1e-7, amsgrad: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        params: Any,
+        learning_rate: Any = 0.001,
+        weight_decay: float = 0.004,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        amsgrad: bool = False,
+        **kwargs: Any,
+    ) -> None:
         if weight_decay is None:
             raise ValueError("Argument `weight_decay` must be a float. Received: weight_decay=None")
-        super().__init__(params, learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay=weight_decay,
-                         **kwargs)
+        super().__init__(params, learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay=weight_decay, **kwargs)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any
 
 import torch
 
 import keras_bridge.optimizers.functional as M
-from keras_bridge.optimizers.base import Group, KerasOptimizer, state_list
+from keras_bridge.optimizers.base import GroupUpdate, KerasOptimizer
 
 Tensor = torch.Tensor
 
@@ -28,10 +28,9 @@ class Adamax(KerasOptimizer):
     _state_names = ("momentum", "norm")
 
     def __init__(self, params: Any, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-7, **kwargs: Any) -> None:
+                 epsilon: float = 1e-7, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(params, learning_rate, dict(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon), **kwargs)
 
-    def _update(self, group: Group, params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
-                lr: Any, iteration: int) -> None:
-        M.adamax(params, grads, state_list(states, "momentum"), state_list(states, "norm"), lr=lr,
-                 beta_1=group["beta_1"], beta_2=group["beta_2"], epsilon=group["epsilon"], iteration=iteration)
+    def _update(self, u: GroupUpdate) -> None:
+        M.adamax(u.params, u.grads, u.state("momentum"), u.state("norm"), lr=u.lr, beta_1=u.group["beta_1"],
+                 beta_2=u.group["beta_2"], epsilon=u.group["epsilon"], iteration=u.iteration)  # fmt: skip

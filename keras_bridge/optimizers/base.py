@@ -100,6 +100,22 @@ class _ConfigWithoutParams(type):
         return OptimizerSpec(cls.__name__, _KerasClassFactory(cls, args, kwargs))
 
 
+@dataclass
+class GroupUpdate:
+    """One param group's share of an optimizer update: what a rule's ``_update`` reads."""
+
+    group: Group
+    params: List[Tensor]
+    grads: List[Tensor]
+    states: List[Dict[str, Any]]
+    lr: Any
+    iteration: int
+
+    def state(self, name: str) -> List[Tensor]:
+        """The state tensor ``name`` of every parameter, in parameter order."""
+        return [s[name] for s in self.states]
+
+
 class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
     """Base class of the Keras-exact optimizers; subclasses set ``_state_names`` and ``_update``.
 
@@ -128,21 +144,40 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
 
     _state_names: Tuple[str, ...] = ()
 
-    def __init__(self, params: Any, learning_rate: Any, hyper: Dict[str, Any], *,
-                 weight_decay: Optional[float] = None, clipnorm: Optional[float] = None,
-                 clipvalue: Optional[float] = None, global_clipnorm: Optional[float] = None,
-                 use_ema: bool = False, ema_momentum: float = 0.99,
-                 ema_overwrite_frequency: Optional[int] = None, loss_scale_factor: Optional[float] = None,
-                 gradient_accumulation_steps: Optional[int] = None, name: Optional[str] = None,
-                 **extra: Any) -> None:
+    def __init__(
+        self,
+        params: Any,
+        learning_rate: Any,
+        hyper: Dict[str, Any],
+        *,
+        weight_decay: Optional[float] = None,
+        clipnorm: Optional[float] = None,
+        clipvalue: Optional[float] = None,
+        global_clipnorm: Optional[float] = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
+        ema_overwrite_frequency: Optional[int] = None,
+        loss_scale_factor: Optional[float] = None,
+        gradient_accumulation_steps: Optional[int] = None,
+        name: Optional[str] = None,
+        **extra: Any,
+    ) -> None:
         _check_extra(extra)
         if isinstance(params, torch.nn.Module):
             raise TypeError(
                 f"{type(self).__name__} expects parameters, e.g. `model.parameters()`, but got the module "
                 f"{type(params).__name__} itself."
             )
-        _check_common(clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum, ema_overwrite_frequency,
-                      loss_scale_factor, gradient_accumulation_steps)
+        _check_common(
+            clipnorm,
+            clipvalue,
+            global_clipnorm,
+            use_ema,
+            ema_momentum,
+            ema_overwrite_frequency,
+            loss_scale_factor,
+            gradient_accumulation_steps,
+        )
         self.keras_schedule: Optional[Any] = None
         if isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, bool):
             lr = float(learning_rate)
@@ -158,8 +193,15 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
         self.use_ema, self.ema_momentum = bool(use_ema), ema_momentum
         self.ema_overwrite_frequency = ema_overwrite_frequency
         self.gradient_accumulation_steps = gradient_accumulation_steps
-        defaults = dict(lr=lr, weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue,
-                        global_clipnorm=global_clipnorm, iterations=0, **hyper)
+        defaults = dict(
+            lr=lr,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            iterations=0,
+            **hyper,
+        )
         super().__init__(params, defaults)
 
     # ---- Keras-style attributes ----------------------------------------------------------------
@@ -212,8 +254,8 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
     def _begin_update(self, iteration: int) -> None:
         """Called once per update, before the param groups are updated."""
 
-    def _update(self, group: Dict[str, Any], params: List[Tensor], grads: List[Tensor],
-                states: List[Dict[str, Any]], lr: Any, iteration: int) -> None:
+    def _update(self, update: GroupUpdate) -> None:
+        """Apply one Keras update rule to one param group (each rule's own file)."""
         raise NotImplementedError
 
     def _accumulate(self, work: List[Tuple[Dict[str, Any], List[Tensor], List[Tensor]]], update_now: bool) -> None:
@@ -228,8 +270,8 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
                 continue
             if update_now:
                 mean = torch._foreach_add(grads, accs)
-                torch._foreach_div_(mean, steps)
-                work[i] = (group, params, mean)
+                torch._foreach_div_(mean, float(steps or 1))
+                work[i] = (group, params, list(mean))
             else:
                 torch._foreach_add_(accs, grads)
         if update_now:  # Keras resets every accumulator, also those of tensors without a gradient now
@@ -249,6 +291,7 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
             if group["clipnorm"] and group["clipnorm"] > 0:
                 grads = M.clip_by_norm(grads, group["clipnorm"])
             elif group["global_clipnorm"] and group["global_clipnorm"] > 0:
+                assert norm is not None  # computed above for every group that clips by the global norm
                 grads = M.clip_by_global_norm(grads, group["global_clipnorm"], norm)
             elif group["clipvalue"] and group["clipvalue"] > 0:
                 grads = M.clip_by_value(grads, group["clipvalue"])
@@ -288,7 +331,7 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
                 lr = M.f32(group["lr"])
                 if group["weight_decay"]:
                     M.decay_weights(params, lr, group["weight_decay"])
-                self._update(group, params, grads, self._states(group, params), lr, iteration)
+                self._update(GroupUpdate(group, params, grads, self._states(group, params), lr, iteration))
         if self.use_ema:
             self._update_ema(iteration)
         for group in self.param_groups:
@@ -330,8 +373,16 @@ def _check_extra(extra: Dict[str, Any]) -> None:
         raise TypeError(f"Argument(s) not recognized: {extra}")
 
 
-def _check_common(clipnorm: Any, clipvalue: Any, global_clipnorm: Any, use_ema: Any, ema_momentum: Any,
-                  ema_overwrite_frequency: Any, loss_scale_factor: Any, gradient_accumulation_steps: Any) -> None:
+def _check_common(
+    clipnorm: Any,
+    clipvalue: Any,
+    global_clipnorm: Any,
+    use_ema: Any,
+    ema_momentum: Any,
+    ema_overwrite_frequency: Any,
+    loss_scale_factor: Any,
+    gradient_accumulation_steps: Any,
+) -> None:
     if sum(a is not None for a in (clipnorm, clipvalue, global_clipnorm)) > 1:
         raise ValueError(
             "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
@@ -359,11 +410,6 @@ def _check_common(clipnorm: Any, clipvalue: Any, global_clipnorm: Any, use_ema: 
             f"`Trainer(precision='16-mixed')`, which scales the loss for you. Received: "
             f"loss_scale_factor={loss_scale_factor}"
         )
-
-
-def state_list(states: List[Dict[str, Any]], name: str) -> List[Tensor]:
-    """The state tensor ``name`` of every parameter of a group, in parameter order."""
-    return [s[name] for s in states]
 
 
 def get_learning_rate(optimizer: torch.optim.Optimizer) -> float:

@@ -32,7 +32,7 @@ def clip_by_norm(grads: Sequence[Tensor], clipnorm: float) -> TensorList:
     torch._foreach_clamp_min_(norms, clipnorm)
     clipped = torch._foreach_mul(list(grads), clipnorm)
     torch._foreach_div_(clipped, norms)
-    return clipped
+    return list(clipped)
 
 
 def global_norm(grads: Sequence[Tensor]) -> Tensor:
@@ -45,14 +45,14 @@ def global_norm(grads: Sequence[Tensor]) -> Tensor:
 def clip_by_global_norm(grads: Sequence[Tensor], clipnorm: float, norm: Tensor) -> TensorList:
     """All gradients scaled by ``c * min(1/norm, 1/c)``; a non-finite ``norm`` makes them NaN, as in Keras."""
     scale = torch.clamp(norm.reciprocal(), max=1.0 / clipnorm) * clipnorm + (norm - norm)
-    return torch._foreach_mul(list(grads), scale)
+    return list(torch._foreach_mul(list(grads), scale))
 
 
 def clip_by_value(grads: Sequence[Tensor], clipvalue: float) -> TensorList:
     """Each gradient element clipped to ``[-clipvalue, clipvalue]``."""
     clipped = torch._foreach_clamp_min(list(grads), -clipvalue)
     torch._foreach_clamp_max_(clipped, clipvalue)
-    return clipped
+    return list(clipped)
 
 
 def decay_weights(params: TensorList, lr: Tensor, weight_decay: float) -> None:
@@ -61,8 +61,8 @@ def decay_weights(params: TensorList, lr: Tensor, weight_decay: float) -> None:
 
 
 # ---- update rules ---------------------------------------------------------------------------------
-def sgd(params: TensorList, grads: TensorList, momentums: Optional[TensorList], *, lr: Tensor,
-        momentum: float, nesterov: bool) -> None:
+def sgd(params: TensorList, grads: TensorList, momentums: Optional[TensorList], *, lr: Tensor, momentum: float,
+        nesterov: bool) -> None:  # fmt: skip
     """``m = momentum*m - lr*g``; ``v += m`` (or ``v += momentum*m - lr*g`` with Nesterov)."""
     if momentums is None:
         torch._foreach_add_(params, grads, alpha=-float(lr))
@@ -76,9 +76,18 @@ def sgd(params: TensorList, grads: TensorList, momentums: Optional[TensorList], 
         torch._foreach_add_(params, momentums)
 
 
-def rmsprop(params: TensorList, grads: TensorList, velocities: TensorList, momentums: Optional[TensorList],
-            average_grads: Optional[TensorList], *, lr: Tensor, rho: float, momentum: float,
-            epsilon: float) -> None:
+def rmsprop(
+    params: TensorList,
+    grads: TensorList,
+    velocities: TensorList,
+    momentums: Optional[TensorList],
+    average_grads: Optional[TensorList],
+    *,
+    lr: Tensor,
+    rho: float,
+    momentum: float,
+    epsilon: float,
+) -> None:
     """``v = rho*v + (1-rho)*g^2``; ``inc = lr*g / sqrt(v - avg_g^2 + eps)``; epsilon inside the sqrt."""
     torch._foreach_mul_(velocities, rho)
     torch._foreach_add_(velocities, torch._foreach_mul(grads, grads), alpha=1 - rho)
@@ -88,7 +97,7 @@ def rmsprop(params: TensorList, grads: TensorList, velocities: TensorList, momen
         torch._foreach_add_(average_grads, grads, alpha=1 - rho)
         torch._foreach_sub_(denominators, torch._foreach_mul(average_grads, average_grads))
     torch._foreach_sqrt_(denominators)
-    increments = torch._foreach_mul(grads, float(lr))
+    increments = list(torch._foreach_mul(grads, float(lr)))
     torch._foreach_div_(increments, denominators)
     if momentums is not None:
         torch._foreach_mul_(momentums, momentum)
@@ -98,7 +107,7 @@ def rmsprop(params: TensorList, grads: TensorList, velocities: TensorList, momen
 
 
 def adam(params: TensorList, grads: TensorList, m: TensorList, v: TensorList, v_hat: Optional[TensorList], *,
-         lr: Tensor, beta_1: float, beta_2: float, epsilon: float, iteration: int) -> None:
+         lr: Tensor, beta_1: float, beta_2: float, epsilon: float, iteration: int) -> None:  # fmt: skip
     """Adam with Keras's ``alpha = lr*sqrt(1-b2^t)/(1-b1^t)``, ``t = iterations + 1``, eps outside the sqrt."""
     t = f32(iteration + 1)
     alpha = lr * torch.sqrt(1 - f32(beta_2) ** t) / (1 - f32(beta_1) ** t)
@@ -116,8 +125,7 @@ def adam(params: TensorList, grads: TensorList, m: TensorList, v: TensorList, v_
     torch._foreach_sub_(params, steps)
 
 
-def adagrad(params: TensorList, grads: TensorList, accumulators: TensorList, *, lr: Tensor,
-            epsilon: float) -> None:
+def adagrad(params: TensorList, grads: TensorList, accumulators: TensorList, *, lr: Tensor, epsilon: float) -> None:
     """``acc += g^2``; ``v -= lr*g / sqrt(acc + eps)``."""
     torch._foreach_add_(accumulators, torch._foreach_mul(grads, grads))
     denominators = torch._foreach_add(accumulators, epsilon)
@@ -127,8 +135,8 @@ def adagrad(params: TensorList, grads: TensorList, accumulators: TensorList, *, 
     torch._foreach_sub_(params, steps)
 
 
-def adadelta(params: TensorList, grads: TensorList, accumulated_grads: TensorList,
-             accumulated_deltas: TensorList, *, lr: Tensor, rho: float, epsilon: float) -> None:
+def adadelta(params: TensorList, grads: TensorList, accumulated_grads: TensorList, accumulated_deltas: TensorList, *,
+             lr: Tensor, rho: float, epsilon: float) -> None:  # fmt: skip
     """``delta = -sqrt(E[dx^2] + eps) * g / sqrt(E[g^2] + eps)``; ``v += lr * delta``."""
     torch._foreach_mul_(accumulated_grads, rho)
     torch._foreach_add_(accumulated_grads, torch._foreach_mul(grads, grads), alpha=1 - rho)
@@ -144,8 +152,8 @@ def adadelta(params: TensorList, grads: TensorList, accumulated_grads: TensorLis
     torch._foreach_add_(params, deltas, alpha=float(lr))
 
 
-def adamax(params: TensorList, grads: TensorList, m: TensorList, u: TensorList, *, lr: Tensor,
-           beta_1: float, beta_2: float, epsilon: float, iteration: int) -> None:
+def adamax(params: TensorList, grads: TensorList, m: TensorList, u: TensorList, *, lr: Tensor, beta_1: float,
+           beta_2: float, epsilon: float, iteration: int) -> None:  # fmt: skip
     """``u = max(b2*u, |g|)``; ``v -= lr*m / ((1 - b1^t) * (u + eps))``, ``t = iterations + 1``."""
     correction = f32(1.0) - f32(beta_1) ** f32(iteration + 1)
     torch._foreach_mul_(m, beta_1)
@@ -165,8 +173,8 @@ def nadam_u_product(u_product: float, beta_1: float, iteration: int) -> float:
     return float(f32(u_product) * u_t)
 
 
-def nadam(params: TensorList, grads: TensorList, m: TensorList, v: TensorList, *, lr: Tensor,
-          beta_1: float, beta_2: float, epsilon: float, iteration: int, u_product: float) -> None:
+def nadam(params: TensorList, grads: TensorList, m: TensorList, v: TensorList, *, lr: Tensor, beta_1: float,
+          beta_2: float, epsilon: float, iteration: int, u_product: float) -> None:  # fmt: skip
     """Nadam update; ``u_product`` is the product ``u_1 * ... * u_t`` already including this step."""
     decay, b1 = f32(0.96), f32(beta_1)
     u_t = b1 * (f32(1.0) - f32(0.5) * decay ** f32(iteration + 1))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any
 
 import torch
 
 import keras_bridge.optimizers.functional as M
-from keras_bridge.optimizers.base import Group, KerasOptimizer, state_list
+from keras_bridge.optimizers.base import GroupUpdate, KerasOptimizer
 
 Tensor = torch.Tensor
 
@@ -30,7 +30,7 @@ class Nadam(KerasOptimizer):
     _state_names = ("momentum", "velocity")
 
     def __init__(self, params: Any, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-7, **kwargs: Any) -> None:
+                 epsilon: float = 1e-7, **kwargs: Any) -> None:  # fmt: skip
         hyper = dict(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, u_product=1.0)
         super().__init__(params, learning_rate, hyper, **kwargs)
 
@@ -39,8 +39,7 @@ class Nadam(KerasOptimizer):
         for group in self.param_groups:
             group["u_product"] = M.nadam_u_product(group["u_product"], group["beta_1"], iteration)
 
-    def _update(self, group: Group, params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
-                lr: Any, iteration: int) -> None:
-        M.nadam(params, grads, state_list(states, "momentum"), state_list(states, "velocity"), lr=lr,
-                beta_1=group["beta_1"], beta_2=group["beta_2"], epsilon=group["epsilon"], iteration=iteration,
-                u_product=group["u_product"])
+    def _update(self, u: GroupUpdate) -> None:
+        M.nadam(u.params, u.grads, u.state("momentum"), u.state("velocity"), lr=u.lr, beta_1=u.group["beta_1"],
+                beta_2=u.group["beta_2"], epsilon=u.group["epsilon"], iteration=u.iteration,
+                u_product=u.group["u_product"])  # fmt: skip

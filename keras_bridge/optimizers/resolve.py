@@ -13,8 +13,6 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from keras_bridge.utils.errors import did_you_mean
-from keras_bridge.utils.keras import import_keras
 from keras_bridge.optimizers.adadelta import Adadelta
 from keras_bridge.optimizers.adagrad import Adagrad
 from keras_bridge.optimizers.adam import Adam, AdamW
@@ -22,14 +20,26 @@ from keras_bridge.optimizers.adamax import Adamax
 from keras_bridge.optimizers.base import KerasOptimizer, OptimizerSpec
 from keras_bridge.optimizers.nadam import Nadam
 from keras_bridge.optimizers.rmsprop import RMSprop
-from keras_bridge.optimizers.sgd import SGD
 from keras_bridge.optimizers.schedules import is_schedule, learning_rate_at
+from keras_bridge.optimizers.sgd import SGD
+from keras_bridge.utils.errors import did_you_mean
+from keras_bridge.utils.keras import import_keras
 
 _KERAS_NAMES = ("SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "Nadam")
 _ACCEPTED_STRINGS = sorted(name.lower() for name in _KERAS_NAMES)
 # Keras optimizers (lower-cased class names, as `keras.optimizers.get` accepts them) with no equivalent here.
-_UNSUPPORTED_KERAS = {"adafactor", "ftrl", "lamb", "lion", "lossscaleoptimizer", "multioptimizer", "muon",
-                      "optimizer", "optimizermap", "schedulefreeadamw"}
+_UNSUPPORTED_KERAS = {
+    "adafactor",
+    "ftrl",
+    "lamb",
+    "lion",
+    "lossscaleoptimizer",
+    "multioptimizer",
+    "muon",
+    "optimizer",
+    "optimizermap",
+    "schedulefreeadamw",
+}
 _ACCEPTED = (
     f"a Keras optimizer name ({', '.join(repr(s) for s in _ACCEPTED_STRINGS)}), a keras.optimizers.Optimizer "
     f"of one of the classes {', '.join(_KERAS_NAMES)}, a keras_bridge.optimizers class or spec (e.g. "
@@ -85,7 +95,7 @@ def _flatten(params: Any) -> List[torch.Tensor]:
 class _TorchFactory:
     """``params -> cls(params, lr=schedule(0), **kwargs)`` with ``keras_schedule`` set on the result."""
 
-    def __init__(self, cls: type, learning_rate: Any, kwargs: Dict[str, Any]) -> None:
+    def __init__(self, cls: Any, learning_rate: Any, kwargs: Dict[str, Any]) -> None:
         self.cls, self.learning_rate, self.kwargs = cls, learning_rate, kwargs
 
     def __call__(self, params: Any) -> torch.optim.Optimizer:
@@ -239,8 +249,16 @@ def _keras_learning_rate(keras_optimizer: Any) -> Any:
 
 def _overrides_keras(obj: Any) -> Optional[str]:
     """The name of an update method that a user subclass of a Keras optimizer redefines, if any."""
-    for method in ("update_step", "_parallel_update_step", "_backend_update_step", "apply", "build",
-                   "_apply_weight_decay", "_clip_gradients", "_backend_apply_gradients"):
+    for method in (
+        "update_step",
+        "_parallel_update_step",
+        "_backend_update_step",
+        "apply",
+        "build",
+        "_apply_weight_decay",
+        "_clip_gradients",
+        "_backend_apply_gradients",
+    ):
         owner = next((c for c in type(obj).__mro__ if method in c.__dict__), None)
         if owner is not None and not owner.__module__.startswith("keras."):
             return f"{owner.__qualname__}.{method}"
@@ -253,12 +271,19 @@ def _from_keras(identifier: Any) -> OptimizerSpec:
     if isinstance(identifier, dict):
         try:
             obj = keras.optimizers.deserialize(dict(identifier))
-        except Exception as err:  # noqa: BLE001 - re-raised with the argument name
+        except Exception as err:
             raise ValueError(f"Could not interpret argument `optimizer`: {identifier!r} ({err}).") from err
     elif isinstance(identifier, type):
         obj = identifier()
-    ours = next((cls for name, cls in _classes().items() if isinstance(obj, getattr(keras.optimizers, name))
-                 and not (name == "Adam" and isinstance(obj, keras.optimizers.AdamW))), None)
+    ours = next(
+        (
+            cls
+            for name, cls in _classes().items()
+            if isinstance(obj, getattr(keras.optimizers, name))
+            and not (name == "Adam" and isinstance(obj, keras.optimizers.AdamW))
+        ),
+        None,
+    )
     if ours is None:
         raise ValueError(
             f"Unsupported Keras optimizer for argument `optimizer`: {type(obj).__name__} ({obj!r}). "

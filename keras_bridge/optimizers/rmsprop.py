@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Tuple
 
 import torch
 
 import keras_bridge.optimizers.functional as M
-from keras_bridge.optimizers.base import Group, KerasOptimizer, state_list
+from keras_bridge.optimizers.base import Group, GroupUpdate, KerasOptimizer
 
 Tensor = torch.Tensor
 
@@ -27,17 +27,18 @@ class RMSprop(KerasOptimizer):
     """
 
     def __init__(self, params: Any, learning_rate: Any = 0.001, rho: float = 0.9, momentum: float = 0.0,
-                 epsilon: float = 1e-7, centered: bool = False, **kwargs: Any) -> None:
+                 epsilon: float = 1e-7, centered: bool = False, **kwargs: Any) -> None:  # fmt: skip
         hyper = dict(rho=rho, momentum=momentum, epsilon=epsilon, centered=bool(centered))
         super().__init__(params, learning_rate, hyper, **kwargs)
 
     def _state_names_for(self, group: Group) -> Tuple[str, ...]:
-        return ("velocity",) + (("momentum",) if group["momentum"] > 0 else ()) + (
-            ("average_gradient",) if group["centered"] else ())
+        return (
+            ("velocity",)
+            + (("momentum",) if group["momentum"] > 0 else ())
+            + (("average_gradient",) if group["centered"] else ())
+        )
 
-    def _update(self, group: Group, params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
-                lr: Any, iteration: int) -> None:
-        M.rmsprop(params, grads, state_list(states, "velocity"),
-                  state_list(states, "momentum") if group["momentum"] > 0 else None,
-                  state_list(states, "average_gradient") if group["centered"] else None,
-                  lr=lr, rho=group["rho"], momentum=group["momentum"], epsilon=group["epsilon"])
+    def _update(self, u: GroupUpdate) -> None:
+        M.rmsprop(u.params, u.grads, u.state("velocity"), u.state("momentum") if u.group["momentum"] > 0 else None,
+                  u.state("average_gradient") if u.group["centered"] else None, lr=u.lr, rho=u.group["rho"],
+                  momentum=u.group["momentum"], epsilon=u.group["epsilon"])  # fmt: skip

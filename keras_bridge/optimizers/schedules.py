@@ -234,12 +234,12 @@ class KerasScheduleLR(LRScheduler):
         self.schedule = schedule
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self) -> List[float]:
+    def get_lr(self) -> List[Any]:
         """The learning rate of the next optimizer update, once per param group."""
         lr = learning_rate_at(self.schedule, self.last_epoch)
         return [lr for _ in self.optimizer.param_groups]
 
-    def _get_closed_form_lr(self) -> List[float]:
+    def _get_closed_form_lr(self) -> List[Any]:
         return self.get_lr()
 
     def state_dict(self) -> Dict[str, Any]:

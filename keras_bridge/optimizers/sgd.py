@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Tuple
 
 import torch
 
 import keras_bridge.optimizers.functional as M
-from keras_bridge.optimizers.base import Group, KerasOptimizer, state_list
+from keras_bridge.optimizers.base import Group, GroupUpdate, KerasOptimizer
 
 Tensor = torch.Tensor
 
@@ -24,8 +24,9 @@ class SGD(KerasOptimizer):
             :class:`~keras_bridge.optimizers.base.KerasOptimizer`.
     """
 
-    def __init__(self, params: Any, learning_rate: Any = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, params: Any, learning_rate: Any = 0.01, momentum: float = 0.0, nesterov: bool = False, **kwargs: Any
+    ) -> None:
         if not 0 <= momentum <= 1:
             raise ValueError(f"`momentum` must be a float between [0, 1]. Received: momentum={momentum}")
         super().__init__(params, learning_rate, dict(momentum=float(momentum), nesterov=bool(nesterov)), **kwargs)
@@ -33,7 +34,6 @@ class SGD(KerasOptimizer):
     def _state_names_for(self, group: Group) -> Tuple[str, ...]:
         return ("momentum",) if group["momentum"] != 0 else ()
 
-    def _update(self, group: Group, params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
-                lr: Any, iteration: int) -> None:
-        momentums = state_list(states, "momentum") if group["momentum"] != 0 else None
-        M.sgd(params, grads, momentums, lr=lr, momentum=group["momentum"], nesterov=group["nesterov"])
+    def _update(self, u: GroupUpdate) -> None:
+        momentums = u.state("momentum") if u.group["momentum"] != 0 else None
+        M.sgd(u.params, u.grads, momentums, lr=u.lr, momentum=u.group["momentum"], nesterov=u.group["nesterov"])

@@ -10,15 +10,16 @@ import warnings
 import zipfile
 from typing import Any, Dict, Mapping, Optional
 
-from keras_bridge.module import KerasModule
 import keras_bridge.saving.serialization as S
+from keras_bridge.module import KerasModule
 from keras_bridge.saving.archive import TORCH_CLASS, read_archive
 from keras_bridge.saving.atomic import file_suffix
 from keras_bridge.utils.keras import import_keras
 
 
-def load_model(filepath: str, custom_objects: Optional[Mapping[str, Any]] = None, compile: bool = True,
-               safe_mode: bool = True) -> Any:
+def load_model(
+    filepath: str, custom_objects: Optional[Mapping[str, Any]] = None, compile: bool = True, safe_mode: bool = True
+) -> Any:
     """Restore a :class:`~keras_bridge.KerasModule` from a ``.keras`` file, compile state included.
 
     Reads files written by the bridge (torch modules and Keras models) and plain Keras ``.keras``
@@ -51,8 +52,9 @@ def load_model(filepath: str, custom_objects: Optional[Mapping[str, Any]] = None
         model = S.deserialize(config["config"], custom_objects, safe_mode)
         model.load_state_dict(states.pop("model"))
     else:
-        model = import_keras().saving.load_model(filepath, custom_objects=custom_objects, compile=False,
-                                                 safe_mode=safe_mode)
+        model = import_keras().saving.load_model(
+            filepath, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
+        )
     module = KerasModule(model, output_names=bridge.get("output_names"), input_names=bridge.get("input_names"))
     if compile:
         arguments = _compile_arguments(bridge, config, custom_objects, safe_mode)
@@ -63,8 +65,9 @@ def load_model(filepath: str, custom_objects: Optional[Mapping[str, Any]] = None
     return module
 
 
-def _compile_arguments(bridge: Mapping[str, Any], config: Mapping[str, Any], custom_objects: Any,
-                       safe_mode: bool) -> Optional[Dict[str, Any]]:
+def _compile_arguments(
+    bridge: Mapping[str, Any], config: Mapping[str, Any], custom_objects: Any, safe_mode: bool
+) -> Optional[Dict[str, Any]]:
     if bridge.get("compile_config") is not None:
         return S.deserialize(bridge["compile_config"], custom_objects, safe_mode)
     if bridge.get("compile_note"):
@@ -79,7 +82,7 @@ def _compile_arguments(bridge: Mapping[str, Any], config: Mapping[str, Any], cus
     def load(value: Any) -> Any:
         return keras.saving.deserialize_keras_object(value, custom_objects=custom_objects, safe_mode=safe_mode)
 
-    return {key: load(keras_compile.get(key)) for key in ("optimizer", "loss", "loss_weights", "metrics",
-                                                          "weighted_metrics")}
-
-
+    return {
+        key: load(keras_compile.get(key))
+        for key in ("optimizer", "loss", "loss_weights", "metrics", "weighted_metrics")
+    }

@@ -20,18 +20,18 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from keras_bridge._version import __version__
 import keras_bridge.saving.serialization as S
 import keras_bridge.saving.state as _state
+from keras_bridge._version import __version__
 
 BRIDGE_JSON = "keras_bridge.json"
 BRIDGE_STATE = "keras_bridge.state.h5"
 TORCH_CLASS = "keras_bridge.TorchModule"
 _FORMAT_VERSION = 1
 # Architecture descriptions already checked (rebuilt once and compared), per wrapped torch module.
-_checked: "weakref.WeakKeyDictionary[torch.nn.Module, Tuple[Optional[dict], str]]" = weakref.WeakKeyDictionary()
+_checked: weakref.WeakKeyDictionary[torch.nn.Module, Tuple[Optional[dict], str]] = weakref.WeakKeyDictionary()
 # Modules whose unserializable compile arguments were already reported: one warning per module.
-_warned: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_warned: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def compile_arguments(module: Any) -> Dict[str, Any]:
@@ -48,11 +48,15 @@ def _bridge_json(module: Any) -> Dict[str, Any]:
         except S.NotSerializable as err:
             note = f"compile() arguments not saved: {err}"
             _warn_once(module, f"{note}. load_model() will return an uncompiled module.")
-    return {"format": "keras_bridge", "version": _FORMAT_VERSION, "model_kind": "keras" if module.is_keras else "torch",
-            "output_names": module.declared_output_names, "input_names": module.input_names,
-            "compile_config": config, "compile_note": note}
-
-
+    return {
+        "format": "keras_bridge",
+        "version": _FORMAT_VERSION,
+        "model_kind": "keras" if module.is_keras else "torch",
+        "output_names": module.declared_output_names,
+        "input_names": module.input_names,
+        "compile_config": config,
+        "compile_note": note,
+    }
 
 
 def _warn_once(module: Any, message: str) -> None:
@@ -70,7 +74,6 @@ def append_bridge_entries(path: str, module: Any) -> None:
             zf.writestr(BRIDGE_STATE, _state.states_to_bytes(states))
 
 
-
 def _architecture(model: torch.nn.Module) -> Tuple[Optional[dict], str]:
     """The JSON description of ``model``, checked once by rebuilding it and comparing the state_dict shapes."""
     if model in _checked:
@@ -80,9 +83,12 @@ def _architecture(model: torch.nn.Module) -> Tuple[Optional[dict], str]:
         rebuilt = _rebuild_quietly(description)
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         got = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
-        result: Tuple[Optional[dict], str] = (description, "") if got == expected else (
-            None, f"rebuilding {type(model).__qualname__} from its description gives other weights")
-    except Exception as err:  # noqa: BLE001 - any failure means "not describable"; the reason is kept
+        result: Tuple[Optional[dict], str] = (
+            (description, "")
+            if got == expected
+            else (None, f"rebuilding {type(model).__qualname__} from its description gives other weights")
+        )
+    except Exception as err:
         result = (None, str(err))
     if result[0] is None:
         warnings.warn(
@@ -102,15 +108,17 @@ def _rebuild_quietly(description: dict) -> torch.nn.Module:
         try:
             with torch.device("meta"):
                 return S.deserialize(description, safe_mode=False)
-        except Exception:  # noqa: BLE001 - retried on the CPU, where a real failure surfaces
+        except Exception:
             return S.deserialize(description, safe_mode=False)
-
 
 
 def write_torch_archive(path: str, module: Any) -> None:
     description, reason = _architecture(module.model)
     config = {"class_name": TORCH_CLASS, "config": description, "note": reason or None}
-    metadata = {"keras_bridge_version": __version__, "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
+    metadata = {
+        "keras_bridge_version": __version__,
+        "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
+    }
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("metadata.json", json.dumps(metadata))
         zf.writestr("config.json", json.dumps(config))
@@ -119,11 +127,10 @@ def write_torch_archive(path: str, module: Any) -> None:
         zf.writestr(BRIDGE_JSON, json.dumps(_bridge_json(module)))
 
 
-
-
 def read_archive(filepath: str) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
     """``(config, bridge, states)`` of a ``.keras`` file: Keras's ``config.json``, the bridge's entry
-    (empty for a file Keras wrote) and the saved tensors (model weights of a torch module, optimizer state)."""
+    (empty for a file Keras wrote) and the saved tensors (model weights of a torch module, optimizer state).
+    """
     with zipfile.ZipFile(filepath) as zf:
         names = set(zf.namelist())
         config = json.loads(zf.read("config.json"))

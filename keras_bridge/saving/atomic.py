@@ -55,7 +55,6 @@ def atomic_write(path: str) -> Iterator[str]:
         raise
 
 
-
 def is_writer(module: Any) -> bool:
     """True unless ``module`` runs under a Trainer on a process other than global rank 0."""
     trainer = attached_trainer(module)

@@ -110,14 +110,16 @@ def load_weights(module: Any, filepath: str) -> None:
         return
     else:
         full = torch.load(filepath, map_location="cpu", weights_only=True)["state_dict"]
-        state = {k[len("model."):]: v for k, v in full.items() if k.startswith("model.")}
+        state = {k[len("model.") :]: v for k, v in full.items() if k.startswith("model.")}
     module.model.load_state_dict(state)
 
 
 def _write_lightning_checkpoint(module: Any, tmp: str, weights_only: bool) -> None:
     trainer = attached_trainer(module)
     if trainer is None:
-        raise ValueError("A `.ckpt` file is a Lightning checkpoint of a running Trainer: save it during or after fit().")
+        raise ValueError(
+            "A `.ckpt` file is a Lightning checkpoint of a running Trainer: save it during or after fit()."
+        )
     # The checkpoint dict is built here rather than through trainer.save_checkpoint, which is a
     # collective (barrier) and would hang when only rank 0 decides to save.
     torch.save(dump_checkpoint(trainer, weights_only), tmp)
@@ -137,8 +139,9 @@ def write_state_file(path: str, module: Any, attrs: Mapping[str, Any]) -> None:
 
 
 def read_state_file(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """``(states, attrs)`` of :func:`write_state_file`; ``states`` has ``model`` and maybe ``optimizer``/``scheduler``."""
+    """``(states, attrs)`` of :func:`write_state_file`.
+
+    ``states`` has ``model`` and, when saved during a fit, ``optimizer`` and ``scheduler``.
+    """
     with h5py.File(path, "r") as f:
         return {k: _state.read_tree(f, k) for k in f.keys()}, json.loads(f.attrs["attrs"])
-
-

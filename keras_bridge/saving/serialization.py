@@ -82,8 +82,13 @@ def _is_keras_serializable(obj: Any) -> bool:
     if "keras" not in sys.modules or isinstance(obj, type):
         return False
     keras = import_keras()
-    kinds = (keras.losses.Loss, keras.metrics.Metric, keras.optimizers.Optimizer,
-             keras.optimizers.schedules.LearningRateSchedule, keras.layers.Layer)
+    kinds = (
+        keras.losses.Loss,
+        keras.metrics.Metric,
+        keras.optimizers.Optimizer,
+        keras.optimizers.schedules.LearningRateSchedule,
+        keras.layers.Layer,
+    )
     return isinstance(obj, kinds)
 
 
@@ -96,7 +101,7 @@ def _path(obj: Any) -> Dict[str, str]:
 
 def _init_signature(cls: type) -> Optional[inspect.Signature]:
     try:
-        return inspect.signature(cls.__init__)
+        return inspect.signature(cls.__init__)  # type: ignore[misc]
     except (TypeError, ValueError):
         return None
 
@@ -107,7 +112,7 @@ def _constructor_config(obj: Any) -> Dict[str, Any]:
         return serialize(get_config())
     signature = _init_signature(type(obj))
     config: Dict[str, Any] = {}
-    for p in (signature.parameters.values() if signature else ()):
+    for p in signature.parameters.values() if signature else ():
         if p.name in _SKIPPED_ARGS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         if not hasattr(obj, p.name):
@@ -129,7 +134,9 @@ def _constructor_config(obj: Any) -> Dict[str, Any]:
 def _describe_module(module: nn.Module) -> Dict[str, Any]:
     description: Dict[str, Any] = {TAG: "object", **_path(type(module))}
     if isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)) and type(module).__init__ in (
-        nn.Sequential.__init__, nn.ModuleList.__init__, nn.ModuleDict.__init__
+        nn.Sequential.__init__,
+        nn.ModuleList.__init__,
+        nn.ModuleDict.__init__,
     ):
         description["children"] = [[name, _describe_module(child)] for name, child in module.named_children()]
         return description
@@ -146,8 +153,12 @@ def _describe_optimizer_spec(obj: Any) -> Optional[Dict[str, Any]]:
         return None
     factory = obj.factory
     if isinstance(factory, _KerasClassFactory):
-        return {TAG: "optimizer", **_path(factory.cls), "args": serialize(list(factory.args)),
-                "kwargs": serialize(factory.kwargs)}
+        return {
+            TAG: "optimizer",
+            **_path(factory.cls),
+            "args": serialize(list(factory.args)),
+            "kwargs": serialize(factory.kwargs),
+        }
     if isinstance(factory, _TorchFactory):
         kwargs = dict(factory.kwargs)
         if factory.learning_rate is not None:
@@ -156,8 +167,13 @@ def _describe_optimizer_spec(obj: Any) -> Optional[Dict[str, Any]]:
     if isinstance(factory, _UseInstance):
         # A ready optimizer: its constructor defaults rebuild an equivalent one on new parameters.
         defaults = {k: v for k, v in factory.optimizer.defaults.items() if k != "params"}
-        return {TAG: "optimizer", "from_torch": True, **_path(type(factory.optimizer)), "args": [],
-                "kwargs": serialize(_jsonable_only(defaults))}
+        return {
+            TAG: "optimizer",
+            "from_torch": True,
+            **_path(type(factory.optimizer)),
+            "args": [],
+            "kwargs": serialize(_jsonable_only(defaults)),
+        }
     if isinstance(factory, type):
         return {TAG: "optimizer", "plain_class": True, **_path(factory), "args": [], "kwargs": {}}
     raise NotSerializable(f"the optimizer {obj.name!r} is a custom factory and cannot be described as JSON")
@@ -174,8 +190,7 @@ def _jsonable_only(values: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- rebuild
-def resolve(module: str, name: str, custom_objects: Optional[Mapping[str, Any]] = None,
-            safe_mode: bool = True) -> Any:
+def resolve(module: str, name: str, custom_objects: Optional[Mapping[str, Any]] = None, safe_mode: bool = True) -> Any:
     """Import ``module.name``: from ``custom_objects`` first, else only from trusted packages in safe mode.
 
     Raises:
@@ -215,8 +230,9 @@ def deserialize(config: Any, custom_objects: Optional[Mapping[str, Any]] = None,
         return {k: deserialize(v, custom_objects, safe_mode) for k, v in config.items()}
     if kind == "keras":
         keras = import_keras()
-        return keras.saving.deserialize_keras_object(config["config"], custom_objects=custom_objects,
-                                                     safe_mode=safe_mode)
+        return keras.saving.deserialize_keras_object(
+            config["config"], custom_objects=custom_objects, safe_mode=safe_mode
+        )
     target = resolve(config["module"], config["name"], custom_objects, safe_mode)
     if kind == "symbol":
         return target

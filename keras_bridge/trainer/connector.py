@@ -49,8 +49,13 @@ KERAS_OWNED = {
 # What the batch limits mean in Keras when no argument sets them: every batch.
 _KERAS_DEFAULTS: Dict[str, Any] = {"limit_train_batches": 1.0, "limit_val_batches": 1.0, "limit_predict_batches": 1.0}
 _QUIET_DEFAULTS: Dict[str, Any] = dict(
-    accelerator="auto", devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False,
-    enable_progress_bar=False, num_sanity_val_steps=0,
+    accelerator="auto",
+    devices=1,
+    logger=False,
+    enable_checkpointing=False,
+    enable_model_summary=False,
+    enable_progress_bar=False,
+    num_sanity_val_steps=0,
 )
 _LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
 # Messages meant for Lightning users, about choices the bridge made on the user's behalf.
@@ -145,14 +150,15 @@ class TrainerConnector:
             self._trainer = self._make(self._given or {})
         return self._trainer
 
-    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
+    def __exit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
         trainer = self._trainer
         if trainer is None:
             return
         for cb in self._callbacks:
-            if cb in trainer.callbacks:
-                trainer.callbacks.remove(cb)
+            if cb in trainer.callbacks:  # type: ignore[attr-defined]
+                trainer.callbacks.remove(cb)  # type: ignore[attr-defined]
         if self.borrowed:
             for name, value in self._saved.items():
                 if name == "use_distributed_sampler":
@@ -184,7 +190,7 @@ class TrainerConnector:
         # A previous run's early stop must not end this call before it starts.
         self._saved["should_stop"] = trainer.should_stop
         trainer.should_stop = False
-        trainer.callbacks[0:0] = self._callbacks
+        trainer.callbacks[0:0] = self._callbacks  # type: ignore[attr-defined]
         return trainer
 
 
@@ -195,4 +201,3 @@ def _check_conflicts(options: Dict[str, Any], owned: Dict[str, Any]) -> None:
                 f"The `trainer` option {key}={options[key]!r} conflicts with the Keras argument "
                 f"`{keras_arg}` (which sets {key}={owned[key]!r}). Set `{keras_arg}` instead."
             )
-

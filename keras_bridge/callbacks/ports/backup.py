@@ -28,9 +28,9 @@ import shutil
 from typing import Any
 
 import keras_bridge.saving.formats as saving
-from keras_bridge.saving.atomic import atomic_write
 import keras_bridge.saving.state as _state
 from keras_bridge.callbacks.ports.base import BoundPort, lazy_ports, stand_in
+from keras_bridge.saving.atomic import atomic_write
 from keras_bridge.utils.compat import set_keras_initial_epoch, set_start_epoch
 
 
@@ -110,9 +110,14 @@ def _copy(source: str, target: str) -> None:
 
 def from_keras(callback: Any) -> Any:
     """The port configured as a ``keras.callbacks.BackupAndRestore`` instance."""
-    return stand_in(__getattr__("BackupAndRestore"), callback, backup_dir=callback.backup_dir,
-                    save_freq=callback.save_freq, double_checkpoint=callback.double_checkpoint,
-                    delete_checkpoint=callback.delete_checkpoint)
+    return stand_in(
+        __getattr__("BackupAndRestore"),
+        callback,
+        backup_dir=callback.backup_dir,
+        save_freq=callback.save_freq,
+        double_checkpoint=callback.double_checkpoint,
+        delete_checkpoint=callback.delete_checkpoint,
+    )
 
 
 __getattr__ = lazy_ports(__name__, {"BackupAndRestore": _BackupAndRestore})

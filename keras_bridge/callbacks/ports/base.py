@@ -8,11 +8,17 @@ holds, and Keras's own methods run wherever the port does not override them.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple
 
 from keras_bridge.utils.keras import import_keras
 
 _built: Dict[str, type] = {}
+
+if TYPE_CHECKING:
+    # For the type checker a port is what it becomes: a Keras callback (typed Any: keras is untyped).
+    KerasCallbackBase = Any
+else:
+    KerasCallbackBase = object
 
 
 def keras_subclass(name: str, mixin: type, keras_name: str, module: str) -> type:
@@ -24,7 +30,7 @@ def keras_subclass(name: str, mixin: type, keras_name: str, module: str) -> type
     return _built[key]
 
 
-class BoundPort:
+class BoundPort(KerasCallbackBase):
     """What a port needs from the run: the Trainer and the module (set by the adapter at ``setup``).
 
     A port standing in for a user's Keras object (``_kb_original``) copies its counters (``_kb_mirrored``)

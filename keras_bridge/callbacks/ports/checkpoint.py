@@ -19,13 +19,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from keras_bridge.callbacks.ports.base import lazy_ports
+from keras_bridge.callbacks.ports.base import KerasCallbackBase, lazy_ports
 
 WEIGHTS_SUFFIXES = (".weights.h5", ".weights.pt", ".ckpt")
 MODEL_SUFFIXES = (".keras", ".h5", ".ckpt")
 
 
-class _ModelCheckpoint:
+class _ModelCheckpoint(KerasCallbackBase):
     """Keras's ``ModelCheckpoint`` that also writes ``.ckpt`` and ``.weights.pt`` files.
 
     Args:
@@ -41,9 +41,17 @@ class _ModelCheckpoint:
         initial_value_threshold: the initial ``best`` value. Defaults to ``None``.
     """
 
-    def __init__(self, filepath: Any, monitor: str = "val_loss", verbose: int = 0, save_best_only: bool = False,
-                 save_weights_only: bool = False, mode: str = "auto", save_freq: Any = "epoch",
-                 initial_value_threshold: Any = None) -> None:
+    def __init__(
+        self,
+        filepath: Any,
+        monitor: str = "val_loss",
+        verbose: int = 0,
+        save_best_only: bool = False,
+        save_weights_only: bool = False,
+        mode: str = "auto",
+        save_freq: Any = "epoch",
+        initial_value_threshold: Any = None,
+    ) -> None:
         filepath = os.fspath(filepath)
         allowed = WEIGHTS_SUFFIXES if save_weights_only else MODEL_SUFFIXES
         if not filepath.endswith(allowed):
@@ -55,9 +63,9 @@ class _ModelCheckpoint:
         # Keras's constructor checks the extension against its own list: give it one it accepts,
         # then set the real template (the only attribute derived from `filepath`).
         placeholder = "placeholder" + (".weights.h5" if save_weights_only else ".keras")
-        super().__init__(placeholder, monitor=monitor, verbose=verbose, save_best_only=save_best_only,  # type: ignore[call-arg]
+        super().__init__(placeholder, monitor=monitor, verbose=verbose, save_best_only=save_best_only,
                          save_weights_only=save_weights_only, mode=mode, save_freq=save_freq,
-                         initial_value_threshold=initial_value_threshold)
+                         initial_value_threshold=initial_value_threshold)  # fmt: skip
         self.filepath = filepath
 
 

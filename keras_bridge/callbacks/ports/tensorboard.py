@@ -55,17 +55,26 @@ class _TensorBoard(BoundPort):
 
     _kb_mirrored = ("_global_train_batch", "_global_test_batch", "_previous_epoch_iterations")
 
-    def __init__(self, log_dir: Any = "logs", histogram_freq: int = 0, write_graph: bool = True,
-                 write_images: bool = False, write_steps_per_second: bool = False, update_freq: Any = "epoch",
-                 profile_batch: Any = 0, embeddings_freq: int = 0, embeddings_metadata: Any = None) -> None:
+    def __init__(
+        self,
+        log_dir: Any = "logs",
+        histogram_freq: int = 0,
+        write_graph: bool = True,
+        write_images: bool = False,
+        write_steps_per_second: bool = False,
+        update_freq: Any = "epoch",
+        profile_batch: Any = 0,
+        embeddings_freq: int = 0,
+        embeddings_metadata: Any = None,
+    ) -> None:
         if embeddings_freq:
             raise ValueError(
                 "TensorBoard: the argument `embeddings_freq` cannot be translated (Keras's projector "
                 f"checkpoints need TensorFlow). Received: embeddings_freq={embeddings_freq}. Pass embeddings_freq=0."
             )
-        super().__init__(log_dir=log_dir, histogram_freq=histogram_freq, write_graph=write_graph,  # type: ignore[call-arg]
+        super().__init__(log_dir=log_dir, histogram_freq=histogram_freq, write_graph=write_graph,
                          write_images=write_images, write_steps_per_second=write_steps_per_second,
-                         update_freq=update_freq, profile_batch=profile_batch)
+                         update_freq=update_freq, profile_batch=profile_batch)  # fmt: skip
         self._stack: List[Tuple[str, bool]] = []
         self._summary_pending = False
 
@@ -101,7 +110,7 @@ class _TensorBoard(BoundPort):
 
     # Keras pushes (writer, record_if(step % update_freq == 0)) around batches when update_freq is
     # not "epoch"; every summary obeys the innermost condition, whichever writer it names.
-    def _push_writer(self, which: str, step: int) -> None:  # type: ignore[override]
+    def _push_writer(self, which: str, step: int) -> None:
         if self.update_freq != "epoch":
             self._stack.append((which, step % self.update_freq == 0))
 
@@ -125,7 +134,7 @@ class _TensorBoard(BoundPort):
     # ---------------------------------------------------------------- hooks (Keras's order and counters)
     def on_train_begin(self, logs: Any = None) -> None:
         self._global_train_batch = 0
-        self._previous_epoch_iterations = 0
+        self._previous_epoch_iterations = 0.0
         if self._summary_pending:
             self._write_model_summary()
         self._push_writer(_TRAIN, self._global_train_batch)
@@ -187,10 +196,11 @@ class _TensorBoard(BoundPort):
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None and hasattr(optimizer, "learning_rate"):
             train_logs["learning_rate"] = float(optimizer.learning_rate)
-        if self.write_steps_per_second:
+        if self.write_steps_per_second and optimizer is not None:
             elapsed = np.float32(time.time() - self._epoch_start_time)
             train_logs["steps_per_second"] = float(
-                (np.float32(optimizer.iterations) - np.float32(self._previous_epoch_iterations)) / elapsed)
+                (np.float32(optimizer.iterations) - np.float32(self._previous_epoch_iterations)) / elapsed
+            )
         for name, value in train_logs.items():
             self._scalar(_TRAIN, f"epoch_{name}", value, epoch)
         for name, value in val_logs.items():
@@ -207,9 +217,9 @@ class _TensorBoard(BoundPort):
         return [(w.path.replace(":", "_"), to_numpy(w)) for layer in self.model.layers for w in layer.weights]
 
     def _log_weights(self, epoch: int) -> None:
-        if not self._recording() or self._writer(_TRAIN) is None:
-            return
         writer = self._writer(_TRAIN)
+        if not self._recording() or writer is None:
+            return
         for name, value in self._named_weights():
             writer.add_histogram(f"{name}/histogram", value, epoch)
             if self.write_images:
@@ -224,7 +234,7 @@ class _TensorBoard(BoundPort):
             return
         try:
             config = self.model.to_json()
-        except Exception as exc:  # noqa: BLE001 - Keras warns and goes on
+        except Exception as exc:
             import warnings
 
             warnings.warn(f"Model failed to serialize as JSON. Ignoring... {exc}", stacklevel=2)
@@ -255,7 +265,9 @@ def _write_text_tensor(writer: Any, tag: str, text: str, plugin: str, step: int)
 
     metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=plugin, content=b"1"))
     tensor = TensorProto(dtype=DT_STRING, string_val=[text.encode()])
-    tensorboard_file_writer(writer).add_summary(Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=tensor)]), step)
+    tensorboard_file_writer(writer).add_summary(
+        Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=tensor)]), step
+    )
 
 
 def from_keras(callback: Any) -> Any:
@@ -266,7 +278,7 @@ def from_keras(callback: Any) -> Any:
                     write_graph=callback.write_graph, write_images=callback.write_images,
                     write_steps_per_second=callback.write_steps_per_second, update_freq=callback.update_freq,
                     profile_batch=0 if profile == (0, 0) else profile, embeddings_freq=callback.embeddings_freq,
-                    embeddings_metadata=callback.embeddings_metadata)
+                    embeddings_metadata=callback.embeddings_metadata)  # fmt: skip
 
 
 __getattr__ = lazy_ports(__name__, {"TensorBoard": _TensorBoard})

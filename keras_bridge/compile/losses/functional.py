@@ -26,7 +26,6 @@ from keras_bridge.utils.compat import get_keras_mask, set_keras_mask
 from keras_bridge.utils.keras import import_keras
 
 
-
 def epsilon() -> float:
     """``keras.config.epsilon()`` (1e-7 unless the user changed it)."""
     return import_keras().config.epsilon()
@@ -60,7 +59,7 @@ def object_name(obj: Any) -> str:
     return snake_case(type(obj).__name__)
 
 
-def keras_device(tensor: Tensor) -> Any:
+def keras_device(tensor: Optional[Tensor]) -> Any:
     """Context that makes Keras ops create their tensors on ``tensor``'s device (not Keras's default)."""
     if not isinstance(tensor, Tensor):
         return contextlib.nullcontext()
@@ -84,7 +83,11 @@ def as_tensor(x: Any, like: Optional[Tensor] = None, dtype: Optional[torch.dtype
     if isinstance(x, (bool, int, float)) or (hasattr(x, "ndim") and x.ndim == 0 and hasattr(x, "item")):
         number = x.item() if hasattr(x, "item") else x
         if dtype is None:
-            dtype = torch.float32 if isinstance(number, float) else (torch.bool if isinstance(number, bool) else torch.int64)
+            dtype = (
+                torch.float32
+                if isinstance(number, float)
+                else (torch.bool if isinstance(number, bool) else torch.int64)
+            )
         return torch.full((), number, dtype=dtype, device=device)
     return torch.as_tensor(x, dtype=dtype, device=device)
 
@@ -120,7 +123,9 @@ def squeeze_or_expand_to_same_rank(x1: Tensor, x2: Tensor, expand_rank_1: bool =
 REDUCTIONS = ("sum_over_batch_size", "sum", None, "none", "mean", "mean_with_sample_weight")
 
 
-def apply_mask(sample_weight: Optional[Tensor], mask: Optional[Tensor], dtype: torch.dtype, reduction: Any) -> Optional[Tensor]:
+def apply_mask(
+    sample_weight: Optional[Tensor], mask: Optional[Tensor], dtype: torch.dtype, reduction: Any
+) -> Optional[Tensor]:
     """Merge a Keras mask into the sample weights (``loss.apply_mask``)."""
     if mask is None:
         return sample_weight
@@ -128,7 +133,9 @@ def apply_mask(sample_weight: Optional[Tensor], mask: Optional[Tensor], dtype: t
         bool_mask = mask.to(torch.bool)
         valid = bool_mask.to(dtype).sum()  # may be 0
         empty = valid == 0
-        weight = torch.where(empty, torch.zeros_like(valid), float(mask.numel()) / torch.where(empty, torch.ones_like(valid), valid))
+        weight = torch.where(
+            empty, torch.zeros_like(valid), float(mask.numel()) / torch.where(empty, torch.ones_like(valid), valid)
+        )
         float_mask = torch.where(bool_mask, weight, torch.zeros_like(weight))
     else:
         float_mask = mask.to(dtype)
@@ -179,7 +186,9 @@ def reduce_weighted_values(
         sample_weight = sample_weight.to(values.dtype)
         values, sample_weight = squeeze_or_expand_to_same_rank(values, sample_weight)
         if broadcast_leading and 0 < sample_weight.dim() < values.dim():
-            sample_weight = sample_weight.reshape(tuple(sample_weight.shape) + (1,) * (values.dim() - sample_weight.dim()))
+            sample_weight = sample_weight.reshape(
+                tuple(sample_weight.shape) + (1,) * (values.dim() - sample_weight.dim())
+            )
         values = values * sample_weight
     return reduce_values(values, sample_weight, reduction)
 
@@ -409,7 +418,7 @@ def native_losses() -> Dict[Callable, Callable]:
     global _NATIVE
     if _NATIVE is None:
         kl = import_keras().losses
-        table = {}
+        table: Dict[Callable, Callable] = {}
         for fn in (
             mean_squared_error, mean_absolute_error, mean_absolute_percentage_error,
             mean_squared_logarithmic_error, cosine_similarity, huber, log_cosh, hinge, squared_hinge,

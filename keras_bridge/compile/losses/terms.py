@@ -13,16 +13,16 @@ Keras loss runs through its own ``.call`` (Keras ops take torch tensors on the t
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from keras_bridge.utils.errors import did_you_mean
-from keras_bridge.utils.compat import keras_registry_names
-from keras_bridge.utils.keras import import_keras, is_keras_model
 import keras_bridge.compile.losses.functional as L
+from keras_bridge.utils.compat import keras_registry_names
+from keras_bridge.utils.errors import did_you_mean
+from keras_bridge.utils.keras import import_keras, is_keras_model
 
 __all__ = ["LossTerm", "get_loss", "is_binary_or_sparse_categorical"]
 
@@ -80,7 +80,8 @@ class KerasLossTerm(LossTerm):
         super().__init__(name, identifier)
         if reduction not in L.REDUCTIONS:
             raise ValueError(
-                f"Invalid value for argument `reduction`. Expected one of {L.REDUCTIONS}. Received: reduction={reduction!r}"
+                f"Invalid value for argument `reduction`. Expected one of {L.REDUCTIONS}. "
+                f"Received: reduction={reduction!r}"
             )
         self.fn, self.kwargs, self.reduction = fn, dict(kwargs or {}), reduction
         self.dtype = L.torch_dtype(dtype) if dtype is not None else L.floatx()
@@ -104,6 +105,7 @@ class KerasLossTerm(LossTerm):
         else:
             values = self.fn(yt, yp, **self.kwargs)
         out_mask = L.get_mask(values)
+        mask: Optional[Tensor]
         if in_mask is not None and out_mask is not None:
             mask = in_mask.to(torch.bool) & out_mask.to(torch.bool)
         else:
@@ -112,7 +114,7 @@ class KerasLossTerm(LossTerm):
 
 
 class AutoCrossentropy(LossTerm):
-    """"crossentropy"/"ce": binary, sparse or categorical crossentropy, chosen from the first batch's shapes."""
+    """``"crossentropy"``/``"ce"``: binary, sparse or categorical crossentropy, chosen from the first batch's shapes."""
 
     def __init__(self, name: str) -> None:
         super().__init__(name, name)
@@ -144,7 +146,7 @@ class TorchLossTerm(LossTerm):
         self.torch_reduction = reduction
         self.reduction = _TORCH_TO_KERAS_REDUCTION.get(reduction, reduction)
         self.is_module = isinstance(loss, nn.Module)
-        self.takes_reduction = self.is_module and hasattr(loss, "reduction") or (
+        self.takes_reduction = (self.is_module and hasattr(loss, "reduction")) or (
             not self.is_module and _accepts(loss, "reduction"))  # fmt: skip
         self.index_targets = isinstance(loss, _INDEX_TARGET_MODULES) or any(loss is f for f in _INDEX_TARGET_FUNCTIONS)
 
@@ -153,7 +155,7 @@ class TorchLossTerm(LossTerm):
             return self.loss(output, target)
         if not self.is_module:
             return self.loss(output, target, reduction="none")
-        module = self.loss
+        module = cast(Any, self.loss)  # a torch loss module with a `reduction` attribute
         for t in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
             if t.device != output.device:
                 module.to(output.device)
@@ -166,7 +168,7 @@ class TorchLossTerm(LossTerm):
             module.reduction = saved
 
     def _index_divisor(self, target: Tensor, output: Tensor) -> Optional[Tensor]:
-        """torch's "mean" divisor for class-index targets: Σ weight[target] over non-ignored targets."""
+        """Torch's "mean" divisor for class-index targets: Σ weight[target] over non-ignored targets."""
         if self.torch_reduction != "mean" or not self.index_targets or target.is_floating_point():
             return None
         ignore_index = getattr(self.loss, "ignore_index", -100)
@@ -262,7 +264,9 @@ def get_loss(identifier: Any) -> LossTerm:
             return AutoCrossentropy(identifier)
         if identifier in _NOT_USABLE or identifier not in _keras_loss_names():
             hint = did_you_mean(identifier, _keras_loss_names())
-            raise ValueError(f"Invalid `loss` argument: unknown loss identifier {identifier!r}.{hint} Accepted: {_accepted_text()}.")
+            raise ValueError(
+                f"Invalid `loss` argument: unknown loss identifier {identifier!r}.{hint} Accepted: {_accepted_text()}."
+            )
         obj = keras.losses.get(identifier)
         name = obj.name if isinstance(obj, keras.losses.Loss) else identifier
         return _from_keras_object(obj, name, identifier)
@@ -282,7 +286,9 @@ def get_loss(identifier: Any) -> LossTerm:
                     "pass an instance."
                 ) from err
             return get_loss(instance)
-        raise TypeError(f"Invalid `loss` argument: {identifier!r} is a class, not a loss. Accepted: {_accepted_text()}.")
+        raise TypeError(
+            f"Invalid `loss` argument: {identifier!r} is a class, not a loss. Accepted: {_accepted_text()}."
+        )
     if isinstance(identifier, keras.losses.Loss):
         return _from_keras_object(identifier, identifier.name, identifier)
     if isinstance(identifier, nn.Module) and not is_keras_model(identifier):

@@ -6,14 +6,14 @@ Mirrors ``keras/src/metrics/accuracy_metrics.py``, ``regression_metrics.cosine_s
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from keras_bridge.utils.keras import import_keras
 import keras_bridge.compile.losses.functional as L
 from keras_bridge.compile.losses.functional import as_tensor, squeeze_or_expand_to_same_rank
+from keras_bridge.utils.keras import import_keras
 
 
 def reduce_to_samplewise_values(
@@ -25,6 +25,7 @@ def reduce_to_samplewise_values(
         sample_weight = as_tensor(sample_weight, values, dtype).to(device=values.device, dtype=dtype)
         if mask is not None:
             sample_weight = L.apply_mask(sample_weight, mask, dtype, "sum")
+        assert sample_weight is not None
         values, sample_weight = squeeze_or_expand_to_same_rank(values, sample_weight)
         w_ndim, v_ndim = sample_weight.dim(), values.dim()
         if v_ndim > w_ndim:
@@ -146,7 +147,7 @@ def native_metrics() -> Dict[Callable, Callable]:
     return _NATIVE
 
 
-def native_metric_for(keras_fn: object) -> Optional[Callable]:
+def native_metric_for(keras_fn: Any) -> Optional[Callable]:
     """The torch twin of a Keras metric function, or None."""
     try:
         return native_metrics().get(keras_fn)

@@ -29,12 +29,12 @@ import torch
 import torchmetrics
 from torch import Tensor
 
-from keras_bridge.utils.errors import did_you_mean
-from keras_bridge.utils.compat import is_keras_builtin_loss, keras_registry_names
-from keras_bridge.utils.keras import import_keras
 import keras_bridge.compile.losses.functional as L
 import keras_bridge.compile.metrics.functional as M
 from keras_bridge.compile.losses.terms import is_binary_or_sparse_categorical
+from keras_bridge.utils.compat import is_keras_builtin_loss, keras_registry_names
+from keras_bridge.utils.errors import did_you_mean
+from keras_bridge.utils.keras import import_keras
 
 __all__ = [
     "BridgeMetric", "Mean", "MeanMetricWrapper", "RootMeanSquaredError", "KerasMetricAdapter",
@@ -64,7 +64,7 @@ class BridgeMetric(torchmetrics.Metric):
         self.direction = direction
         self.state_dtype = L.torch_dtype(dtype) if dtype is not None else L.floatx()
 
-    def update(self, y_true: Any, y_pred: Any = None, sample_weight: Any = None) -> None:  # noqa: D102
+    def update(self, y_true: Any, y_pred: Any = None, sample_weight: Any = None) -> None:
         raise NotImplementedError
 
     def _result(self) -> Tensor:
@@ -90,6 +90,9 @@ class Mean(BridgeMetric):
     ``update(values, sample_weight=None)``; ``sample_weight`` may be a number, e.g. the batch size for
     the loss tracker: ``Mean(name="loss").update(loss, sample_weight=batch_size)``.
     """
+
+    total: Tensor
+    count: Tensor
 
     def __init__(self, name: str = "mean", direction: Optional[str] = None, dtype: Any = None) -> None:
         super().__init__(name, direction, dtype)
@@ -161,7 +164,7 @@ class _Shared:
     def __init__(self, obj: Any) -> None:
         self.obj = obj
 
-    def __deepcopy__(self, memo: Dict[int, Any]) -> "_Shared":
+    def __deepcopy__(self, memo: Dict[int, Any]) -> _Shared:
         return self
 
 
@@ -194,7 +197,7 @@ class KerasMetricAdapter(BridgeMetric):
     def _states(self) -> List[Tensor]:
         return [getattr(self, n) for n in self._state_names]
 
-    def update(self, y_true: Any, y_pred: Any = None, sample_weight: Any = None) -> None:  # noqa: D102
+    def update(self, y_true: Any, y_pred: Any = None, sample_weight: Any = None) -> None:
         with L.keras_device(y_pred):
             new = self.keras_metric.stateless_update_state(self._states(), y_true, y_pred, sample_weight=sample_weight)
         for name, old, value in zip(self._state_names, self._states(), new):
@@ -214,7 +217,9 @@ class TorchmetricsAdapter(BridgeMetric):
     """
 
     def __init__(self, metric: torchmetrics.Metric, name: str) -> None:
-        super().__init__(name, None if metric.higher_is_better is None else ("up" if metric.higher_is_better else "down"))
+        super().__init__(
+            name, None if metric.higher_is_better is None else ("up" if metric.higher_is_better else "down")
+        )
         self.metric = metric
         try:
             self._weight_kw = "sample_weight" in inspect.signature(metric.update).parameters
@@ -228,14 +233,16 @@ class TorchmetricsAdapter(BridgeMetric):
     def _wrap_compute(self, compute: Callable) -> Callable:
         return compute
 
-    def update(self, y_true: Any, y_pred: Any = None, sample_weight: Any = None) -> None:  # noqa: D102
+    def update(self, y_true: Any, y_pred: Any = None, sample_weight: Any = None) -> None:
         self._update_count += 1
         if sample_weight is not None and self._weight_kw:
             self.metric.update(y_pred, y_true, sample_weight=sample_weight)
             return
         if sample_weight is not None and not self._warned:
             self._warned = True
-            warnings.warn(f"The torchmetrics metric {self.name!r} takes no sample weights; they are ignored.", stacklevel=2)
+            warnings.warn(
+                f"The torchmetrics metric {self.name!r} takes no sample weights; they are ignored.", stacklevel=2
+            )
         self.metric.update(y_pred, y_true)
 
     def compute(self) -> Tensor:
@@ -284,13 +291,17 @@ def check_metric(identifier: Any, argument: str = "metrics") -> None:
         if identifier.lower() in _ACCURACY + _CROSSENTROPY or identifier in _keras_metric_names():
             return
         hint = did_you_mean(identifier, list(_ACCURACY) + list(_keras_metric_names()))
-        raise ValueError(f"Invalid `{argument}` entry: unknown metric identifier {identifier!r}.{hint} Accepted: {_accepted_text()}.")
+        raise ValueError(
+            f"Invalid `{argument}` entry: unknown metric identifier {identifier!r}.{hint} Accepted: {_accepted_text()}."
+        )
     if isinstance(identifier, (dict, keras.metrics.Metric, torchmetrics.Metric)):
         return
     if isinstance(identifier, type):
         if issubclass(identifier, (keras.metrics.Metric, torchmetrics.Metric)):
             return
-        raise TypeError(f"Invalid `{argument}` entry: {identifier!r} is a class, not a metric. Accepted: {_accepted_text()}.")
+        raise TypeError(
+            f"Invalid `{argument}` entry: {identifier!r} is a class, not a metric. Accepted: {_accepted_text()}."
+        )
     if callable(identifier):
         return
     raise TypeError(
@@ -347,7 +358,9 @@ def get_metric(identifier: Any, y_true: Tensor, y_pred: Tensor, argument: str = 
     ):
         metric = identifier() if isinstance(identifier, type) else identifier
         name = getattr(metric, "name", None)
-        result = TorchmetricsAdapter(metric, name if isinstance(name, str) and name else L.snake_case(type(metric).__name__))
+        result = TorchmetricsAdapter(
+            metric, name if isinstance(name, str) and name else L.snake_case(type(metric).__name__)
+        )
     else:
         obj = keras.metrics.get(identifier)  # instantiates classes, deserializes dicts
         if isinstance(obj, keras.metrics.Metric):

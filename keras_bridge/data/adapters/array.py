@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -80,7 +79,7 @@ def slice_structure(data: Any, start: int, stop: Optional[int]) -> Any:
 def train_validation_split(arrays: Tuple[Any, ...], validation_split: float) -> Tuple[Tuple[Any, ...], Tuple[Any, ...]]:
     """Keras's split: the LAST ``validation_split`` fraction, taken before any shuffling."""
     n = check_cardinality(*arrays)
-    split_at = int(math.floor(n * (1.0 - validation_split)))
+    split_at = math.floor(n * (1.0 - validation_split))
     if split_at == 0 or split_at == n:
         raise ValueError(
             f"`validation_split={validation_split}` leaves an empty training or validation set "
@@ -208,9 +207,7 @@ def array_loader(
     """A DataLoader over tensors that yields ``(x,)`` or ``(x, y, sample_weight)`` batches."""
     dataset = ArrayBatchDataset(x, y, sample_weight)
     sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, seed, steps_per_epoch)
-    return DataLoader(
-        dataset, sampler=sampler, batch_size=None, collate_fn=_identity, pin_memory=pin_memory
-    )
+    return DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_identity, pin_memory=pin_memory)
 
 
 def check_batch_size(batch_size: Any) -> None:

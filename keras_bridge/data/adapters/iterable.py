@@ -68,7 +68,7 @@ class IterableLoader(KerasLoader):
         data = self.source()
         if iter(data) is data:  # a one-shot iterator: keep what we took, replay it first
             if not self._replay:
-                self._replay.append(next(data))  # type: ignore[call-overload]
+                self._replay.append(next(data))
             raw = self._replay[0]
         else:
             raw = next(iter(data))

@@ -52,8 +52,13 @@ def is_py_dataset(obj: Any) -> bool:
     return is_keras_object(obj, "utils.PyDataset")
 
 
-def fetch_batch(py_dataset: Any, index: int, class_weight: Optional[Mapping[Any, float]] = None,
-                empty: bool = False, convert: bool = True) -> Any:
+def fetch_batch(
+    py_dataset: Any,
+    index: int,
+    class_weight: Optional[Mapping[Any, float]] = None,
+    empty: bool = False,
+    convert: bool = True,
+) -> Any:
     """``py_dataset[index]`` made ready for the module; errors name the index and keep the traceback."""
     where = f"{type(py_dataset).__name__}.__getitem__({index})"
     try:
@@ -144,7 +149,7 @@ class BatchOrder:
         self._passes += 1
         order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
         # One step takes `world` batches, one per process.
-        steps = [order[i:i + world] for i in range(0, n, world)]
+        steps = [order[i : i + world] for i in range(0, n, world)]
         return iter(steps), len(steps)
 
     def restart(self) -> None:

@@ -14,11 +14,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, cast
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler
-from torch.utils.data import DistributedSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+)
 from torch.utils.data._utils.collate import default_collate
 
 from keras_bridge.data.adapters.array import DEFAULT_BATCH_SIZE, GlobalBatchSampler
@@ -40,8 +47,12 @@ class SampleBatches(Dataset):
     ``(index tensor, global batch info)`` whose info rides along at the end of the batch.
     """
 
-    def __init__(self, dataset: Any, collate_fn: Optional[Callable[[Any], Any]] = None,
-                 class_weight: Optional[Mapping[Any, float]] = None) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        collate_fn: Optional[Callable[[Any], Any]] = None,
+        class_weight: Optional[Mapping[Any, float]] = None,
+    ) -> None:
         self.dataset = dataset
         self.collate_fn = collate_fn or default_collate
         self.class_weight = class_weight
@@ -79,16 +90,9 @@ def _identity(batch: Any) -> Any:
     return batch
 
 
-def sample_loader(
-    dataset: Any,
-    batch_size: Optional[int] = None,
-    shuffle: Any = False,
-    seed: int = 0,
-    steps_per_epoch: Optional[int] = None,
-    class_weight: Optional[Mapping[Any, float]] = None,
-    collate_fn: Optional[Callable[[Any], Any]] = None,
-    **loader_kwargs: Any,
-) -> DataLoader:
+def sample_loader(dataset: Any, batch_size: Optional[int] = None, shuffle: Any = False, seed: int = 0,
+                  steps_per_epoch: Optional[int] = None, class_weight: Optional[Mapping[Any, float]] = None,
+                  collate_fn: Optional[Callable[[Any], Any]] = None, **loader_kwargs: Any) -> DataLoader:  # fmt: skip
     """Batch a map-style torch ``Dataset`` with Keras's array rules.
 
     Example:
@@ -98,8 +102,11 @@ def sample_loader(
     """
     sampler = GlobalBatchSampler(len(dataset), batch_size or DEFAULT_BATCH_SIZE, shuffle, seed, steps_per_epoch)
     return DataLoader(
-        SampleBatches(dataset, collate_fn, class_weight), sampler=sampler, batch_size=None,
-        collate_fn=_identity, **loader_kwargs,
+        SampleBatches(dataset, collate_fn, class_weight),
+        sampler=sampler,
+        batch_size=None,
+        collate_fn=_identity,
+        **loader_kwargs,
     )
 
 
@@ -130,28 +137,40 @@ class DataLoaderLoader(IterableLoader):
         evaluation: an evaluation loader (resets before every pass).
     """
 
-    def __init__(self, loader: DataLoader, steps_per_epoch: Optional[int] = None, class_weight: Any = None,
-                 seed: int = 0, evaluation: bool = False) -> None:
+    def __init__(
+        self,
+        loader: DataLoader,
+        steps_per_epoch: Optional[int] = None,
+        class_weight: Any = None,
+        seed: int = 0,
+        evaluation: bool = False,
+    ) -> None:
         super().__init__(loader, steps_per_epoch, class_weight, evaluation, name="DataLoader")
+        self.loader = loader
         self.seed = seed
         self._sharded: Optional[DataLoader] = None
 
     def rebuilt(self) -> Optional[DataLoader]:
         _, world = rank_world()
-        loader = self.data
+        loader = self.loader
         if world == 1 or is_distributed(loader) or not _reshardable(loader):
             return None
         if self._sharded is None:
-            kwargs = dict(
-                num_workers=loader.num_workers, pin_memory=loader.pin_memory, timeout=loader.timeout,
-                worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
-                generator=loader.generator, persistent_workers=loader.persistent_workers,
-            )
+            kwargs = dict(num_workers=loader.num_workers, pin_memory=loader.pin_memory, timeout=loader.timeout,
+                          worker_init_fn=loader.worker_init_fn,
+                          multiprocessing_context=loader.multiprocessing_context, generator=loader.generator,
+                          persistent_workers=loader.persistent_workers)  # fmt: skip
             if loader.num_workers > 0:
                 kwargs["prefetch_factor"] = loader.prefetch_factor
             self._sharded = sample_loader(
-                loader.dataset, loader.batch_size, isinstance(loader.sampler, RandomSampler), self.seed,
-                None, self.class_weight, loader.collate_fn, **kwargs,
+                loader.dataset,
+                loader.batch_size,
+                isinstance(loader.sampler, RandomSampler),
+                self.seed,
+                None,
+                self.class_weight,
+                loader.collate_fn,
+                **kwargs,
             )
         return self._sharded
 
@@ -160,7 +179,7 @@ class DataLoaderLoader(IterableLoader):
         return self.data if rebuilt is None else rebuilt
 
     def shards_itself(self) -> bool:
-        return self.rebuilt() is not None or is_distributed(self.data)
+        return self.rebuilt() is not None or is_distributed(self.loader)
 
     def _prepare(self, batch: Any, index: int) -> Any:
         if self.rebuilt() is not None:
@@ -186,10 +205,10 @@ class SampleLoader(KerasLoader):
         return len(self.loader)
 
     def peek(self) -> Any:
-        sampler = self.loader.sampler
+        sampler = cast(GlobalBatchSampler, self.loader.sampler)
         return self.loader.dataset[torch.arange(min(sampler.batch_size, sampler.num_samples))]
 
     def _epoch_batches(self) -> Any:
-        self.loader.sampler.set_epoch(self._epochs)
+        cast(GlobalBatchSampler, self.loader.sampler).set_epoch(self._epochs)
         self._epochs += 1
         return iter(self.loader)
