@@ -28,16 +28,28 @@ from keras_bridge.compile.structure import (
     unpack_batch,
 )
 from keras_bridge.trainer.connector import TrainerConnector, quiet_lightning
-from keras_bridge.utils.compat import set_start_epoch
+from keras_bridge.utils.compat import keras_output_spec, keras_symbolic_build, set_start_epoch
 from keras_bridge.utils.keras import import_keras
 
 
 def _build(module: Any, loader: Any) -> None:
-    """Build the module's losses and metrics from the first batch, as Keras builds an unbuilt model."""
+    """Build the module's losses and metrics from the first batch, as Keras builds an unbuilt model.
+
+    A Keras model is built symbolically, as Keras's ``fit`` does (nothing it can observe runs, and
+    its own compiled loss and metrics are built too); a torch module runs one forward pass without
+    gradients.
+    """
     if module.built:
         return
-    x, y, _ = unpack_batch(data_dispatch.first_batch(loader))
+    batch = data_dispatch.first_batch(loader)
+    x, y, sw = unpack_batch(batch)
     check_input_names(module, x)
+    if module.is_keras:
+        y_pred = map_structure(_zeros_like_spec, keras_output_spec(module.model, x))
+        if getattr(module.model, "compiled", False):
+            keras_symbolic_build(module.model, (x, y, sw))
+        module.build_from_batch(x, y, y_pred)
+        return
     device = next((p.device for p in module.model.parameters()), torch.device("cpu"))
     was_training = module.training
     module.eval()
@@ -45,6 +57,10 @@ def _build(module: Any, loader: Any) -> None:
         y_pred = module(move_data_to_device(x, device), training=False)
     module.train(was_training)
     module.build_from_batch(x, move_data_to_device(y, device) if y is not None else None, y_pred)
+
+
+def _zeros_like_spec(spec: Any) -> Any:
+    return torch.zeros(tuple(spec.shape), dtype=getattr(torch, str(spec.dtype)))
 
 
 Callbacks = Tuple[List[Any], List[Any]]  # (Keras callbacks, Lightning callbacks)

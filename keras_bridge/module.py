@@ -9,6 +9,7 @@ the Keras-style arguments to :mod:`keras_bridge.engine`, which runs a ``lightnin
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 import lightning.pytorch as pl
@@ -17,6 +18,7 @@ from torch import nn
 
 import keras_bridge.engine as engine
 from keras_bridge.callbacks.model_facade import callback_model_for
+from keras_bridge.compile.keras_args import split_keras_arguments
 from keras_bridge.compile.loss_plan import LossPlan
 from keras_bridge.compile.metric_plan import MetricPlan
 from keras_bridge.compile.structure import (
@@ -29,6 +31,8 @@ from keras_bridge.compile.structure import (
 )
 from keras_bridge.compile.tracking import StageTracker
 from keras_bridge.data.distributed import GlobalBatchInfo
+from keras_bridge.model_methods import KerasModelMethods
+from keras_bridge.optimizers.keras_native import KerasNativeSpec, keras_optimizer_for
 from keras_bridge.optimizers.resolve import get_optimizer
 from keras_bridge.optimizers.schedules import KerasScheduleLR
 from keras_bridge.saving.state import apply_training_state
@@ -38,7 +42,7 @@ from keras_bridge.utils.keras import import_keras, is_keras_model
 Tensor = torch.Tensor
 
 
-class KerasModule(pl.LightningModule):
+class KerasModule(KerasModelMethods, pl.LightningModule):
     """Wrap a torch module or a Keras 3 model (torch backend) for Keras-style training on Lightning.
 
     Args:
@@ -81,6 +85,8 @@ class KerasModule(pl.LightningModule):
         self.loss_plan: Optional[LossPlan] = None
         self.metric_plan: Optional[MetricPlan] = None
         self.optimizer_spec: Any = None
+        # compile() arguments Keras cannot take (torch losses, torchmetrics), left out of the Keras model's compile.
+        self.keras_incompatible_arguments: List[str] = []
         # What a compile() resets: the build (output names, trackers) and the optimizer it made.
         self.output_names: Optional[List[str]] = None
         self.output_kind: Optional[str] = None
@@ -99,6 +105,7 @@ class KerasModule(pl.LightningModule):
         # Per-output losses of the batch in flight, from compute_loss to update_metrics.
         self._output_losses: List[Tensor] = []
         self._fits = 0
+        self._warned_untrainable = False
         self._callback_model: Any = None
 
     # ------------------------------------------------------------------ compile
@@ -126,7 +133,12 @@ class KerasModule(pl.LightningModule):
         Note:
             This replaces ``torch.nn.Module.compile``; use ``torch.compile(module.model)`` for that.
         """
-        self.optimizer_spec = get_optimizer(optimizer)
+        keras_optimizer = keras_optimizer_for(optimizer) if self.is_keras else None
+        if keras_optimizer is not None:
+            # A Keras model keeps its Keras optimizer: Keras's own update, state and learning rate.
+            self.optimizer_spec = KerasNativeSpec(keras_optimizer)
+        else:
+            self.optimizer_spec = get_optimizer(optimizer)
         self.loss_plan = LossPlan(loss, loss_weights)
         if metrics is not None or weighted_metrics is not None or self.metric_plan is None:
             # Keras keeps the previous compiled metrics when neither argument is given.
@@ -136,8 +148,20 @@ class KerasModule(pl.LightningModule):
         if self.declared_output_names and self.is_keras:
             self.loss_plan.check_names(self.declared_output_names)
             self.metric_plan.check_names(self.declared_output_names)
+        if keras_optimizer is not None:
+            self._compile_keras_model(keras_optimizer)
         self.compiled = True
         self._forget_build()
+
+    def _compile_keras_model(self, keras_optimizer: Any) -> None:
+        # Plain Keras then finds the model compiled as the user compiled it: model.optimizer is the
+        # optimizer the bridge steps, and model.save writes Keras's compile config and optimizer state.
+        assert self.loss_plan is not None and self.metric_plan is not None
+        arguments, self.keras_incompatible_arguments = split_keras_arguments(
+            {**self.loss_plan.arguments, **self.metric_plan.arguments}
+        )
+        keras_model: Any = self.model
+        keras_model.compile(optimizer=keras_optimizer, **arguments)
 
     def _forget_build(self) -> None:
         # A new compile() rebuilds from the next batch and makes a new optimizer, as in Keras.
@@ -278,6 +302,12 @@ class KerasModule(pl.LightningModule):
         self.update_metrics(y, y_pred, sw, total, batch_size, training=training)
         if info is not None and training:
             total = total * (info.world_size * batch_size / info.global_size)
+        if training and not total.requires_grad:
+            # Nothing to train (no trainable weights): Keras skips the update and says so.
+            if not self._warned_untrainable:
+                self._warned_untrainable = True
+                warnings.warn("The model does not have any trainable weights.", stacklevel=2)
+            return None  # type: ignore[return-value]
         return total
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -382,7 +412,11 @@ class KerasModule(pl.LightningModule):
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self) -> Any:
         self.require_compiled()
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        if isinstance(self.optimizer_spec, KerasNativeSpec):
+            keras_model: Any = self.model
+            params: List[Any] = list(keras_model.trainable_variables)
+        else:
+            params = [p for p in self.model.parameters() if p.requires_grad]
         key = tuple(id(p) for p in params)
         # Keras keeps one optimizer per compile: momentum, step count and schedule position carry
         # over from one fit() to the next.
@@ -396,6 +430,18 @@ class KerasModule(pl.LightningModule):
                 }
             self._optimizer_cache = (key, config)
         return self._optimizer_cache[1]
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.is_keras and not isinstance(self.optimizer_spec, KerasNativeSpec):
+            # A Keras optimizer applies weight constraints after each update; a torch optimizer does not.
+            for variable in self._constrained_variables():
+                variable.assign(variable.constraint(variable))
+
+    def _constrained_variables(self) -> List[Any]:
+        keras_model: Any = self.model
+        variables = keras_model.trainable_variables
+        return [v for v in variables if getattr(v, "constraint", None) is not None]
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> Any:

@@ -1,37 +1,20 @@
-"""Shared test helpers: identical Keras models for Keras-vs-bridge parity runs."""
+"""pytest setup: keras's torch backend before anything imports keras, and the shared fixtures.
+
+Plain helper functions live in ``helpers.py`` (import them with ``from helpers import ...``); this file
+only holds fixtures, which call those helpers.
+"""
 
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import numpy as np
 import pytest
 
 import keras_bridge  # noqa: F401  (selects the torch backend)
-import keras
-
-
-def twin_models(build):
-    """Two Keras models with the same architecture and the same initial weights."""
-    keras.utils.set_random_seed(1234)
-    a = build()
-    b = build()
-    b.set_weights(a.get_weights())
-    return a, b
-
-
-def assert_history_close(keras_history, bridge_history, rtol=1e-4, atol=1e-6):
-    kh, bh = keras_history.history, bridge_history.history
-    assert list(kh.keys()) == list(bh.keys()), (list(kh), list(bh))
-    for key in kh:
-        np.testing.assert_allclose(bh[key], kh[key], rtol=rtol, atol=atol, err_msg=key)
+from helpers import load_digits_data
 
 
 @pytest.fixture
 def digits_data():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = (d.data / 16.0).astype("float32")
-    y = d.target.astype("int64")
-    return x, y
+    """``(x, y)`` of scikit-learn's digits: float32 features in [0, 1], int64 labels."""
+    return load_digits_data()

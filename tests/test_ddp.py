@@ -1,7 +1,6 @@
 """The same fit on 2 processes (Lightning DDP, gloo on CPU) gives the 1-process numbers."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import subprocess_env
+
 SCRIPT = Path(__file__).with_name("_ddp_fit.py")
 
 
 def run(tmp_path, devices):
     out = tmp_path / f"out_{devices}.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = subprocess_env()
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), str(out), str(devices)], cwd=tmp_path, env=env,
         capture_output=True, text=True, timeout=240,

@@ -7,7 +7,7 @@ import keras
 from keras import layers
 
 import keras_bridge as kb
-from conftest import assert_history_close, twin_models
+from helpers import assert_history_close, twin_models
 
 RTOL = 1e-4
 

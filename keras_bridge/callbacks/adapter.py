@@ -20,9 +20,10 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback as LightningCallback
 
 import keras_bridge.callbacks.model_facade as model_facade
-from keras_bridge.callbacks.convert import translate
+from keras_bridge.callbacks.convert import runs_keras_callbacks, translate
 from keras_bridge.callbacks.monitor import resolve_monitor_op
-from keras_bridge.utils.compat import is_default_keras_hook
+from keras_bridge.optimizers.base import get_learning_rate, set_learning_rate
+from keras_bridge.utils.compat import is_default_keras_hook, keras_initial_epoch, set_start_epoch
 from keras_bridge.utils.keras import import_keras
 
 _BATCH_END_HOOKS = ("on_batch_end", "on_train_batch_end")
@@ -100,7 +101,8 @@ class KerasCallbackAdapter(LightningCallback):
     ) -> None:
         keras = import_keras()
         # A ProgbarLogger in the list is replaced by the bridge's own bar (Keras keeps one bar too).
-        self.user_callbacks = [translate(cb) for cb in callbacks if not isinstance(cb, keras.callbacks.ProgbarLogger)]
+        self._given = [cb for cb in callbacks if not isinstance(cb, keras.callbacks.ProgbarLogger)]
+        self.user_callbacks = [translate(cb, native=runs_keras_callbacks(model)) for cb in self._given]
         self.history = history
         self.progbar = progbar
         self.params = params
@@ -153,9 +155,14 @@ class KerasCallbackAdapter(LightningCallback):
 
     # ---------------------------------------------------------------- run start / end
     def setup(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
+        model = pl_module.callback_model if self._own_model else self.model
+        # Keras's own file-writing callbacks assume one process; under DDP their ports write once.
+        native = runs_keras_callbacks(model) and trainer.world_size == 1
+        self.user_callbacks = [translate(cb, native=native) for cb in self._given]
         self._select(rank_zero=trainer.is_global_zero)
-        if self._own_model:
-            self._set_model(pl_module.callback_model)
+        self._set_model(model)
+        if self.params is not None:
+            self._set_params(self.params)
         for cb in self.user_callbacks:
             if hasattr(cb, "_kb_bind"):
                 cb._kb_bind(trainer, pl_module)
@@ -168,6 +175,12 @@ class KerasCallbackAdapter(LightningCallback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
         model_facade.detach_savers(pl_module)
+        self._mirror_ports()
+
+    def _mirror_ports(self) -> None:
+        for cb in self.user_callbacks:
+            if hasattr(cb, "_kb_mirror"):  # a port: the user's Keras object gets its state
+                cb._kb_mirror()
 
     def _sync_stop(self, trainer: pl.Trainer) -> None:
         flag = bool(getattr(self.model, "stop_training", False))
@@ -180,11 +193,12 @@ class KerasCallbackAdapter(LightningCallback):
     def _sync_learning_rates(self, trainer: pl.Trainer) -> None:
         if trainer.world_size == 1 or not trainer.optimizers:
             return
-        # LR callbacks decide from synchronised logs; rank 0's values make any divergence impossible.
-        groups = trainer.optimizers[0].param_groups
-        lrs = trainer.strategy.broadcast([g["lr"] for g in groups], src=0)
-        for group, lr in zip(groups, lrs):
-            group["lr"] = lr
+        # LR callbacks decide from synchronised logs; rank 0's value makes any divergence impossible.
+        optimizer = trainer.optimizers[0]
+        local = get_learning_rate(optimizer)
+        chosen = trainer.strategy.broadcast(local, src=0)
+        if chosen != local:
+            set_learning_rate(optimizer, chosen)
 
     def _sync_restored_weights(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if trainer.world_size == 1 or not any(getattr(cb, "restore_best_weights", False) for cb in self.active):
@@ -200,6 +214,10 @@ class KerasCallbackAdapter(LightningCallback):
             resolve_monitor_op(cb, pl_module)
         for cb in self.all:
             cb.on_train_begin({})
+        # Keras's BackupAndRestore asks its fit to resume at an epoch through the model.
+        resume = keras_initial_epoch(self.model)
+        if resume:
+            set_start_epoch(trainer, resume)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         epoch = trainer.current_epoch
@@ -279,9 +297,7 @@ class KerasCallbackAdapter(LightningCallback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         for cb in self.all:
             cb.on_train_end(dict(self.last_logs))
-        for cb in self.user_callbacks:
-            if hasattr(cb, "_kb_mirror"):  # a port: the user's Keras object gets its state
-                cb._kb_mirror()
+        self._mirror_ports()
         self._sync_restored_weights(trainer, pl_module)
 
     # ---------------------------------------------------------------- predict

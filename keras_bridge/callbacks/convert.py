@@ -30,8 +30,19 @@ def _bridge_class(name: str) -> type:
     return getattr(_PORT_MODULES[name], name)
 
 
-def translate(callback: Any) -> Any:
+def runs_keras_callbacks(model: Any) -> bool:
+    """True for a Keras model compiled with a Keras optimizer: Keras's own BackupAndRestore then works as is."""
+    keras = import_keras()
+    return isinstance(model, keras.Model) and isinstance(getattr(model, "optimizer", None), keras.optimizers.Optimizer)
+
+
+def translate(callback: Any, native: bool = False) -> Any:
     """The callback the adapter drives in place of ``callback`` (often ``callback`` itself).
+
+    Args:
+        callback: the user's Keras callback.
+        native: the model is a Keras model with its Keras optimizer on one process (see
+            :func:`runs_keras_callbacks`): Keras's ``BackupAndRestore`` then runs itself.
 
     Raises:
         ValueError: a callback (or an argument of it) that cannot run on the bridge.
@@ -43,6 +54,8 @@ def translate(callback: Any) -> Any:
         if base is not None and isinstance(callback, base):
             raise ValueError(f"{name}: this callback cannot be translated to Lightning ({why}).")
     for port_name in ("TensorBoard", "BackupAndRestore"):
+        if native and port_name == "BackupAndRestore" and type(callback) is keras.callbacks.BackupAndRestore:
+            continue
         port, original = _bridge_class(port_name), getattr(keras.callbacks, port_name)
         if isinstance(callback, port):
             return callback

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 import keras_bridge.saving.formats as saving
+from keras_bridge.optimizers.keras_native import KerasNativeSpec
 from keras_bridge.utils.compat import attached_trainer
 
 _SAVE_METHODS = ("save", "save_weights", "load_weights")
@@ -116,18 +117,10 @@ class TorchModelFacade:
         return getattr(self._module.model, name)
 
     def get_weights(self) -> List[np.ndarray]:
-        return [t.detach().cpu().numpy().copy() for t in self._module.model.state_dict().values()]
+        return list(self._module.get_weights())
 
     def set_weights(self, weights: List[np.ndarray]) -> None:
-        state = self._module.model.state_dict()
-        if len(weights) != len(state):
-            raise ValueError(
-                f"`set_weights` expected {len(state)} arrays (the module's state_dict entries), "
-                f"received {len(weights)}."
-            )
-        with torch.no_grad():
-            for tensor, value in zip(state.values(), weights):
-                tensor.copy_(torch.as_tensor(value, device=tensor.device, dtype=tensor.dtype))
+        self._module.set_weights(weights)
 
     def save(self, filepath: str, overwrite: bool = True, **kwargs: Any) -> None:
         """Save the module (``.keras``, ``.ckpt``); see :func:`keras_bridge.saving.formats.save_model`."""
@@ -145,7 +138,8 @@ def callback_model_for(module: Any) -> Any:
     """The object to hand to ``callback.set_model``: the Keras model, or a facade of the module."""
     if module.is_keras:
         model = module.model
-        if not isinstance(getattr(model, "optimizer", None), OptimizerFacade):
+        native = isinstance(module.optimizer_spec, KerasNativeSpec)  # model.optimizer is then Keras's own
+        if not native and not isinstance(getattr(model, "optimizer", None), OptimizerFacade):
             # Kept after fit, as Keras keeps `model.optimizer`: callbacks and users read its learning rate.
             object.__setattr__(model, "optimizer", OptimizerFacade(module))
         return model

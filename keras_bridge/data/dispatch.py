@@ -35,7 +35,7 @@ from keras_bridge.data.adapters.iterable import IterableLoader
 from keras_bridge.data.adapters.pydataset import PyDatasetLoader, is_py_dataset
 from keras_bridge.data.adapters.torch_data import DataLoaderLoader, is_distributed, is_map_dataset, sample_loader
 from keras_bridge.data.distributed import unshard_steps
-from keras_bridge.data.epoch_iterator import KerasLoader
+from keras_bridge.data.epoch_iterator import KerasLoader, unwrap
 from keras_bridge.data.utils import check_class_weight, class_weight_to_sample_weight
 
 
@@ -46,6 +46,7 @@ def make_loader(data: Any, batch_size: Optional[int] = None, shuffle: Any = Fals
     Raises:
         TypeError: ``data`` is none of the supported kinds.
     """
+    data = unwrap(data)
     if isinstance(data, KerasLoader):
         return data
     if isinstance(data, DataLoader) and isinstance(data.sampler, GlobalBatchSampler):

@@ -19,6 +19,8 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable, Generic, Iterator, Optional, Tuple, TypeVar
 
+from torch.utils.data import DataLoader, IterableDataset
+
 T = TypeVar("T")
 _END: Any = object()
 
@@ -151,3 +153,34 @@ class KerasLoader:
                 self.on_epoch_end()
             yield current
             current = following
+
+
+class KerasEpochs(IterableDataset):
+    """A :class:`KerasLoader` seen as a torch ``IterableDataset``: one pass is one Keras epoch of batches.
+
+    ``DataLoader(KerasEpochs(loader), batch_size=None)`` is a real ``torch.utils.data.DataLoader`` that
+    yields the loader's batches as they are (it runs in this process; the loader runs its own workers).
+    Lightning never re-samples a loader over an ``IterableDataset``, so the loader's own DDP sharding
+    holds with ``use_distributed_sampler`` True or False.
+    """
+
+    def __init__(self, loader: KerasLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def as_dataloader(loader: KerasLoader) -> DataLoader:
+    """A ``torch.utils.data.DataLoader`` over ``loader``'s Keras epochs (see :class:`KerasEpochs`)."""
+    return DataLoader(KerasEpochs(loader), batch_size=None)
+
+
+def unwrap(data: Any) -> Any:
+    """The :class:`KerasLoader` behind a DataLoader made by :func:`as_dataloader`, else ``data``."""
+    if isinstance(data, DataLoader) and isinstance(data.dataset, KerasEpochs):
+        return data.dataset.loader
+    return data

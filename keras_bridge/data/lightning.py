@@ -17,17 +17,19 @@ from keras_bridge.data.adapters.array import (
 )
 from keras_bridge.data.adapters.torch_data import SampleLoader
 from keras_bridge.data.dispatch import make_loader, split_tuple
-from keras_bridge.data.epoch_iterator import KerasLoader
+from keras_bridge.data.epoch_iterator import as_dataloader
 
 
-def to_dataloader(data: Any, batch_size: Optional[int] = None, shuffle: Any = False) -> KerasLoader:
+def to_dataloader(data: Any, batch_size: Optional[int] = None, shuffle: Any = False) -> DataLoader:
     """Turn Keras-style data into a loader that a plain ``lightning.Trainer`` can iterate.
 
     ``data`` may be a ``keras.utils.PyDataset`` (its workers settings apply, ``on_epoch_end()`` runs
     after every epoch), a torch ``Dataset`` (batched by ``batch_size``, default 32), a ``DataLoader``,
     an iterable of batches, or arrays: ``x``, or a tuple ``(x, y)`` / ``(x, y, sample_weight)``.
 
-    The result shards itself under DDP, so it works with ``use_distributed_sampler`` True or False.
+    The result is a ``torch.utils.data.DataLoader`` (over :class:`~keras_bridge.data.epoch_iterator.KerasEpochs`)
+    that keeps Keras's rules: batch order, ``on_epoch_end()``, the PyDataset's own workers. It shards itself under
+    DDP, so it works with ``use_distributed_sampler`` True or False, and ``fit`` accepts it back as ``x``.
 
     Args:
         data: the data.
@@ -36,13 +38,13 @@ def to_dataloader(data: Any, batch_size: Optional[int] = None, shuffle: Any = Fa
             PyDataset); ``"batch"`` shuffles inside batches (arrays/Datasets).
 
     Returns:
-        A :class:`~keras_bridge.data.epoch_iterator.KerasLoader` (iterable, sized when the length is known).
+        A ``DataLoader`` (sized when the number of batches is known).
 
     Example:
         >>> import numpy as np
         >>> loader = to_dataloader((np.zeros((10, 3)), np.ones(10)), batch_size=4)
-        >>> len(loader), [len(b[0]) for b in loader]
-        (3, [4, 4, 2])
+        >>> type(loader).__name__, len(loader), [len(b[0]) for b in loader]
+        ('DataLoader', 3, [4, 4, 2])
     """
     check_batch_size(batch_size)
     seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
@@ -50,6 +52,6 @@ def to_dataloader(data: Any, batch_size: Optional[int] = None, shuffle: Any = Fa
         x, y, sw = split_tuple(data)
         x, y, sw = to_tensors(x), to_tensors(y), to_tensors(sw)
         check_cardinality(x, y, sw)
-        return SampleLoader(array_loader(x, y, sw, batch_size or DEFAULT_BATCH_SIZE, shuffle, seed))
+        return as_dataloader(SampleLoader(array_loader(x, y, sw, batch_size or DEFAULT_BATCH_SIZE, shuffle, seed)))
     loader = make_loader(data, batch_size, shuffle, None, None, seed)
-    return SampleLoader(loader) if isinstance(loader, DataLoader) else loader
+    return as_dataloader(SampleLoader(loader) if isinstance(loader, DataLoader) else loader)

@@ -142,14 +142,15 @@ def class_weight_to_sample_weight(y: Any, class_weight: Mapping[Any, float]) -> 
         y = y.argmax(dim=-1) if y.shape[-1] != 1 else y.squeeze(-1)
     classes = torch.round(y.double()).long() if y.is_floating_point() else y.long()
     table = {int(k): float(v) for k, v in class_weight.items()}
-    if not table:
+    if not table or not classes.numel():
         return torch.ones(classes.shape[0])
-    size = max(max(table) + 1, int(classes.max()) + 1 if classes.numel() else 1)
-    lut = torch.ones(size, dtype=torch.float32)
+    # A lookup table from the smallest to the largest class seen, labels without a weight weigh 1.0.
+    low = min(min(table), int(classes.min()))
+    high = max(max(table), int(classes.max()))
+    lut = torch.ones(high - low + 1, dtype=torch.float32)
     for k, v in table.items():
-        if k >= 0:
-            lut[k] = v
-    return lut[classes.clamp(min=0)]
+        lut[k - low] = v
+    return lut[classes - low]
 
 
 def add_class_weight(batch: Tuple[Any, ...], class_weight: Mapping[Any, float], where: str) -> Tuple[Any, ...]:

@@ -420,6 +420,8 @@ def get_learning_rate(optimizer: torch.optim.Optimizer) -> float:
         >>> get_learning_rate(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5))
         0.5
     """
+    if hasattr(optimizer, "keras_optimizer"):  # a Keras optimizer stepped by Lightning: its own value
+        return float(optimizer.learning_rate)  # type: ignore[attr-defined]
     return float(optimizer.param_groups[0]["lr"])
 
 
@@ -429,6 +431,9 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, value: float) -> None:
     Raises:
         TypeError: the optimizer's lr is driven by a schedule (``optimizer.keras_schedule`` is set).
     """
+    if hasattr(optimizer, "keras_optimizer"):
+        optimizer.learning_rate = value  # type: ignore[attr-defined]
+        return
     if getattr(optimizer, "keras_schedule", None) is not None:
         raise TypeError(
             "This optimizer was created with a `LearningRateSchedule` object as its `learning_rate` "

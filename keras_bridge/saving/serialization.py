@@ -29,6 +29,7 @@ import importlib
 import inspect
 import math
 import numbers
+import sys
 from typing import Any, Dict, List, Mapping, Optional
 
 import torch
@@ -96,6 +97,14 @@ def _path(obj: Any) -> Dict[str, str]:
     module, name = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
     if not module or not name or "<locals>" in name or "<lambda>" in name:
         raise NotSerializable(f"{obj!r} has no import path (a lambda or a local definition)")
+    if inspect.isbuiltin(obj) and "." in name:
+        # torch's C functions report a qualname inside a private class ("_VariableFunctionsClass.tanh");
+        # name them where users import them from.
+        short = getattr(obj, "__name__", "")
+        for candidate in (module, "torch.nn.functional", "torch"):
+            if getattr(sys.modules.get(candidate), short, None) is obj:
+                return {"module": candidate, "name": short}
+        raise NotSerializable(f"{obj!r} has no public import path")
     return {"module": module, "name": name}
 
 
@@ -151,6 +160,9 @@ def _describe_optimizer_spec(obj: Any) -> Optional[Dict[str, Any]]:
 
     if not isinstance(obj, OptimizerSpec):
         return None
+    keras_optimizer = getattr(obj, "keras_optimizer", None)
+    if keras_optimizer is not None:  # a Keras model's own Keras optimizer
+        return serialize(keras_optimizer)
     factory = obj.factory
     if isinstance(factory, _KerasClassFactory):
         return {

@@ -120,8 +120,9 @@ def training_state(module: Any) -> Dict[str, Any]:
     state: Dict[str, Any] = {}
     if trainer is not None and trainer.optimizers:
         optimizer = trainer.optimizers[0]
-        positions = _positions(module, optimizer)
+        positions = None if hasattr(optimizer, "keras_optimizer") else _positions(module, optimizer)
         state["optimizer"] = optimizer.state_dict()
+        # A Keras optimizer's variables are already in the model's structural order.
         if positions is not None:
             state["optimizer"] = _renumber(state["optimizer"], dict(enumerate(positions)))
             state["optimizer_by_position"] = True

@@ -29,6 +29,11 @@ def dump_checkpoint(trainer: Any, weights_only: bool) -> Dict[str, Any]:
     return trainer._checkpoint_connector.dump_checkpoint(weights_only)
 
 
+def keras_initial_epoch(model: Any) -> Optional[int]:
+    """The epoch a Keras ``BackupAndRestore`` asked the fit to resume at (``model._initial_epoch``), or None."""
+    return getattr(model, "_initial_epoch", None)
+
+
 def set_keras_initial_epoch(model: Any, epoch: int) -> None:
     """Keras's ``model._initial_epoch``, which its ``BackupAndRestore`` sets to resume at ``epoch``."""
     object.__setattr__(model, "_initial_epoch", epoch)
@@ -115,3 +120,21 @@ def keras_profile_batches(callback: Any) -> Tuple[int, int]:
 def tensorboard_file_writer(writer: Any) -> Any:
     """The event-file writer behind a ``torch.utils.tensorboard.SummaryWriter`` (to write a raw Summary)."""
     return writer._get_file_writer()
+
+
+def keras_output_spec(model: Any, x: Any) -> Any:
+    """The output structure of ``model(x, training=False)`` as KerasTensors, without running it for real.
+
+    Keras's own ``fit`` builds an unbuilt model this way (``backend.compute_output_spec`` in a stateless
+    scope): no variable changes and no random draw that the model could observe.
+    """
+    keras = import_keras()
+    symbolic = keras.tree.map_structure(
+        lambda v: None if v is None else keras.KerasTensor(tuple(v.shape), keras.backend.standardize_dtype(v.dtype)), x
+    )
+    return keras.src.backend.compute_output_spec(model, symbolic, training=False)
+
+
+def keras_symbolic_build(model: Any, batch: Any) -> None:
+    """Build a compiled Keras model's loss and metrics from one batch, as Keras's ``fit`` does first."""
+    model._symbolic_build(data_batch=batch)

@@ -16,7 +16,7 @@ import keras
 from keras import layers
 
 import keras_bridge as kb
-from conftest import twin_models
+from helpers import twin_models
 from keras_bridge.callbacks.monitor import resolve_monitor_op
 
 STATE = ("wait", "best", "stopped_epoch", "best_epoch", "cooldown_counter")

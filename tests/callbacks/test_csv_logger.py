@@ -7,7 +7,7 @@ import keras
 from keras import layers
 
 import keras_bridge as kb
-from conftest import twin_models
+from helpers import twin_models
 
 
 def build():

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from helpers import subprocess_env
+
 SCRIPT = Path(__file__).with_name("_ddp_callbacks.py")
 
 
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_decisions_are_agreed_and_files_written_once(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env = subprocess_env()
     proc = subprocess.run([sys.executable, str(SCRIPT), "2"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

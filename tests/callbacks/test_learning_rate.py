@@ -8,7 +8,7 @@ import keras
 from keras import layers
 
 import keras_bridge as kb
-from conftest import assert_history_close, twin_models
+from helpers import assert_history_close, twin_models
 
 S = keras.optimizers.schedules
 SCHEDULES = {
@@ -87,3 +87,34 @@ def test_history_learning_rate_column_equals_keras(data, callback):
     b_history = module.fit(x, y, callbacks=[callback()], **kwargs)
     assert b_history.history["learning_rate"] == k_history.history["learning_rate"]
     assert_history_close(k_history, b_history)
+
+
+class HalvingLR(keras.callbacks.Callback):
+    """A user's callback written for Keras: reads and writes the learning rate as Keras code does."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        current = float(self.model.optimizer.learning_rate.numpy())
+        self.model.optimizer.learning_rate = current * 0.5 if epoch else 0.2
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["learning_rate"] = float(self.model.optimizer.learning_rate.value)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_lr_set_in_on_epoch_begin_gives_keras_history_and_weights(optimizer):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(48, 5)).astype("float32")
+    y = rng.normal(size=(48, 1)).astype("float32")
+    keras_model, bridge_model = twin_models(build)
+    keras_model.compile(optimizer=optimizer, loss="mse")
+    expected = keras_model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[HalvingLR()])
+    module = kb.KerasModule(bridge_model)
+    module.compile(optimizer=optimizer, loss="mse")
+    got = module.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[HalvingLR()])
+    assert_history_close(expected, got, rtol=1e-5)
+    np.testing.assert_allclose(got.history["learning_rate"], [0.2, 0.1, 0.05], rtol=1e-6)
+    for a, b in zip(keras_model.get_weights(), bridge_model.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+    # and between fits, as a user sets it: the next optimizer step uses it
+    bridge_model.optimizer.learning_rate.assign(0.01)
+    assert float(module.model.optimizer.learning_rate) == pytest.approx(0.01)

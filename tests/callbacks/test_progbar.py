@@ -9,7 +9,7 @@ import keras
 from keras import layers
 
 import keras_bridge as kb
-from conftest import twin_models
+from helpers import twin_models
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 TIMES = re.compile(r"\d+(ms|us)?/step|\b\d+s\b|\d+:\d\d(:\d\d)?")

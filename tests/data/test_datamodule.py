@@ -96,3 +96,45 @@ def test_ddp_shards_batches_without_duplicates(tmp_path, kind):
     # Exact validation metrics: the DDP value equals one process evaluating the same weights.
     single = module.evaluate(_kind(kind), verbose=0, return_dict=True)
     np.testing.assert_allclose(float(t.callback_metrics["val_loss"]), single["loss"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["arrays", "dataset", "pydataset", "iterable"])
+def test_to_dataloader_is_a_torch_dataloader_for_every_input_kind(kind):
+    import keras
+    import torch
+
+    x = np.arange(20, dtype="float32").reshape(10, 2)
+    y = np.arange(10)
+    if kind == "arrays":
+        data = (x, y)
+    elif kind == "dataset":
+        data = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    elif kind == "iterable":
+
+        class Iterable:  # any re-iterable object yielding (x, y) batches
+            def __iter__(self):
+                return ((x[i : i + 4], y[i : i + 4]) for i in range(0, 10, 4))
+
+            def __len__(self):
+                return 3
+
+        data = Iterable()
+    else:
+
+        class Batches(keras.utils.PyDataset):
+            def __len__(self):
+                return 3
+
+            def __getitem__(self, i):
+                return x[4 * i : 4 * i + 4], y[4 * i : 4 * i + 4]
+
+        data = Batches()
+    loader = kb.data.to_dataloader(data, batch_size=4)
+    assert isinstance(loader, torch.utils.data.DataLoader)
+    assert len(loader) == 3
+    targets = [b[1].tolist() for b in loader]
+    assert targets == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    # and it goes back into fit as Keras data
+    module = kb.KerasModule(torch.nn.Linear(2, 1))
+    module.compile(optimizer="sgd", loss="mse")
+    assert len(module.fit(loader, epochs=2, verbose=0).history["loss"]) == 2

@@ -4,16 +4,9 @@ import multiprocessing
 import os
 import time
 
+import keras
 import numpy as np
 import pytest
-
-import keras
-from keras import layers
-
-import keras_bridge as kb
-from keras_bridge.data.adapters import pydataset as pyd
-from keras_bridge.data.adapters.pydataset import PyDatasetLoader, shard_keys
-from conftest import assert_history_close, twin_models
 from _pydatasets import (
     CountingPyDataset,
     ExamplePyDataset,
@@ -24,12 +17,14 @@ from _pydatasets import (
     digits,
     digits_model,
 )
+from helpers import assert_history_close, twin_models
+from keras import layers
 
-MODES = {
-    "inline": dict(),
-    "threads": dict(workers=4),
-    "processes": dict(workers=2, use_multiprocessing=True),
-}
+import keras_bridge as kb
+from keras_bridge.data.adapters import pydataset as pyd
+from keras_bridge.data.adapters.pydataset import PyDatasetLoader, shard_keys
+
+MODES = {"inline": dict(), "threads": dict(workers=4), "processes": dict(workers=2, use_multiprocessing=True)}
 
 
 def compile_kwargs():
@@ -61,8 +56,11 @@ def test_guide_pydataset_trains_and_evaluates(mode):
     assert history.params["steps"] == 47
     assert history.history["val_sparse_categorical_accuracy"][-1] > 0.85
     loss, acc = module.evaluate(val_py_dataset, verbose=0)
-    np.testing.assert_allclose([loss, acc], [history.history["val_loss"][-1],
-                                             history.history["val_sparse_categorical_accuracy"][-1]], rtol=1e-6)
+    np.testing.assert_allclose(
+        [loss, acc],
+        [history.history["val_loss"][-1], history.history["val_sparse_categorical_accuracy"][-1]],
+        rtol=1e-6,
+    )
 
 
 # ---------------------------------------------------------------------------- Keras parity
@@ -77,11 +75,22 @@ def test_history_matches_keras_fit(mode, weighting):
     module = kb.KerasModule(b_model)
     module.compile(**compile_kwargs())
     # Keras iterates its own copy inline; the bridge uses the mode under test.
-    kh = k_model.fit(WeightedPyDataset(x, y, w, batch_size=40), validation_data=WeightedPyDataset(x_val[:100], y_val[:100]),
-                     epochs=3, shuffle=False, class_weight=class_weight, verbose=0)
-    bh = module.fit(WeightedPyDataset(x, y, w, batch_size=40, **MODES[mode]),
-                    validation_data=WeightedPyDataset(x_val[:100], y_val[:100], **MODES[mode]),
-                    epochs=3, shuffle=False, class_weight=class_weight, verbose=0)
+    kh = k_model.fit(
+        WeightedPyDataset(x, y, w, batch_size=40),
+        validation_data=WeightedPyDataset(x_val[:100], y_val[:100]),
+        epochs=3,
+        shuffle=False,
+        class_weight=class_weight,
+        verbose=0,
+    )
+    bh = module.fit(
+        WeightedPyDataset(x, y, w, batch_size=40, **MODES[mode]),
+        validation_data=WeightedPyDataset(x_val[:100], y_val[:100], **MODES[mode]),
+        epochs=3,
+        shuffle=False,
+        class_weight=class_weight,
+        verbose=0,
+    )
     assert_history_close(kh, bh, rtol=1e-4)
 
 
@@ -190,7 +199,9 @@ def test_fit_steps_per_epoch_and_infinite_dataset():
 @pytest.mark.parametrize("mode", ["threads", "processes"])
 def test_max_queue_size_bounds_batches_in_flight(mode):
     counter = multiprocessing.get_context("fork").Value("i", 0)
-    ds = CountingPyDataset(counter, n_batches=40, workers=2, use_multiprocessing=(mode == "processes"), max_queue_size=4)
+    ds = CountingPyDataset(
+        counter, n_batches=40, workers=2, use_multiprocessing=(mode == "processes"), max_queue_size=4
+    )
     monkey = pyd.MULTIPROCESSING_CONTEXT
     pyd.MULTIPROCESSING_CONTEXT = "fork"
     try:
@@ -215,9 +226,7 @@ def test_getitem_error_names_index_and_keeps_traceback(mode):
     with pytest.raises(ValueError, match=r"FailingPyDataset.__getitem__\(3\)") as info:
         module.fit(ds, epochs=1, shuffle=False, verbose=0)
     exc = info.value
-    text = str(exc) + "".join(
-        __import__("traceback").format_exception(type(exc), exc, exc.__traceback__)
-    )
+    text = str(exc) + "".join(__import__("traceback").format_exception(type(exc), exc, exc.__traceback__))
     assert "corrupt record in batch 3" in text
     assert "decode_record" in text  # the frame that raised, from wherever it ran
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from keras_bridge.utils.keras import import_keras
 from keras_bridge import optimizers as O
+from keras_bridge.utils.keras import import_keras
 
 keras = import_keras()
 
@@ -44,8 +44,9 @@ def _step_both(kopt, kvars, opt, params, grads) -> None:
 
 def _assert_same(kvars, params, step) -> None:
     for i, (kv, p) in enumerate(zip(kvars, params)):
-        np.testing.assert_allclose(p.detach().numpy(), kv.numpy(), rtol=1e-5, atol=1e-7,
-                                   err_msg=f"variable {i} after step {step}")
+        np.testing.assert_allclose(
+            p.detach().numpy(), kv.numpy(), rtol=1e-5, atol=1e-7, err_msg=f"variable {i} after step {step}"
+        )
 
 
 CASES = [
@@ -106,8 +107,11 @@ def test_same_weights_as_keras_after_every_step(name, kwargs):
 @pytest.mark.parametrize("name", ["Adam", "Nadam", "SGD"])
 def test_missing_gradient_keeps_keras_global_step(name):
     kvars, params = _keras_and_torch(_initial_weights())
-    kopt = getattr(keras.optimizers, name)(learning_rate=0.05, momentum=0.9) if name == "SGD" else \
-        getattr(keras.optimizers, name)(learning_rate=0.05)
+    kopt = (
+        getattr(keras.optimizers, name)(learning_rate=0.05, momentum=0.9)
+        if name == "SGD"
+        else getattr(keras.optimizers, name)(learning_rate=0.05)
+    )
     opt = getattr(O, name)(params, learning_rate=0.05, **({"momentum": 0.9} if name == "SGD" else {}))
     grads = _gradients()
     grads[1][1] = None  # the bias gets no gradient at step 1: Keras still counts the iteration
@@ -298,11 +302,14 @@ def test_set_learning_rate_refuses_a_schedule_driven_optimizer():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize(("name", "kwargs"), [
-    ("Adam", {"learning_rate": 0.05, "global_clipnorm": 1.0, "weight_decay": 0.1, "use_ema": True}),
-    ("Nadam", {"clipnorm": 1.0}),
-    ("RMSprop", {"centered": True, "momentum": 0.5, "gradient_accumulation_steps": 2}),
-])
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("Adam", {"learning_rate": 0.05, "global_clipnorm": 1.0, "weight_decay": 0.1, "use_ema": True}),
+        ("Nadam", {"clipnorm": 1.0}),
+        ("RMSprop", {"centered": True, "momentum": 0.5, "gradient_accumulation_steps": 2}),
+    ],
+)
 def test_step_never_synchronizes_with_the_device(name, kwargs):
     params = [torch.nn.Parameter(torch.tensor(w, device="cuda")) for w in _initial_weights()]
     opt = getattr(O, name)(params, **kwargs)

@@ -9,16 +9,15 @@ import contextlib
 import os
 import time
 
+import keras
 import numpy as np
 import pytest
 import torch
-
-import keras
+from helpers import twin_models
 from keras import layers
+from tensorboard.backend.event_processing import plugin_event_accumulator
 
 import keras_bridge as kb
-from conftest import twin_models
-from tensorboard.backend.event_processing import plugin_event_accumulator
 
 
 class FakeWriter:
@@ -123,10 +122,18 @@ def drive(cb, epochs=3, batches=3, val_batches=2):
     cb.on_train_end({})
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(), dict(update_freq="batch"), dict(update_freq=2), dict(update_freq=3, histogram_freq=2),
-    dict(histogram_freq=1, write_steps_per_second=True), dict(update_freq=2, write_steps_per_second=True),
-], ids=str)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(),
+        dict(update_freq="batch"),
+        dict(update_freq=2),
+        dict(update_freq=3, histogram_freq=2),
+        dict(histogram_freq=1, write_steps_per_second=True),
+        dict(update_freq=2, write_steps_per_second=True),
+    ],
+    ids=str,
+)
 def test_same_tags_steps_and_values_as_keras(models, tmp_path, kwargs):
     k_model, b_model = models
     keras_cb = keras.callbacks.TensorBoard(log_dir=str(tmp_path / "keras"), write_graph=False, **kwargs)
@@ -134,8 +141,10 @@ def test_same_tags_steps_and_values_as_keras(models, tmp_path, kwargs):
     keras_cb.set_model(k_model)
     drive(keras_cb)
     folders = {"train": "train", "validation": "validation"}
-    expected = sorted(((folders[f], tag, step, value) for f, tag, step, value in keras_cb._summary_module.records),
-                      key=lambda r: (r[0], r[1], r[2]))
+    expected = sorted(
+        ((folders[f], tag, step, value) for f, tag, step, value in keras_cb._summary_module.records),
+        key=lambda r: (r[0], r[1], r[2]),
+    )
     port = kb.callbacks.TensorBoard(log_dir=str(tmp_path / "bridge"), write_graph=False, **kwargs)
     port.set_model(b_model)
     drive(port)
@@ -153,8 +162,9 @@ def test_fit_writes_keras_layout_without_tensorflow(tmp_path):
     x, y = rng.normal(size=(24, 4)).astype("float32"), rng.integers(0, 3, 24)
     for name, net in (("keras", build()), ("torch", torch.nn.Linear(4, 3))):
         module = kb.KerasModule(net)
-        module.compile(optimizer="sgd", loss="sparse_categorical_crossentropy" if name == "keras" else "mse",
-                       metrics=None)
+        module.compile(
+            optimizer="sgd", loss="sparse_categorical_crossentropy" if name == "keras" else "mse", metrics=None
+        )
         log_dir = tmp_path / name
         target = y if name == "keras" else np.eye(3, dtype="float32")[y]
         callback = keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=1, update_freq="batch")
@@ -177,8 +187,9 @@ def test_fit_writes_keras_layout_without_tensorflow(tmp_path):
         assert tags == expected
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(embeddings_freq=1), "embeddings_freq"),
-                                           (dict(profile_batch=2), "profile_batch")])
+@pytest.mark.parametrize(
+    "kwargs, match", [(dict(embeddings_freq=1), "embeddings_freq"), (dict(profile_batch=2), "profile_batch")]
+)
 def test_untranslatable_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         kb.callbacks.TensorBoard(**kwargs)

@@ -2,17 +2,16 @@
 
 import warnings
 
+import keras
 import numpy as np
 import pytest
 import torch
-
-import keras
+from _pydatasets import ExampleTorchDataset, SampleDataset, WeightedPyDataset, digits, digits_model
+from helpers import assert_history_close
 from keras import layers
 
 import keras_bridge as kb
 from keras_bridge.data.adapters.torch_data import DataLoaderLoader
-from conftest import assert_history_close
-from _pydatasets import ExampleTorchDataset, SampleDataset, WeightedPyDataset, digits, digits_model
 
 N, BS = 200, 40
 
@@ -26,8 +25,12 @@ def mlp():
 def make_module(seed=0, build=mlp):
     keras.utils.set_random_seed(seed)
     module = kb.KerasModule(build())
-    module.compile(optimizer=keras.optimizers.RMSprop(1e-3), loss="sparse_categorical_crossentropy",
-                   metrics=["sparse_categorical_accuracy"], weighted_metrics=["sparse_categorical_accuracy"])
+    module.compile(
+        optimizer=keras.optimizers.RMSprop(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["sparse_categorical_accuracy"],
+        weighted_metrics=["sparse_categorical_accuracy"],
+    )
     return module
 
 
@@ -113,12 +116,17 @@ def test_generator_of_batches_has_unknown_length_and_loses_no_batch():
     assert_history_close(expected, got, rtol=1e-5)
 
 
-@pytest.mark.parametrize("n_samples, expected", [
-    (10, [[0, 1], [2, 3], [4], [0, 1]]),  # 5 batches: the third epoch runs out (with a warning)
-    (8, [[0, 1], [2, 3], [0, 1], [2, 3]]),  # 4 batches: every epoch full, a new pass after two
-])
+@pytest.mark.parametrize(
+    "n_samples, expected",
+    [
+        (10, [[0, 1], [2, 3], [4], [0, 1]]),  # 5 batches: the third epoch runs out (with a warning)
+        (8, [[0, 1], [2, 3], [0, 1], [2, 3]]),  # 4 batches: every epoch full, a new pass after two
+    ],
+)
 def test_dataloader_steps_per_epoch_carries_over(n_samples, expected):
-    ds = torch.utils.data.TensorDataset(torch.arange(float(n_samples)).reshape(-1, 1), torch.zeros(n_samples, dtype=torch.long))
+    ds = torch.utils.data.TensorDataset(
+        torch.arange(float(n_samples)).reshape(-1, 1), torch.zeros(n_samples, dtype=torch.long)
+    )
     loader = DataLoaderLoader(torch.utils.data.DataLoader(ds, batch_size=2), steps_per_epoch=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -132,9 +140,14 @@ def test_predict_and_evaluate_match_arrays(kind):
     (x, y), _ = digits(n_train=N)
     module = make_module()
     module.fit(x, y, batch_size=BS, epochs=1, verbose=0)
-    np.testing.assert_allclose(module.predict(as_kind(kind, x, y, None), verbose=0), module.predict(x, verbose=0), rtol=1e-6)
-    np.testing.assert_allclose(module.evaluate(as_kind(kind, x, y, None), verbose=0),
-                               module.evaluate(x, y, batch_size=BS, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        module.predict(as_kind(kind, x, y, None), verbose=0), module.predict(x, verbose=0), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        module.evaluate(as_kind(kind, x, y, None), verbose=0),
+        module.evaluate(x, y, batch_size=BS, verbose=0),
+        rtol=1e-6,
+    )
 
 
 def test_float64_batches_reach_the_model_as_float32():
@@ -146,7 +159,10 @@ def test_float64_batches_reach_the_model_as_float32():
 
 # ---------------------------------------------------------------------------- errors
 def test_dataloader_batch_of_wrong_arity_names_the_batch():
-    data = Batches([(np.zeros((2, 64), "float32"), np.zeros(2, "int64"))] * 2 + [tuple(np.zeros((2, 64), "float32") for _ in range(4))])
+    data = Batches(
+        [(np.zeros((2, 64), "float32"), np.zeros(2, "int64"))] * 2
+        + [tuple(np.zeros((2, 64), "float32") for _ in range(4))]
+    )
     with pytest.raises(ValueError, match=r"batch 2 of the Batches .*tuple of length 4"):
         make_module().fit(data, verbose=0)
 

@@ -4,11 +4,10 @@ import json
 import os
 import zipfile
 
+import keras
 import numpy as np
 import pytest
 import torch
-
-import keras
 from keras import layers
 
 import keras_bridge as kb
@@ -46,8 +45,9 @@ def data():
 
 def trained(net, data, **compile_kwargs):
     module = kb.KerasModule(net)
-    kwargs = dict(optimizer=kb.optimizers.SGD(0.1, momentum=0.9), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    kwargs = dict(
+        optimizer=kb.optimizers.SGD(0.1, momentum=0.9), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     kwargs.update(compile_kwargs)
     module.compile(**kwargs)
     module.fit(*data, batch_size=8, epochs=2, verbose=0)
@@ -80,10 +80,16 @@ def test_a_save_is_invisible_until_complete(tmp_path, data, monkeypatch):
     assert seen == [(True, False, True)]
 
 
-@pytest.mark.parametrize("make", [
-    lambda: torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3), torch.nn.Softmax(-1)),
-    lambda: Net(6, dropout=0.25),
-], ids=["sequential", "user_class"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.nn.Sequential(
+            torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3), torch.nn.Softmax(-1)
+        ),
+        lambda: Net(6, dropout=0.25),
+    ],
+    ids=["sequential", "user_class"],
+)
 def test_torch_module_round_trip_with_compile_state(tmp_path, data, make):
     torch.manual_seed(0)
     module = trained(make(), data)
@@ -102,8 +108,10 @@ def test_training_continues_from_the_saved_optimizer_state(tmp_path, data):
     def make():
         torch.manual_seed(0)
         module = kb.KerasModule(torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)))
-        module.compile(optimizer=kb.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 2, 0.5),
-                                                   momentum=0.9), loss="mse")
+        module.compile(
+            optimizer=kb.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 2, 0.5), momentum=0.9),
+            loss="mse",
+        )
         return module
 
     x, y = data[0], np.eye(3, dtype="float32")[data[1]]

@@ -7,23 +7,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import torch
-
-import keras
+from helpers import subprocess_env, twin_models
 from keras import layers
 
 import keras_bridge as kb
-from conftest import twin_models
 
 SCRIPT = Path(__file__).with_name("_backup_run.py")
 
 
 def run_script(cwd, backup, out, kill):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    return subprocess.run([sys.executable, str(SCRIPT), backup, out, "1" if kill else "0"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=240)
+    env = subprocess_env()
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), backup, out, "1" if kill else "0"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
 
 
 @pytest.mark.slow
@@ -49,17 +54,21 @@ def build():
     return keras.Model(inp, layers.Dense(2, name="out")(inp))
 
 
-@pytest.mark.parametrize("kwargs", [dict(), dict(save_freq=2), dict(double_checkpoint=True),
-                                    dict(delete_checkpoint=False, save_freq=4)], ids=str)
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(), dict(save_freq=2), dict(double_checkpoint=True), dict(delete_checkpoint=False, save_freq=4)],
+    ids=str,
+)
 def test_writes_the_files_keras_writes(tmp_path, kwargs):
     k_model, b_model = twin_models(build)
     k_model.compile(optimizer="sgd", loss="mse")
     module = kb.KerasModule(b_model)
     module.compile(optimizer="sgd", loss="mse")
     listings = []
-    for name, cb, model in (("keras", keras.callbacks.BackupAndRestore(str(tmp_path / "keras"), **kwargs), k_model),
-                            ("bridge", kb.callbacks.BackupAndRestore(str(tmp_path / "bridge"), **kwargs),
-                             module.callback_model)):
+    for name, cb, model in (
+        ("keras", keras.callbacks.BackupAndRestore(str(tmp_path / "keras"), **kwargs), k_model),
+        ("bridge", kb.callbacks.BackupAndRestore(str(tmp_path / "bridge"), **kwargs), module.callback_model),
+    ):
         cb._kb_bind(None, module) if name == "bridge" else None
         cb.set_model(model)
         seen = []
@@ -70,8 +79,12 @@ def test_writes_the_files_keras_writes(tmp_path, kwargs):
             cb.on_epoch_end(epoch, {"loss": 1.0})
             folder = tmp_path / name
             metadata = folder / "training_metadata.json"
-            seen.append((sorted(os.listdir(folder)) if folder.exists() else None,
-                         metadata.read_text() if metadata.exists() else None))
+            seen.append(
+                (
+                    sorted(os.listdir(folder)) if folder.exists() else None,
+                    metadata.read_text() if metadata.exists() else None,
+                )
+            )
         cb.on_train_end({})
         seen.append(os.path.exists(tmp_path / name))
         listings.append(seen)

@@ -2,11 +2,10 @@
 
 import os
 
+import keras
 import numpy as np
 import pytest
 import torch
-
-import keras
 from keras import layers
 
 import keras_bridge as kb
@@ -36,8 +35,17 @@ READERS = {
 
 
 @pytest.mark.parametrize("kind", ["torch", "keras"])
-@pytest.mark.parametrize("suffix, weights_only", [(".keras", False), (".h5", False), (".ckpt", False),
-                                                  (".ckpt", True), (".weights.pt", True), (".weights.h5", True)])
+@pytest.mark.parametrize(
+    "suffix, weights_only",
+    [
+        (".keras", False),
+        (".h5", False),
+        (".ckpt", False),
+        (".ckpt", True),
+        (".weights.pt", True),
+        (".weights.h5", True),
+    ],
+)
 def test_each_extension_writes_a_loadable_file(tmp_path, kind, suffix, weights_only):
     if suffix == ".h5" and kind == "torch":
         pytest.skip("Keras's legacy .h5 format holds Keras models only")
@@ -53,8 +61,11 @@ def test_each_extension_writes_a_loadable_file(tmp_path, kind, suffix, weights_o
     assert READERS[suffix](kind, str(tmp_path / "ck" / names[-1]), module)
 
 
-@pytest.mark.parametrize("kwargs", [dict(filepath="m.txt"), dict(filepath="m.weights.pt"),
-                                    dict(filepath="m.keras", save_weights_only=True)], ids=str)
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(filepath="m.txt"), dict(filepath="m.weights.pt"), dict(filepath="m.keras", save_weights_only=True)],
+    ids=str,
+)
 def test_extension_rules(kwargs):
     with pytest.raises(ValueError, match="must end in"):
         kb.callbacks.ModelCheckpoint(**kwargs)
@@ -74,13 +85,26 @@ def test_a_ckpt_resumes_a_lightning_run_exactly(tmp_path, monkeypatch):
         module.compile(optimizer=kb.optimizers.SGD(0.05, momentum=0.9), loss="mse")
         return module
 
-    make().fit(x, y, batch_size=8, shuffle=False, verbose=0, epochs=2,
-               callbacks=[kb.callbacks.ModelCheckpoint("e{epoch}.ckpt", monitor="loss")])
+    make().fit(
+        x,
+        y,
+        batch_size=8,
+        shuffle=False,
+        verbose=0,
+        epochs=2,
+        callbacks=[kb.callbacks.ModelCheckpoint("e{epoch}.ckpt", monitor="loss")],
+    )
     unbroken = make()
     unbroken.fit(x, y, batch_size=8, shuffle=False, verbose=0, epochs=4)
     resumed = make()
-    trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=kb.callbacks.to_lightning([]))
+    trainer = L.Trainer(
+        max_epochs=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=kb.callbacks.to_lightning([]),
+    )
     trainer.fit(resumed, datamodule=kb.data.KerasDataModule(x, y, batch_size=8, shuffle=False), ckpt_path="e2.ckpt")
     assert resumed.history.epoch == [2, 3]
     for a, b in zip(resumed.model.parameters(), unbroken.model.parameters()):

@@ -1,4 +1,4 @@
-"""Script for tests/callbacks/test_backup.py: a fit with BackupAndRestore, optionally SIGKILLed after epoch 3.
+"""Script for tests/callbacks/ports/test_backup.py: a fit with BackupAndRestore, optionally SIGKILLed after epoch 3.
 
 Usage: python _backup_run.py BACKUP_DIR OUT_NPZ KILL(0|1)
 """
@@ -7,11 +7,11 @@ import os
 import signal
 import sys
 
+import keras
 import numpy as np
 import torch
 
 import keras_bridge as kb
-import keras
 
 
 class KillAfterEpoch3(keras.callbacks.Callback):
@@ -31,7 +31,7 @@ def main(backup_dir: str, out: str, kill: bool) -> None:
     callbacks = [keras.callbacks.BackupAndRestore(backup_dir)] + ([KillAfterEpoch3()] if kill else [])
     history = module.fit(x, y, batch_size=16, epochs=6, shuffle=False, verbose=0, callbacks=callbacks)
     weights = [p.detach().numpy() for p in module.model.parameters()]
-    np.savez(out, epoch=np.array(history.epoch), *weights)
+    np.savez(out, *weights, epoch=np.array(history.epoch))
 
 
 if __name__ == "__main__":

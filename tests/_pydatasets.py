@@ -1,27 +1,25 @@
 """Datasets for the data tests, at module top level so that worker processes can unpickle them.
 
-The tests directory has no ``__init__.py``: pytest puts ``tests/data`` on ``sys.path``, so this module
-imports as ``_pydatasets`` in the tests and (via the parent's ``sys.path``) in spawned workers.
+The tests directory has no ``__init__.py``: ``tests/conftest.py`` puts ``tests/`` on ``sys.path``, so
+this module imports as ``_pydatasets`` in the tests (``tests/data`` and ``tests/data/adapters`` alike)
+and (via the parent's ``sys.path``) in spawned workers.
 """
 
 import os
 import threading
 import time
 
+import keras
 import numpy as np
 import torch
+from helpers import load_digits_data
 
 import keras_bridge  # noqa: F401  (selects keras's torch backend)
-import keras
 
 
 def digits(n_train=1500):
     """scikit-learn's digits (shipped offline), scaled to [0, 1], split train/validation."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = (d.data / 16.0).astype("float32")
-    y = d.target.astype("int64")
+    x, y = load_digits_data()
     return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
 
 

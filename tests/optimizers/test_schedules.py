@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from keras_bridge.utils.keras import import_keras
 from keras_bridge import optimizers as O
 from keras_bridge.optimizers.schedules import KerasScheduleLR, is_schedule, learning_rate_at
+from keras_bridge.utils.keras import import_keras
 
 keras = import_keras()
 S = keras.optimizers.schedules
@@ -26,8 +26,7 @@ SCHEDULES = {
     "inverse-time-staircase": lambda: S.InverseTimeDecay(0.1, decay_steps=5, decay_rate=0.3, staircase=True),
     "cosine": lambda: S.CosineDecay(0.1, decay_steps=20, alpha=0.1),
     "cosine-warmup": lambda: S.CosineDecay(0.0, decay_steps=20, warmup_target=0.1, warmup_steps=10),
-    "cosine-warmup-alpha": lambda: S.CosineDecay(0.01, decay_steps=15, alpha=0.05, warmup_target=0.1,
-                                                 warmup_steps=7),
+    "cosine-warmup-alpha": lambda: S.CosineDecay(0.01, decay_steps=15, alpha=0.05, warmup_target=0.1, warmup_steps=7),
     "restarts": lambda: S.CosineDecayRestarts(0.1, first_decay_steps=5),
     "restarts-t_mul=1": lambda: S.CosineDecayRestarts(0.1, first_decay_steps=4, t_mul=1.0, m_mul=0.8, alpha=0.1),
     "restarts-t_mul=1.5": lambda: S.CosineDecayRestarts(0.1, first_decay_steps=3, t_mul=1.5, m_mul=0.5),
@@ -45,7 +44,7 @@ def test_learning_rate_at_equals_keras(key):
 
 class _Halving(S.LearningRateSchedule):
     def __call__(self, step):
-        return 0.1 * 0.5 ** step
+        return 0.1 * 0.5**step
 
 
 class _ShiftedExponential(S.ExponentialDecay):

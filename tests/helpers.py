@@ -1,0 +1,50 @@
+"""Plain helpers shared by the tests (fixtures live in ``conftest.py`` and call these).
+
+The tests directory has no ``__init__.py``: ``tests/conftest.py`` puts ``tests/`` on ``sys.path``, so
+this module imports as ``helpers`` from any test file, and from the scripts the tests launch in
+subprocesses when their ``PYTHONPATH`` comes from :func:`subprocess_env`.
+"""
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import keras_bridge  # noqa: F401  (selects keras's torch backend before keras is imported)
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+
+
+def twin_models(build):
+    """Two Keras models with the same architecture and the same initial weights."""
+    keras.utils.set_random_seed(1234)
+    a = build()
+    b = build()
+    b.set_weights(a.get_weights())
+    return a, b
+
+
+def assert_history_close(keras_history, bridge_history, rtol=1e-4, atol=1e-6):
+    """Same History keys in the same order, and the same values per key within tolerance."""
+    kh, bh = keras_history.history, bridge_history.history
+    assert list(kh.keys()) == list(bh.keys()), (list(kh), list(bh))
+    for key in kh:
+        np.testing.assert_allclose(bh[key], kh[key], rtol=rtol, atol=atol, err_msg=key)
+
+
+def load_digits_data():
+    """scikit-learn's digits (shipped offline): ``x`` float32 in [0, 1] of shape (1797, 64), ``y`` int64."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data / 16.0).astype("float32")
+    y = d.target.astype("int64")
+    return x, y
+
+
+def subprocess_env(**extra):
+    """Environment for a test script run as a subprocess: one thread, the package and ``tests/`` importable."""
+    path = os.pathsep.join([str(REPO_ROOT), str(TESTS_DIR)])
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, **extra)
