@@ -1,12 +1,27 @@
-"""Speed of KerasModule.fit against a raw torch loop, plain Lightning and Keras's own fit.
+"""Speed of KerasModule.fit against plain Lightning and Keras's own fit: every row of the README's table.
 
-The guide's MLP (784-64-64-10), batch 64, 50k training samples and 10k validation samples, 1 epoch
-with validation, RMSprop, sparse categorical crossentropy + accuracy. Each variant runs in its own
-child process, does one short warm-up fit, then the timed fit; the variants are interleaved over
-several rounds and the table shows each one's median time per training step (validation included)
-and its ratio to the raw torch loop.
+Each variant runs in its own child process (a fresh interpreter): it times the import of its framework
+(``keras_bridge``, ``lightning`` or ``keras``) first, imports the rest, builds its data, notes its RSS,
+does one short warm-up fit, then the timed fit, and reports the wall and CPU seconds of the timed fit,
+its training steps and its peak RSS. The variants are interleaved over several rounds (the order
+reversed every other round), so a slow spell of the shared machine hits the compared variants alike;
+each row's ratio is the median over rounds of the ratio within a round.
 
-Run: python bench/run.py [--rounds 3] [--samples 50000] [--threads 1]
+Workloads (sizes for the default ``--samples 50000``; ``--quick`` divides them by 10 and runs one round):
+
+* MLP: the guide's MLP (784-64-64-10), batch 64, 50k training + 10k validation samples, 1 epoch with
+  validation, RMSprop, sparse categorical crossentropy from logits + accuracy (bare Lightning: no metric);
+* multi-I/O: the guide's two-input / two-output Keras model (img_input 32x32x3 + ts_input 20x10 ->
+  score_output + class_output), 5k samples, batch 32, 1 epoch, dict losses, 3 metrics;
+* callbacks: the MLP for 2 epochs of 25k samples with CSVLogger, EarlyStopping, ModelCheckpoint and a
+  progress bar (Keras callbacks with ``verbose=1`` on the bridge; Lightning's own ones and TQDM bar);
+* conv: a conv net on 32x32x3, batch 128, 10k + 2k samples, 1 epoch (compute-bound);
+* PyDataset: one epoch of 400 batches of ``bench/data_pipeline.py``'s PyDataset (~5 ms CPU each),
+  ``workers=2, use_multiprocessing=True``, iterated alone through Keras's pipeline and the bridge's.
+
+Run: python bench/run.py [--quick] [--rounds 3] [--samples 50000] [--threads 1] [--only bridge lightning ...]
+[--json records.json]. ``--only`` also accepts the extra variants torch, lightning_tm_bar, keras_fit_bar
+and bridge_bar. About 13 minutes by default and 2-2.5 minutes with ``--quick`` on 2 busy cores.
 """
 
 from __future__ import annotations
@@ -14,24 +29,94 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
 import time
+from typing import Any, Dict, List, NamedTuple, Optional
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-VARIANTS = [
-    ("torch", "raw torch loop (index batching, loss+acc accumulated on device)"),
-    ("lightning", "bare LightningModule (no metrics, no logging)"),
-    ("lightning_tm", "LightningModule + torchmetrics Accuracy + self.log (typical user code)"),
-    ("lightning_tm_bar", "same, with Lightning's default TQDM progress bar"),
-    ("keras_fit", "Keras 3 Model.fit, torch backend, verbose=0"),
-    ("keras_fit_bar", "Keras 3 Model.fit, torch backend, verbose=1 (progress bar)"),
-    ("bridge", "KerasModule(torch MLP).fit, verbose=0"),
-    ("bridge_bar", "KerasModule(torch MLP).fit, verbose=1 (Keras progress bar)"),
-    ("bridge_keras", "KerasModule(Keras MLP).fit, verbose=0"),
-]
+
+class Variant(NamedTuple):
+    what: str
+    kind: str  # workload: mlp, mio, cb, conv, pipe
+    framework: Optional[str]  # the import timed first in the child
+    default: bool = True
+
+
+# In run order: the two sides of a comparison next to each other where possible.
+VARIANTS: Dict[str, Variant] = {
+    "lightning": Variant("bare LightningModule (no metrics, no logging), torch MLP", "mlp", "lightning"),
+    "bridge": Variant("KerasModule(torch MLP).fit, verbose=0", "mlp", "keras_bridge"),
+    "lightning_tm": Variant("LightningModule + torchmetrics Accuracy + self.log, torch MLP", "mlp", "lightning"),
+    "keras_fit": Variant("Keras 3 Model.fit (torch backend), Keras MLP, verbose=0", "mlp", "keras"),
+    "bridge_keras": Variant("KerasModule(Keras MLP).fit, jit_compile='auto' (captured forward)", "mlp", "keras_bridge"),
+    "bridge_keras_eager": Variant("KerasModule(Keras MLP).fit, jit_compile=False (eager)", "mlp", "keras_bridge"),
+    "keras_mio": Variant("Keras 3 Model.fit, guide's multi-input/multi-output model", "mio", "keras"),
+    "bridge_mio": Variant("KerasModule(same model).fit, jit_compile='auto'", "mio", "keras_bridge"),
+    "lightning_cb": Variant("Lightning CSVLogger + EarlyStopping + ModelCheckpoint + TQDM bar", "cb", "lightning"),
+    "bridge_cb": Variant(
+        "KerasModule(torch MLP).fit, Keras CSVLogger/EarlyStopping/ModelCheckpoint, verbose=1", "cb", "keras_bridge"
+    ),
+    "lightning_conv": Variant("bare LightningModule, conv net", "conv", "lightning"),
+    "bridge_conv": Variant("KerasModule(conv net).fit, verbose=0", "conv", "keras_bridge"),
+    "pipe_keras": Variant("Keras's PyDataset pipeline, workers=2 processes", "pipe", None),
+    "pipe_bridge": Variant("the bridge's PyDataset pipeline, workers=2 processes", "pipe", None),
+    # Extras, run only when named in --only.
+    "torch": Variant("raw torch loop (index batching, loss+acc accumulated on device)", "mlp", "torch", False),
+    "lightning_tm_bar": Variant("lightning_tm with Lightning's TQDM progress bar", "mlp", "lightning", False),
+    "keras_fit_bar": Variant("keras_fit with verbose=1 (progress bar)", "mlp", "keras", False),
+    "bridge_bar": Variant("bridge with verbose=1 (Keras progress bar)", "mlp", "keras_bridge", False),
+}
+
+
+class Row(NamedTuple):
+    number: str
+    workload: str
+    variant: str
+    against: str
+    baseline: str
+    op: Optional[str]  # "<=" (ratio = variant / baseline) or ">=" (speed-up = baseline / variant); None: report
+    target: Optional[float]
+    metric: str = "step"  # step (ms/step), rss (peak MB), rss_growth (MB), import (s)
+
+
+KM = "Keras MLP on the bridge"
+ROWS = [
+    Row("1", "torch MLP on the bridge", "bridge", "bare LightningModule", "lightning", "<=", 1.10),
+    Row("2", "same", "bridge", "Lightning + torchmetrics + `self.log`", "lightning_tm", "<=", 0.50),
+    Row("3", "same", "bridge", "Keras 3 `fit`, same architecture", "keras_fit", "<=", 0.45),
+    Row("4", f"{KM} (`jit_compile='auto'`)", "bridge_keras", "Keras 3 `fit`, same model", "keras_fit", "<=", 0.45),
+    Row("4b", f"{KM}, eager (`jit_compile=False`)", "bridge_keras_eager", "same", "keras_fit", None, None),
+    Row("5", f"{KM} (`jit_compile='auto'`)", "bridge_keras", "same net as a torch module on the bridge", "bridge",
+        "<=", 1.25),
+    Row("6", "guide's 2-input/2-output Keras model on the bridge", "bridge_mio", "Keras 3 `fit`", "keras_mio", "<=",
+        0.50),
+    Row("7", "torch MLP + Keras CSVLogger, EarlyStopping, ModelCheckpoint, verbose=1, on the bridge", "bridge_cb",
+        "the same callbacks native to Lightning + TQDM bar", "lightning_cb", "<=", 1.0),
+    Row("8", "conv net, 32x32x3, batch 128, on the bridge", "bridge_conv", "bare LightningModule", "lightning_conv",
+        "<=", 1.03),
+    Row("9", "PyDataset ~5 ms/batch, workers=2 processes, bridge", "pipe_bridge", "Keras's own PyDataset pipeline",
+        "pipe_keras", ">=", 1.2),
+    Row("10", "`import keras_bridge`", "keras_bridge", "`import lightning`", "lightning", None, None, "import"),
+    Row("11", "peak RSS, torch MLP fit on the bridge", "bridge", "hand-written Lightning (torchmetrics + `self.log`)",
+        "lightning_tm", "<=", 1.10, "rss"),
+    Row("11b", "RSS growth in the fits (peak - RSS after imports + data)", "bridge", "same", "lightning_tm", None,
+        None, "rss_growth"),
+]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- data and models
+def sizes(samples: int) -> Dict[str, int]:
+    return {
+        "mlp": samples,
+        "mio": samples // 10,
+        "cb": samples // 2,  # per epoch, 2 epochs
+        "conv": samples // 5,
+        "pipe": max(40, samples // 125),  # batches
+    }
 
 
 def make_data(n: int, n_val: int):
@@ -43,6 +128,24 @@ def make_data(n: int, n_val: int):
     return x[:n], y[:n], x[n:], y[n:]
 
 
+def make_conv_data(n: int, n_val: int):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((n + n_val, 3, 32, 32), dtype=np.float32)
+    y = rng.integers(0, 10, n + n_val).astype("int64")
+    return x[:n], y[:n], x[n:], y[n:]
+
+
+def make_mio_data(n: int):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = {"img_input": rng.random((n, 32, 32, 3), dtype=np.float32), "ts_input": rng.random((n, 20, 10), np.float32)}
+    y = {"score_output": rng.random((n, 1), np.float32), "class_output": rng.random((n, 5), np.float32)}
+    return x, y
+
+
 def torch_mlp():
     import torch
 
@@ -51,17 +154,58 @@ def torch_mlp():
     )
 
 
+def torch_conv():
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 10),
+    )
+
+
 def keras_mlp():
     import keras
     from keras import layers
-
-    import keras_bridge  # noqa: F401  (torch backend)
 
     inputs = keras.Input(shape=(784,), name="digits")
     x = layers.Dense(64, activation="relu")(inputs)
     x = layers.Dense(64, activation="relu")(x)
     outputs = layers.Dense(10, name="predictions")(x)
     return keras.Model(inputs, outputs)
+
+
+def keras_multi_io():
+    """The guide's model ("Training & evaluation with the built-in methods", multi-input/multi-output)."""
+    import keras
+    from keras import layers
+
+    image_input = keras.Input(shape=(32, 32, 3), name="img_input")
+    timeseries_input = keras.Input(shape=(None, 10), name="ts_input")
+    x1 = layers.GlobalMaxPooling2D()(layers.Conv2D(3, 3)(image_input))
+    x2 = layers.GlobalMaxPooling1D()(layers.Conv1D(3, 3)(timeseries_input))
+    x = layers.concatenate([x1, x2])
+    score_output = layers.Dense(1, name="score_output")(x)
+    class_output = layers.Dense(5, name="class_output")(x)
+    return keras.Model(inputs=[image_input, timeseries_input], outputs=[score_output, class_output])
+
+
+def multi_io_compile_args() -> Dict[str, Any]:
+    import keras
+
+    return dict(
+        optimizer=keras.optimizers.RMSprop(1e-3),
+        loss={"score_output": "mse", "class_output": "categorical_crossentropy"},
+        metrics={
+            "score_output": [keras.metrics.MeanAbsolutePercentageError(), keras.metrics.MeanAbsoluteError()],
+            "class_output": [keras.metrics.CategoricalAccuracy()],
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- variants
@@ -93,16 +237,16 @@ def run_torch(data, bs):
     return float(loss_sum / len(x)), float(vl / len(xv))
 
 
-def _lightning_module(with_metrics: bool):
+def _lightning_module(net, with_metrics: bool):
     import lightning.pytorch as pl
     import torch
     import torch.nn.functional as F
     import torchmetrics
 
-    class LitMLP(pl.LightningModule):
+    class LitModel(pl.LightningModule):
         def __init__(self):
             super().__init__()
-            self.model = torch_mlp()
+            self.model = net
             if with_metrics:
                 self.train_acc = torchmetrics.Accuracy(task="multiclass", num_classes=10)
                 self.val_acc = torchmetrics.Accuracy(task="multiclass", num_classes=10)
@@ -129,10 +273,10 @@ def _lightning_module(with_metrics: bool):
         def configure_optimizers(self):
             return torch.optim.RMSprop(self.parameters(), lr=1e-3)
 
-    return LitMLP()
+    return LitModel()
 
 
-def run_lightning(data, bs, with_metrics=False, bar=False):
+def run_lightning(data, bs, net=torch_mlp, with_metrics=False, bar=False, callbacks_dir=None, epochs=1):
     import lightning.pytorch as pl
     import torch
     from torch.utils.data import DataLoader, TensorDataset
@@ -140,17 +284,32 @@ def run_lightning(data, bs, with_metrics=False, bar=False):
     x, y, xv, yv = (torch.from_numpy(a) for a in data)
     train = DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=True)
     val = DataLoader(TensorDataset(xv, yv), batch_size=bs)
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+
+    # The TQDM bar explicitly: with `rich` installed, Lightning may pick its Rich bar instead.
+    bars = [TQDMProgressBar()] if bar else []
+    options: Dict[str, Any] = dict(logger=False, enable_checkpointing=False, callbacks=bars)
+    if callbacks_dir is not None:
+        from lightning.pytorch.loggers import CSVLogger
+
+        options = dict(
+            logger=CSVLogger(callbacks_dir),
+            callbacks=[
+                EarlyStopping(monitor="val_loss", patience=2),
+                ModelCheckpoint(dirpath=callbacks_dir, monitor="val_loss", save_top_k=1),
+                *bars,
+            ],
+        )
     trainer = pl.Trainer(
-        max_epochs=1,
+        max_epochs=epochs,
         accelerator="cpu",
         devices=1,
-        logger=False,
-        enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=bar,
         num_sanity_val_steps=0,
+        **options,
     )
-    trainer.fit(_lightning_module(with_metrics), train, val)
+    trainer.fit(_lightning_module(net(), with_metrics), train, val)
 
 
 def run_keras(data, bs, verbose=0):
@@ -166,17 +325,64 @@ def run_keras(data, bs, verbose=0):
     model.fit(x, y, batch_size=bs, epochs=1, validation_data=(xv, yv), verbose=verbose)
 
 
-def run_bridge(data, bs, verbose=0, keras_model=False):
+def run_bridge(data, bs, verbose=0, model="torch", jit_compile="auto", callbacks_dir=None, epochs=1):
     import keras
 
     import keras_bridge as kb
 
     x, y, xv, yv = data
-    module = kb.KerasModule(keras_mlp() if keras_model else torch_mlp())
+    net = {"torch": torch_mlp, "keras": keras_mlp, "conv": torch_conv}[model]()
+    module = kb.KerasModule(net)
     module.compile(
-        optimizer="rmsprop", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+        optimizer=keras.optimizers.RMSprop(1e-3) if model == "keras" else "rmsprop",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
     )
-    module.fit(x, y, batch_size=bs, epochs=1, validation_data=(xv, yv), verbose=verbose, trainer={"accelerator": "cpu"})
+    callbacks = []
+    if callbacks_dir is not None:
+        callbacks = [
+            keras.callbacks.CSVLogger(os.path.join(callbacks_dir, "log.csv")),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=2),
+            keras.callbacks.ModelCheckpoint(os.path.join(callbacks_dir, "best.keras"), save_best_only=True),
+        ]
+    module.fit(
+        x,
+        y,
+        batch_size=bs,
+        epochs=epochs,
+        validation_data=(xv, yv),
+        verbose=verbose,
+        callbacks=callbacks,
+        trainer={"accelerator": "cpu"},
+    )
+
+
+def run_multi_io(data, bs, bridge: bool):
+    x, y = data
+    model = keras_multi_io()
+    if bridge:
+        import keras_bridge as kb
+
+        model = kb.KerasModule(model)
+    model.compile(**multi_io_compile_args())
+    model.fit(x, y, batch_size=bs, epochs=1, verbose=0)
+
+
+def run_pipe(batches: int, bridge: bool) -> None:
+    import data_pipeline as dp  # bench/ is this script's directory, first on sys.path
+
+    ds = dp.CpuPyDataset(batches, workers=2, use_multiprocessing=True)
+    n = dp.bridge_epoch(ds) if bridge else dp.keras_epoch(ds)
+    assert n == batches, (n, batches)
+
+
+def _with_dir(fn):
+    """Run ``fn(directory)`` in a fresh temporary directory (callback files land there)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        return fn(d)
 
 
 RUNNERS = {
@@ -188,87 +394,277 @@ RUNNERS = {
     "keras_fit_bar": lambda d, bs: run_keras(d, bs, 1),
     "bridge": lambda d, bs: run_bridge(d, bs, 0),
     "bridge_bar": lambda d, bs: run_bridge(d, bs, 1),
-    "bridge_keras": lambda d, bs: run_bridge(d, bs, 0, keras_model=True),
+    "bridge_keras": lambda d, bs: run_bridge(d, bs, 0, model="keras"),
+    "bridge_keras_eager": lambda d, bs: run_bridge(d, bs, 0, model="keras", jit_compile=False),
+    "keras_mio": lambda d, bs: run_multi_io(d, bs, bridge=False),
+    "bridge_mio": lambda d, bs: run_multi_io(d, bs, bridge=True),
+    "lightning_cb": lambda d, bs: _with_dir(
+        lambda t: run_lightning(d, bs, with_metrics=True, bar=True, callbacks_dir=t, epochs=2)
+    ),
+    "bridge_cb": lambda d, bs: _with_dir(lambda t: run_bridge(d, bs, 1, callbacks_dir=t, epochs=2)),
+    "lightning_conv": lambda d, bs: run_lightning(d, bs, net=torch_conv),
+    "bridge_conv": lambda d, bs: run_bridge(d, bs, 0, model="conv"),
+    "pipe_keras": lambda d, bs: run_pipe(d, bridge=False),
+    "pipe_bridge": lambda d, bs: run_pipe(d, bridge=True),
+}
+
+# What each kind of child imports before its data and RSS baseline (the runners import these lazily).
+PRELOAD = {
+    "torch": ["torch"],
+    "lightning": ["lightning.pytorch", "torchmetrics"],
+    "keras": ["keras"],  # KERAS_BACKEND=torch is set at the top of this script
+    "keras_bridge": ["keras_bridge", "keras"],
+    None: ["keras_bridge", "keras", "data_pipeline"],
 }
 
 
-def child(variant: str, samples: int, repeats: int, bs: int = 64) -> None:
+def _workload(kind: str, samples: int):
+    """(warm-up data, timed data, batch size, timed training steps) of a workload."""
+    n = sizes(samples)[kind]
+    if kind == "mlp":
+        return make_data(2048, 512), make_data(n, n // 5), 64, -(-n // 64)
+    if kind == "cb":
+        return make_data(2048, 512), make_data(n, n // 5), 64, 2 * -(-n // 64)
+    if kind == "conv":
+        return make_conv_data(512, 128), make_conv_data(n, n // 5), 128, -(-n // 128)
+    if kind == "mio":
+        return make_mio_data(256), make_mio_data(n), 32, -(-n // 32)
+    return 16, n, 0, n  # pipe: batches
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(variant: str, samples: int, threads: int) -> None:
+    spec = VARIANTS[variant]
+    import_s = None
+    if spec.framework is not None:
+        # A fresh interpreter: only the standard-library modules of this script are loaded so far.
+        start = time.perf_counter()
+        __import__(spec.framework)
+        import_s = time.perf_counter() - start
+
     import contextlib
+    import importlib
     import io
     import logging
+    import resource
     import warnings
 
     import torch
 
+    torch.set_num_threads(threads)
+    for name in PRELOAD[spec.framework]:
+        importlib.import_module(name)
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     torch.manual_seed(0)
-    data = make_data(samples, samples // 5)
-    warm = make_data(2048, 512)
+    warm, data, bs, steps = _workload(spec.kind, samples)
+    rss_base = _rss_mb()
     sink = io.StringIO()
-    times = []
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         RUNNERS[variant](warm, bs)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            RUNNERS[variant](data, bs)
-            times.append(time.perf_counter() - start)
-    steps = -(-samples // bs)
-    print(json.dumps({"variant": variant, "seconds": min(times), "median": statistics.median(times), "steps": steps}))
+        start, cpu_start = time.perf_counter(), time.process_time()
+        RUNNERS[variant](data, bs)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(
+        json.dumps(
+            {
+                "variant": variant,
+                "seconds": seconds,
+                "cpu_seconds": cpu,
+                "steps": steps,
+                "import_s": import_s,
+                "rss_base_mb": rss_base,
+                "rss_peak_mb": peak,
+            }
+        )
+    )
+
+
+# ----------------------------------------------------------------------------- parent
+def machine() -> str:
+    from importlib.metadata import version
+
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, " + ", ".join(
+        f"{name} {version(name)}" for name in ("torch", "keras", "lightning", "torchmetrics")
+    )
+
+
+def _value(rec: Dict[str, Any], metric: str) -> float:
+    if metric == "step":
+        return rec["seconds"] / rec["steps"] * 1e3
+    if metric == "cpu":
+        return rec["cpu_seconds"] / rec["steps"] * 1e3
+    if metric == "rss":
+        return rec["rss_peak_mb"]
+    if metric == "rss_growth":
+        return rec["rss_peak_mb"] - rec["rss_base_mb"]
+    raise ValueError(metric)
+
+
+def _fmt(value: float, metric: str, kind: str = "") -> str:
+    if metric == "import":
+        return f"{value:.2f} s"
+    if metric in ("rss", "rss_growth"):
+        return f"{value:.0f} MB"
+    return f"{value:.3f} ms/{'batch' if kind == 'pipe' else 'step'}"
+
+
+def _pairs(results: List[List[Dict[str, Any]]], row: Row, metric: str) -> List[tuple]:
+    """Per round, (the variant's value, the baseline's value) where both children succeeded."""
+    pairs = []
+    for rnd in results:
+        found = {r["variant"]: r for r in rnd}
+        if row.variant in found and row.baseline in found:
+            pairs.append((_value(found[row.variant], metric), _value(found[row.baseline], metric)))
+    return pairs
+
+
+def _ratio(pairs: List[tuple], op: Optional[str]) -> float:
+    """Median over rounds of the within-round ratio (a speed-up, baseline / variant, for ``>=`` rows)."""
+    return statistics.median((q / p if op == ">=" else p / q) for p, q in pairs)
+
+
+def table(results: List[List[Dict[str, Any]]]) -> str:
+    """The README table from ``results[round] = [child records]``."""
+    lines = [
+        "| # | workload | value | compared against | value | ratio | CPU-time ratio | target | holds |",
+        "|---|---|---:|---|---:|---:|---:|---|---|",
+    ]
+    for row in ROWS:
+        cpu = "—"
+        if row.metric == "import":
+            samples = {
+                f: [r["import_s"] for rnd in results for r in rnd if VARIANTS[r["variant"]].framework == f]
+                for f in (row.variant, row.baseline)
+            }
+            if not (samples[row.variant] and samples[row.baseline]):
+                continue
+            a, b = (statistics.median(samples[f]) for f in (row.variant, row.baseline))
+            ratio = a / b
+            values = (
+                f"{_fmt(a, 'import')} (n={len(samples[row.variant])})",
+                f"{_fmt(b, 'import')} (n={len(samples[row.baseline])})",
+            )
+        else:
+            pairs = _pairs(results, row, row.metric)
+            if not pairs:
+                continue
+            ratio = _ratio(pairs, row.op)
+            kind = VARIANTS[row.variant].kind
+            values = tuple(_fmt(statistics.median(p[i] for p in pairs), row.metric, kind) for i in (0, 1))
+            if row.metric == "step" and kind != "pipe":  # the pipeline's work is in its worker processes
+                cpu = f"{_ratio(_pairs(results, row, 'cpu'), row.op):.2f}x"
+        if row.op is None or row.target is None:
+            target, holds = "report", "—"
+        else:
+            target = f"{row.op} {row.target:.2f}x"
+            ok = ratio <= row.target if row.op == "<=" else ratio >= row.target
+            miss = ratio / row.target - 1 if row.op == "<=" else 1 - ratio / row.target
+            holds = "yes" if ok else f"**no** ({miss:+.0%} {'over' if row.op == '<=' else 'under'})"
+        shown = f"{ratio:.2f}x" + (" faster" if row.op == ">=" else "")
+        lines.append(
+            f"| {row.number} | {row.workload} | {values[0]} | {row.against} | {values[1]} | {shown} | {cpu} | "
+            f"{target} | {holds} |"
+        )
+    return "\n".join(lines)
+
+
+def variant_table(results: List[List[Dict[str, Any]]]) -> str:
+    lines = [
+        "| variant | what | runs | time per step | CPU time per step | import s | peak RSS MB | RSS growth MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, spec in VARIANTS.items():
+        recs = [r for rnd in results for r in rnd if r["variant"] == name]
+        if not recs:
+            continue
+        imp = [r["import_s"] for r in recs if r["import_s"] is not None]
+        lines.append(
+            f"| {name} | {spec.what} | {len(recs)} | "
+            f"{_fmt(statistics.median(_value(r, 'step') for r in recs), 'step', spec.kind)} | "
+            f"{_fmt(statistics.median(_value(r, 'cpu') for r in recs), 'step', spec.kind)} | "
+            f"{f'{statistics.median(imp):.2f}' if imp else '—'} | "
+            f"{statistics.median(_value(r, 'rss') for r in recs):.0f} | "
+            f"{statistics.median(_value(r, 'rss_growth') for r in recs):.0f} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows medians")
-    parser.add_argument("--samples", type=int, default=50_000)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, samples / 10")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds; the tables show medians (default 3)")
+    parser.add_argument("--samples", type=int, help="MLP training samples (default 50000); the rest scale with it")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
-    parser.add_argument("--only", nargs="*", help="run only these variants")
+    parser.add_argument("--only", nargs="*", help="run only these variants (names in the second table)")
+    parser.add_argument("--json", help="also write every child's record to this file")
     args = parser.parse_args()
+    samples = args.samples or (5_000 if args.quick else 50_000)
+    rounds = args.rounds or (1 if args.quick else 3)
     if args.variant:
-        import torch
-
-        torch.set_num_threads(args.threads)
-        child(args.variant, args.samples, 1)
+        child(args.variant, samples, args.threads)
         return
-    names = [n for n, _ in VARIANTS if not args.only or n in args.only]
-    times: dict = {n: [] for n in names}
-    steps = -(-args.samples // 64)
-    # Rounds interleave the variants so that a slow spell of the machine hits all of them alike.
-    for _ in range(args.rounds):
-        for name in names:
+    unknown = set(args.only or ()) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
+    names = [n for n, v in VARIANTS.items() if (n in args.only if args.only else v.default)]
+    command = "python bench/run.py " + " ".join(sys.argv[1:])
+    print(f"{command.strip()}\n{machine()}\nload average before: {os.getloadavg()[0]:.2f}", flush=True)
+    results: List[List[Dict[str, Any]]] = []
+    started = time.perf_counter()
+    for rnd in range(rounds):
+        records = []
+        for name in names if rnd % 2 == 0 else names[::-1]:
+            command = [sys.executable, __file__, "--variant", name, "--samples", str(samples)]
             proc = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--variant",
-                    name,
-                    "--samples",
-                    str(args.samples),
-                    "--threads",
-                    str(args.threads),
-                ],
+                [*command, "--threads", str(args.threads)],
                 capture_output=True,
                 text=True,
                 env=dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(args.threads)),
             )
             if proc.returncode != 0:
-                print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                print(f"{name}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
                 continue
-            times[name].append(json.loads(proc.stdout.strip().splitlines()[-1])["seconds"])
-    medians = {n: statistics.median(t) for n, t in times.items() if t}
-    base = medians.get("torch")
+            records.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        results.append(records)
+        print(f"round {rnd + 1}/{rounds} done, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    n = sizes(samples)
     print(
-        f"\nMLP 784-64-64-10, batch 64, {args.samples} train + {args.samples // 5} val samples, 1 epoch with "
-        f"validation; median of {args.rounds} interleaved rounds; {os.cpu_count()} CPU cores, "
-        f"{args.threads} torch thread(s), torch {__import__('torch').__version__}"
+        f"\nmedians of {rounds} interleaved round(s), {args.threads} torch thread(s) per run, "
+        f"{time.perf_counter() - started:.0f} s in all; load average after: {os.getloadavg()[0]:.2f}\n"
+        f"MLP {n['mlp']} + {n['mlp'] // 5} samples, batch 64; multi-I/O {n['mio']}, batch 32; callbacks 2 epochs "
+        f"x {n['cb']} + {n['cb'] // 5}; conv {n['conv']} + {n['conv'] // 5}, batch 128; PyDataset {n['pipe']} "
+        "batches.\n"
     )
-    print("| variant | what | ms/step | x raw torch |\n|---|---|---:|---:|")
-    for name, what in VARIANTS:
-        if name in medians:
-            ratio = medians[name] / base if base else float("nan")
-            print(f"| {name} | {what} | {medians[name] / steps * 1e3:.3f} | {ratio:.2f} |")
+    print(table(results))
+    print(
+        "\nvalue: median over rounds of the timed fit's wall time per training step (validation included). ratio: "
+        "median over rounds of the within-round ratio (row 9: Keras's time / the bridge's; row 10: ratio of the "
+        "medians of every child's timed import). CPU-time ratio: the same with the child's CPU time "
+        "(time.process_time), less sensitive to other load on the cores; holds judges the wall-time ratio.\n"
+        "RSS: ru_maxrss of the child (imports, data, a warm-up fit, the timed fit); growth = that peak minus "
+        "VmRSS after imports and data. Per-variant medians below (the pipeline's CPU time excludes its workers).\n"
+    )
+    print(variant_table(results))
 
 
 if __name__ == "__main__":

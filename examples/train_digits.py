@@ -4,12 +4,13 @@ Run: python examples/train_digits.py
 The data ships with scikit-learn (no download). Finishes in well under a minute on 2 CPU cores.
 """
 
+import keras_bridge as kb  # first: it selects keras's torch backend (importing keras first fails without it)
+
+# isort: split
 import keras
 import numpy as np
 from keras import layers
 from sklearn.datasets import load_digits
-
-import keras_bridge as kb  # selects the torch backend for keras
 
 
 def get_uncompiled_model() -> keras.Model:

@@ -12,8 +12,9 @@ from keras_bridge.utils.keras import select_torch_backend as _select_torch_backe
 
 _select_torch_backend()
 
-from keras_bridge import callbacks, data, optimizers
+from keras_bridge import callbacks, configs, data, optimizers
 from keras_bridge._version import __version__
+from keras_bridge.data.distributed import is_main_process, process_rank
 from keras_bridge.module import KerasModule
 from keras_bridge.optimizers import schedules
 from keras_bridge.saving.api import load_model
@@ -23,8 +24,11 @@ __all__ = [
     "KerasModule",
     "__version__",
     "callbacks",
+    "configs",
     "data",
+    "is_main_process",
     "load_model",
     "optimizers",
+    "process_rank",
     "schedules",
 ]

@@ -11,7 +11,8 @@ from typing import Any, List, Tuple
 
 import lightning.pytorch as pl
 
-from keras_bridge.callbacks.convert import from_config
+from keras_bridge.callbacks.convert import callbacks_from_file, from_config
+from keras_bridge.configs import is_config_file
 from keras_bridge.utils.keras import import_keras
 
 _VERBOSE = (0, 1, 2, "auto")
@@ -81,11 +82,16 @@ def check_input_names(module: Any, x: Any) -> None:
 
 
 def split_callbacks(callbacks: Any) -> Tuple[List[Any], List[Any]]:
-    """``callbacks`` as ``(keras_callbacks, lightning_callbacks)``; config dicts become Keras callbacks."""
+    """``callbacks`` as ``(keras_callbacks, lightning_callbacks)``.
+
+    Config dicts become Keras callbacks, and so does each config of a ``.json`` / ``.yaml`` file named
+    (as ``callbacks`` or as an entry of the list).
+    """
     if callbacks is None:
         return [], []
     if not isinstance(callbacks, (list, tuple)):
         callbacks = [callbacks]
+    callbacks = [c for cb in callbacks for c in (callbacks_from_file(cb) if is_config_file(cb) else [cb])]
     keras = import_keras()
     keras_cbs, lightning_cbs = [], []
     for cb in callbacks:
@@ -98,7 +104,8 @@ def split_callbacks(callbacks: Any) -> Tuple[List[Any], List[Any]]:
         else:
             raise TypeError(
                 "Expected each entry of `callbacks` to be a keras.callbacks.Callback, a Keras callback config "
-                "dict ({'class_name': ..., 'config': {...}}) or a lightning Callback. "
+                "dict ({'class_name': ..., 'config': {...}}), a JSON/YAML file of such configs, or a lightning "
+                "Callback. "
                 f"Received: {cb!r} of type {type(cb).__name__}"
             )
     return keras_cbs, lightning_cbs

@@ -8,7 +8,8 @@ callbacks ride on one :class:`~keras_bridge.callbacks.adapter.KerasCallbackAdapt
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+import functools
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from lightning.pytorch.utilities import move_data_to_device
 
 import keras_bridge.data.dispatch as data_dispatch
+import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.arguments import check_fit_args, check_input_names, check_int, check_verbose, split_callbacks
 from keras_bridge.callbacks.adapter import KerasCallbackAdapter
 from keras_bridge.callbacks.progbar import make_progbar_logger
@@ -29,6 +31,7 @@ from keras_bridge.compile.structure import (
 )
 from keras_bridge.trainer.connector import TrainerConnector, quiet_lightning
 from keras_bridge.utils.compat import keras_output_spec, keras_symbolic_build, set_start_epoch
+from keras_bridge.utils.errors import LabelRangeError, user_traceback
 from keras_bridge.utils.keras import import_keras
 
 
@@ -45,9 +48,14 @@ def _build(module: Any, loader: Any) -> None:
     x, y, sw = unpack_batch(batch)
     check_input_names(module, x)
     if module.is_keras:
+        if data_dispatch.is_array_loader(loader):
+            keras_rng.draw()  # Keras peeks its first batch through a fresh DataLoader iterator
         y_pred = map_structure(_zeros_like_spec, keras_output_spec(module.model, x))
         if getattr(module.model, "compiled", False):
-            keras_symbolic_build(module.model, (x, y, sw))
+            try:
+                keras_symbolic_build(module.model, (x, y, sw))
+            except (ValueError, KeyError) as err:  # arguments the bridge takes but Keras's own compile refuses
+                module.keep_keras_optimizer_only(err)
         module.build_from_batch(x, y, y_pred)
         return
     device = next((p.device for p in module.model.parameters()), torch.device("cpu"))
@@ -64,6 +72,7 @@ def _zeros_like_spec(spec: Any) -> Any:
 
 
 Callbacks = Tuple[List[Any], List[Any]]  # (Keras callbacks, Lightning callbacks)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _run(module: Any, trainer: Any, cbs: Callbacks, owned: Dict[str, Any], adapter_args: Dict[str, Any],
@@ -77,13 +86,37 @@ def _run(module: Any, trainer: Any, cbs: Callbacks, owned: Dict[str, Any], adapt
     # The bar is drawn by global rank 0 only: the adapter drops it on the other processes at setup.
     progbar = make_progbar_logger() if adapter_args["params"]["verbose"] else None
     adapter = KerasCallbackAdapter(keras_cbs, progbar=progbar, model=module.callback_model, **adapter_args)
-    with TrainerConnector(trainer, [adapter, *lightning_cbs], owned) as run_trainer:
-        if initial_epoch is not None:
-            set_start_epoch(run_trainer, initial_epoch)
-        with quiet_lightning():
-            return stage(run_trainer)
+    try:
+        with TrainerConnector(trainer, [adapter, *lightning_cbs], owned) as run_trainer:
+            if initial_epoch is not None:
+                set_start_epoch(run_trainer, initial_epoch)
+            with quiet_lightning():
+                return stage(run_trainer)
+    except LabelRangeError as err:
+        # About the user's data, not about the code the error went through: no inner frames.
+        raise err.in_batch(adapter.describe_position()).with_traceback(None) from None
 
 
+def _surface_user_errors(entry_point: F) -> F:
+    """An entry point whose errors raised in the user's code (a loss, a metric, a callback, a dataset) reach
+    the caller as they are, with the user's frames directly under the call: Lightning's and the bridge's
+    frames in between are cut, as Keras's traceback filtering does (see :func:`user_traceback`).
+    """
+
+    @functools.wraps(entry_point)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return entry_point(*args, **kwargs)
+        except Exception as err:
+            tb = user_traceback(err.__traceback__)
+            if tb is err.__traceback__:
+                raise
+            raise err.with_traceback(tb)  # noqa: B904  (the same exception, re-raised)
+
+    return cast(F, call)
+
+
+@_surface_user_errors
 def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
         verbose: Any = "auto", callbacks: Any = None, validation_split: float = 0.0, validation_data: Any = None,
         shuffle: Any = True, class_weight: Any = None, sample_weight: Any = None, initial_epoch: int = 0,
@@ -110,13 +143,19 @@ def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = N
     if steps_per_epoch is not None and not data_dispatch.limits_own_steps(train_loader):
         owned["limit_train_batches"] = steps_per_epoch
     module.history = history
+    # Logged with the compile arguments when the Trainer has loggers (KerasModule.on_fit_start).
+    module.fit_arguments = dict(batch_size=getattr(getattr(train_loader, "sampler", None), "batch_size", batch_size),
+                                epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                                validation_split=validation_split, shuffle=shuffle)  # fmt: skip
+    rng_points = (_keras_rng(module, train_loader) and steps_per_epoch is None, _keras_rng(module, val_loader))
     adapter_args = dict(history=history, params=_params(verbose, epochs, steps), mode="fit",
-                        validation_freq=validation_freq, initial_epoch=initial_epoch)  # fmt: skip
+                        validation_freq=validation_freq, initial_epoch=initial_epoch, keras_rng=rng_points)  # fmt: skip
     fit_stage = lambda t: t.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)  # noqa: E731
     _run(module, trainer, (keras_cbs, lightning_cbs), owned, adapter_args, fit_stage)
     return history
 
 
+@_surface_user_errors
 def evaluate(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = None, verbose: Any = "auto",
              sample_weight: Any = None, steps: Optional[int] = None, return_dict: bool = False, callbacks: Any = None,
              trainer: Any = None) -> Any:  # fmt: skip
@@ -128,12 +167,14 @@ def evaluate(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int
     loader = data_dispatch.eval_loader(x, y, sample_weight, batch_size, steps)
     _build(module, loader)
     owned = {} if steps is None else {"limit_val_batches": steps}
-    adapter_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="evaluate")
+    adapter_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="evaluate",
+                        keras_rng=(False, _keras_rng(module, loader)))  # fmt: skip
     _run(module, trainer, cbs, owned, adapter_args, lambda t: t.validate(module, dataloaders=loader, verbose=False))
     logs = dict(module.finish_eval_epoch())
     return logs if return_dict else module.ordered_results(logs)
 
 
+@_surface_user_errors
 def predict(module: Any, x: Any, batch_size: Optional[int] = None, verbose: Any = "auto", steps: Optional[int] = None,
             callbacks: Any = None, trainer: Any = None) -> Any:  # fmt: skip
     """Keras ``Model.predict``: NumPy arrays in the model's output structure (single, list or dict)."""
@@ -143,17 +184,26 @@ def predict(module: Any, x: Any, batch_size: Optional[int] = None, verbose: Any 
     loader = data_dispatch.predict_loader(x, batch_size, steps)
     check_input_names(module, unpack_batch(data_dispatch.first_batch(loader))[0])
     owned = {} if steps is None else {"limit_predict_batches": steps}
-    adapter_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="predict")
-    predict_stage = lambda t: t.predict(module, dataloaders=loader, return_predictions=True)  # noqa: E731
+    adapter_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="predict",
+                        keras_rng=(False, _keras_rng(module, loader)))  # fmt: skip
+    # Gathered inside the run: whether it is distributed is known there (a 1-device run ignores a process group).
+    predict_stage = lambda t: _gather_predictions(  # noqa: E731
+        loader, t.predict(module, dataloaders=loader, return_predictions=True)
+    )
     outputs = _run(module, trainer, cbs, owned, adapter_args, predict_stage)
-    outputs = _gather_predictions(loader, outputs)
     if not outputs:
         return None
     kind = output_structure(outputs[0])
     names = resolve_output_names(outputs[0], module.declared_output_names)
     columns = list(zip(*(flatten_outputs(o, names) for o in outputs)))
     arrays = [np.concatenate([_to_numpy(t) for t in col], axis=0) for col in columns]
-    return pack_outputs(arrays, names, kind)
+    # Keras's structure (nested, namedtuples kept); a torch module's flat tuple comes back as a list.
+    return pack_outputs(arrays, names, kind if module.is_keras or kind.kind != "list" else "list")
+
+
+def _keras_rng(module: Any, loader: Any) -> bool:
+    # Only a Keras model's randomness is compared with Keras's; only arrays go through Keras's DataLoader.
+    return bool(module.is_keras and data_dispatch.is_array_loader(loader))
 
 
 def _params(verbose: int, epochs: int, steps: Optional[int]) -> Dict[str, Any]:
@@ -170,7 +220,7 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
 def _gather_predictions(loader: Any, outputs: Any) -> Any:
     """Under DDP, every process's per-batch predictions, in input order, on every process (a collective)."""
     dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not data_dispatch.group_in_use():  # no process group, or one this (1-device) run does not use
         return outputs
     local = [map_structure(lambda t: t.detach().cpu() if isinstance(t, torch.Tensor) else t, o) for o in outputs or []]
     per_rank: List[Any] = [None] * dist.get_world_size()

@@ -18,6 +18,7 @@ from torch import nn
 
 import keras_bridge.engine as engine
 from keras_bridge.callbacks.model_facade import callback_model_for
+from keras_bridge.capture import CapturedForward
 from keras_bridge.compile.keras_args import split_keras_arguments
 from keras_bridge.compile.loss_plan import LossPlan
 from keras_bridge.compile.metric_plan import MetricPlan
@@ -29,13 +30,16 @@ from keras_bridge.compile.structure import (
     resolve_output_names,
     unpack_batch,
 )
-from keras_bridge.compile.tracking import StageTracker
+from keras_bridge.compile.tracking import KerasHooks, StageTracker
+from keras_bridge.configs import COMPILE_ARGUMENTS, compile_config, resolve_compile_arguments
 from keras_bridge.data.distributed import GlobalBatchInfo
 from keras_bridge.model_methods import KerasModelMethods
 from keras_bridge.optimizers.keras_native import KerasNativeSpec, keras_optimizer_for
 from keras_bridge.optimizers.resolve import get_optimizer
 from keras_bridge.optimizers.schedules import KerasScheduleLR
+from keras_bridge.saving.lightning_checkpoint import KEY, checkpoint_entry, restore_from_checkpoint
 from keras_bridge.saving.state import apply_training_state
+from keras_bridge.utils.compat import logging_due
 from keras_bridge.utils.errors import NotCompiledError
 from keras_bridge.utils.keras import import_keras, is_keras_model
 
@@ -51,6 +55,22 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
             ``output_names`` and the keys of a returned dict are used otherwise).
         input_names: names accepted in a dict ``x`` (defaults: a Keras model's input names, or
             the parameters of ``forward``).
+        optimizer: ``compile``'s argument, for a module built from a configuration file (a
+            ``LightningCLI`` YAML): when any of ``optimizer``, ``loss``, ``loss_weights``, ``metrics`` and
+            ``weighted_metrics`` is given, the module is compiled here (``optimizer`` then defaults to
+            ``"rmsprop"``). Each accepts what ``compile`` accepts, Keras configs
+            (``keras.saving.serialize_keras_object`` output, or ``{"class_name": ..., "config": {...}}``)
+            included.
+        loss: ``compile``'s argument (see ``optimizer``).
+        loss_weights: ``compile``'s argument (see ``optimizer``).
+        metrics: ``compile``'s argument (see ``optimizer``).
+        weighted_metrics: ``compile``'s argument (see ``optimizer``).
+        jit_compile: ``compile``'s argument, used when the module is compiled here.
+
+    The last compile's arguments are the module's hyperparameters (``module.hparams``, as configs), so
+    a Lightning checkpoint restores the module compiled:
+    ``KerasModule.load_from_checkpoint(path, model=...)``. They are logged once per fit to the Trainer's
+    loggers, with the batch size and epochs.
 
     Example:
         >>> import torch, numpy as np
@@ -59,6 +79,9 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         >>> history = module.fit(np.ones((8, 3)), np.zeros((8, 1)), epochs=2, verbose=0)
         >>> len(history.history["loss"])
         2
+        >>> module = KerasModule(torch.nn.Linear(3, 1), optimizer={"class_name": "SGD"}, loss="mse")
+        >>> module.compiled, module.hparams["optimizer"]["class_name"]
+        (True, 'SGD')
     """
 
     def __init__(
@@ -66,8 +89,12 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         model: nn.Module,
         output_names: Optional[Sequence[str]] = None,
         input_names: Optional[Sequence[str]] = None,
-    ) -> None:
+        *,
+        optimizer: Any = None, loss: Any = None, loss_weights: Any = None, metrics: Any = None,
+        weighted_metrics: Any = None, jit_compile: Any = "auto",
+    ) -> None:  # fmt: skip
         super().__init__()
+        given_names = {"output_names": output_names, "input_names": input_names}
         if not isinstance(model, nn.Module):
             raise TypeError(
                 "Expected `model` to be a torch.nn.Module or a Keras model built with the torch "
@@ -98,15 +125,28 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         self.history: Any = None
         self.stop_training = False
         self._train_logs: Optional[Dict[str, float]] = None
+        self._train_logs_epoch: Optional[int] = None  # the epoch _train_logs belong to
         self._eval_logs: Optional[Dict[str, float]] = None
         self._val_logs: Dict[str, float] = {}
         self._run_regularizers = self.is_keras
+        # The Keras forward pass replayed from captured graphs (compile(jit_compile=...)), and its losses.
+        self._capture: Optional[CapturedForward] = None
+        self._forward_losses: List[Any] = []
         self.forward_parameters = self._forward_signature(model)
         # Per-output losses of the batch in flight, from compute_loss to update_metrics.
         self._output_losses: List[Tensor] = []
         self._fits = 0
         self._warned_untrainable = False
         self._callback_model: Any = None
+        # The fit arguments of the call in flight (set by fit), logged with the hyperparameters.
+        self.fit_arguments: Optional[Dict[str, Any]] = None
+        self.hparams.update({k: list(v) if v is not None else None for k, v in given_names.items()})
+        compile_arguments = {"optimizer": optimizer, "loss": loss, "loss_weights": loss_weights}
+        compile_arguments.update(metrics=metrics, weighted_metrics=weighted_metrics)
+        if any(v is not None for v in compile_arguments.values()):
+            if optimizer is None:
+                compile_arguments["optimizer"] = "rmsprop"
+            self.compile(**compile_arguments, jit_compile=jit_compile)
 
     # ------------------------------------------------------------------ compile
     def compile(
@@ -116,6 +156,7 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         loss_weights: Any = None,
         metrics: Any = None,
         weighted_metrics: Any = None,
+        jit_compile: Any = "auto",
     ) -> None:
         """Configure training the Keras way.
 
@@ -129,10 +170,30 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
             metrics: a list, list of lists, or dict of metrics (strings, Keras metrics,
                 torchmetrics metrics or functions).
             weighted_metrics: like ``metrics``; these receive sample and class weights.
+            jit_compile: for a Keras model, ``"auto"`` (the default) and ``True`` capture its forward pass
+                once per input signature and replay it (:mod:`keras_bridge.capture`; ``True`` also runs
+                the captured graph through ``torch.compile``); ``False`` calls the model eagerly.
+
+        Losses, metrics, optimizers and learning-rate schedules may also be given as Keras configs: what
+        ``keras.saving.serialize_keras_object(obj)`` returns (classes and functions registered with
+        ``keras.saving.register_keras_serializable`` included), or ``{"class_name": ..., "config": {...}}``,
+        at any place of a ``loss`` / ``metrics`` structure (:mod:`keras_bridge.configs`).
 
         Note:
             This replaces ``torch.nn.Module.compile``; use ``torch.compile(module.model)`` for that.
         """
+        if jit_compile not in ("auto", True, False):
+            raise ValueError(
+                f"Expected `jit_compile` to be 'auto', True or False. Received: jit_compile={jit_compile!r}"
+            )
+        # Keras configs (serialize_keras_object output, or the bridge's saved form) become the objects.
+        given = {"optimizer": optimizer, "loss": loss, "loss_weights": loss_weights}
+        resolved = resolve_compile_arguments({**given, "metrics": metrics, "weighted_metrics": weighted_metrics})
+        optimizer, loss, loss_weights = resolved["optimizer"], resolved["loss"], resolved["loss_weights"]
+        metrics, weighted_metrics = resolved["metrics"], resolved["weighted_metrics"]
+        # A model whose own compute_loss/compute_metrics run each step reads model.losses: it runs eagerly.
+        capture = self.is_keras and jit_compile and KerasHooks.detect(self.model, False) is None
+        self._capture = CapturedForward(self.model, compile_graphs=jit_compile is True) if capture else None
         keras_optimizer = keras_optimizer_for(optimizer) if self.is_keras else None
         if keras_optimizer is not None:
             # A Keras model keeps its Keras optimizer: Keras's own update, state and learning rate.
@@ -152,6 +213,15 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
             self._compile_keras_model(keras_optimizer)
         self.compiled = True
         self._forget_build()
+        self._record_compile(optimizer, jit_compile)
+
+    def _record_compile(self, optimizer: Any, jit_compile: Any) -> None:
+        # The hyperparameters: this compile's arguments as configs (none when one cannot be described).
+        assert self.loss_plan is not None and self.metric_plan is not None
+        config = compile_config({"optimizer": optimizer, **self.loss_plan.arguments, **self.metric_plan.arguments})
+        for name in COMPILE_ARGUMENTS:
+            self.hparams.pop(name, None)
+        self.hparams.update({**(config or {}), "jit_compile": jit_compile})
 
     def _compile_keras_model(self, keras_optimizer: Any) -> None:
         # Plain Keras then finds the model compiled as the user compiled it: model.optimizer is the
@@ -162,6 +232,24 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         )
         keras_model: Any = self.model
         keras_model.compile(optimizer=keras_optimizer, **arguments)
+
+    def keep_keras_optimizer_only(self, reason: BaseException) -> None:
+        """Compile the Keras model with its optimizer only, when Keras refuses arguments the bridge accepts.
+
+        The bridge trains with the arguments as given; plain Keras then finds the model compiled without
+        a loss or metrics (``model.optimizer`` is still the trained optimizer). Said once, with Keras's reason.
+        """
+        assert self.loss_plan is not None and self.metric_plan is not None
+        keras_model: Any = self.model
+        optimizer = keras_model.optimizer
+        self.keras_incompatible_arguments = sorted({**self.loss_plan.arguments, **self.metric_plan.arguments})
+        keras_model.compile(optimizer=optimizer)
+        warnings.warn(
+            "The Keras model itself is compiled with the optimizer only: Keras's compile cannot take the "
+            f"`loss`/`metrics` arguments the bridge trains with ({str(reason).splitlines()[0]}). Plain "
+            "`model.evaluate`/`model.fit` will need `model.compile(...)` again.",
+            stacklevel=4,
+        )
 
     def _forget_build(self) -> None:
         # A new compile() rebuilds from the next batch and makes a new optimizer, as in Keras.
@@ -193,6 +281,8 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
     @property
     def callback_model(self) -> Any:
         """What Keras callbacks see as ``self.model``: the Keras model, or a Keras-like facade of a torch module."""
+        if self.is_keras:
+            return callback_model_for(self)  # the model itself (never stored again: it is a submodule)
         if self._callback_model is None:
             self._callback_model = callback_model_for(self)
         return self._callback_model
@@ -215,7 +305,10 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
     def forward(self, x: Any, training: bool = False) -> Any:
         """Call the wrapped model as Keras would (``training`` only reaches Keras models)."""
         if self.is_keras:
-            return self.model(x, training=training)
+            if self._capture is None:
+                return self.model(x, training=training)
+            y_pred, self._forward_losses = self._capture(x, training)
+            return y_pred
         if isinstance(x, dict):
             return self.model(**x)
         if isinstance(x, (list, tuple)):
@@ -224,19 +317,31 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
 
     # ------------------------------------------------------------------ building
     def build_from_batch(self, x: Any, y: Any, y_pred: Any) -> None:
-        """Resolve output names and instantiate losses/metrics from one batch (Keras's lazy build)."""
+        """Resolve the output structure and instantiate losses/metrics from one batch (Keras's lazy build).
+
+        The outputs may be any nesting of lists, tuples, namedtuples and dicts (Keras's rules, see
+        :mod:`keras_bridge.compile.structure`). A Keras model whose class overrides ``compute_loss`` or
+        ``compute_metrics`` gets them called at every step, as Keras's ``train_step`` calls them.
+        """
         self.require_compiled()
-        self.output_kind = output_structure(y_pred)
-        names = resolve_output_names(y_pred, self.declared_output_names)
-        self.output_names = names
-        y_flat = flatten_targets(y, names)
-        yp_flat = flatten_outputs(y_pred, names)
         assert self.loss_plan is not None and self.metric_plan is not None
-        self.loss_plan.build(names)
-        self.metric_plan.build(names, y_flat, [t.detach() for t in yp_flat])
+        outputs = output_structure(y_pred, self.declared_output_names)
+        self.output_kind = outputs.kind
+        self.output_names = outputs.names
+        self.loss_plan.build(outputs)
+        y_flat = flatten_targets(y, outputs, with_loss=self.loss_plan.output_has_loss)
+        yp_flat = flatten_outputs(y_pred, outputs)
+        self.metric_plan.build(outputs, y_flat, [t.detach() if isinstance(t, Tensor) else t for t in yp_flat])
+        hooks = None
+        if self.is_keras:
+            # Keras's own logs need the model compiled by Keras with every argument (a Keras optimizer).
+            keras_logs = isinstance(self.optimizer_spec, KerasNativeSpec) and not getattr(
+                self, "keras_incompatible_arguments", None
+            )
+            hooks = StageTracker.keras_hooks(self.model, keras_logs)
         device = yp_flat[0].device if yp_flat and isinstance(yp_flat[0], Tensor) else None
-        self.train_tracker = StageTracker(self.loss_plan, self.metric_plan, clone=False)
-        self.eval_tracker = StageTracker(self.loss_plan, self.metric_plan, clone=True)
+        self.train_tracker = StageTracker(self.loss_plan, self.metric_plan, clone=False, hooks=hooks)
+        self.eval_tracker = StageTracker(self.loss_plan, self.metric_plan, clone=True, hooks=hooks)
         if device is not None:
             self.train_tracker.to(device)
             self.eval_tracker.to(device)
@@ -247,19 +352,32 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
     ) -> Tensor:
         """Keras's ``compute_loss``: the compiled losses, weighted and summed, plus the model's own losses.
 
-        Override it in a subclass as in Keras (``x`` is given for losses that need the inputs).
+        Override it in a subclass as in Keras (``x`` is given for losses that need the inputs). A Keras
+        model whose class overrides ``compute_loss`` gives the loss itself (its override runs here).
 
         Raises:
             ValueError: no compiled loss and no model losses.
         """
-        names = self.output_names
-        assert names is not None and self.loss_plan is not None
-        y_flat = flatten_targets(y, names)
-        yp_flat = flatten_outputs(y_pred, names)
-        sw_flat = flatten_targets(sample_weight, names, "sample_weight")
-        total, self._output_losses = self.loss_plan(y_flat, yp_flat, sw_flat)
+        plan = self.loss_plan
+        assert plan is not None and plan.outputs is not None
+        outputs = plan.outputs
+        hooks = self.train_tracker.hooks if self.train_tracker is not None else None
+        if hooks is not None and hooks.runs_keras_loss:
+            loss = hooks.compute_loss(x, y, y_pred, sample_weight, training)
+            if plan.tracker_names and not hooks.keras_logs:
+                with torch.no_grad():  # the per-output values the bridge's own trackers log
+                    self._output_losses = plan(
+                        flatten_targets(y, outputs, with_loss=plan.output_has_loss),
+                        flatten_outputs(y_pred, outputs),
+                        flatten_targets(sample_weight, outputs, "sample_weight"),
+                    )[1]
+            return loss
+        y_flat = flatten_targets(y, outputs, with_loss=plan.output_has_loss)
+        yp_flat = flatten_outputs(y_pred, outputs)
+        sw_flat = flatten_targets(sample_weight, outputs, "sample_weight")
+        total, self._output_losses = plan(y_flat, yp_flat, sw_flat)
         if self._run_regularizers:
-            extra = self.model.losses
+            extra = self.model.losses if self._capture is None else self._forward_losses
             if extra:
                 reg = torch.stack([torch.sum(t.float()) for t in extra]).sum()  # type: ignore[union-attr]
                 total = reg if total is None else total + reg
@@ -273,15 +391,26 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
     def update_metrics(
         self, y: Any, y_pred: Any, sample_weight: Any, loss: Tensor, batch_size: int, training: bool = True
     ) -> None:
-        """Add one batch to the stage's loss trackers and compiled metrics (Keras's ``update_state``)."""
+        """Add one batch to the stage's loss trackers and compiled metrics (Keras's ``update_state``).
+
+        For a Keras model that overrides ``compute_loss`` or ``compute_metrics``, the model's
+        ``compute_metrics`` runs too and its return value gives the logs, as in Keras's ``train_step``.
+        """
         tracker = self.train_tracker if training else self.eval_tracker
-        names = self.output_names
-        assert tracker is not None and names is not None
+        plan = self.loss_plan
+        assert tracker is not None and plan is not None and plan.outputs is not None
+        outputs = plan.outputs
         tracker.update_losses(loss, self._output_losses, batch_size)
+        hooks = tracker.hooks
+        if hooks is not None and hooks.runs_keras_metrics:
+            x = getattr(self, "_step_inputs", None)
+            tracker.update_keras_logs(x, y, y_pred, sample_weight, loss, batch_size)
+            if hooks.keras_logs:
+                return
         tracker.update_metrics(
-            flatten_targets(y, names),
-            flatten_outputs(y_pred, names),
-            flatten_targets(sample_weight, names, "sample_weight"),
+            flatten_targets(y, outputs, with_loss=plan.output_has_loss),
+            flatten_outputs(y_pred, outputs),
+            flatten_targets(sample_weight, outputs, "sample_weight"),
         )
 
     def _step(self, batch: Any, training: bool) -> Tensor:
@@ -298,8 +427,10 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         if not self.built:
             self.build_from_batch(x, y, y_pred)
         self._output_losses = []
+        self._step_inputs = x  # for a Keras model's compute_metrics, called from update_metrics
         total = self.compute_loss(x, y, y_pred, sw, training=training)
         self.update_metrics(y, y_pred, sw, total, batch_size, training=training)
+        self._step_inputs = None
         if info is not None and training:
             total = total * (info.world_size * batch_size / info.global_size)
         if training and not total.requires_grad:
@@ -354,6 +485,7 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
             logs = self.stage_results(training=True)
             logs.update(self._val_logs)
             self._train_logs = dict(sorted(logs.items()))
+            self._train_logs_epoch = self.trainer.current_epoch
         return self._train_logs
 
     def on_train_epoch_start(self) -> None:
@@ -390,6 +522,31 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         if self._restored_state is not None:
             apply_training_state(self.trainer, self._restored_state, self)
             self._restored_state = None
+        self._log_hyperparameters()
+
+    def _log_hyperparameters(self) -> None:
+        """Send the compile arguments (as configs), the batch size and the epochs to the Trainer's loggers, once."""
+        trainer = self.trainer
+        fit_arguments, self.fit_arguments = self.fit_arguments, None
+        if not trainer.loggers:
+            return
+        if fit_arguments is None:  # a plain Trainer: what its datamodule and max_epochs say
+            datamodule = getattr(trainer, "datamodule", None)
+            fit_arguments = {"batch_size": getattr(datamodule, "batch_size", None), "epochs": trainer.max_epochs}
+        params = {k: v for k, v in self.hparams.items() if k in COMPILE_ARGUMENTS and v is not None}
+        params.update({k: v for k, v in fit_arguments.items() if v is not None})
+        for logger in trainer.loggers:
+            logger.log_hyperparams(params)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Keras's batch logs (running means) reach the loggers as `batch_<name>` (Keras TensorBoard's
+        # tags) on the steps Lightning logs (`log_every_n_steps`; 0, the bridge's default, is never).
+        trainer = self.trainer
+        if trainer.loggers and logging_due(trainer):
+            logs = self.batch_logs(training=True)
+            if logs:
+                batch_logs = {f"batch_{k}": v for k, v in logs.items()}
+                self.log_dict(batch_logs, on_step=True, on_epoch=False, sync_dist=False, batch_size=1)
 
     def on_train_end(self) -> None:
         # Keras copies EMA weights into the model when fit ends (use_ema=True).
@@ -444,10 +601,34 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         return [v for v in variables if getattr(v, "constraint", None) is not None]
 
     # ------------------------------------------------------------------ state
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Add the bridge's entry (compile arguments, model description) to a Lightning checkpoint.
+
+        See :mod:`keras_bridge.saving.lightning_checkpoint`.
+        """
+        checkpoint[KEY] = checkpoint_entry(self)
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Compile from a Lightning checkpoint's entry and match a Keras model's variable names.
+
+        Lightning calls it from ``load_from_checkpoint`` and ``trainer.fit(ckpt_path=...)``; see
+        :mod:`keras_bridge.saving.lightning_checkpoint`.
+        """
+        restore_from_checkpoint(self, checkpoint)
+
     def get_extra_state(self) -> Any:
         # Travels with state_dict, hence back from ddp_spawn workers and into checkpoints.
         history = getattr(self.history, "history", None)
-        return {"history": history, "epoch": getattr(self.history, "epoch", None)}
+        epochs = getattr(self.history, "epoch", None)
+        epoch = self._train_logs_epoch
+        if history is not None and self._train_logs is not None and epoch not in (epochs or []):
+            # Written at an epoch end before History recorded it (by a Keras callback, which runs before
+            # History): the checkpoint holds that epoch too, so a resume continues the History exactly.
+            history = {k: list(v) for k, v in history.items()}
+            for key, value in self._train_logs.items():
+                history.setdefault(key, []).append(value)
+            epochs = [*(epochs or []), epoch]
+        return {"history": history, "epoch": epochs}
 
     def set_extra_state(self, state: Any) -> None:
         if not state or state.get("history") is None:

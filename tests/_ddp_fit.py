@@ -30,8 +30,14 @@ def main(out_path: str, devices: int) -> None:
     if devices > 1:
         trainer["strategy"] = "ddp"
     history = module.fit(
-        x, y, batch_size=16, epochs=3, validation_split=0.2, class_weight={0: 1.0, 1: 2.0, 2: 0.5},
-        verbose=0, trainer=trainer,
+        x,
+        y,
+        batch_size=16,
+        epochs=3,
+        validation_split=0.2,
+        class_weight={0: 1.0, 1: 2.0, 2: 0.5},
+        verbose=0,
+        trainer=trainer,
     )
     # Fresh Trainers after fit: on the process that launched the others, Lightning's popen launcher has
     # set LOCAL_RANK, so these join the existing process group instead of launching processes again.
@@ -40,8 +46,16 @@ def main(out_path: str, devices: int) -> None:
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         weights = [p.detach().numpy().tolist() for p in net.parameters()]
         with open(out_path, "w") as f:
-            json.dump({"history": history.history, "epoch": history.epoch, "weights": weights,
-                       "predictions": predictions.tolist(), "evaluate": evaluation}, f)
+            json.dump(
+                {
+                    "history": history.history,
+                    "epoch": history.epoch,
+                    "weights": weights,
+                    "predictions": predictions.tolist(),
+                    "evaluate": evaluation,
+                },
+                f,
+            )
     elif devices > 1:
         # Every process gets the full predictions and the synchronised evaluate numbers.
         with open(out_path + f".rank{os.environ['LOCAL_RANK']}", "w") as f:

@@ -9,9 +9,9 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import pytest
+from helpers import load_digits_data
 
 import keras_bridge  # noqa: F401  (selects the torch backend)
-from helpers import load_digits_data
 
 
 @pytest.fixture

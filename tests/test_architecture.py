@@ -90,14 +90,17 @@ def test_import_graph_is_acyclic():
 
 def test_only_the_package_root_imports_the_package_root():
     modules = _modules()
-    offenders = [name for name, path in modules.items()
-                 if name != "keras_bridge" and "keras_bridge" in _imports(name, path, set(modules))]
+    offenders = [
+        name
+        for name, path in modules.items()
+        if name != "keras_bridge" and "keras_bridge" in _imports(name, path, set(modules))
+    ]
     assert offenders == []
 
 
 # Private attributes of the libraries we build on, as they are spelled at their call sites.
 _FOREIGN_PRIVATE = re.compile(
-    r"_checkpoint_connector|_accelerator_connector|epoch_progress|\._initial_epoch|_is_default\b"
+    r"_checkpoint_connector|_accelerator_connector|_logger_connector|epoch_progress|\._initial_epoch|_is_default\b"
 )
 
 

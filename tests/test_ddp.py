@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import subprocess_env
 
 SCRIPT = Path(__file__).with_name("_ddp_fit.py")
@@ -17,8 +16,12 @@ def run(tmp_path, devices):
     out = tmp_path / f"out_{devices}.json"
     env = subprocess_env()
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out), str(devices)], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=240,
+        [sys.executable, str(SCRIPT), str(out), str(devices)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), proc

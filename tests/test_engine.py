@@ -39,8 +39,14 @@ def test_trainer_dict_and_ready_trainer_give_the_same_numbers():
     with pytest.raises(ValueError, match="max_epochs=99.*epochs"):
         linear_module().fit(x, y, epochs=2, verbose=0, trainer={"max_epochs": 99})
     a = linear_module().fit(x, y, epochs=2, shuffle=False, verbose=0, trainer={"accelerator": "cpu", "max_epochs": 2})
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     b = linear_module().fit(x, y, epochs=2, shuffle=False, verbose=0, trainer=trainer)
     assert len(a.history["loss"]) == 2
     np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-6)
@@ -58,8 +64,8 @@ def test_epoch_loss_is_sample_weighted_mean_and_batch_loss_by_hand():
     with torch.no_grad():
         per_sample = ((net(torch.from_numpy(x)) - torch.from_numpy(y)) ** 2).mean(-1).numpy()
     batches = [slice(0, 4), slice(4, 8), slice(8, 10)]
-    batch_losses = [(w[b] * per_sample[b]).sum() / len(per_sample[b]) for b in batches]   # sum(w*l)/N
-    expected = sum(l * len(per_sample[b]) for l, b in zip(batch_losses, batches)) / 10     # sample-count weighted
+    batch_losses = [(w[b] * per_sample[b]).sum() / len(per_sample[b]) for b in batches]  # sum(w*l)/N
+    expected = sum(l * len(per_sample[b]) for l, b in zip(batch_losses, batches)) / 10  # sample-count weighted
     np.testing.assert_allclose(history.history["loss"][0], expected, rtol=1e-5)
 
 
@@ -81,7 +87,7 @@ def test_shuffle_modes_visit_every_sample_once_per_epoch():
         module = kb.KerasModule(Recorder())
         module.compile(optimizer="sgd", loss="mse")
         module.fit(x, x, batch_size=4, epochs=2, shuffle=shuffle, verbose=0)
-        epochs = seen[1:4], seen[4:7]   # seen[0] is the build pass
+        epochs = seen[1:4], seen[4:7]  # seen[0] is the build pass
         for batches in epochs:
             assert sorted(sum(batches, [])) == list(range(10))
             if shuffle == "batch" or shuffle is False:

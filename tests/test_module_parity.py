@@ -1,13 +1,12 @@
 """KerasModule.fit/evaluate against keras.Model.fit/evaluate (torch backend), same weights and batches."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
+from helpers import assert_history_close, twin_models
 from keras import layers
 
 import keras_bridge as kb
-from helpers import assert_history_close, twin_models
 
 RTOL = 1e-4
 
@@ -62,7 +61,8 @@ def test_optimizer_parity(opt):
         metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=2)],
     )
     kh, bh, ke, be, km, bm = run_both(
-        mlp(), compile_kwargs,
+        mlp(),
+        compile_kwargs,
         dict(x=x, y=y, batch_size=20, epochs=3, validation_split=0.25),
         dict(x=x, y=y, batch_size=32),
     )
@@ -85,7 +85,9 @@ def test_weight_parity(weighting):
         fit_kwargs["validation_data"] = (x[:30], y[:30], w[:30])
     if weighting == "weighted_metrics":
         metrics_kwargs["weighted_metrics"] = ["acc", "sparse_categorical_crossentropy"]
-    compile_kwargs = lambda: dict(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy", **metrics_kwargs)  # noqa: E731
+    compile_kwargs = lambda: dict(
+        optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy", **metrics_kwargs
+    )  # noqa: E731
     kh, bh, ke, be, _, _ = run_both(mlp(), compile_kwargs, fit_kwargs, dict(x=x, y=y, return_dict=True))
     assert_history_close(kh, bh, RTOL)
     assert be.keys() == ke.keys()
@@ -117,14 +119,18 @@ def two_io_data(n=40):
 STRUCTURES = {
     "lists": lambda: dict(
         loss=[keras.losses.MeanSquaredError(), keras.losses.CategoricalCrossentropy()],
-        metrics=[[keras.metrics.MeanAbsolutePercentageError(), keras.metrics.MeanAbsoluteError()],
-                 [keras.metrics.CategoricalAccuracy()]],
+        metrics=[
+            [keras.metrics.MeanAbsolutePercentageError(), keras.metrics.MeanAbsoluteError()],
+            [keras.metrics.CategoricalAccuracy()],
+        ],
         loss_weights=[2.0, 1.0],
     ),
     "dicts": lambda: dict(
         loss={"score_output": keras.losses.MeanSquaredError(), "class_output": keras.losses.CategoricalCrossentropy()},
-        metrics={"score_output": [keras.metrics.MeanAbsolutePercentageError(), keras.metrics.MeanAbsoluteError()],
-                 "class_output": [keras.metrics.CategoricalAccuracy()]},
+        metrics={
+            "score_output": [keras.metrics.MeanAbsolutePercentageError(), keras.metrics.MeanAbsoluteError()],
+            "class_output": [keras.metrics.CategoricalAccuracy()],
+        },
         loss_weights={"score_output": 2.0, "class_output": 1.0},
     ),
     "strings_and_none": lambda: dict(loss=[None, "categorical_crossentropy"], metrics=[["mae"], ["accuracy"]]),
@@ -141,7 +147,8 @@ def test_multi_io_parity(structure, data_form):
         x, y = {"img_input": img, "ts_input": ts}, {"score_output": score, "class_output": cls}
     compile_kwargs = lambda: dict(optimizer=keras.optimizers.RMSprop(1e-3), **STRUCTURES[structure]())  # noqa: E731
     kh, bh, ke, be, _, _ = run_both(
-        two_io_model, compile_kwargs,
+        two_io_model,
+        compile_kwargs,
         dict(x=x, y=y, batch_size=16, epochs=2, validation_split=0.25),
         dict(x=x, y=y, batch_size=16),
     )
@@ -150,12 +157,20 @@ def test_multi_io_parity(structure, data_form):
 
 
 SCHEDULES = {
-    "exponential": lambda: keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=3, decay_rate=0.5, staircase=True),
+    "exponential": lambda: keras.optimizers.schedules.ExponentialDecay(
+        0.1, decay_steps=3, decay_rate=0.5, staircase=True
+    ),
     "piecewise": lambda: keras.optimizers.schedules.PiecewiseConstantDecay([4, 8], [0.1, 0.05, 0.01]),
-    "polynomial": lambda: keras.optimizers.schedules.PolynomialDecay(0.1, decay_steps=10, end_learning_rate=0.01, power=2.0),
+    "polynomial": lambda: keras.optimizers.schedules.PolynomialDecay(
+        0.1, decay_steps=10, end_learning_rate=0.01, power=2.0
+    ),
     "inverse_time": lambda: keras.optimizers.schedules.InverseTimeDecay(0.1, decay_steps=2, decay_rate=0.5),
-    "cosine": lambda: keras.optimizers.schedules.CosineDecay(0.01, decay_steps=8, alpha=0.1, warmup_target=0.1, warmup_steps=3),
-    "cosine_restarts": lambda: keras.optimizers.schedules.CosineDecayRestarts(0.1, first_decay_steps=3, t_mul=2.0, m_mul=0.5),
+    "cosine": lambda: keras.optimizers.schedules.CosineDecay(
+        0.01, decay_steps=8, alpha=0.1, warmup_target=0.1, warmup_steps=3
+    ),
+    "cosine_restarts": lambda: keras.optimizers.schedules.CosineDecayRestarts(
+        0.1, first_decay_steps=3, t_mul=2.0, m_mul=0.5
+    ),
 }
 
 
@@ -178,7 +193,8 @@ def test_regularizer_and_binary_accuracy_parity():
     y = (rng.random((64, 1)) > 0.5).astype("float32")
     compile_kwargs = lambda: dict(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy", "mse"])  # noqa: E731
     kh, bh, ke, be, _, _ = run_both(
-        mlp(n_out=1, activation="sigmoid", regularizer=keras.regularizers.L2(0.01)), compile_kwargs,
+        mlp(n_out=1, activation="sigmoid", regularizer=keras.regularizers.L2(0.01)),
+        compile_kwargs,
         dict(x=x, y=y, batch_size=10, epochs=3, validation_split=0.2),
         dict(x=x, y=y),
     )
@@ -189,7 +205,9 @@ def test_regularizer_and_binary_accuracy_parity():
 def test_steps_per_epoch_and_initial_epoch_parity():
     x, y = data(n=50)
     compile_kwargs = lambda: dict(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")  # noqa: E731
-    kh, bh, _, _, _, _ = run_both(mlp(), compile_kwargs, dict(x=x, y=y, batch_size=8, epochs=4, steps_per_epoch=3, initial_epoch=1))
+    kh, bh, _, _, _, _ = run_both(
+        mlp(), compile_kwargs, dict(x=x, y=y, batch_size=8, epochs=4, steps_per_epoch=3, initial_epoch=1)
+    )
     assert kh.epoch == bh.epoch == [1, 2, 3]
     assert_history_close(kh, bh, RTOL)
 
@@ -197,7 +215,9 @@ def test_steps_per_epoch_and_initial_epoch_parity():
 def test_validation_freq_list_parity():
     x, y = data(n=40)
     compile_kwargs = lambda: dict(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["acc"])  # noqa: E731
-    kh, bh, _, _, _, _ = run_both(mlp(), compile_kwargs, dict(x=x, y=y, batch_size=8, epochs=4, validation_split=0.25, validation_freq=[2, 4]))
+    kh, bh, _, _, _, _ = run_both(
+        mlp(), compile_kwargs, dict(x=x, y=y, batch_size=8, epochs=4, validation_split=0.25, validation_freq=[2, 4])
+    )
     assert len(bh.history["val_loss"]) == 2
     assert_history_close(kh, bh, RTOL)
 
@@ -207,7 +227,9 @@ def test_consecutive_fits_keep_optimizer_state_like_keras():
     x, y = data(n=48)
     schedule = lambda: keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=2, decay_rate=0.5)  # noqa: E731
     k_model, b_model = twin_models(mlp())
-    compile_kwargs = lambda: dict(optimizer=keras.optimizers.SGD(schedule(), momentum=0.9), loss="sparse_categorical_crossentropy")  # noqa: E731
+    compile_kwargs = lambda: dict(
+        optimizer=keras.optimizers.SGD(schedule(), momentum=0.9), loss="sparse_categorical_crossentropy"
+    )  # noqa: E731
     k_model.compile(**compile_kwargs())
     module = kb.KerasModule(b_model)
     module.compile(**compile_kwargs())
@@ -229,12 +251,15 @@ def test_batchnorm_and_training_flag_parity():
         return keras.Model(inp, out)
 
     x, y = data(n=80)
-    compile_kwargs = lambda: dict(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy", metrics=["accuracy"])  # noqa: E731
-    kh, bh, ke, be, km, bm = run_both(build, compile_kwargs, dict(x=x, y=y, batch_size=16, epochs=2, validation_split=0.25), dict(x=x, y=y))
+    compile_kwargs = lambda: dict(
+        optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )  # noqa: E731
+    kh, bh, ke, be, km, bm = run_both(
+        build, compile_kwargs, dict(x=x, y=y, batch_size=16, epochs=2, validation_split=0.25), dict(x=x, y=y)
+    )
     assert_history_close(kh, bh, RTOL)
     np.testing.assert_allclose(be, ke, rtol=RTOL)
     bn_k = next(l for l in km.layers if isinstance(l, layers.BatchNormalization))
     bn_b = next(l for l in bm.layers if isinstance(l, layers.BatchNormalization))
     np.testing.assert_allclose(bn_b.moving_mean.numpy(), bn_k.moving_mean.numpy(), rtol=1e-4, atol=1e-6)
     assert not np.allclose(bn_b.moving_mean.numpy(), 0.0), "moving statistics were updated during training"
-

@@ -1,10 +1,10 @@
 """Lightning's precision plugins carry through: bf16-mixed runs Keras's losses/metrics in float32."""
 
+import keras
 import numpy as np
 import pytest
 import torch
 
-import keras
 import keras_bridge as kb
 
 
@@ -15,16 +15,25 @@ def fit(precision, accelerator="cpu"):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
     module = kb.KerasModule(net)
-    module.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                   metrics=["accuracy"])
+    module.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     trainer = {"precision": precision, "accelerator": accelerator}
-    history = module.fit(x, y, epochs=2, batch_size=32, shuffle=False, validation_split=0.25, verbose=0, trainer=trainer)
+    history = module.fit(
+        x, y, epochs=2, batch_size=32, shuffle=False, validation_split=0.25, verbose=0, trainer=trainer
+    )
     return history, module.predict(x, verbose=0, trainer=trainer)
 
 
-@pytest.mark.parametrize("accelerator", [
-    "cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]),
-])
+@pytest.mark.parametrize(
+    "accelerator",
+    [
+        "cpu",
+        pytest.param(
+            "cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+        ),
+    ],
+)
 def test_bf16_mixed_matches_fp32_within_bf16_precision(accelerator):
     reference, ref_pred = fit("32-true")
     history, pred = fit("bf16-mixed", accelerator)

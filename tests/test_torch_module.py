@@ -65,7 +65,11 @@ def test_dict_outputs_dict_inputs_and_predict():
     )
     history = module.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     assert sorted(history.history) == [
-        "class_output_accuracy", "class_output_loss", "loss", "score_output_loss", "score_output_mae",
+        "class_output_accuracy",
+        "class_output_loss",
+        "loss",
+        "score_output_loss",
+        "score_output_mae",
     ]
     assert module.model.seen_kwargs == ("img_input", "ts_input")
     expected = manual_epoch_losses(reference, x, y, 16, lr=0.01)

@@ -2,12 +2,16 @@
 
 Pass Keras callback objects to ``module.fit(callbacks=[...])``: they are driven with Keras's hooks,
 logs and rules by one :class:`KerasCallbackAdapter`. For a plain ``lightning.Trainer``, use
-:func:`to_lightning`. The ports below replace Keras callbacks whose code cannot run here; a Keras
-``TensorBoard`` or ``BackupAndRestore`` passed to ``fit`` is translated to them automatically.
+:func:`to_lightning`, or :class:`KerasCallbacks` (Keras callback configs as one Lightning callback, e.g.
+in a ``LightningCLI`` YAML). Configs (``{"class_name": ..., "config": {...}}``) and JSON/YAML files of
+them are accepted wherever callbacks are (:func:`from_config`, :func:`callbacks_from_file`). The ports
+below replace Keras callbacks whose code cannot run here; a Keras ``TensorBoard`` or
+``BackupAndRestore`` passed to ``fit`` is translated to them automatically.
 
 * :class:`ModelCheckpoint`: Keras's, also writing ``.ckpt`` and ``.weights.pt``.
 * :class:`TensorBoard`: Keras's layout and tags, written with ``torch.utils.tensorboard``.
 * :class:`BackupAndRestore`: Keras's files and rules, with an exact resume of optimizer and loop.
+* :class:`ResumableCheckpoint`: a ``BackupAndRestore`` that resumes at the next batch, as if never stopped.
 
 The three classes subclass their Keras counterparts and are built when first used, so importing
 ``keras_bridge`` does not import keras.
@@ -16,22 +20,32 @@ The three classes subclass their Keras counterparts and are built when first use
 from typing import Any
 
 from keras_bridge.callbacks.adapter import KerasCallbackAdapter
-from keras_bridge.callbacks.convert import from_config
-from keras_bridge.callbacks.lightning import to_lightning
+from keras_bridge.callbacks.convert import callbacks_from_file, from_config
+from keras_bridge.callbacks.lightning import KerasCallbacks, to_lightning
 from keras_bridge.callbacks.model_facade import OptimizerFacade, TorchModelFacade
+from keras_bridge.callbacks.ray import ray_report
 
 __all__ = [
     "BackupAndRestore",
     "KerasCallbackAdapter",
+    "KerasCallbacks",
     "ModelCheckpoint",
     "OptimizerFacade",
+    "ResumableCheckpoint",
     "TensorBoard",
     "TorchModelFacade",
+    "callbacks_from_file",
     "from_config",
+    "ray_report",
     "to_lightning",
 ]
 
-_PORTS = {"BackupAndRestore": "backup", "ModelCheckpoint": "checkpoint", "TensorBoard": "tensorboard"}
+_PORTS = {
+    "BackupAndRestore": "backup",
+    "ModelCheckpoint": "checkpoint",
+    "ResumableCheckpoint": "resume",
+    "TensorBoard": "tensorboard",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -14,16 +14,24 @@ hooks, and weights restored by ``EarlyStopping(restore_best_weights=True)`` are 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence
+import math
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback as LightningCallback
 
 import keras_bridge.callbacks.model_facade as model_facade
+import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.callbacks.convert import runs_keras_callbacks, translate
 from keras_bridge.callbacks.monitor import resolve_monitor_op
+from keras_bridge.callbacks.resumed_logs import drop_logged_epochs, mark_start
 from keras_bridge.optimizers.base import get_learning_rate, set_learning_rate
-from keras_bridge.utils.compat import is_default_keras_hook, keras_initial_epoch, set_start_epoch
+from keras_bridge.utils.compat import (
+    is_default_keras_hook,
+    keras_initial_epoch,
+    set_keras_initial_epoch,
+    set_start_epoch,
+)
 from keras_bridge.utils.keras import import_keras
 
 _BATCH_END_HOOKS = ("on_batch_end", "on_train_batch_end")
@@ -51,6 +59,14 @@ def _reads(cb: Any, names: Sequence[str]) -> bool:
 def _rank_zero_only(cb: Any) -> bool:
     keras = import_keras()
     return any(isinstance(cb, getattr(keras.callbacks, name)) for name in _RANK_ZERO_ONLY)
+
+
+def _continue_history(history: Any, epochs: List[int], start_epoch: int) -> None:
+    """Keep a restored History's epochs before ``start_epoch`` (and their values), to be appended to."""
+    kept = [e for e in epochs if e < start_epoch]
+    if len(kept) < len(epochs):
+        history.history = {k: v[: len(kept)] if len(v) == len(epochs) else v for k, v in history.history.items()}
+    history.epoch = kept
 
 
 class _LazyLogs:
@@ -98,6 +114,7 @@ class KerasCallbackAdapter(LightningCallback):
         model: Any = None,
         mode: Optional[str] = "fit",
         validation_freq: Any = 1,
+        keras_rng: Tuple[bool, bool] = (False, False),
     ) -> None:
         keras = import_keras()
         # A ProgbarLogger in the list is replaced by the bridge's own bar (Keras keeps one bar too).
@@ -109,7 +126,11 @@ class KerasCallbackAdapter(LightningCallback):
         self.model = model
         self.mode = mode
         self.validation_freq = validation_freq
+        # Take torch's global draws where Keras's array pipeline takes them (training, evaluation loaders).
+        self.keras_rng = keras_rng
         self.last_logs: Dict[str, float] = {}
+        # The batch in flight, for error messages: (stage, epoch, batch index).
+        self.position: Optional[Tuple[str, int, int]] = None
         self._own_model = model is None  # to_lightning: found at setup
         self._own_params = params is None
         self._select(rank_zero=True)
@@ -130,6 +151,7 @@ class KerasCallbackAdapter(LightningCallback):
         self.active = users
         self.all: List[Any] = users + [c for c in (self.history, self.progbar) if c is not None]
         self._batch_readers = [c for c in users if _reads(c, _BATCH_END_HOOKS)]
+        self._nan_guards = [c for c in self._batch_readers if isinstance(c, import_keras().callbacks.TerminateOnNaN)]
         self._batch_begin = [c for c in users if _reads(c, _BATCH_BEGIN_HOOKS)]
         self._test_batch_readers = [c for c in users if _overrides(c, _TEST_BATCH_END_HOOKS)]
 
@@ -170,12 +192,32 @@ class KerasCallbackAdapter(LightningCallback):
             pl_module.history = self.history
         model_facade.attach_savers(pl_module)
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        # After the optimizers exist, before the fit loop starts: where a port restores loop state.
+        for cb in self.user_callbacks:
+            if hasattr(cb, "_kb_on_fit_start"):
+                cb._kb_on_fit_start()
+
     def teardown(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
         model_facade.detach_savers(pl_module)
+        model_facade.release_saves(pl_module)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
         model_facade.detach_savers(pl_module)
+        model_facade.release_saves(pl_module)
         self._mirror_ports()
+
+    def describe_position(self) -> str:
+        """The batch in flight in words, for error messages.
+
+        For example ``"training batch 3 of epoch 2"``: batches counted from 0, epochs from 1 as Keras prints them.
+        """
+        if self.position is None:
+            return "the first batch"
+        stage, epoch, batch = self.position
+        if stage in ("training", "validation"):
+            return f"{stage} batch {batch} of epoch {epoch + 1}"
+        return f"{stage} batch {batch}"
 
     def _mirror_ports(self) -> None:
         for cb in self.user_callbacks:
@@ -212,23 +254,53 @@ class KerasCallbackAdapter(LightningCallback):
         self.model.stop_training = False
         for cb in self.active:
             resolve_monitor_op(cb, pl_module)
+        # trainer.fit(ckpt_path=...) restored the History of the checkpoint (the module's extra state):
+        # it goes on from there rather than starting again.
+        resumed_epochs = list(self.history.epoch) if self.history is not None and trainer.ckpt_path else None
+        # Keras's BackupAndRestore asks its fit to resume at an epoch through the model (where the value
+        # stays, as in Keras); whether a backup was restored in this fit is told by a fresh value.
+        stale = keras_initial_epoch(self.model)
+        set_keras_initial_epoch(self.model, None)
         for cb in self.all:
             cb.on_train_begin({})
-        # Keras's BackupAndRestore asks its fit to resume at an epoch through the model.
+        restored = keras_initial_epoch(self.model)
+        if restored is None:
+            set_keras_initial_epoch(self.model, stale)
+        if resumed_epochs is not None:
+            _continue_history(self.history, resumed_epochs, trainer.current_epoch)
         resume = keras_initial_epoch(self.model)
         if resume:
             set_start_epoch(trainer, resume)
+        # A resumed run logs every epoch once: what the killed run logged from the resumed epoch on goes.
+        ports = [getattr(cb, "_kb_resumed_epoch", None) for cb in self.user_callbacks]
+        resumed_at = next((epoch for epoch in ports if epoch is not None), restored)
+        if resumed_at is not None:
+            drop_logged_epochs(self.active, int(resumed_at))
+        mark_start(self.active, trainer.current_epoch)
+        # A backup restored in the middle of an epoch (ResumableCheckpoint): Lightning continues that
+        # epoch without its start hooks; the callbacks see it begin, as they did before the interruption,
+        # and then the restored optimizer state (learning rate included) is the interrupted run's again.
+        resumed = [cb for cb in self.user_callbacks if getattr(cb, "_kb_resumed_mid_epoch", False)]
+        if resumed:
+            self._begin_epoch(trainer, trainer.current_epoch)
+            for cb in resumed:
+                cb._kb_reapply_training_state()
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        epoch = trainer.current_epoch
+    def _begin_epoch(self, trainer: pl.Trainer, epoch: int) -> None:
         freq = self.validation_freq
         if isinstance(freq, (list, tuple, set)):
             trainer.check_val_every_n_epoch = 1 if (epoch + 1) in freq else 10**9
         for cb in self.all:
             cb.on_epoch_begin(epoch, {})
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self._begin_epoch(trainer, trainer.current_epoch)
+        if self.keras_rng[0]:
+            keras_rng.draw()
         self._sync_learning_rates(trainer)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self.position = ("training", trainer.current_epoch, batch_idx)
         for cb in self._batch_begin:
             cb.on_train_batch_begin(batch_idx, {})
 
@@ -238,8 +310,13 @@ class KerasCallbackAdapter(LightningCallback):
             for cb in self._batch_readers:
                 cb.on_train_batch_end(batch_idx, logs())
             self._sync_stop(trainer)
+            if self._nan_guards and trainer.should_stop and not math.isfinite(logs().get("loss", 0.0)):
+                # TerminateOnNaN stopped the run: no checkpoint written from now on replaces a good one.
+                model_facade.hold_saves(pl_module)
         if self.progbar is not None:
             self.progbar.update_lazily(batch_idx, logs)
+        if self.keras_rng[0] and batch_idx + 1 == trainer.num_training_batches:
+            keras_rng.draw()  # Keras opens the next pass's iterator when a pass ends
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if trainer.sanity_checking:
@@ -248,12 +325,16 @@ class KerasCallbackAdapter(LightningCallback):
             self._params_from(trainer, sum(trainer.num_val_batches) if trainer.num_val_batches else None)
         for cb in self._test_callbacks(trainer):
             cb.on_test_begin({})
+        if self.keras_rng[1]:
+            keras_rng.draw(2)
 
     def on_validation_batch_start(
         self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int, *_: Any
     ) -> None:
         if trainer.sanity_checking:
             return
+        stage = "evaluation" if self._current_mode(trainer) == "evaluate" else "validation"
+        self.position = (stage, trainer.current_epoch, batch_idx)
         for cb in self._test_callbacks(trainer):
             cb.on_test_batch_begin(batch_idx, {})
 
@@ -305,8 +386,11 @@ class KerasCallbackAdapter(LightningCallback):
         self._params_from(trainer, sum(trainer.num_predict_batches) if trainer.num_predict_batches else None)
         for cb in self.all:
             cb.on_predict_begin({})
+        if self.keras_rng[1]:
+            keras_rng.draw(2)
 
     def on_predict_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int, *_: Any) -> None:
+        self.position = ("prediction", 0, batch_idx)
         for cb in self.active:
             cb.on_predict_batch_begin(batch_idx, {})
 

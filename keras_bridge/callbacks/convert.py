@@ -5,16 +5,20 @@
 LambdaCallback, History, RemoteMonitor, user subclasses), or a port configured like it where Keras's
 code cannot run here (``TensorBoard`` needs TensorFlow; ``BackupAndRestore`` must restore the torch
 optimizer and the Lightning loop). :func:`from_config` builds a callback from
-``{"class_name": ..., "config": {...}}``.
+``{"class_name": ..., "config": {...}}`` (Keras's serialized shape, ``module`` and ``registered_name``
+included), :func:`callbacks_from_file` a list of them from a JSON or YAML file.
 Anything that cannot be translated is a ``ValueError`` naming the callback and the argument.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, Mapping
+import os
+from typing import Any, Dict, List, Mapping, Optional
 
-from keras_bridge.callbacks.ports import backup, checkpoint, tensorboard
+from keras_bridge.callbacks.ports import backup, checkpoint, resume, tensorboard
+from keras_bridge.configs import check_config_keys, constructor_arguments, find_class, read_config_file
+from keras_bridge.utils.errors import did_you_mean
 from keras_bridge.utils.keras import import_keras
 
 # Keras callbacks whose code needs something this install cannot give them.
@@ -22,7 +26,12 @@ _UNSUPPORTED = {
     "SwapEMAWeights": "it swaps Keras optimizer EMA variables; use a keras_bridge optimizer with use_ema=True",
     "OrbaxCheckpoint": "it writes Orbax (JAX) checkpoints; use ModelCheckpoint",
 }
-_PORT_MODULES: Dict[str, Any] = {"BackupAndRestore": backup, "ModelCheckpoint": checkpoint, "TensorBoard": tensorboard}
+_PORT_MODULES: Dict[str, Any] = {
+    "BackupAndRestore": backup,
+    "ModelCheckpoint": checkpoint,
+    "ResumableCheckpoint": resume,
+    "TensorBoard": tensorboard,
+}
 _BRIDGE_CLASSES = tuple(_PORT_MODULES)
 
 
@@ -69,22 +78,36 @@ def translate(callback: Any, native: bool = False) -> Any:
     return callback
 
 
-def _callback_class(class_name: str) -> type:
+def _callback_class(config: Mapping[str, Any], custom_objects: Optional[Mapping[str, Any]]) -> type:
     keras = import_keras()
-    if class_name in _BRIDGE_CLASSES:
-        return _bridge_class(class_name)
-    cls = getattr(keras.callbacks, class_name, None)
+    class_name = config["class_name"]
+    bridge = {name: _bridge_class(name) for name in _BRIDGE_CLASSES}
+    try:
+        cls = find_class(config, "callbacks", "callbacks", custom_objects, extra=bridge)
+    except ValueError:
+        cls = None
     if isinstance(cls, type) and issubclass(cls, keras.callbacks.Callback) and class_name != "CallbackList":
         return cls
     known = sorted(n for n in dir(keras.callbacks) if not n.startswith("_") and n not in ("Callback", "CallbackList"))
-    raise ValueError(f"Unknown callback class_name={class_name!r}. Expected one of: {', '.join(known)}.")
+    raise ValueError(
+        f"Unknown callback class_name={class_name!r}.{did_you_mean(class_name, known)} Expected one of: "
+        f"{', '.join(known)}, or a keras.callbacks.Callback subclass registered with "
+        "`keras.saving.register_keras_serializable` (give its registered_name 'package>Name')."
+    )
 
 
-def from_config(config: Mapping[str, Any]) -> Any:
-    """Build a callback from ``{"class_name": "EarlyStopping", "config": {...}}`` (e.g. read from YAML).
+def from_config(config: Mapping[str, Any], custom_objects: Optional[Mapping[str, Any]] = None) -> Any:
+    """Build a callback from its config, e.g. read from a YAML or JSON file.
+
+    The config has the shape of ``keras.saving.serialize_keras_object``'s output: ``class_name``
+    (required), ``config`` (the constructor arguments), and optionally ``module`` and
+    ``registered_name``. Keras's built-in callbacks are found by name; a user's callback class by
+    ``custom_objects`` or through ``keras.saving.register_keras_serializable`` (``registered_name``
+    ``"package>Name"``), as Keras finds a serialized object.
 
     Raises:
-        ValueError: an unknown class, an argument the class does not take or lacks, or a value it rejects.
+        ValueError: an unknown key or class, an argument the class does not take or lacks, or a value it
+            rejects (the message names the key, the argument and the accepted ones).
 
     Example:
         >>> cb = from_config({"class_name": "EarlyStopping", "config": {"patience": 2}})
@@ -95,25 +118,26 @@ def from_config(config: Mapping[str, Any]) -> Any:
         raise ValueError(
             f"Expected a callback config of the form {{'class_name': ..., 'config': {{...}}}}. Received: {config!r}"
         )
+    check_config_keys(config, "callbacks")
     class_name = config["class_name"]
-    cls = _callback_class(class_name)
+    cls = _callback_class(config, custom_objects)
     kwargs = dict(config.get("config") or {})
     signature = inspect.signature(cls.__init__)  # type: ignore[misc]
-    names = [
-        p.name
-        for p in signature.parameters.values()
-        if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    ]
+    names, open_ended = constructor_arguments(cls)
     unknown = [k for k in kwargs if k not in names]
-    if unknown and class_name != "LambdaCallback":
+    if unknown and not open_ended and not issubclass(cls, import_keras().callbacks.LambdaCallback):
+        hint = did_you_mean(unknown[0], names)
         raise ValueError(
-            f"{class_name}: unknown argument(s) {', '.join(repr(k) for k in unknown)}. "
+            f"{class_name}: unknown argument(s) {', '.join(repr(k) for k in unknown)}.{hint} "
             f"{class_name} takes: {', '.join(names)}."
         )
     missing = [
         p.name
         for p in signature.parameters.values()
-        if p.name in names and p.default is p.empty and p.name not in kwargs
+        if p.name != "self"
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and p.default is p.empty
+        and p.name not in kwargs
     ]
     if missing:
         raise ValueError(f"{class_name}: missing required argument(s) {', '.join(repr(k) for k in missing)}.")
@@ -121,3 +145,28 @@ def from_config(config: Mapping[str, Any]) -> Any:
         return translate(cls(**kwargs))
     except (TypeError, ValueError) as err:
         raise ValueError(f"{class_name}: invalid config {kwargs!r}: {err}") from err
+
+
+def callbacks_from_file(path: Any, custom_objects: Optional[Mapping[str, Any]] = None) -> List[Any]:
+    """The callbacks of a ``.json`` / ``.yaml`` file holding a list of callback configs (or one config).
+
+    Raises:
+        ValueError: a file that is not a list of configs, or a bad config (see :func:`from_config`).
+
+    Example:
+        >>> import json, os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "callbacks.json")
+        >>> with open(path, "w") as f:
+        ...     json.dump([{"class_name": "EarlyStopping", "config": {"patience": 3}}], f)
+        >>> [type(cb).__name__ for cb in callbacks_from_file(path)]
+        ['EarlyStopping']
+    """
+    content = read_config_file(path)
+    if isinstance(content, Mapping):
+        content = [content]
+    if not isinstance(content, list):
+        raise ValueError(
+            f"Expected {os.fspath(path)} to hold a list of callback configs {{'class_name': ..., 'config': {{...}}}}. "
+            f"Received: {content!r}"
+        )
+    return [from_config(item, custom_objects) for item in content]

@@ -160,6 +160,15 @@ def attach_savers(module: Any) -> None:
         object.__setattr__(model, name, fn)
 
 
+def hold_saves(module: Any) -> None:
+    """No save of ``module`` replaces a file until :func:`release_saves` (a NaN loss stopped training)."""
+    saving.hold_saves(module)
+
+
+def release_saves(module: Any) -> None:
+    saving.release_saves(module)
+
+
 def detach_savers(module: Any) -> None:
     """Undo :func:`attach_savers` (idempotent)."""
     if not module.is_keras:

@@ -32,4 +32,8 @@ def make_progbar_logger() -> Any:
             values = list(logs_fn().items()) if (due and logs_fn is not None) else None
             bar.update(self.seen, values, finalize=False)
 
+        def __reduce__(self) -> Any:
+            # A class made in a function does not pickle by name; ddp_spawn pickles the Trainer's callbacks.
+            return (make_progbar_logger, (), dict(self.__dict__))
+
     return LazyProgbarLogger()

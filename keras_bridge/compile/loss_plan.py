@@ -1,8 +1,20 @@
 """Which loss applies to which output, with what weight: Keras's ``CompileLoss`` rules.
 
 The user's ``loss`` and ``loss_weights`` arguments are checked when ``compile`` is called (unknown
-strings, bad types) and mapped onto the model's outputs once their names are known. The total is
-``sum(weight_o * loss_o)``; the per-output values are returned unweighted, as Keras 3.7+ logs them.
+strings, bad types) and mapped onto the model's outputs once their structure is known
+(:class:`~keras_bridge.compile.structure.OutputStructure`, from the first batch). As in Keras, ``loss``
+may be:
+
+* one loss, applied to every output;
+* a structure mirroring the outputs (any nesting of lists, tuples, namedtuples and dicts; ``None``
+  entries and keys left out of a dict give an output no loss);
+* a flat list with one entry per output, in flattening order (sorted keys for dicts);
+* a dict keyed by output name when the outputs are not a dict;
+* at any output, a list of losses (``{"out": ["mse", "mae"]}``), summed; a one-element list is one loss.
+
+``loss_weights`` is a number, the same structure as ``loss``, a flat list (one per loss, per loss
+that is not ``None``, or per output), or a dict keyed by output name. The total is
+``sum(weight * loss)``; the per-output values are returned unweighted, as Keras 3.7+ logs them.
 """
 
 from __future__ import annotations
@@ -14,26 +26,66 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from keras_bridge.compile.losses.terms import LossTerm, get_loss
-from keras_bridge.compile.structure import check_output_keys
+from keras_bridge.compile.structure import (
+    OutputKeyError,
+    Outputs,
+    OutputStructure,
+    Path,
+    as_output_structure,
+    check_output_keys,
+    describe,
+    flatten,
+    is_config,
+    is_nested,
+    map_leaves,
+    pack_sequence_as,
+    same_structure,
+)
 
 Tensor = torch.Tensor
 
 
 @dataclass
 class _Term:
-    index: int
+    index: int  # the output (leaf) it applies to, in flattening order
     output_name: str
     loss: LossTerm
     weight: float
+    log_name: str = ""  # Keras's name of its tracker, without "_loss"
+
+
+class _Weighted:
+    """A resolved loss with its weight (``None``: not given), a leaf while the structure is mapped."""
+
+    __slots__ = ("loss", "weight")
+
+    def __init__(self, loss: LossTerm, weight: Optional[float]) -> None:
+        self.loss = loss
+        self.weight = weight
+
+
+def _weighted(loss: Any, weight: Any) -> Optional[_Weighted]:
+    if loss is None:
+        return None
+    return _Weighted(loss, None if weight is None else float(weight))
+
+
+def _is_flat_mapping(value: Any) -> bool:
+    """A dict whose values are single entries: keyed by flat output names rather than by a structure."""
+    return isinstance(value, Mapping) and not is_config(value) and all(not is_nested(v) for v in value.values())
 
 
 class LossPlan:
     """Resolved ``loss``/``loss_weights`` of a ``compile`` call.
 
     Args:
-        loss: a loss identifier, a list with one entry per output, or a dict keyed by output name.
-            ``None`` entries (and outputs missing from a dict) get no loss.
-        loss_weights: a number, a list or a dict of per-output weights.
+        loss: a loss identifier, or a structure of them (see the module docstring); ``None``
+            entries get no loss.
+        loss_weights: a number, or a structure of per-loss / per-output weights.
+
+    Attributes:
+        terms: after :meth:`build`, one term per loss, in Keras's order.
+        outputs: after :meth:`build`, the :class:`OutputStructure` it was built for.
 
     Example:
         >>> plan = LossPlan({"b": "mse"}, {"b": 2.0})
@@ -48,6 +100,9 @@ class LossPlan:
         self._resolved = self._resolve_identifiers(loss)
         self._check_weights(loss_weights)
         self.terms: List[_Term] = []
+        self.outputs: Optional[OutputStructure] = None
+        # Per output (flattening order), after build: whether some loss applies to it.
+        self.output_has_loss: List[bool] = []
         self.built = False
 
     @property
@@ -58,25 +113,12 @@ class LossPlan:
     # ---- compile-time checks -------------------------------------------------------------
     @staticmethod
     def _resolve_identifiers(loss: Any) -> Any:
-        if loss is None:
-            return None
-        if isinstance(loss, Mapping):
-            return {k: (None if v is None else get_loss(v)) for k, v in loss.items()}
-        if isinstance(loss, (list, tuple)):
-            return [None if v is None else get_loss(v) for v in loss]
-        return get_loss(loss)
+        return map_leaves(lambda v: None if v is None else get_loss(v), loss)
 
     @staticmethod
     def _check_weights(weights: Any) -> None:
-        if weights is None or isinstance(weights, (numbers.Real, Mapping, list, tuple)):
-            items = (
-                weights.values()
-                if isinstance(weights, Mapping)
-                else weights
-                if isinstance(weights, (list, tuple))
-                else []
-            )
-            for w in items:
+        if weights is None or isinstance(weights, numbers.Real) or is_nested(weights):
+            for w in flatten(weights) if is_nested(weights) else []:
                 if w is not None and not isinstance(w, numbers.Real):
                     raise TypeError(
                         f"Expected each entry of `loss_weights` to be a number. Received: loss_weights={weights!r}"
@@ -88,54 +130,154 @@ class LossPlan:
         )
 
     def check_names(self, names: Sequence[str]) -> None:
-        """Raise if a dict names an output that does not exist (called as soon as names are known)."""
-        for arg, value in (("loss", self._loss), ("loss_weights", self._weights)):
-            check_output_keys(value, names, arg)
+        """Raise, before any batch is seen, for a dict that can fit no output of a model with these names.
+
+        ``names`` are the flat output names (a Keras model's ``output_names``). A dict of single entries
+        none of whose keys is an output name is refused here with Keras's message. Anything else waits
+        for :meth:`build`, where the outputs are known: a dict may be keyed like a dict output (whose
+        keys need not be the names), and Keras's error for an unknown key depends on the structure.
+        """
+        for argument, value in (("loss", self._loss), ("loss_weights", self._weights)):
+            if not _is_flat_mapping(value) or not value or any(k in names for k in value):
+                continue
+            raise ValueError(
+                f"Expected keys {list(names)} in {argument} dict, but found {argument}.keys()="
+                f"{list(value.keys())}. Unknown output name(s) {list(value.keys())} in `{argument}`."
+            )
 
     # ---- mapping onto outputs --------------------------------------------------------------
-    def build(self, names: Sequence[str]) -> None:
-        """Map losses and weights onto the outputs called ``names`` (in flattened order)."""
-        self.check_names(names)
-        n = len(names)
-        resolved = self._resolved
-        if resolved is None:
-            per_output: List[Optional[LossTerm]] = [None] * n
-        elif isinstance(resolved, Mapping):
-            per_output = [resolved.get(name) for name in names]
-        elif isinstance(resolved, list):
-            if len(resolved) != n:
-                raise ValueError(
-                    f"`loss` is a list of {len(resolved)} entries but the model has {n} outputs "
-                    f"{list(names)}. Pass one loss (or None) per output, or a dict keyed by output "
-                    f"name. Received: loss={self._loss!r}"
-                )
-            per_output = list(resolved)
-        else:
-            per_output = [resolved] * n
-        weights = self._weights_per_output(names, per_output)
-        self.terms = [_Term(i, names[i], term, weights[i]) for i, term in enumerate(per_output) if term is not None]
+    def build(self, outputs: Outputs) -> None:
+        """Map losses and weights onto ``outputs`` (an :class:`OutputStructure`, or flat output names).
+
+        Raises:
+            ValueError: the structure of ``loss`` or ``loss_weights`` does not fit the outputs
+                (an :class:`OutputKeyError`, also a ``KeyError``, for a path the outputs do not have).
+        """
+        outputs = as_output_structure(outputs)
+        placed: List[Tuple[int, _Weighted]] = []
+        per_output: Optional[List[Any]] = None
+        loss, weights = self._resolved, self._weights
+        if loss is not None:
+            by_name = isinstance(loss, Mapping) and outputs.keyed_by_name
+            if by_name:
+                # Keras: a dict of losses for outputs that are not a dict is keyed by output name.
+                unknown = [k for k in loss if k not in outputs.names]
+                if unknown:
+                    raise ValueError(
+                        f"Expected keys {outputs.names} in loss dict, but found loss.keys()={list(loss.keys())}. "
+                        f"Unknown output name(s) {unknown} in `loss`."
+                    )
+                loss = [loss.get(name) for name in outputs.names]
+                if _is_flat_mapping(weights):
+                    check_output_keys(weights, outputs.names, "loss_weights")
+                    weights = [weights.get(name) for name in outputs.names]
+            weighted, per_output = self._pair_weights(loss, weights, outputs)
+            if by_name:
+                for i, entry in enumerate(weighted):
+                    self._place(entry, outputs.paths[i], outputs, placed)
+            elif not is_nested(weighted):
+                # One loss for every output, in the order of the outputs' own structure (as Keras maps it).
+                self._place(map_leaves(lambda _: weighted, outputs.template), (), outputs, placed)
+            else:
+                self._place(weighted, (), outputs, placed)
+        terms = []
+        for i, entry in placed:
+            weight = entry.weight
+            if weight is None and per_output is not None:
+                weight = per_output[i]
+            weight = 1.0 if weight is None else float(weight)
+            terms.append(_Term(i, outputs.names[i], entry.loss, weight, outputs.loss_names[i]))
+        self.terms = terms
+        used = {t.index for t in terms}
+        self.output_has_loss = [i in used for i in range(len(outputs))]
+        self.outputs = outputs
         self.built = True
 
-    def _weights_per_output(self, names: Sequence[str], per_output: Sequence[Optional[LossTerm]]) -> List[float]:
-        w = self._weights
-        n = len(names)
-        if w is None:
-            return [1.0] * n
-        if isinstance(w, numbers.Real):
-            return [float(w)] * n
-        if isinstance(w, Mapping):
-            return [float(w.get(name, 1.0)) for name in names]
-        if len(w) == n:
-            return [1.0 if v is None else float(v) for v in w]
-        active = [i for i, t in enumerate(per_output) if t is not None]
-        if len(w) == len(active):
-            out = [1.0] * n
-            for i, v in zip(active, w):
-                out[i] = float(v)
-            return out
+    def _pair_weights(self, loss: Any, weights: Any, outputs: OutputStructure) -> Tuple[Any, Optional[List[Any]]]:
+        """``loss`` with :class:`_Weighted` leaves, and weights left to apply per output (or ``None``)."""
+        if weights is None or isinstance(weights, numbers.Real):
+            return map_leaves(lambda v: _weighted(v, weights), loss), None
+        if same_structure(loss, weights):
+            flat = [_weighted(v, w) for v, w in zip(flatten(loss), flatten(weights))]
+            return pack_sequence_as(loss, flat), None
+        unweighted = map_leaves(lambda v: _weighted(v, None), loss)
+        if _is_flat_mapping(weights):
+            check_output_keys(weights, outputs.names, "loss_weights")
+            return unweighted, [weights.get(name) for name in outputs.names]
+        flat_loss, flat_weights = flatten(loss), flatten(weights)
+        if len(flat_weights) == len(flat_loss):
+            flat = [_weighted(v, w) for v, w in zip(flat_loss, flat_weights)]
+            return pack_sequence_as(loss, flat), None
+        active = [i for i, v in enumerate(flat_loss) if v is not None]
+        if len(flat_weights) == len(active):
+            it = iter(flat_weights)
+            return pack_sequence_as(loss, [None if v is None else _weighted(v, next(it)) for v in flat_loss]), None
+        if len(flat_weights) == len(outputs):
+            return unweighted, list(flat_weights)
         raise ValueError(
-            f"`loss_weights` is a list of {len(w)} entries but the model has {n} outputs "
-            f"{list(names)} ({len(active)} with a loss). Received: loss_weights={w!r}"
+            f"`loss_weights` must match the number of losses, got {len(flat_loss)} losses and "
+            f"{len(flat_weights)} weights: `loss_weights` is a list of {len(flat_weights)} entries but the "
+            f"model has {len(outputs)} outputs {outputs.names} ({len(active)} with a loss). "
+            f"Received: loss_weights={self._weights!r}"
+        )
+
+    def _place(self, entry: Any, path: Path, outputs: OutputStructure, out: List[Tuple[int, _Weighted]]) -> None:
+        """Map the part ``entry`` of ``loss`` onto the outputs at ``path`` (Keras's ``_build_nested``)."""
+        if entry is None:
+            return
+        leaves = outputs.leaves_under(path)
+        node = outputs.node(path)
+        if isinstance(entry, _Weighted):
+            if len(leaves) != 1:
+                raise ValueError(
+                    f"The `loss` entry at path {path} is a single loss, but the model's output there is a "
+                    f"structure of {len(leaves)} tensors {describe(node, 'X')}. Give one loss per output "
+                    f"(a list or a structure like the outputs). Received: loss={self._loss!r}"
+                )
+            out.append((leaves[0], entry))
+            return
+        if isinstance(entry, (list, tuple)):
+            if all(not is_nested(e) for e in entry) and len(entry) == len(leaves):
+                # A flat list with one loss per output below `path`, in flattening order.
+                out.extend((i, e) for i, e in zip(leaves, entry) if e is not None)
+                return
+            if not is_nested(node):
+                # Several losses for one output: each applies, and they are summed.
+                for e in entry:
+                    self._place(e, path, outputs, out)
+                return
+            if isinstance(node, (list, tuple)):
+                if len(entry) > len(node):
+                    raise self._missing_path((*path, len(node)), outputs, labels=True)
+                for k, e in enumerate(entry):
+                    self._place(e, (*path, k), outputs, out)
+                return
+            raise ValueError(
+                f"`loss` is a list of {len(entry)} entries but the model has {len(leaves)} outputs "
+                f"{[outputs.names[i] for i in leaves]}" + (f" at path {path}" if path else "") + ": pass one "
+                f"loss (or None) per output, a structure like the outputs' {describe(node, 'X')}, or a dict "
+                f"keyed by output name. Received: loss={self._loss!r}"
+            )
+        if not isinstance(node, Mapping):
+            raise self._missing_path(path, outputs, labels=False)
+        unknown = [k for k, e in entry.items() if e is not None and k not in node]
+        if unknown:
+            raise self._missing_path((*path, unknown[0]), outputs, labels=True, unknown=unknown)
+        for key, e in entry.items():
+            if e is not None:
+                self._place(e, (*path, key), outputs, out)
+
+    @staticmethod
+    def _missing_path(
+        path: Path, outputs: OutputStructure, labels: bool, unknown: Optional[List[Any]] = None
+    ) -> OutputKeyError:
+        where = "the model's output (`y_pred`)"
+        if labels:
+            where = "either the model's output (`y_pred`) or in the labels (`y_true`)"
+        detail = f" Unknown output name(s) {unknown} in `loss`." if unknown else ""
+        return OutputKeyError(
+            f"The path: {path} in the `loss` argument, can't be found in {where}.{detail} The model's outputs "
+            f"are {outputs.describe()} (names {outputs.names})."
         )
 
     @property
@@ -143,12 +285,12 @@ class LossPlan:
         """Log names of the per-output loss trackers: only with two or more loss terms."""
         if len(self.terms) < 2:
             return []
-        return [f"{t.output_name}_loss" for t in self.terms]
+        return [f"{t.log_name or t.output_name}_loss" for t in self.terms]
 
     def __call__(
         self, y_true: Sequence[Optional[Tensor]], y_pred: Sequence[Tensor], sample_weight: Sequence[Optional[Tensor]]
     ) -> Tuple[Optional[Tensor], List[Tensor]]:
-        """Return the weighted total and the unweighted value of each term."""
+        """Return the weighted total and the unweighted value of each term (flat lists, in output order)."""
         total: Optional[Tensor] = None
         values: List[Tensor] = []
         for t in self.terms:
@@ -156,8 +298,8 @@ class LossPlan:
             if yt is None:
                 raise ValueError(
                     f"The output {t.output_name!r} has a loss but no target was given for it. Pass "
-                    "its target in `y` (a list with one array per output, or a dict keyed by "
-                    "output name)."
+                    "its target in `y` (the structure of the outputs, a list with one array per output, "
+                    "or a dict keyed by output name)."
                 )
             value = t.loss(yt, y_pred[t.index], sample_weight[t.index])
             values.append(value)

@@ -5,8 +5,9 @@ something a plain ``lightning.Trainer`` iterates with Keras's rules; ``KerasData
 same for ``fit``'s whole data argument set (validation split/data, shuffle, class and sample weights).
 """
 
+from keras_bridge.data.adapters.pydataset import set_pydataset_ddp
 from keras_bridge.data.datamodule import KerasDataModule
 from keras_bridge.data.epoch_iterator import KerasLoader
 from keras_bridge.data.lightning import to_dataloader
 
-__all__ = ["KerasDataModule", "KerasLoader", "to_dataloader"]
+__all__ = ["KerasDataModule", "KerasLoader", "set_pydataset_ddp", "to_dataloader"]

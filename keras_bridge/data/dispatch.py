@@ -1,15 +1,15 @@
 """Keras's data arguments to loaders: one dispatch over every input kind.
 
-=====================================  ===============================================================
-input                                  loader (modules under :mod:`keras_bridge.data.adapters`)
-=====================================  ===============================================================
-arrays (NumPy, torch, lists/dicts)     a ``DataLoader`` over ``array.GlobalBatchSampler``
-``keras.utils.PyDataset``              ``pydataset.PyDatasetLoader``
-``torch.utils.data.DataLoader``        ``torch_data.DataLoaderLoader`` (as given)
-map-style ``torch.utils.data.Dataset`` batched by ``batch_size`` (``torch_data.sample_loader``)
-``torch.utils.data.IterableDataset``   a ``DataLoader(dataset, batch_size)`` used as given
-any other iterable of batches          ``iterable.IterableLoader``
-=====================================  ===============================================================
+=======================================  =============================================================
+input                                    loader (modules under :mod:`keras_bridge.data.adapters`)
+=======================================  =============================================================
+arrays (NumPy, torch, lists/dicts)       a ``DataLoader`` over ``array.GlobalBatchSampler``
+``keras.utils.PyDataset``                ``pydataset.PyDatasetLoader``
+``torch.utils.data.DataLoader``          ``torch_data.DataLoaderLoader`` (as given)
+map-style ``torch.utils.data.Dataset``   batched by ``batch_size`` (``torch_data.sample_loader``)
+``torch.utils.data.IterableDataset``     a ``DataLoader(dataset, batch_size)`` used as given
+any other iterable of batches            ``iterable.IterableLoader``
+=======================================  =============================================================
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from keras_bridge.data.adapters.array import (
 from keras_bridge.data.adapters.iterable import IterableLoader
 from keras_bridge.data.adapters.pydataset import PyDatasetLoader, is_py_dataset
 from keras_bridge.data.adapters.torch_data import DataLoaderLoader, is_distributed, is_map_dataset, sample_loader
-from keras_bridge.data.distributed import unshard_steps
+from keras_bridge.data.distributed import group_in_use, unshard_steps  # noqa: F401  (group_in_use: for engine)
 from keras_bridge.data.epoch_iterator import KerasLoader, unwrap
-from keras_bridge.data.utils import check_class_weight, class_weight_to_sample_weight
+from keras_bridge.data.utils import check_class_weight, check_values, class_weight_to_sample_weight
 
 
 def make_loader(data: Any, batch_size: Optional[int] = None, shuffle: Any = False, class_weight: Any = None,
@@ -78,6 +78,17 @@ def make_loader(data: Any, batch_size: Optional[int] = None, shuffle: Any = Fals
     )
 
 
+def _arrays(**named: Any) -> Tuple[Any, ...]:
+    """Each array structure as tensors; an error names the argument (``x``, ``y`` or ``sample_weight``)."""
+    out = []
+    for name, value in named.items():
+        try:
+            out.append(to_tensors(value))
+        except TypeError as err:
+            raise TypeError(f"Invalid `{name}`: {err}") from None
+    return tuple(out)
+
+
 def _refuse_y(y: Any, sample_weight: Any, x: Any) -> None:
     for name, value in (("y", y), ("sample_weight", sample_weight)):
         if value is not None:
@@ -109,8 +120,15 @@ def fit_loaders(x: Any, y: Any = None, sample_weight: Any = None, batch_size: Op
     if not is_array_structure(x):
         return dataset_fit_loaders(x, y, sample_weight, batch_size, shuffle, class_weight, validation_split,
                                    validation_data, steps_per_epoch, seed)  # fmt: skip
-    x, y, sample_weight = to_tensors(x), to_tensors(y), to_tensors(sample_weight)
+    x, y, sample_weight = _arrays(x=x, y=y, sample_weight=sample_weight)
     n = check_cardinality(x, y, sample_weight)
+    check_values(x, sample_weight)
+    if batch_size is not None and batch_size > n:
+        warnings.warn(
+            f"`batch_size={batch_size}` is larger than the {n} samples of `x`: every epoch is one batch of {n}.",
+            UserWarning,
+            stacklevel=3,
+        )
     val_arrays = None
     if validation_data is None and validation_split:
         (x, y, sample_weight), val_arrays = train_validation_split((x, y, sample_weight), validation_split)
@@ -124,7 +142,7 @@ def fit_loaders(x: Any, y: Any = None, sample_weight: Any = None, batch_size: Op
         val_x, val_y, val_sw = val_arrays
         val = array_loader(val_x, val_y, val_sw, batch_size)
     elif validation_data is not None:
-        val = eval_loader(*_unpack_validation(validation_data), batch_size=batch_size)
+        val = _validation_loader(validation_data, batch_size)
     else:
         val = None
     return train, val
@@ -146,8 +164,19 @@ def dataset_fit_loaders(x: Any, y: Any, sample_weight: Any, batch_size: Optional
         train.reset()  # Keras calls on_epoch_end() once when fit() starts
     val = None
     if validation_data is not None:
-        val = eval_loader(*_unpack_validation(validation_data), batch_size=batch_size)
+        val = _validation_loader(validation_data, batch_size)
     return train, val
+
+
+def _validation_loader(validation_data: Any, batch_size: Optional[int]) -> Any:
+    """The loader of ``validation_data``; its errors say it is ``validation_data`` that holds ``x`` / ``y``."""
+    unpacked = _unpack_validation(validation_data)
+    try:
+        return eval_loader(*unpacked, batch_size=batch_size)
+    except (TypeError, ValueError) as err:
+        if type(err) not in (TypeError, ValueError):
+            raise
+        raise type(err)(f"Invalid `validation_data`: {err}") from None
 
 
 def _unpack_validation(validation_data: Any) -> Tuple[Any, Any, Any]:
@@ -171,8 +200,9 @@ def eval_loader(
     check_batch_size(batch_size)
     if not is_array_structure(x):
         return dataset_eval_loader(x, y, sample_weight, batch_size, steps)
-    x, y, sample_weight = to_tensors(x), to_tensors(y), to_tensors(sample_weight)
+    x, y, sample_weight = _arrays(x=x, y=y, sample_weight=sample_weight)
     check_cardinality(x, y, sample_weight)
+    check_values(x, sample_weight)
     return array_loader(x, y, sample_weight, batch_size or DEFAULT_BATCH_SIZE, False, 0, steps)
 
 
@@ -181,7 +211,7 @@ def predict_loader(x: Any, batch_size: Optional[int] = None, steps: Optional[int
     check_batch_size(batch_size)
     if not is_array_structure(x):
         return dataset_eval_loader(x, None, None, batch_size, steps)
-    x = to_tensors(x)
+    (x,) = _arrays(x=x)
     check_cardinality(x)
     return array_loader(x, None, None, batch_size or DEFAULT_BATCH_SIZE, False, 0, steps)
 
@@ -242,3 +272,8 @@ def unshard_results(loader: Any, per_rank: Sequence[Sequence[Any]]) -> List[Any]
         )
         return [result for results in per_rank for result in results]
     return unshard_steps(per_rank)
+
+
+def is_array_loader(loader: Any) -> bool:
+    """True for a loader the bridge built over in-memory arrays (Keras feeds those through a DataLoader)."""
+    return isinstance(loader, DataLoader) and isinstance(loader.sampler, GlobalBatchSampler)

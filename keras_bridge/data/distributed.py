@@ -7,16 +7,65 @@ when ``fit`` builds them.
 
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Tuple
+import os
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
+#: World size of the Trainer of the ``fit`` / ``evaluate`` / ``predict`` call running in this process, set
+#: by the trainer connector for the call; None outside calls (and in a ``ddp_spawn`` worker): trust the group.
+_run_world: Optional[int] = None
+
+
+def set_run_world(world: Optional[int]) -> Optional[int]:
+    """Declare the world size of the Trainer about to run (1: ignore a process group left by an earlier run).
+
+    After a ``ddp`` ``fit``, the process group stays initialised in every process; a 1-device
+    ``evaluate`` / ``predict`` on one process alone must then shard nothing and sync nothing.
+    Returns the previous value (to restore after the call).
+    """
+    global _run_world
+    previous, _run_world = _run_world, world
+    return previous
+
+
+def group_in_use() -> bool:
+    """True when the current run is distributed (the processes must take part in its collectives)."""
+    return rank_world()[1] > 1
+
 
 def rank_world() -> Tuple[int, int]:
-    """``(rank, world_size)`` of the initialised process group, ``(0, 1)`` without one."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    """``(rank, world_size)`` of the initialised process group, ``(0, 1)`` without one or in a 1-process run."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and _run_world != 1:
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def process_rank() -> int:
+    """This process's global rank in a multi-process run, 0 outside one (``kb.process_rank()``).
+
+    Read from the process group when one exists, otherwise from the launcher's environment
+    (``RANK`` from torchrun, ``SLURM_PROCID`` under SLURM, ``NODE_RANK`` / ``LOCAL_RANK`` from
+    Lightning's ``ddp`` launcher), so it answers before ``fit`` starts and after it ends.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return int(torch.distributed.get_rank())
+    for name in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit() and (name != "SLURM_PROCID" or "SLURM_NTASKS" in os.environ):
+            return int(os.environ[name])
+    local, node = int(os.environ.get("LOCAL_RANK", "0") or 0), int(os.environ.get("NODE_RANK", "0") or 0)
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or local + 1
+    return node * per_node + local
+
+
+def is_main_process() -> bool:
+    """True on the one process that should print, save or report after ``fit`` (``kb.is_main_process()``).
+
+    Lightning's ``ddp`` launcher and torchrun run the whole script on every process: guard code that
+    must run once with ``if kb.is_main_process():``. Under ``ddp_spawn`` the launching process is the
+    main one (History and weights come back to it), and a 1-process run is always main.
+    """
+    return process_rank() == 0
 
 
 def shared_seed(seed: int) -> int:

@@ -17,7 +17,7 @@ the loaders).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Generic, Iterator, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Generic, Iterator, Mapping, Optional, Tuple, TypeVar
 
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -57,27 +57,81 @@ class StepsCarryOver(Generic[T]):
         self.steps = steps
         self._iterator: Optional[Iterator[T]] = None
         self._left: Optional[int] = None
+        self._taken = 0  # items taken from the current pass
+        self._yielded = 0  # items yielded in the current epoch
+        self._resume: Optional[Dict[str, Any]] = None
 
     def restart(self) -> None:
         """Forget the carried-over pass: the next epoch starts a new one."""
         self._iterator = None
+        self._resume = None
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Where the iteration stands: items taken from the live pass (None: no live pass) and in this epoch.
+
+        Example:
+            >>> carry = StepsCarryOver(2)
+            >>> _ = list(carry.epoch(lambda: (iter("abcde"), 5)))
+            >>> carry.state_dict()
+            {'pass_position': 2, 'epoch_position': 2}
+        """
+        live = self.steps is None or self._iterator is not None
+        return {"pass_position": self._taken if live else None, "epoch_position": self._yielded}
+
+    def load_state_dict(self, state: Mapping[str, Any], epoch_finished: bool) -> None:
+        """Continue from a :meth:`state_dict` at the next :meth:`epoch`: the rest of the saved epoch, or
+        (``epoch_finished``) the epoch after it. ``new_pass`` must then re-create the saved live pass.
+
+        Example:
+            >>> carry = StepsCarryOver(2)
+            >>> carry.load_state_dict({"pass_position": 3, "epoch_position": 1}, epoch_finished=False)
+            >>> list(carry.epoch(lambda: (iter("abcde"), 5)))
+            ['d']
+        """
+        self._resume = {**state, "epoch_finished": bool(epoch_finished)}
 
     def epoch(self, new_pass: Callable[[], Tuple[Iterator[T], Optional[int]]]) -> Iterator[T]:
         """The items of one epoch; ``new_pass()`` gives ``(iterator, length or None)`` of a fresh pass."""
+        resume, self._resume = self._resume, None
+        skip = 0 if resume is None or resume["epoch_finished"] else int(resume["epoch_position"])
+        self._yielded = skip
         if self.steps is None:
-            yield from new_pass()[0]
+            self._taken = 0
+            for item in new_pass()[0]:
+                self._taken += 1
+                if self._taken > skip:
+                    self._yielded += 1
+                    yield item
             return
+        if resume is not None:
+            self._iterator = None
+            if resume["pass_position"] is not None:
+                self._start(new_pass)
+                for _ in range(int(resume["pass_position"])):
+                    self._next()
         if self._iterator is None or self._left == 0:
-            self._iterator, self._left = new_pass()
-        for done in range(self.steps):
-            item = next(self._iterator, _END)
+            self._start(new_pass)
+        for done in range(skip, self.steps):
+            item = self._next()
             if item is _END:
                 self._iterator = None
                 warn_ran_out(done, self.steps)
                 return
+            self._yielded += 1
+            yield item
+
+    def _start(self, new_pass: Callable[[], Tuple[Iterator[T], Optional[int]]]) -> None:
+        self._iterator, self._left = new_pass()
+        self._taken = 0
+
+    def _next(self) -> Any:
+        assert self._iterator is not None
+        item = next(self._iterator, _END)
+        if item is not _END:
+            self._taken += 1
             if self._left is not None:
                 self._left -= 1
-            yield item
+        return item
 
 
 class KerasLoader:
@@ -96,6 +150,10 @@ class KerasLoader:
         self.steps_per_epoch = steps_per_epoch
         self.evaluation = evaluation
         self._reset_pending = True
+        # Batches yielded in the current epoch, and where the next epoch starts (a resumed epoch: later).
+        self._yielded_batches = 0
+        self._resume_position = 0
+        self._resuming = False
 
     # ------------------------------------------------------------------ to override
     def num_batches(self) -> Optional[int]:
@@ -137,9 +195,12 @@ class KerasLoader:
         # freshly started workers see what on_epoch_end() changed (lightning-map 7.3).
         if self._reset_pending or self.evaluation:
             self._reset_pending = False
-            self._restart()
+            if not self._resuming:  # a restored position keeps its pass
+                self._restart()
             self.on_epoch_end()
+        self._resuming = False
         self.on_epoch_begin()
+        self._yielded_batches, self._resume_position = self._resume_position, 0
         batches = self._epoch_batches()
         current = next(batches, _END)
         if current is _END:
@@ -151,6 +212,7 @@ class KerasLoader:
                 # of a sized loader, so the hook runs now rather than at StopIteration; a loop that
                 # breaks earlier skips it, as Keras's does.
                 self.on_epoch_end()
+            self._yielded_batches += 1
             yield current
             current = following
 

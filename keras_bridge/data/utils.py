@@ -29,8 +29,66 @@ def to_tensor(value: Any) -> Tensor:
         arr = np.asarray(value)
         if arr.dtype == object:
             raise TypeError(f"Cannot use an array of Python objects as model data: {arr[:3]!r}...")
+        if arr.dtype.kind in "USV":
+            example = arr.flat[0] if arr.size else None
+            raise TypeError(
+                "Expected model data to be numbers (arrays of bools, ints or floats). "
+                f"Received an array of dtype {arr.dtype} (e.g. {example!r}) of shape {arr.shape}"
+            )
         t = torch.from_numpy(np.ascontiguousarray(arr))
     return _floatx(t)
+
+
+def _leaves_with_paths(value: Any, path: str = "") -> Any:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _leaves_with_paths(item, f"{path}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _leaves_with_paths(item, f"{path}[{index}]")
+    elif isinstance(value, Tensor):
+        yield path, value
+
+
+def check_values(x: Any = None, sample_weight: Any = None) -> None:
+    """Refuse NaN or infinite values in ``x`` or ``sample_weight`` and negative sample weights.
+
+    Keras trains on them without a word, and the loss and then every weight become NaN (or the
+    weighted mean of the loss is no longer a mean). Checked once, on the arrays, before training.
+    Targets are left as Keras leaves them: an infinite ``y`` is how a NaN loss is provoked on purpose
+    (Keras's own ``TerminateOnNaN`` tests do).
+
+    Raises:
+        ValueError: naming the argument, the first sample concerned and its value.
+
+    Example:
+        >>> check_values(x=torch.tensor([[0.0, 1.0], [float("nan"), 2.0]]))
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `x` to hold finite numbers. Received: x with 1 NaN or infinite value(s), ... sample 1: nan
+    """
+    for name, value in (("x", x), ("sample_weight", sample_weight)):
+        for path, leaf in _leaves_with_paths(value):
+            # The sum is one pass without a copy and is finite whenever every value is (an overflow only
+            # sends it to the exact check), so large inputs cost no extra memory.
+            if (leaf.is_floating_point() or leaf.is_complex()) and not bool(torch.isfinite(leaf.sum())):
+                bad = ~torch.isfinite(leaf)
+                if bool(bad.any()):
+                    _refuse(name, path, leaf, bad, "hold finite numbers", "NaN or infinite value(s)")
+            if name == "sample_weight" and leaf.dtype != torch.bool:
+                negative = leaf < 0
+                if bool(negative.any()):
+                    _refuse(name, path, leaf, negative, "be >= 0 (a weight of 0 ignores a sample)", "negative value(s)")
+
+
+def _refuse(name: str, path: str, leaf: Tensor, bad: Tensor, accepted: str, what: str) -> None:
+    first = int(bad.flatten().nonzero()[0])
+    per_sample = leaf[0].numel() if leaf.dim() > 1 and len(leaf) else 1
+    value = leaf.flatten()[first].item()
+    raise ValueError(
+        f"Expected `{name}` to {accepted}. "
+        f"Received: {name}{path} with {int(bad.sum())} {what}, the first at sample {first // per_sample}: {value}"
+    )
 
 
 def _leaf_to_torch(value: Any) -> Any:
@@ -112,6 +170,12 @@ def check_class_weight(class_weight: Any, sample_weight: Any = None, y: Any = No
     if not valid:
         raise ValueError(
             "Expected `class_weight` to be a dict mapping class indices (ints) to weights (numbers). "
+            f"Received: class_weight={class_weight!r}"
+        )
+    bad = {k: v for k, v in class_weight.items() if not (np.isfinite(float(v)) and float(v) >= 0)}
+    if bad:
+        raise ValueError(
+            "Expected the weights in `class_weight` to be finite numbers >= 0 (a weight of 0 ignores a class). "
             f"Received: class_weight={class_weight!r}"
         )
     if sample_weight is not None:

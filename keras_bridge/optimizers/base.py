@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 import torch
 
 import keras_bridge.optimizers.functional as M
-from keras_bridge.optimizers.schedules import is_schedule, learning_rate_at
+from keras_bridge.optimizers.schedules import check_schedule, is_schedule, learning_rate_at
 
 Tensor = torch.Tensor
 Group = Dict[str, Any]
@@ -43,6 +43,9 @@ class OptimizerSpec:
     name: str
     factory: Callable[[Any], torch.optim.Optimizer] = field(repr=False)
     schedule: Optional[Any] = None
+
+    def __post_init__(self) -> None:
+        check_schedule(self.schedule)
 
     def build(self, params: Any) -> Tuple[torch.optim.Optimizer, Optional[Any]]:
         """Return ``(optimizer, schedule_or_None)``; drive a schedule with ``KerasScheduleLR``.

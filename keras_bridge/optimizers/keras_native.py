@@ -26,6 +26,8 @@ import numpy as np
 import torch
 
 from keras_bridge.optimizers.base import OptimizerSpec
+from keras_bridge.optimizers.schedules import check_schedule
+from keras_bridge.utils.compat import keras_learning_rate_setting
 from keras_bridge.utils.keras import import_keras
 
 
@@ -109,6 +111,7 @@ class KerasNativeSpec(OptimizerSpec):
         name = type(keras_optimizer).__name__
         super().__init__(name, lambda variables: KerasOptimizerStep(keras_optimizer, variables))
         self.keras_optimizer = keras_optimizer
+        check_schedule(keras_learning_rate_setting(keras_optimizer))
 
 
 def keras_optimizer_for(identifier: Any) -> Optional[Any]:

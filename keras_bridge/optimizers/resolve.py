@@ -20,7 +20,7 @@ from keras_bridge.optimizers.adamax import Adamax
 from keras_bridge.optimizers.base import KerasOptimizer, OptimizerSpec
 from keras_bridge.optimizers.nadam import Nadam
 from keras_bridge.optimizers.rmsprop import RMSprop
-from keras_bridge.optimizers.schedules import is_schedule, learning_rate_at
+from keras_bridge.optimizers.schedules import check_schedule, is_schedule, learning_rate_at
 from keras_bridge.optimizers.sgd import SGD
 from keras_bridge.utils.errors import did_you_mean
 from keras_bridge.utils.keras import import_keras
@@ -303,6 +303,8 @@ def _from_keras(identifier: Any) -> OptimizerSpec:
             "groups instead, setting `weight_decay=None` in the excluded group."
         )
     config = {k: v for k, v in obj.get_config().items() if k not in ("name", "learning_rate")}
-    spec = ours(learning_rate=_keras_learning_rate(obj), **config)
+    learning_rate = _keras_learning_rate(obj)
+    check_schedule(learning_rate)
+    spec = ours(learning_rate=learning_rate, **config)
     spec.name = type(obj).__name__
     return spec

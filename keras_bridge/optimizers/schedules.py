@@ -156,6 +156,33 @@ def _is_float32_config(name: str, cfg: Dict[str, Any]) -> bool:
     return all(type(v) is float for v in values)
 
 
+def check_schedule(schedule: Any) -> None:
+    """Refuse a schedule Keras accepts but cannot mean: ``PiecewiseConstantDecay`` boundaries that do not increase.
+
+    Keras takes the first boundary the step has not passed, so with ``boundaries=[10, 5]`` the value
+    for steps 6-10 is silently the one meant for steps after 10.
+
+    Raises:
+        ValueError: naming the boundaries.
+
+    Example:
+        >>> import keras
+        >>> check_schedule(keras.optimizers.schedules.PiecewiseConstantDecay([10, 5], [1.0, 0.5, 0.1]))
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected the `boundaries` of PiecewiseConstantDecay ... Received: boundaries=[10, 5]
+    """
+    schedules = _keras_schedules()
+    if schedules is None or not isinstance(schedule, schedules.PiecewiseConstantDecay):
+        return
+    boundaries = [float(b) if not isinstance(b, int) else b for b in schedule.get_config()["boundaries"]]
+    if any(not later > earlier for earlier, later in zip(boundaries, boundaries[1:])):
+        raise ValueError(
+            "Expected the `boundaries` of PiecewiseConstantDecay (an optimizer's `learning_rate`) to be strictly "
+            f"increasing steps. Received: boundaries={boundaries}"
+        )
+
+
 def is_schedule(obj: Any) -> bool:
     """True if ``obj`` is a Keras ``LearningRateSchedule`` (without importing Keras when it is not loaded)."""
     schedules = _keras_schedules()

@@ -59,6 +59,20 @@ def _bridge_json(module: Any) -> Dict[str, Any]:
     }
 
 
+def bridge_entry(module: Any) -> Dict[str, Any]:
+    """The bridge's JSON description of ``module`` (``keras_bridge.json``): compile arguments, names, kind.
+
+    Also the ``keras_bridge`` entry of the Lightning checkpoints of a module
+    (:mod:`keras_bridge.saving.lightning_checkpoint`).
+    """
+    return _bridge_json(module)
+
+
+def describe_torch_model(model: torch.nn.Module) -> Tuple[Optional[dict], str]:
+    """``(description, "")`` of a torch module as JSON (checked once by rebuilding it), or ``(None, why)``."""
+    return _architecture(model)
+
+
 def _warn_once(module: Any, message: str) -> None:
     if module not in _warned:
         _warned.add(module)

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Mapping, Tuple
+import warnings
+import weakref
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import h5py
 import torch
@@ -36,7 +38,44 @@ from keras_bridge.saving.archive import append_bridge_entries, write_torch_archi
 from keras_bridge.saving.atomic import atomic_write, file_suffix, is_writer
 from keras_bridge.utils.compat import attached_trainer, dump_checkpoint
 
-__all__ = ["load_weights", "read_state_file", "save_model", "save_weights", "write_state_file"]
+__all__ = [
+    "hold_saves",
+    "load_tensors",
+    "load_weights",
+    "read_state_file",
+    "release_saves",
+    "save_model",
+    "save_weights",
+    "saves_held",
+    "write_state_file",
+]
+
+
+# Modules whose training a NaN or infinite loss stopped (TerminateOnNaN): until their fit ends, no save
+# replaces a file written before with weights that are not worth keeping.
+_HELD: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def hold_saves(module: Any) -> None:
+    """Skip (with a warning) every save of ``module`` until :func:`release_saves`."""
+    _HELD.add(module)
+
+
+def release_saves(module: Any) -> None:
+    _HELD.discard(module)
+
+
+def saves_held(module: Any, path: Any = None) -> bool:
+    """True (and a warning naming ``path``) while the saves of ``module`` are held."""
+    if module not in _HELD:
+        return False
+    warnings.warn(
+        f"Not writing {path if path is not None else 'a backup'}: training was stopped by a NaN or infinite loss "
+        "(TerminateOnNaN), so the weights are not worth keeping. The file written before is left as it was.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 def _check_target(path: str, overwrite: bool, allowed: Tuple[str, ...], what: str) -> str:
@@ -64,7 +103,7 @@ def save_model(module: Any, filepath: str, overwrite: bool = True) -> None:
     filepath = os.fspath(filepath)
     allowed = (".keras", ".ckpt", ".h5") if module.is_keras else (".keras", ".ckpt")
     suffix = _check_target(filepath, overwrite, allowed, "a saved model")
-    if not is_writer(module):
+    if not is_writer(module) or saves_held(module, filepath):
         return
     with atomic_write(filepath) as tmp:
         if suffix == ".ckpt":
@@ -81,7 +120,7 @@ def save_weights(module: Any, filepath: str, overwrite: bool = True) -> None:
     """Save the wrapped model's weights to ``*.weights.h5``, ``*.weights.pt`` or ``*.ckpt`` (weights only)."""
     filepath = os.fspath(filepath)
     suffix = _check_target(filepath, overwrite, (".weights.h5", ".weights.pt", ".ckpt"), "saved weights")
-    if not is_writer(module):
+    if not is_writer(module) or saves_held(module, filepath):
         return
     with atomic_write(filepath) as tmp:
         if suffix == ".ckpt":
@@ -106,12 +145,32 @@ def load_weights(module: Any, filepath: str) -> None:
         with h5py.File(filepath, "r") as f:
             state = _state.read_tree(f, "model")
     elif suffix == ".weights.pt":
-        _state.load_model_state(module, torch.load(filepath, map_location="cpu", weights_only=True), filepath)
+        _state.load_model_state(module, load_tensors(filepath), filepath)
         return
     else:
-        full = torch.load(filepath, map_location="cpu", weights_only=True)["state_dict"]
+        full = load_tensors(filepath)["state_dict"]
         state = {k[len("model.") :]: v for k, v in full.items() if k.startswith("model.")}
     module.model.load_state_dict(state)
+
+
+def load_tensors(filepath: str) -> Any:
+    """``torch.load`` of a ``.weights.pt`` / ``.ckpt`` file that only ever reads tensors and plain data.
+
+    Raises:
+        ValueError: the file holds other pickled Python objects (which could run code when
+            unpickled); they are refused, not loaded.
+    """
+    import pickle
+
+    try:
+        return torch.load(filepath, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"Refused to load {filepath}: it holds pickled Python objects, not only tensors, and unpickling them "
+            "could run arbitrary code. keras_bridge reads `.weights.pt` and `.ckpt` files with "
+            "torch.load(weights_only=True). If you trust the file, load it yourself (weights_only=False) and pass "
+            f"the tensors to load_state_dict. Reason: {str(err).splitlines()[0]}"
+        ) from None
 
 
 def _write_lightning_checkpoint(module: Any, tmp: str, weights_only: bool) -> None:
@@ -126,15 +185,21 @@ def _write_lightning_checkpoint(module: Any, tmp: str, weights_only: bool) -> No
 
 
 # ---------------------------------------------------------------------------- training-state files
-def write_state_file(path: str, module: Any, attrs: Mapping[str, Any]) -> None:
-    """Weights, optimizer and scheduler state and ``attrs`` in one HDF5 file, written atomically (rank 0 only)."""
+def write_state_file(
+    path: str, module: Any, attrs: Mapping[str, Any], trees: Optional[Mapping[str, Any]] = None
+) -> None:
+    """Weights, optimizer and scheduler state and ``attrs`` in one HDF5 file, written atomically (rank 0 only).
+
+    ``trees`` are more nested states (see :func:`keras_bridge.saving.state.write_tree`), read back by
+    :func:`read_state_file` under their keys.
+    """
     if not is_writer(module):
         return
     with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = "keras_bridge.state"
         f.attrs["attrs"] = json.dumps(dict(attrs))
         _state.write_tree(f, "model", _state.model_state(module))
-        for key, value in _state.training_state(module).items():
+        for key, value in {**_state.training_state(module), **(trees or {})}.items():
             _state.write_tree(f, key, value)
 
 

@@ -30,7 +30,7 @@ import inspect
 import math
 import numbers
 import sys
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -47,11 +47,15 @@ class NotSerializable(ValueError):
 
 
 # ---------------------------------------------------------------------------- describe
-def serialize(obj: Any) -> Any:
-    """A JSON-able description of ``obj`` (see the module docstring for what is accepted).
+NOT_PLAIN: Any = object()  # what plain_data returns for anything but plain data
+
+
+def plain_data(obj: Any, describe: Callable[[Any], Any]) -> Any:
+    """``obj`` as JSON data when it is None, a string, a bool, a number, or a list or string-keyed dict of
+    values (each described by ``describe``); :data:`NOT_PLAIN` otherwise.
 
     Raises:
-        NotSerializable: ``obj`` (or a part of it) cannot be described.
+        NotSerializable: a dict with keys that are not strings.
     """
     if obj is None or isinstance(obj, (str, bool)):
         return obj
@@ -60,11 +64,23 @@ def serialize(obj: Any) -> Any:
     if isinstance(obj, numbers.Real):
         return float(obj)
     if isinstance(obj, (list, tuple)):
-        return [serialize(v) for v in obj]
+        return [describe(v) for v in obj]
     if isinstance(obj, Mapping):
         if not all(isinstance(k, str) for k in obj):
             raise NotSerializable(f"dict keys must be strings to be saved, got {list(obj)!r}")
-        return {str(k): serialize(v) for k, v in obj.items()}
+        return {str(k): describe(v) for k, v in obj.items()}
+    return NOT_PLAIN
+
+
+def serialize(obj: Any) -> Any:
+    """A JSON-able description of ``obj`` (see the module docstring for what is accepted).
+
+    Raises:
+        NotSerializable: ``obj`` (or a part of it) cannot be described.
+    """
+    data = plain_data(obj, serialize)
+    if data is not NOT_PLAIN:
+        return data
     if _is_keras_serializable(obj):
         return {TAG: "keras", "config": import_keras().saving.serialize_keras_object(obj)}
     if isinstance(obj, type) or inspect.isfunction(obj) or inspect.isbuiltin(obj):
@@ -82,15 +98,19 @@ def _is_keras_serializable(obj: Any) -> bool:
 
     if "keras" not in sys.modules or isinstance(obj, type):
         return False
+    return isinstance(obj, keras_object_kinds())
+
+
+def keras_object_kinds(layers: bool = True) -> Tuple[type, ...]:
+    """The Keras classes whose objects Keras itself serializes: losses, metrics, optimizers, schedules, layers."""
     keras = import_keras()
     kinds = (
         keras.losses.Loss,
         keras.metrics.Metric,
         keras.optimizers.Optimizer,
         keras.optimizers.schedules.LearningRateSchedule,
-        keras.layers.Layer,
     )
-    return isinstance(obj, kinds)
+    return kinds + ((keras.layers.Layer,) if layers else ())
 
 
 def _path(obj: Any) -> Dict[str, str]:

@@ -5,14 +5,17 @@ Keras arguments own some Trainer options (``epochs`` is ``max_epochs``, ``steps_
 evaluation or prediction batches). :class:`TrainerConnector` applies them for one call:
 
 * ``trainer=None`` or a dict: a new Trainer with the bridge's quiet defaults (no logger, no
-  checkpointing, no Lightning progress bar or summary), the dict's options on top. A dict option
+  checkpointing, no Lightning progress bar or summary, no step-level logging), the dict's options on top. A dict option
   that contradicts a Keras argument is an error naming both.
 * a ready ``lightning.Trainer``: borrowed. Every Keras-owned option is set for the call (those no
   Keras argument gives take Keras's meaning: all batches), the bridge's callbacks are attached, and
   the Trainer is given back as it was, whatever happens during the call.
 
 The data loaders shard themselves (``batch_size`` is the global batch), so Lightning's
-``use_distributed_sampler`` is off for the call in both cases.
+``use_distributed_sampler`` is off for the call in both cases. The Trainer's world size is declared
+for the call (:func:`~keras_bridge.data.distributed.set_run_world`): a 1-device run ignores a process
+group left by an earlier ``ddp`` run. When a process started by Lightning's ``ddp`` launcher fails,
+the launching process's error names it (:func:`failed_process`).
 
 Example:
     >>> import lightning.pytorch as pl
@@ -30,13 +33,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 import warnings
 from types import TracebackType
-from typing import Any, Dict, Iterator, Optional, Sequence, Type
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Type
 
 import lightning.pytorch as pl
 
-from keras_bridge.utils.compat import get_use_distributed_sampler, set_use_distributed_sampler
+from keras_bridge.data.distributed import set_run_world
+from keras_bridge.utils.compat import get_use_distributed_sampler, launched_processes, set_use_distributed_sampler
 
 #: Trainer options that a Keras argument decides, and that argument's name.
 KERAS_OWNED = {
@@ -56,6 +62,8 @@ _QUIET_DEFAULTS: Dict[str, Any] = dict(
     enable_model_summary=False,
     enable_progress_bar=False,
     num_sanity_val_steps=0,
+    # Keras logs epochs; a user who gives a logger asks for batch logs with `log_every_n_steps`.
+    log_every_n_steps=0,
 )
 _LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
 # Messages meant for Lightning users, about choices the bridge made on the user's behalf.
@@ -107,8 +115,56 @@ def _write_option(trainer: pl.Trainer, name: str, value: Any) -> None:
         setattr(trainer, name, value)
 
 
+class _InterruptRecorder(pl.Callback):
+    """Keeps the ``KeyboardInterrupt`` that Lightning turns into ``SystemExit`` (see :class:`TrainerConnector`)."""
+
+    def __init__(self) -> None:
+        self.caught: Optional[KeyboardInterrupt] = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.caught = exception
+
+
+def _not_distributed() -> bool:
+    return False
+
+
+class _RunWorld(pl.Callback):
+    """Tells the loaders and the metrics whether this run is distributed (see :func:`set_run_world`).
+
+    A process group left by an earlier ``ddp`` run is ignored by a 1-device run: the loaders shard
+    nothing, and the torchmetrics states of the module are not synchronised for the run (they would
+    wait for processes that do not take part).
+    """
+
+    def __init__(self) -> None:
+        self._saved: List[Any] = []
+
+    def setup(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
+        import torch
+        import torchmetrics
+
+        if trainer.world_size != 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        for metric in pl_module.modules():
+            if isinstance(metric, torchmetrics.Metric):
+                self._saved.append((metric, metric.distributed_available_fn))
+                metric.distributed_available_fn = _not_distributed
+
+    def teardown(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
+        for metric, fn in self._saved:
+            metric.distributed_available_fn = fn
+        self._saved = []
+
+
 class TrainerConnector:
     """A context manager giving the Trainer for one ``fit``/``evaluate``/``predict`` call.
+
+    Ctrl-C behaves as in Keras: Lightning catches the ``KeyboardInterrupt``, shuts the run down, sets
+    SIGINT to be ignored and exits the process (``SystemExit``); the connector gives the caller the
+    ``KeyboardInterrupt`` instead (its traceback points where the run was interrupted) and puts the
+    SIGINT handler back, so the model keeps the weights trained so far and a next call works.
 
     Args:
         trainer: ``None``, a dict of ``lightning.Trainer`` options, or a ready ``lightning.Trainer``.
@@ -131,12 +187,16 @@ class TrainerConnector:
                 f"Received: trainer of type {type(trainer).__name__}"
             )
         if isinstance(trainer, dict):
+            _check_options(trainer)
             _check_conflicts(trainer, owned)
         self._given = trainer
-        self._callbacks = list(callbacks)
+        self._interrupts = _InterruptRecorder()
+        self._callbacks = [*callbacks, self._interrupts, _RunWorld()]
+        self._sigint: Any = None
         self._owned = dict(owned)
         self._saved: Dict[str, Any] = {}
         self._trainer: Optional[pl.Trainer] = None
+        self._outer_world: Optional[int] = None
 
     @property
     def borrowed(self) -> bool:
@@ -144,18 +204,36 @@ class TrainerConnector:
         return isinstance(self._given, pl.Trainer)
 
     def __enter__(self) -> pl.Trainer:
+        if threading.current_thread() is threading.main_thread():
+            self._sigint = signal.getsignal(signal.SIGINT)
         if isinstance(self._given, pl.Trainer):
             self._trainer = self._borrow(self._given)
         else:
             self._trainer = self._make(self._given or {})
+        self._outer_world = set_run_world(self._trainer.world_size)
         return self._trainer
 
     def __exit__(
         self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
     ) -> None:
+        if self._sigint is not None and signal.getsignal(signal.SIGINT) is not self._sigint:
+            signal.signal(signal.SIGINT, self._sigint)  # Lightning ignores Ctrl-C once it caught one
         trainer = self._trainer
         if trainer is None:
             return
+        set_run_world(self._outer_world)  # a plain Lightning run after this call trusts the process group again
+        self._give_back(trainer)
+        interrupt = self._interrupts.caught
+        if exc_type is not None and issubclass(exc_type, SystemExit) and interrupt is not None:
+            raise interrupt.with_traceback(interrupt.__traceback__) from None
+        if exc is not None and isinstance(exc, Exception):
+            # A collective that lost its peer: give the dying process time to be reaped; else just look.
+            lost_peer = any(word in str(exc) for word in ("Connection", "peer", "gloo", "NCCL", "timed out"))
+            failed = failed_process(trainer, wait=10.0 if lost_peer else 0.0)
+            if failed:
+                raise RuntimeError(f"{failed} This process stopped with: {type(exc).__name__}: {exc}") from exc
+
+    def _give_back(self, trainer: pl.Trainer) -> None:
         for cb in self._callbacks:
             if cb in trainer.callbacks:  # type: ignore[attr-defined]
                 trainer.callbacks.remove(cb)  # type: ignore[attr-defined]
@@ -192,6 +270,53 @@ class TrainerConnector:
         trainer.should_stop = False
         trainer.callbacks[0:0] = self._callbacks  # type: ignore[attr-defined]
         return trainer
+
+
+def failed_process(trainer: pl.Trainer, wait: float = 10.0) -> str:
+    """Which process started by Lightning's ``ddp`` launcher failed, in words ("" when none did).
+
+    On the launching process, the error a collective raises when another process died ("Connection
+    closed by peer") does not say which one or why: this does, waiting up to ``wait`` seconds for a
+    dying process to be reaped. (Lightning's child-process observer ends this process within ~5 s
+    anyway; torchrun reports the failed rank itself.)
+    """
+    import time
+
+    procs = launched_processes(trainer)
+    deadline = time.monotonic() + wait
+    while procs:
+        codes = [proc.poll() for proc in procs]
+        for local_rank, code in enumerate(codes, start=1):
+            if code is not None and code < 0:
+                name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+                return (
+                    f"The process of local rank {local_rank} (pid {procs[local_rank - 1].pid}) was killed by {name}: "
+                    "the whole DDP job stops (out of memory? killed by the system or a user?)."
+                )
+            if code:
+                return (
+                    f"The process of local rank {local_rank} (pid {procs[local_rank - 1].pid}) failed with exit code "
+                    f"{code}: its error is printed above, prefixed [rank{local_rank}]. The whole DDP job stops."
+                )
+        if all(code == 0 for code in codes) or time.monotonic() > deadline:
+            return ""
+        time.sleep(0.1)
+    return ""
+
+
+def _check_options(options: Dict[str, Any]) -> None:
+    """Every key of a ``trainer`` dict must be a ``lightning.Trainer`` argument."""
+    import inspect
+
+    from keras_bridge.utils.errors import did_you_mean
+
+    accepted = [p for p in inspect.signature(pl.Trainer.__init__).parameters if p != "self"]
+    for key in options:
+        if key not in accepted:
+            raise ValueError(
+                f"Unknown `trainer` option {key!r}: the dict's keys must be lightning.Trainer arguments."
+                f"{did_you_mean(str(key), accepted)} Accepted: {', '.join(accepted)}. Received: trainer={options!r}"
+            )
 
 
 def _check_conflicts(options: Dict[str, Any], owned: Dict[str, Any]) -> None:

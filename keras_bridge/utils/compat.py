@@ -6,6 +6,7 @@ to mend. Each helper says which private name it reads or writes and why the publ
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -34,7 +35,7 @@ def keras_initial_epoch(model: Any) -> Optional[int]:
     return getattr(model, "_initial_epoch", None)
 
 
-def set_keras_initial_epoch(model: Any, epoch: int) -> None:
+def set_keras_initial_epoch(model: Any, epoch: Optional[int]) -> None:
     """Keras's ``model._initial_epoch``, which its ``BackupAndRestore`` sets to resume at ``epoch``."""
     object.__setattr__(model, "_initial_epoch", epoch)
 
@@ -54,6 +55,55 @@ def set_start_epoch(trainer: Any, epoch: int) -> None:
         counter.ready = counter.started = counter.processed = counter.completed = epoch
 
 
+def logging_due(trainer: Any) -> bool:
+    """True when Lightning sends step-level logs to the loggers at this step (``log_every_n_steps``).
+
+    Lightning decides it in its private logger connector (``_logger_connector.should_update_logs``);
+    asking avoids computing batch logs that would not be written.
+    """
+    return bool(trainer._logger_connector.should_update_logs)
+
+
+def fit_loop_state(trainer: Any, next_epoch: bool = False) -> Dict[str, Any]:
+    """Lightning's fit-loop state (epoch and batch progress, global step, training loaders' positions).
+
+    ``trainer.fit_loop.state_dict()`` is public, its layout is not. At an epoch's end (``next_epoch``) the
+    state is made that of the start of the next epoch: Lightning restoring the state of that moment
+    would replay the end of the epoch (its hooks, hence History). The loaders are told their epoch is over.
+    """
+    state = copy.deepcopy(trainer.fit_loop.state_dict())
+    if not next_epoch:
+        return state
+    epochs = state["epoch_progress"]
+    for part in ("total", "current"):
+        done = epochs[part]["processed"]
+        epochs[part].update(ready=done, started=done, processed=done, completed=done)
+    batches = state["epoch_loop.batch_progress"]
+    batches["current"] = {key: 0 for key in batches["current"]}
+    batches["total"] = {key: batches["total"]["processed"] for key in batches["total"]}
+    batches["is_last_batch"] = False
+    for loader_state in state.get("state_dict", {}).get("combined_loader", []):
+        loader_state["epoch_finished"] = True
+    return state
+
+
+def load_fit_loop_state(trainer: Any, state: Dict[str, Any]) -> List[Any]:
+    """Restore :func:`fit_loop_state` before the fit loop runs (Lightning then continues where it stood).
+
+    Returns the training loaders' saved positions, left out of the restore: Lightning hands them to
+    the loaders only when it restarts inside an epoch, the caller restores them in every case.
+    """
+    state = copy.deepcopy(state)
+    loaders = state.get("state_dict", {}).pop("combined_loader", [])
+    trainer.fit_loop.load_state_dict(state)
+    return list(loaders)
+
+
+def on_last_training_batch(trainer: Any) -> bool:
+    """True during the hooks of an epoch's last training batch (Lightning's ``batch_progress.is_last_batch``)."""
+    return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
 def get_use_distributed_sampler(trainer: Any) -> bool:
     """The Trainer's ``use_distributed_sampler`` flag (kept by its private accelerator connector)."""
     return bool(trainer._accelerator_connector.use_distributed_sampler)
@@ -62,6 +112,15 @@ def get_use_distributed_sampler(trainer: Any) -> bool:
 def set_use_distributed_sampler(trainer: Any, value: bool) -> None:
     """Set the flag read by :func:`get_use_distributed_sampler` (the data connector reads it at each run)."""
     trainer._accelerator_connector.use_distributed_sampler = value
+
+
+def launched_processes(trainer: Any) -> List[Any]:
+    """The ``subprocess.Popen`` of every process Lightning's ``ddp`` launcher started from this one.
+
+    Kept on the launcher's ``procs`` (a class private to Lightning); empty for other launchers.
+    """
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    return list(getattr(launcher, "procs", None) or [])
 
 
 # ---------------------------------------------------------------------------- Keras internals
@@ -135,6 +194,22 @@ def keras_output_spec(model: Any, x: Any) -> Any:
     return keras.src.backend.compute_output_spec(model, symbolic, training=False)
 
 
+def keras_learning_rate_setting(optimizer: Any) -> Any:
+    """What a Keras optimizer's learning rate was set to (a schedule, a callable or a variable).
+
+    ``optimizer.learning_rate`` evaluates a schedule; Keras keeps the schedule itself in ``_learning_rate``.
+    """
+    return getattr(optimizer, "_learning_rate", None)
+
+
 def keras_symbolic_build(model: Any, batch: Any) -> None:
     """Build a compiled Keras model's loss and metrics from one batch, as Keras's ``fit`` does first."""
     model._symbolic_build(data_batch=batch)
+
+
+def keras_loss_tracker(model: Any) -> Any:
+    """The ``Mean`` tracker behind a compiled Keras model's ``loss`` log (``model._loss_tracker``), or None.
+
+    Keras's ``train_step`` feeds it; an overridden ``compute_metrics`` that calls Keras's reports it.
+    """
+    return getattr(model, "_loss_tracker", None)

@@ -8,11 +8,11 @@ import json
 import os
 import sys
 
+import keras
 import numpy as np
 import torch
 
 import keras_bridge as kb
-import keras
 
 
 class RankOneStops(keras.callbacks.Callback):
@@ -28,8 +28,17 @@ def fit(module, x, y, devices, epochs, callbacks):
     trainer = {"accelerator": "cpu", "devices": devices}
     if devices > 1:
         trainer["strategy"] = "ddp"
-    return module.fit(x, y, batch_size=16, epochs=epochs, validation_split=0.25, shuffle=False, verbose=0,
-                      callbacks=callbacks, trainer=trainer)
+    return module.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=epochs,
+        validation_split=0.25,
+        shuffle=False,
+        verbose=0,
+        callbacks=callbacks,
+        trainer=trainer,
+    )
 
 
 def main(devices: int) -> None:
@@ -37,10 +46,12 @@ def main(devices: int) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 6)).astype("float32")
     y = (x[:, :3].sum(axis=1) > 0).astype("int64")
-    module = kb.KerasModule(torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2),
-                                                torch.nn.Softmax(-1)))
-    module.compile(optimizer=kb.optimizers.SGD(0.1, momentum=0.9), loss="sparse_categorical_crossentropy",
-                   metrics=["accuracy"])
+    module = kb.KerasModule(
+        torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2), torch.nn.Softmax(-1))
+    )
+    module.compile(
+        optimizer=kb.optimizers.SGD(0.1, momentum=0.9), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     stopper = RankOneStops()
     callbacks = [
         keras.callbacks.BackupAndRestore("backup", delete_checkpoint=False),
@@ -56,8 +67,16 @@ def main(devices: int) -> None:
     rank = int(os.environ.get("LOCAL_RANK", "0"))
     weights = [p.detach().numpy().tolist() for p in module.model.parameters()]
     with open(f"seen_{rank}.json", "w") as f:
-        json.dump({"epoch": history.epoch, "history": history.history, "lrs": stopper.lrs,
-                   "resumed_epoch": resumed.epoch, "weights": weights}, f)
+        json.dump(
+            {
+                "epoch": history.epoch,
+                "history": history.history,
+                "lrs": stopper.lrs,
+                "resumed_epoch": resumed.epoch,
+                "weights": weights,
+            },
+            f,
+        )
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
 """A user's keras.callbacks.Callback sees what it sees in Keras: hooks, order, logs, params, model."""
 
 import json
+
+import keras
 import numpy as np
 import pytest
 import torch
-
-import keras
+from helpers import twin_models
 from keras import layers
 
 import keras_bridge as kb
-from helpers import twin_models
 
 
 class Recorder(keras.callbacks.Callback):
@@ -22,20 +22,47 @@ class Recorder(keras.callbacks.Callback):
     def _rec(self, name, index=None, logs=None):
         self.calls.append((name, index, tuple(sorted(logs or {}))))
 
-    def on_train_begin(self, logs=None): self._rec("train_begin", None, logs)
-    def on_train_end(self, logs=None): self._rec("train_end", None, logs)
-    def on_epoch_begin(self, epoch, logs=None): self._rec("epoch_begin", epoch, logs)
-    def on_epoch_end(self, epoch, logs=None): self._rec("epoch_end", epoch, logs)
-    def on_batch_begin(self, batch, logs=None): self._rec("batch_begin", batch, logs)
-    def on_batch_end(self, batch, logs=None): self._rec("batch_end", batch, logs)
-    def on_test_begin(self, logs=None): self._rec("test_begin", None, logs)
-    def on_test_end(self, logs=None): self._rec("test_end", None, logs)
-    def on_test_batch_begin(self, batch, logs=None): self._rec("test_batch_begin", batch, logs)
-    def on_test_batch_end(self, batch, logs=None): self._rec("test_batch_end", batch, logs)
-    def on_predict_begin(self, logs=None): self._rec("predict_begin", None, logs)
-    def on_predict_end(self, logs=None): self._rec("predict_end", None, logs)
-    def on_predict_batch_begin(self, batch, logs=None): self._rec("predict_batch_begin", batch, logs)
-    def on_predict_batch_end(self, batch, logs=None): self._rec("predict_batch_end", batch, logs)
+    def on_train_begin(self, logs=None):
+        self._rec("train_begin", None, logs)
+
+    def on_train_end(self, logs=None):
+        self._rec("train_end", None, logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._rec("epoch_begin", epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._rec("epoch_end", epoch, logs)
+
+    def on_batch_begin(self, batch, logs=None):
+        self._rec("batch_begin", batch, logs)
+
+    def on_batch_end(self, batch, logs=None):
+        self._rec("batch_end", batch, logs)
+
+    def on_test_begin(self, logs=None):
+        self._rec("test_begin", None, logs)
+
+    def on_test_end(self, logs=None):
+        self._rec("test_end", None, logs)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._rec("test_batch_begin", batch, logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._rec("test_batch_end", batch, logs)
+
+    def on_predict_begin(self, logs=None):
+        self._rec("predict_begin", None, logs)
+
+    def on_predict_end(self, logs=None):
+        self._rec("predict_end", None, logs)
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        self._rec("predict_batch_begin", batch, logs)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self._rec("predict_batch_end", batch, logs)
 
 
 def build():
@@ -115,8 +142,16 @@ def test_lambda_callback_and_stop_at_batch_like_keras(data):
             if batch == 1:
                 m.stop_training = True
 
-        histories.append(model.fit(x, y, batch_size=8, epochs=3, verbose=0,
-                                   callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=stop)]))
+        histories.append(
+            model.fit(
+                x,
+                y,
+                batch_size=8,
+                epochs=3,
+                verbose=0,
+                callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=stop)],
+            )
+        )
     assert histories[1].epoch == histories[0].epoch == [0]
     assert seen == [0, 1, 0, 1]
 
@@ -125,8 +160,14 @@ def test_terminate_on_nan_records_the_partial_epoch(data, capsys):
     x, y = data
     module = kb.KerasModule(torch.nn.Linear(5, 1))
     module.compile(optimizer=kb.optimizers.SGD(1e30), loss="mse")
-    history = module.fit(x * 1e20, y.astype("float32")[:, None], batch_size=8, epochs=3, verbose=0,
-                         callbacks=[keras.callbacks.TerminateOnNaN()])
+    history = module.fit(
+        x * 1e20,
+        y.astype("float32")[:, None],
+        batch_size=8,
+        epochs=3,
+        verbose=0,
+        callbacks=[keras.callbacks.TerminateOnNaN()],
+    )
     assert history.epoch == [0]
     assert not np.isfinite(history.history["loss"][0])
     assert "Invalid loss, terminating training" in capsys.readouterr().out
@@ -172,8 +213,13 @@ def test_remote_monitor_posts_each_epoch(data):
         x, y = data
         module = kb.KerasModule(torch.nn.Linear(5, 3))
         module.compile(optimizer="sgd", loss="mse")
-        history = module.fit(x, np.eye(3, dtype="float32")[y], epochs=2, verbose=0,
-                             callbacks=[keras.callbacks.RemoteMonitor(root=f"http://127.0.0.1:{server.server_port}")])
+        history = module.fit(
+            x,
+            np.eye(3, dtype="float32")[y],
+            epochs=2,
+            verbose=0,
+            callbacks=[keras.callbacks.RemoteMonitor(root=f"http://127.0.0.1:{server.server_port}")],
+        )
     finally:
         server.shutdown()
     assert [path for path, _ in received] == ["/publish/epoch/end/"] * 2

@@ -8,15 +8,14 @@ facade), after the bridge's ``mode="auto"`` resolution. No Trainer is needed.
 import copy
 import os
 
+import keras
 import numpy as np
 import pytest
 import torch
-
-import keras
+from helpers import twin_models
 from keras import layers
 
 import keras_bridge as kb
-from helpers import twin_models
 from keras_bridge.callbacks.monitor import resolve_monitor_op
 
 STATE = ("wait", "best", "stopped_epoch", "best_epoch", "cooldown_counter")
@@ -96,18 +95,22 @@ SLOW = [1.0, 0.96, 0.93, 0.9, 0.89, 0.885, 0.88]
 ACC = [0.5, 0.6, 0.6, 0.65, 0.64, 0.63, 0.62]
 
 
-@pytest.mark.parametrize("kwargs, key, values", [
-    (dict(patience=0), "val_loss", PLATEAU),
-    (dict(patience=2), "val_loss", PLATEAU),
-    (dict(min_delta=0.05, patience=2), "val_loss", SLOW),
-    (dict(min_delta=-0.05, patience=1), "val_loss", SLOW),
-    (dict(baseline=0.8, patience=1), "val_loss", [1.0, 0.9, 0.85, 0.7, 0.69, 0.71, 0.72]),
-    (dict(start_from_epoch=3, patience=0), "val_loss", [1, 2, 3, 4, 5, 6]),
-    (dict(patience=1, verbose=1), "val_accuracy", ACC),
-    (dict(patience=1, mode="max", monitor="val_mae"), "val_mae", ACC),
-    (dict(patience=1, monitor="val_mae"), "val_mae", ACC),
-    (dict(patience=2, monitor="loss"), "val_loss", PLATEAU),
-], ids=lambda v: str(v) if isinstance(v, dict) else None)
+@pytest.mark.parametrize(
+    "kwargs, key, values",
+    [
+        (dict(patience=0), "val_loss", PLATEAU),
+        (dict(patience=2), "val_loss", PLATEAU),
+        (dict(min_delta=0.05, patience=2), "val_loss", SLOW),
+        (dict(min_delta=-0.05, patience=1), "val_loss", SLOW),
+        (dict(baseline=0.8, patience=1), "val_loss", [1.0, 0.9, 0.85, 0.7, 0.69, 0.71, 0.72]),
+        (dict(start_from_epoch=3, patience=0), "val_loss", [1, 2, 3, 4, 5, 6]),
+        (dict(patience=1, verbose=1), "val_accuracy", ACC),
+        (dict(patience=1, mode="max", monitor="val_mae"), "val_mae", ACC),
+        (dict(patience=1, monitor="val_mae"), "val_mae", ACC),
+        (dict(patience=2, monitor="loss"), "val_loss", PLATEAU),
+    ],
+    ids=lambda v: str(v) if isinstance(v, dict) else None,
+)
 def test_early_stopping(models, capsys, kwargs, key, values):
     kwargs = dict(kwargs)
     kwargs.setdefault("monitor", key)
@@ -141,21 +144,31 @@ def test_mode_auto_cannot_guess_like_keras(models):
             cb.on_epoch_end(0, {"val_out_accuracy": 0.5})
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(patience=1, factor=0.5), dict(patience=2, cooldown=1, factor=0.5), dict(patience=1, min_lr=0.03, factor=0.5),
-    dict(patience=0, cooldown=2, factor=0.2, verbose=1), dict(monitor="val_accuracy", patience=1),
-], ids=str)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(patience=1, factor=0.5),
+        dict(patience=2, cooldown=1, factor=0.5),
+        dict(patience=1, min_lr=0.03, factor=0.5),
+        dict(patience=0, cooldown=2, factor=0.2, verbose=1),
+        dict(monitor="val_accuracy", patience=1),
+    ],
+    ids=str,
+)
 @pytest.mark.parametrize("values", [[1.0] * 8, PLATEAU])
 def test_reduce_lr_on_plateau(models, capsys, kwargs, values):
     key = kwargs.get("monitor", "val_loss")
     assert_same(models, lambda: keras.callbacks.ReduceLROnPlateau(**kwargs), epochs(key, values), capsys)
 
 
-@pytest.mark.parametrize("schedule", [
-    lambda epoch, lr: lr * 0.5 if epoch > 1 else lr,
-    lambda epoch: 0.1 / (epoch + 1),
-    lambda epoch, lr: np.float32(0.01 * epoch),
-])
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        lambda epoch, lr: lr * 0.5 if epoch > 1 else lr,
+        lambda epoch: 0.1 / (epoch + 1),
+        lambda epoch, lr: np.float32(0.01 * epoch),
+    ],
+)
 def test_learning_rate_scheduler(models, capsys, schedule):
     make = lambda: keras.callbacks.LearningRateScheduler(schedule, verbose=1)  # noqa: E731
     assert_same(models, make, epochs("val_loss", [1.0] * 4), capsys)
@@ -175,13 +188,17 @@ def test_terminate_on_nan(models, capsys):
     assert_same(models, keras.callbacks.TerminateOnNaN, script, capsys)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(filepath="m_{epoch:02d}_{val_loss:.3f}.keras", save_best_only=True, verbose=1),
-    dict(filepath="m_{epoch}.keras", monitor="val_accuracy", save_best_only=True),
-    dict(filepath="m_{epoch}.keras", initial_value_threshold=0.92, save_best_only=True),
-    dict(filepath="w_e{epoch}_b{batch}.weights.h5", save_weights_only=True, save_freq=2),
-    dict(filepath="m_last.keras"),
-], ids=str)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(filepath="m_{epoch:02d}_{val_loss:.3f}.keras", save_best_only=True, verbose=1),
+        dict(filepath="m_{epoch}.keras", monitor="val_accuracy", save_best_only=True),
+        dict(filepath="m_{epoch}.keras", initial_value_threshold=0.92, save_best_only=True),
+        dict(filepath="w_e{epoch}_b{batch}.weights.h5", save_weights_only=True, save_freq=2),
+        dict(filepath="m_last.keras"),
+    ],
+    ids=str,
+)
 def test_model_checkpoint_writes_the_same_files(models, tmp_path, monkeypatch, capsys, kwargs):
     script = []
     for epoch, value in enumerate(PLATEAU[:5]):

@@ -1,13 +1,12 @@
 """CSVLogger end to end: the bridge's file equals Keras's byte for byte, except the values' float noise."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
+from helpers import twin_models
 from keras import layers
 
 import keras_bridge as kb
-from helpers import twin_models
 
 
 def build():
@@ -41,8 +40,16 @@ def test_csv_equals_keras(tmp_path, validation_split, separator, append):
         model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         path = tmp_path / f"{name}.csv"
         for _ in range(2 if append else 1):  # a second fit appends rows without a second header
-            model.fit(x, y, batch_size=8, epochs=3, validation_split=validation_split, shuffle=False, verbose=0,
-                      callbacks=[keras.callbacks.CSVLogger(str(path), separator=separator, append=append)])
+            model.fit(
+                x,
+                y,
+                batch_size=8,
+                epochs=3,
+                validation_split=validation_split,
+                shuffle=False,
+                verbose=0,
+                callbacks=[keras.callbacks.CSVLogger(str(path), separator=separator, append=append)],
+            )
         texts.append(path.read_text())
     assert_csv_equal(texts[1], texts[0], separator)
     assert texts[1].splitlines()[0] == texts[0].splitlines()[0]

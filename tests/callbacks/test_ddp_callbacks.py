@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import subprocess_env
 
 SCRIPT = Path(__file__).with_name("_ddp_callbacks.py")
@@ -18,8 +17,9 @@ SCRIPT = Path(__file__).with_name("_ddp_callbacks.py")
 @pytest.mark.slow
 def test_decisions_are_agreed_and_files_written_once(tmp_path):
     env = subprocess_env()
-    proc = subprocess.run([sys.executable, str(SCRIPT), "2"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     deadline = time.time() + 60  # rank 1 may finish writing its record just after rank 0 exits
     while not (tmp_path / "seen_1.json").exists() and time.time() < deadline:

@@ -2,11 +2,10 @@
 
 import os
 
+import keras
 import numpy as np
 import pytest
 import torch
-
-import keras
 from keras import layers
 
 import keras_bridge as kb
@@ -22,11 +21,7 @@ def get_uncompiled_model():
 
 def get_compiled_model():
     model = kb.KerasModule(get_uncompiled_model())
-    model.compile(
-        optimizer="rmsprop",
-        loss="sparse_categorical_crossentropy",
-        metrics=["sparse_categorical_accuracy"],
-    )
+    model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy", metrics=["sparse_categorical_accuracy"])
     return model
 
 
@@ -59,8 +54,9 @@ def test_early_stopping_stops_where_keras_rule_says(digits, capsys):
             verbose=1,
         )
     ]
-    history = model.fit(x_train, y_train, epochs=20, batch_size=64, callbacks=callbacks, validation_split=0.2,
-                        verbose=0)
+    history = model.fit(
+        x_train, y_train, epochs=20, batch_size=64, callbacks=callbacks, validation_split=0.2, verbose=0
+    )
     # Keras's own EarlyStopping, replayed on the History, stops at the same epoch
     referee = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=1e-2, patience=2, mode="min")
     referee.set_model(keras.Sequential())
@@ -97,8 +93,9 @@ def test_checkpoint_best_models_by_epoch(digits, tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "Epoch 1: val_loss improved from None to" in out and "saving model to mymodel_2.keras" in out
     restored = keras.models.load_model("mymodel_2.keras")  # a Keras model, loadable by Keras itself
-    np.testing.assert_allclose(restored.predict(x_train[:5], verbose=0), model.predict(x_train[:5], verbose=0),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        restored.predict(x_train[:5], verbose=0), model.predict(x_train[:5], verbose=0), rtol=1e-5
+    )
 
 
 class LossHistory(keras.callbacks.Callback):
@@ -174,7 +171,13 @@ def test_learning_rate_schedules_and_plateau(digits):
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
     model.fit(x_train, y_train, epochs=1, batch_size=64, verbose=0)
     model = get_compiled_model()
-    history = model.fit(x_train, y_train, epochs=3, batch_size=64, validation_split=0.2, verbose=0,
-                        callbacks=[keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1,
-                                                                     min_delta=10)])
+    history = model.fit(
+        x_train,
+        y_train,
+        epochs=3,
+        batch_size=64,
+        validation_split=0.2,
+        verbose=0,
+        callbacks=[keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1, min_delta=10)],
+    )
     assert history.history["learning_rate"] == pytest.approx([1e-3, 1e-3, 5e-4])

@@ -1,14 +1,13 @@
 """Learning rates end to end: Keras's six schedules per step, and LR callbacks' History column, as Keras."""
 
+import keras
 import numpy as np
 import pytest
 import torch
-
-import keras
+from helpers import assert_history_close, twin_models
 from keras import layers
 
 import keras_bridge as kb
-from helpers import assert_history_close, twin_models
 
 S = keras.optimizers.schedules
 SCHEDULES = {
@@ -66,16 +65,26 @@ def test_setting_the_lr_of_a_scheduled_optimizer_fails_like_keras(data):
     module = kb.KerasModule(build())
     module.compile(optimizer=keras.optimizers.SGD(learning_rate=SCHEDULES["exponential"]()), loss="mse")
     with pytest.raises(TypeError, match="not settable"):
-        module.fit(x, y, epochs=2, verbose=0, callbacks=[keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=0,
-                                                                                         min_delta=100)])
+        module.fit(
+            x,
+            y,
+            epochs=2,
+            verbose=0,
+            callbacks=[keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=0, min_delta=100)],
+        )
 
 
-@pytest.mark.parametrize("callback", [
-    lambda: keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=1, min_delta=100, factor=0.5, cooldown=1,
-                                              min_lr=0.02),
-    lambda: keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=0, min_delta=100, factor=0.3),
-    lambda: keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.7 if epoch else lr),
-], ids=["plateau_loss", "plateau_val_loss", "scheduler"])
+@pytest.mark.parametrize(
+    "callback",
+    [
+        lambda: keras.callbacks.ReduceLROnPlateau(
+            monitor="loss", patience=1, min_delta=100, factor=0.5, cooldown=1, min_lr=0.02
+        ),
+        lambda: keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=0, min_delta=100, factor=0.3),
+        lambda: keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.7 if epoch else lr),
+    ],
+    ids=["plateau_loss", "plateau_val_loss", "scheduler"],
+)
 def test_history_learning_rate_column_equals_keras(data, callback):
     x, y = data
     k_model, b_model = twin_models(build)

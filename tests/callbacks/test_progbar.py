@@ -2,14 +2,13 @@
 
 import re
 
+import keras
 import numpy as np
 import pytest
-
-import keras
+from helpers import twin_models
 from keras import layers
 
 import keras_bridge as kb
-from helpers import twin_models
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 TIMES = re.compile(r"\d+(ms|us)?/step|\b\d+s\b|\d+:\d\d(:\d\d)?")

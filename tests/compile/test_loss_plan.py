@@ -7,11 +7,12 @@ weighted total and the unweighted per-output values against numbers computed by 
 argument it is about.
 """
 
+import keras
 import pytest
 import torch
 
-import keras
 from keras_bridge.compile.loss_plan import LossPlan
+from keras_bridge.compile.structure import OutputStructure
 
 NAMES = ["a", "b"]
 # Output "a": a regression target; output "b": two-class probabilities with sparse labels.
@@ -82,7 +83,9 @@ def test_outputs_without_a_loss_get_no_term(loss):
 def test_dict_follows_the_output_names_not_its_own_order():
     plan = built({"b": "sparse_categorical_crossentropy", "a": "mae"})
     assert [(t.index, t.output_name, t.loss.name) for t in plan.terms] == [
-        (0, "a", "mae"), (1, "b", "sparse_categorical_crossentropy")]
+        (0, "a", "mae"),
+        (1, "b", "sparse_categorical_crossentropy"),
+    ]
     assert plan.tracker_names == ["a_loss", "b_loss"]
 
 
@@ -105,8 +108,7 @@ def test_no_loss_at_all():
         ([None, "mae"], [0.5], [0.5]),  # one weight per output that has a loss
         ({"b": "mae"}, [7.0, 0.5], [0.5]),  # one weight per output
     ],
-    ids=["none", "number", "int", "list", "list-with-None", "dict-partial", "dict", "list-per-loss",
-         "list-per-output"],
+    ids=["none", "number", "int", "list", "list-with-None", "dict-partial", "dict", "list-per-loss", "list-per-output"],
 )
 def test_loss_weights(loss, loss_weights, weights):
     plan = built(loss, loss_weights)
@@ -161,8 +163,7 @@ def test_arguments_are_what_was_given():
         ("msee", None, ValueError, ["`loss`", "'msee'", "'mse'"]),
         (42, None, TypeError, ["`loss`", "42", "int"]),
     ],
-    ids=["weights-string", "weights-list-entry", "weights-dict-entry", "weights-tensor", "unknown-loss",
-         "not-a-loss"],
+    ids=["weights-string", "weights-list-entry", "weights-dict-entry", "weights-tensor", "unknown-loss", "not-a-loss"],
 )
 def test_bad_arguments_fail_at_construction(loss, loss_weights, error, fragments):
     with pytest.raises(error) as info:
@@ -181,8 +182,14 @@ def test_bad_arguments_fail_at_construction(loss, loss_weights, error, fragments
         ("mse", [1.0, 2.0, 3.0], ["`loss_weights`", "3 entries", "2 outputs"]),
         ([None, "mse"], [1.0, 2.0, 3.0], ["`loss_weights`", "3 entries", "1 with a loss"]),
     ],
-    ids=["unknown-loss-key", "unknown-weight-key", "short-loss-list", "long-loss-list", "long-weight-list",
-         "weight-list-fits-nothing"],
+    ids=[
+        "unknown-loss-key",
+        "unknown-weight-key",
+        "short-loss-list",
+        "long-loss-list",
+        "long-weight-list",
+        "weight-list-fits-nothing",
+    ],
 )
 def test_arguments_that_do_not_fit_the_outputs_fail_at_build(loss, loss_weights, fragments):
     plan = LossPlan(loss, loss_weights)
@@ -193,11 +200,24 @@ def test_arguments_that_do_not_fit_the_outputs_fail_at_build(loss, loss_weights,
     assert not plan.built
 
 
-def test_check_names_refuses_unknown_keys_before_build():
-    plan = LossPlan({"a": "mse", "z": "mae"})
+def test_check_names_refuses_a_dict_that_fits_no_output_before_build():
+    plan = LossPlan({"z": "mae"})
     plan.check_names(["a", "z"])
-    with pytest.raises(ValueError, match=r"Unknown output name\(s\) \['z'\] in `loss`"):
+    with pytest.raises(ValueError, match=r"Unknown output name\(s\) \['z'\] in `loss`") as info:
         plan.check_names(NAMES)
+    assert "Expected keys ['a', 'b'] in loss dict, but found loss.keys()=['z']" in str(info.value)  # Keras's text
+
+
+def test_check_names_leaves_a_partly_known_dict_to_build():
+    # Keras's error depends on the output structure, known at build: a KeyError for a dict output...
+    plan = LossPlan({"a": "mse", "z": "mae"})
+    plan.check_names(NAMES)
+    with pytest.raises(KeyError, match=r"The path: \('z',\) in the `loss` argument, can't be found"):
+        plan.build(OutputStructure({"a": None, "b": None}))
+    # ... and Keras's "Expected keys" ValueError for outputs that are not a dict.
+    expected = r"Expected keys \['a', 'b'\] in loss dict, but found loss.keys\(\)=\['a', 'z'\]"
+    with pytest.raises(ValueError, match=expected):
+        plan.build(OutputStructure([None, None], NAMES))
 
 
 def test_missing_target_for_an_output_with_a_loss_names_the_output():

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from keras_bridge.utils.keras import import_keras
 from keras_bridge.compile.losses.terms import AutoCrossentropy, KerasLossTerm, TorchLossTerm, get_loss
+from keras_bridge.utils.keras import import_keras
 
 keras = import_keras()
 compile_utils = keras.src.trainers.compile_utils
@@ -35,7 +35,9 @@ def _data(kind, seed=0):
     if kind == "pm1":
         return torch.randint(0, 2, (B, D), generator=g).float() * 2 - 1, torch.randn(B, D, generator=g)
     if kind == "onehot":
-        return F.one_hot(torch.randint(0, C, (B,), generator=g), C).float(), torch.softmax(torch.randn(B, C, generator=g), -1)
+        return F.one_hot(torch.randint(0, C, (B,), generator=g), C).float(), torch.softmax(
+            torch.randn(B, C, generator=g), -1
+        )
     if kind == "onehot_logits":
         return F.one_hot(torch.randint(0, C, (B,), generator=g), C).float(), torch.randn(B, C, generator=g) * 2
     if kind == "sparse":
@@ -91,8 +93,9 @@ STRING_CASES = [
     ("huber", "reg"), ("Huber", "reg_temporal"), ("log_cosh", "reg"), ("LogCosh", "reg"),
     ("hinge", "binary"), ("hinge", "pm1"), ("squared_hinge", "pm1"), ("SquaredHinge", "binary"),
     ("categorical_hinge", "onehot"), ("kld", "onehot"), ("KLD", "positive"), ("kl_divergence", "onehot"),
-    ("poisson", "positive"), ("Poisson", "positive"), ("cosine_similarity", "reg"), ("CosineSimilarity", "reg_temporal"),
-    ("bce", "binary"), ("BCE", "binary_int_rank1"), ("binary_crossentropy", "multilabel"), ("BinaryCrossentropy", "binary"),
+    ("poisson", "positive"), ("Poisson", "positive"), ("cosine_similarity", "reg"),
+    ("CosineSimilarity", "reg_temporal"), ("bce", "binary"), ("BCE", "binary_int_rank1"),
+    ("binary_crossentropy", "multilabel"), ("BinaryCrossentropy", "binary"),
     ("categorical_crossentropy", "onehot"), ("CategoricalCrossentropy", "onehot"),
     ("sparse_categorical_crossentropy", "sparse"), ("sparse_categorical_crossentropy", "sparse_n1"),
     ("SparseCategoricalCrossentropy", "sparse_temporal"),
@@ -120,7 +123,10 @@ OBJECT_CASES = [
     (lambda: keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=0.2), "multilabel"),
     (lambda: keras.losses.CategoricalCrossentropy(from_logits=True), "onehot_logits"),
     (lambda: keras.losses.CategoricalCrossentropy(label_smoothing=0.2), "onehot"),
-    (lambda: keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1, name="cce_ls"), "onehot_logits"),
+    (
+        lambda: keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1, name="cce_ls"),
+        "onehot_logits",
+    ),
     (lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True), "sparse_logits"),
     (lambda: keras.losses.SparseCategoricalCrossentropy(ignore_class=0), "sparse"),
     (lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=1), "sparse_temporal"),

@@ -7,11 +7,11 @@ names Keras 3 itself logs; ``base_names``; ``arguments``; which entries receive 
 the errors, each naming the argument.
 """
 
+import keras
 import numpy as np
 import pytest
 import torch
 
-import keras
 from keras_bridge.compile.metric_plan import MetricPlan, metric_name
 
 NAMES = ["a", "b"]
@@ -29,9 +29,12 @@ def built(metrics=None, weighted_metrics=None, names=NAMES, y_true=Y_TRUE, y_pre
 # (metrics, weighted_metrics, log names in compile order, base names). The two-output names are the ones
 # keras.Model(x, [a, b]).evaluate(return_dict=True) logs (Keras 3.15), besides its loss entries.
 TWO_OUTPUT_CASES = [
-    ([["mae"], ["accuracy", "sparse_categorical_crossentropy"]], None,
-     ["a_mae", "b_accuracy", "b_sparse_categorical_crossentropy"],
-     ["mae", "accuracy", "sparse_categorical_crossentropy"]),
+    (
+        [["mae"], ["accuracy", "sparse_categorical_crossentropy"]],
+        None,
+        ["a_mae", "b_accuracy", "b_sparse_categorical_crossentropy"],
+        ["mae", "accuracy", "sparse_categorical_crossentropy"],
+    ),
     ({"b": "acc", "a": ["mse", "mae"]}, None, ["a_mse", "a_mae", "b_acc"], ["mse", "mae", "acc"]),
     (None, {"b": ["accuracy"]}, ["b_accuracy"], ["accuracy"]),
     ([["mae", "mae"], None], None, ["a_mae", "a_mae_1"], ["mae", "mae"]),
@@ -41,9 +44,7 @@ TWO_OUTPUT_CASES = [
 TWO_OUTPUT_IDS = ["list-of-lists", "dict", "weighted-only", "duplicate", "weighted-collision", "mixed"]
 
 
-@pytest.mark.parametrize(
-    ("metrics", "weighted_metrics", "names", "base_names"), TWO_OUTPUT_CASES, ids=TWO_OUTPUT_IDS
-)
+@pytest.mark.parametrize(("metrics", "weighted_metrics", "names", "base_names"), TWO_OUTPUT_CASES, ids=TWO_OUTPUT_IDS)
 def test_two_outputs_are_prefixed_with_the_output_name(metrics, weighted_metrics, names, base_names):
     plan = built(metrics, weighted_metrics)
     assert plan.names == names
@@ -61,11 +62,7 @@ def _keras_metric_log_names(metrics, weighted_metrics):
     return sorted(k for k in logs if k not in ("loss", "a_loss", "b_loss"))
 
 
-@pytest.mark.parametrize(
-    ("metrics", "weighted_metrics"),
-    [case[:2] for case in TWO_OUTPUT_CASES],
-    ids=TWO_OUTPUT_IDS,
-)
+@pytest.mark.parametrize(("metrics", "weighted_metrics"), [case[:2] for case in TWO_OUTPUT_CASES], ids=TWO_OUTPUT_IDS)
 def test_two_output_names_are_the_ones_keras_logs(metrics, weighted_metrics):
     assert sorted(built(metrics, weighted_metrics).names) == _keras_metric_log_names(metrics, weighted_metrics)
 
@@ -100,7 +97,10 @@ def test_one_output_names_are_the_ones_keras_logs():
 def test_entries_know_their_output_and_whether_they_are_weighted():
     plan = built([["mae"], ["accuracy"]], {"a": "mse"})
     assert [(e.index, e.log_name, e.base_name, e.weighted) for e in plan.entries] == [
-        (0, "a_mae", "mae", False), (1, "b_accuracy", "accuracy", False), (0, "a_mse", "mse", True)]
+        (0, "a_mae", "mae", False),
+        (1, "b_accuracy", "accuracy", False),
+        (0, "a_mse", "mse", True),
+    ]
 
 
 def test_accuracy_follows_the_target_shapes_like_keras():

@@ -8,12 +8,18 @@ import torch.nn.functional as F
 import torchmetrics
 from torchmetrics.utilities.data import dim_zero_sum
 
-from keras_bridge.utils.keras import import_keras
 from keras_bridge.compile.metrics import functional as M
 from keras_bridge.compile.metrics.stateful import (
-    BridgeMetric, KerasMetricAdapter, Mean, MeanMetricWrapper, RootMeanSquaredError, TorchmetricsAdapter,
-    check_metric, get_metric,
+    BridgeMetric,
+    KerasMetricAdapter,
+    Mean,
+    MeanMetricWrapper,
+    RootMeanSquaredError,
+    TorchmetricsAdapter,
+    check_metric,
+    get_metric,
 )  # fmt: skip
+from keras_bridge.utils.keras import import_keras
 
 keras = import_keras()
 compile_utils = keras.src.trainers.compile_utils
@@ -160,7 +166,9 @@ def KerasOpsMetric(y_true, y_pred):  # noqa: N802  (CamelCase on purpose: the na
 @pytest.mark.parametrize("weighted", [False, True])
 def test_functions_are_mean_wrapped_and_snake_named(fn, weighted):
     ours, ref = _run_pair(fn, "reg", weighted)
-    assert ours.name == ref.name == {"mean_abs_diff": "mean_abs_diff", "KerasOpsMetric": "keras_ops_metric"}[fn.__name__]
+    assert (
+        ours.name == ref.name == {"mean_abs_diff": "mean_abs_diff", "KerasOpsMetric": "keras_ops_metric"}[fn.__name__]
+    )
     torch.testing.assert_close(ours.compute(), torch.as_tensor(ref.result()), rtol=1e-5, atol=1e-6)
 
 
@@ -280,5 +288,14 @@ def test_check_metric_errors_name_the_argument_and_echo_the_value(bad, exc, echo
     assert "`metrics`" in str(info.value) and echo in str(info.value)
     with pytest.raises(exc, match="`weighted_metrics`"):
         get_metric(bad, torch.zeros(B, 1), torch.zeros(B, 1), argument="weighted_metrics")
-    for good in ["acc", "ACCURACY", "ce", "mse", "MeanIoU", keras.metrics.AUC(), torchmetrics.MeanMetric(), mean_abs_diff]:
+    for good in [
+        "acc",
+        "ACCURACY",
+        "ce",
+        "mse",
+        "MeanIoU",
+        keras.metrics.AUC(),
+        torchmetrics.MeanMetric(),
+        mean_abs_diff,
+    ]:
         check_metric(good)

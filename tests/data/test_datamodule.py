@@ -1,35 +1,45 @@
 """KerasDataModule and to_dataloader with a plain lightning.Trainer, on one process and under DDP."""
 
+import keras
 import lightning as L
 import numpy as np
 import pytest
 import torch
-
-import keras
+from _pydatasets import BatchLog, RecordingPyDataset, digits, digits_model, softmax_linear
 
 import keras_bridge as kb
-from _pydatasets import BatchLog, RecordingPyDataset, digits, digits_model, softmax_linear
 
 
 def trainer(**kwargs):
-    options = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     options.update(kwargs)
     return L.Trainer(**options)
 
 
 def compiled(model):
     module = kb.KerasModule(model)
-    module.compile(optimizer=keras.optimizers.RMSprop(1e-3), loss="sparse_categorical_crossentropy",
-                   metrics=["sparse_categorical_accuracy"])
+    module.compile(
+        optimizer=keras.optimizers.RMSprop(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["sparse_categorical_accuracy"],
+    )
     return module
 
 
 def test_datamodule_with_plain_trainer_matches_module_fit():
     (x, y), _ = digits(n_train=400)
     keras.utils.set_random_seed(0)
-    expected = compiled(digits_model()).fit(x, y, batch_size=32, epochs=2, validation_split=0.25,
-                                            class_weight={5: 2.0}, shuffle=False, verbose=0)
+    expected = compiled(digits_model()).fit(
+        x, y, batch_size=32, epochs=2, validation_split=0.25, class_weight={5: 2.0}, shuffle=False, verbose=0
+    )
     keras.utils.set_random_seed(0)
     module = compiled(digits_model())
     dm = kb.data.KerasDataModule(x, y, batch_size=32, validation_split=0.25, class_weight={5: 2.0}, shuffle=False)
@@ -64,8 +74,10 @@ def _kind(kind):
     x = np.repeat(np.arange(10, dtype="float32")[:, None] // 2, 4, axis=1)
     y = np.zeros(10, "int64")
     if kind == "dataloader":
-        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=2)
-    return IterBatches([(x[i:i + 2], y[i:i + 2]) for i in range(0, 10, 2)])
+        return torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=2
+        )
+    return IterBatches([(x[i : i + 2], y[i : i + 2]) for i in range(0, 10, 2)])
 
 
 class IterBatches:
@@ -86,11 +98,17 @@ def test_ddp_shards_batches_without_duplicates(tmp_path, kind):
     t.fit(module, datamodule=dm)
     for stage in ("train", "val"):
         per_rank = [(tmp_path / f"{stage}-rank{r}.txt").read_text().splitlines() for r in range(2)]
-        steps = 6 if kind != "dataloader" else 10  # 5 batches: 3 steps each; 5 global batches split
+        # 5 batches: dealt out whole (iterable), 3 steps each; split across the processes, 5 steps each
+        steps = 6 if kind == "iterable" else 10
         assert len(per_rank[0]) == len(per_rank[1]) == steps
         for epoch in range(2):
-            ids = [i for lines in per_rank for line in lines if line.startswith(f"{epoch} ")
-                   for i in eval(line.split(" ", 1)[1])]
+            ids = [
+                i
+                for lines in per_rank
+                for line in lines
+                if line.startswith(f"{epoch} ")
+                for i in eval(line.split(" ", 1)[1])
+            ]
             # every row exactly once: nothing duplicated (padding) and nothing lost
             assert sorted(ids) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4], (stage, epoch, ids)
     # Exact validation metrics: the DDP value equals one process evaluating the same weights.

@@ -4,16 +4,22 @@ The reference numbers come from the same call without a Trainer (``trainer=None`
 tests check against ``keras.Model.fit`` itself.
 """
 
-import numpy as np
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 
 import keras_bridge as kb
 from keras_bridge.trainer.connector import TrainerConnector
 
-OPTIONS = ("max_epochs", "limit_train_batches", "limit_val_batches", "limit_predict_batches",
-           "check_val_every_n_epoch", "should_stop")
+OPTIONS = (
+    "max_epochs",
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_predict_batches",
+    "check_val_every_n_epoch",
+    "should_stop",
+)
 
 
 def _module() -> kb.KerasModule:
@@ -25,9 +31,17 @@ def _module() -> kb.KerasModule:
 
 def _user_trainer() -> pl.Trainer:
     # Settings a Lightning user might have chosen, all of which a Keras argument overrides.
-    return pl.Trainer(max_epochs=7, limit_train_batches=2, limit_val_batches=1, limit_predict_batches=1,
-                      check_val_every_n_epoch=5, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False)
+    return pl.Trainer(
+        max_epochs=7,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        limit_predict_batches=1,
+        check_val_every_n_epoch=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
 
 
 def _state(trainer: pl.Trainer):
@@ -45,8 +59,9 @@ def test_user_trainer_fit_equals_the_bridge_trainer_and_is_restored(data, steps_
     x, y = data
     trainer = _user_trainer()
     before = _state(trainer)
-    kwargs = dict(batch_size=8, epochs=3, validation_split=0.25, validation_freq=2, verbose=0,
-                  steps_per_epoch=steps_per_epoch)
+    kwargs = dict(
+        batch_size=8, epochs=3, validation_split=0.25, validation_freq=2, verbose=0, steps_per_epoch=steps_per_epoch
+    )
     borrowed = _module().fit(x, y, trainer=trainer, **kwargs).history
     reference = _module().fit(x, y, **kwargs).history
     assert borrowed == reference

@@ -86,7 +86,7 @@ class _BackupAndRestore(BoundPort):
 
     # ---------------------------------------------------------------- backup
     def _save_model(self) -> None:
-        if not self._kb_is_writer:
+        if not self._kb_is_writer or saving.saves_held(self._kb_module, self._weights_path):
             return
         os.makedirs(self.backup_dir, exist_ok=True)
         if self.double_checkpoint and os.path.exists(self._weights_path):

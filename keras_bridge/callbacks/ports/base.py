@@ -21,11 +21,14 @@ else:
     KerasCallbackBase = object
 
 
-def keras_subclass(name: str, mixin: type, keras_name: str, module: str) -> type:
-    """``type(name, (mixin, keras.callbacks.<keras_name>), ...)``, built once and cached."""
+def keras_subclass(name: str, mixin: type, keras_name: str, module: str, base: Any = None) -> type:
+    """``type(name, (mixin, keras.callbacks.<keras_name>), ...)``, built once and cached.
+
+    ``base``, when given, replaces the Keras class (a port of a port: a subclass of another port).
+    """
     key = f"{module}.{name}"
     if key not in _built:
-        base = getattr(import_keras().callbacks, keras_name)
+        base = base if base is not None else getattr(import_keras().callbacks, keras_name)
         _built[key] = type(name, (mixin, base), {"__module__": module, "__qualname__": name, "__doc__": mixin.__doc__})
     return _built[key]
 

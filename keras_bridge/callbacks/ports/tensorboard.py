@@ -91,6 +91,7 @@ class _TensorBoard(BoundPort):
         self._val_dir = os.path.join(self._log_write_dir, "validation")
         self._close_writers()
         self._writers: Dict[str, Any] = {}
+        self._kb_start_epoch: Optional[int] = None
         self._stack = []
         # Keras writes the summary here; the rank is known only once the run starts.
         self._summary_pending = bool(self.write_graph)
@@ -101,8 +102,25 @@ class _TensorBoard(BoundPort):
         if which not in self._writers:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writers[which] = SummaryWriter(log_dir=self._train_dir if which == _TRAIN else self._val_dir)
+            log_dir = self._train_dir if which == _TRAIN else self._val_dir
+            self._writers[which] = SummaryWriter(log_dir=log_dir, purge_step=self._kb_start_epoch)
         return self._writers[which]
+
+    def _kb_mark_start(self, epoch: int) -> None:
+        """Mark in the event files that this fit starts at ``epoch`` (TensorBoard's ``purge_step``).
+
+        A run resumed after a kill (or a fit continuing an earlier one in the same folder) then shows
+        every epoch once: TensorBoard drops the earlier events from that epoch on. Only for epoch-level
+        steps (``update_freq="epoch"``), whose steps are epochs.
+        """
+        if self.update_freq != "epoch":
+            return
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+        self._kb_start_epoch = epoch
+        for writer in self._writers.values():  # created before (the model summary): mark them now
+            start = Event(step=epoch, session_log=SessionLog(status=SessionLog.START))
+            tensorboard_file_writer(writer).add_event(start)
 
     def _close_writers(self) -> None:
         for writer in getattr(self, "_writers", {}).values():
@@ -186,6 +204,8 @@ class _TensorBoard(BoundPort):
         self._log_epoch_metrics(epoch, logs)
         if self.histogram_freq and epoch % self.histogram_freq == 0:
             self._log_weights(epoch)
+        for writer in self._writers.values():  # a killed run loses at most the epoch in progress
+            writer.flush()
 
     # ---------------------------------------------------------------- what is written
     def _log_epoch_metrics(self, epoch: int, logs: Any) -> None:

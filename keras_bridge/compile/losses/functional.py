@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from keras_bridge.utils.compat import get_keras_mask, set_keras_mask
+from keras_bridge.utils.errors import LabelRangeError
 from keras_bridge.utils.keras import import_keras
 
 
@@ -360,6 +361,19 @@ def categorical_crossentropy(
     return -(y_true * log_prob).sum(dim=axis)
 
 
+def _raise_for_labels(target: Tensor, classes: int, err: BaseException) -> None:
+    """Raise :class:`LabelRangeError` naming the first label outside ``[0, classes)``, if there is one.
+
+    Checked only after torch failed, so a correct batch pays nothing for it.
+    """
+    bad = ((target < 0) | (target >= classes)).flatten().nonzero()
+    if len(bad):
+        index = int(bad[0])
+        label = int(target.flatten()[index])
+        per_sample = target[0].numel() if target.dim() > 1 else 1
+        raise LabelRangeError(label, classes, index // per_sample, "sparse_categorical_crossentropy") from err
+
+
 def sparse_categorical_crossentropy(
     y_true: Tensor, y_pred: Tensor, from_logits: bool = False, ignore_class: Optional[int] = None, axis: int = -1
 ) -> Tensor:
@@ -391,12 +405,16 @@ def sparse_categorical_crossentropy(
         output, target = output.unsqueeze(0), target.unsqueeze(0)
     elif axis % output.dim() != 1:
         output = output.movedim(axis % output.dim(), 1)
-    if from_logits:
-        result = F.cross_entropy(output, target, reduction="none")
-    else:
-        eps = epsilon()
-        probs = torch.clamp(output / output.sum(dim=1, keepdim=True), eps, 1.0 - eps)
-        result = F.nll_loss(torch.log(probs), target, reduction="none")
+    try:
+        if from_logits:
+            result = F.cross_entropy(output, target, reduction="none")
+        else:
+            eps = epsilon()
+            probs = torch.clamp(output / output.sum(dim=1, keepdim=True), eps, 1.0 - eps)
+            result = F.nll_loss(torch.log(probs), target, reduction="none")
+    except (IndexError, RuntimeError) as err:
+        _raise_for_labels(target, output.shape[1], err)
+        raise
     if squeeze:
         result = result.squeeze(0)
     if valid is not None:

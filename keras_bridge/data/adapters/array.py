@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, cast
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from keras_bridge.compile.structure import map_structure
 from keras_bridge.data.distributed import GlobalBatchInfo, rank_world, shared_seed
 from keras_bridge.data.epoch_iterator import StepsCarryOver
+from keras_bridge.data.keras_rng import private_generator
 from keras_bridge.data.utils import to_tensor
 
 Tensor = torch.Tensor
@@ -32,7 +33,7 @@ def is_array_structure(obj: Any) -> bool:
     if is_array(obj):
         return True
     if isinstance(obj, Mapping):
-        return bool(obj) and all(is_array_structure(v) for v in obj.values())
+        return bool(obj) and all(v is None or is_array_structure(v) for v in obj.values())
     if isinstance(obj, (list, tuple)):
         return bool(obj) and all(v is None or is_array_structure(v) for v in obj)
     return False
@@ -69,7 +70,12 @@ def check_cardinality(x: Any, y: Any = None, sample_weight: Any = None) -> int:
         )
     if not distinct:
         raise ValueError("`x` is empty: received no arrays.")
-    return distinct.pop()
+    n = distinct.pop()
+    if n == 0:
+        shapes: List[Tuple[int, ...]] = []
+        map_structure(lambda v: shapes.append(tuple(v.shape)) if v is not None else None, x)
+        raise ValueError(f"Expected `x` to hold at least one sample. Received: x with 0 samples (shape {shapes}).")
+    return n
 
 
 def slice_structure(data: Any, start: int, stop: Optional[int]) -> Any:
@@ -187,7 +193,68 @@ class GlobalBatchSampler(Sampler):
                 yield batch.tensor_split(world)[rank], GlobalBatchInfo(len(batch), world)
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"epoch": self.epoch, "passes": self._passes}
+        """Where the batches stand: the shuffle seed, the passes drawn and the position in pass and epoch."""
+        return {"epoch": self.epoch, "passes": self._passes, "seed": self.seed, **self._carry.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Make the next ``__iter__`` continue from :meth:`state_dict`: the rest of the saved epoch, or the
+        epoch after it when the saved one was read to its end (or ``state["epoch_finished"]``).
+
+        Example:
+            >>> a = GlobalBatchSampler(10, 3, shuffle=True, seed=4)
+            >>> first = iter(a); _ = next(first); state = a.state_dict()
+            >>> b = GlobalBatchSampler(10, 3, shuffle=True, seed=99)
+            >>> b.load_state_dict(state)
+            >>> [t.tolist() for t in b] == [t.tolist() for t in first]
+            True
+        """
+        self.seed, self._seed_shared, self.epoch = int(state["seed"]), True, int(state["epoch"])
+        finished = bool(state.get("epoch_finished")) or int(state["epoch_position"]) >= len(self)
+        live = self.steps_per_epoch is not None and state["pass_position"] is not None
+        self._passes = int(state["passes"]) - 1 if live else int(state["passes"])
+        self._carry.load_state_dict(state, epoch_finished=finished)
+
+
+class BatchLoader(DataLoader):
+    """The ``DataLoader`` over a :class:`GlobalBatchSampler`: it says where its batches stand.
+
+    ``state_dict`` / ``load_state_dict`` are Lightning's protocol for resumable loaders: a Trainer
+    restored mid-epoch (``kb.callbacks.ResumableCheckpoint``, or Lightning's own ``ckpt_path``)
+    continues at the next batch of the same shuffled order.
+    """
+
+    def state_dict(self) -> Dict[str, Any]:
+        return cast(GlobalBatchSampler, self.sampler).state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        cast(GlobalBatchSampler, self.sampler).load_state_dict(state)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # ddp_spawn pickles the loader: a torch.Generator pickles its state as a temporary tensor, whose
+        # shared-memory file descriptor is closed before the child starts ("bad value(s) in fds_to_keep").
+        state = dict(self.__dict__)
+        generator = state.get("generator")
+        if isinstance(generator, torch.Generator) and generator.device.type == "cpu":
+            state["generator"] = _GeneratorState(bytes(generator.get_state().numpy()))
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        generator = state.get("generator")
+        if isinstance(generator, _GeneratorState):
+            state["generator"] = generator.rebuild()
+        self.__dict__.update(state)
+
+
+class _GeneratorState:
+    """A CPU ``torch.Generator``'s state as plain bytes (pickles without shared memory)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def rebuild(self) -> torch.Generator:
+        generator = torch.Generator()
+        generator.set_state(torch.tensor(list(self.data), dtype=torch.uint8))
+        return generator
 
 
 def _identity(batch: Any) -> Any:
@@ -207,7 +274,8 @@ def array_loader(
     """A DataLoader over tensors that yields ``(x,)`` or ``(x, y, sample_weight)`` batches."""
     dataset = ArrayBatchDataset(x, y, sample_weight)
     sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, seed, steps_per_epoch)
-    return DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_identity, pin_memory=pin_memory)
+    return BatchLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_identity, pin_memory=pin_memory,
+                       generator=private_generator())  # fmt: skip
 
 
 def check_batch_size(batch_size: Any) -> None:

@@ -14,12 +14,20 @@ Mapping (keras-semantics 3, lightning-map 7.3):
   process); an infinite PyDataset (``num_batches is None``) keeps counting indices across epochs.
 * ``on_epoch_end()`` runs in this process before the epoch's workers start: worker processes are
   started per epoch (non-persistent), so they see its effect.
-* Under DDP the batches are sharded whole: step ``s`` of process ``r`` is batch ``s * world + r`` of the
-  epoch's order. When the count is not a multiple of ``world``, the processes without a batch in
-  the last step get an empty batch (zero rows): no batch is duplicated, so metrics stay exact, and
-  every process runs the same number of steps. One optimizer step then consumes ``world`` batches
-  (unlike arrays, whose global batch is split); in that last step the empty process contributes a
-  zero gradient to DDP's average.
+* Under DDP, :data:`DDP_BATCHES` decides (``kb.data.set_pydataset_ddp("split" | "deal")``):
+
+  - ``"split"`` (the default): every process reads every batch of the epoch's order and keeps its own
+    contiguous slice of the rows (``tensor_split(world)[rank]``), as arrays do; the loss is scaled so
+    that DDP's gradient average is the gradient of the whole batch. One optimizer step sees the same
+    samples as on 1 process, so the History and weights equal the 1-process run (rtol 1e-4), and the
+    progress bar counts the same steps. The cost: ``__getitem__`` runs for every batch on every
+    process (``world`` times the data loading work, none of the compute saved on it).
+  - ``"deal"``: the batches are dealt out whole: step ``s`` of process ``r`` is batch ``s * world + r``
+    of the epoch's order. When the count is not a multiple of ``world``, the processes without a batch
+    in the last step get an empty batch (zero rows): no batch is duplicated, so metrics stay exact,
+    and every process runs the same number of steps (``ceil(len / world)``, which the bar shows). One
+    optimizer step then consumes ``world`` batches, so the trajectory depends on the process count
+    (like a larger batch); each batch is loaded once.
 """
 
 from __future__ import annotations
@@ -28,16 +36,57 @@ import itertools
 import math
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Generator, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from keras_bridge.data.distributed import rank_world, shared_seed
+from keras_bridge.compile.structure import first_batch_dim, map_structure
+from keras_bridge.data.distributed import GlobalBatchInfo, rank_world, shared_seed
 from keras_bridge.data.epoch_iterator import KerasLoader, StepsCarryOver
 from keras_bridge.data.utils import empty_like, prepare_batch, reraise_with_context, to_torch
 
 Key = Tuple[int, bool]  # (batch index, give an empty batch instead)
+
+#: How a PyDataset is sharded under DDP: ``"split"`` (each batch split across the processes: the
+#: 1-process trajectory) or ``"deal"`` (whole batches dealt out: each batch loaded once). See the module doc.
+DDP_BATCHES = "split"
+
+
+def set_pydataset_ddp(mode: str) -> None:
+    """Choose how PyDatasets are sharded under DDP (``kb.data.set_pydataset_ddp``): ``"split"`` or ``"deal"``.
+
+    Call it in the script before ``fit``, so every process (also the ones a launcher starts) sets it.
+    """
+    global DDP_BATCHES
+    if mode not in ("split", "deal"):
+        raise ValueError(f"Expected mode to be 'split' or 'deal'. Received: mode={mode!r}")
+    DDP_BATCHES = mode
+
+
+def _dealt_world() -> Tuple[int, int]:
+    """``(rank, world)`` the batch indices are dealt over: one process when each batch is split."""
+    rank, world = rank_world()
+    return (0, 1) if DDP_BATCHES == "split" else (rank, world)
+
+
+def split_rows(batch: Any, rank: int, world: int) -> Any:
+    """Process ``rank``'s contiguous slice of every array of a batch, with the global batch size appended.
+
+    Example:
+        >>> x, y, sw, info = split_rows((torch.arange(5), torch.arange(5), None), rank=1, world=2)
+        >>> x.tolist(), sw, info.global_size
+        ([3, 4], None, 5)
+    """
+    size = first_batch_dim(batch[0])
+
+    def take(v: Any) -> Any:
+        if isinstance(v, torch.Tensor) and v.ndim > 0:
+            return v.tensor_split(world)[rank]
+        return v
+
+    return tuple(map_structure(take, part) for part in batch) + (GlobalBatchInfo(size, world),)
+
 
 #: Start method for PyDataset worker processes: None is torch's default ("fork" on Linux). "spawn"
 #: needs a picklable PyDataset defined in an importable module, and restarts Python in every worker
@@ -140,6 +189,20 @@ class BatchOrder:
         self._carry: StepsCarryOver[List[int]] = StepsCarryOver(steps)
         self._length: Optional[int] = None
         self._next_index = 0  # infinite datasets count on across epochs
+        self.epoch_start: Dict[str, Any] = self.state_dict()  # the state before the current epoch was drawn
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The seed, passes drawn, carried-over position and (infinite datasets) the next index."""
+        return {"seed": self.seed, "passes": self._passes, "length": self._length, "next_index": self._next_index,
+                "carry": self._carry.state_dict()}  # fmt: skip
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict`: the next :meth:`epoch` draws what followed it."""
+        self.seed, self._seed_shared = int(state["seed"]), True
+        self._length, self._next_index = state["length"], int(state["next_index"])
+        live = self._carry.steps is not None and state["carry"]["pass_position"] is not None
+        self._passes = int(state["passes"]) - 1 if live else int(state["passes"])
+        self._carry.load_state_dict(state["carry"], epoch_finished=True)
 
     def _new_pass(self, n: int, world: int) -> Tuple[Iterator[List[int]], int]:
         if not self._seed_shared:
@@ -158,6 +221,7 @@ class BatchOrder:
 
     def epoch(self, n: Optional[int], world: int) -> Iterable[int]:
         """Global batch indices of the next epoch (all processes), or an endless iterator."""
+        self.epoch_start = self.state_dict()
         steps = self._carry.steps
         if n is None:
             if steps is None:
@@ -193,6 +257,32 @@ def shard_keys(indices: Iterable[int], rank: int, world: int) -> Iterable[Key]:
     return keys
 
 
+def start_method() -> str:
+    """How PyDataset worker processes start: :data:`MULTIPROCESSING_CONTEXT`, else Python's current default."""
+    import multiprocessing
+
+    chosen = MULTIPROCESSING_CONTEXT or multiprocessing.get_start_method(allow_none=True)
+    return chosen or multiprocessing.get_all_start_methods()[0]
+
+
+def _check_picklable(py_dataset: Any) -> None:
+    """Worker processes that do not fork receive the PyDataset pickled: refuse one that cannot be, up front."""
+    import pickle
+
+    method = start_method()
+    if method == "fork":
+        return
+    try:
+        pickle.dumps(py_dataset)
+    except Exception as err:
+        raise ValueError(
+            f"`x` is a {type(py_dataset).__name__} with use_multiprocessing=True and workers={py_dataset.workers}: "
+            f"its worker processes start with {method!r}, which sends them the dataset pickled, and it cannot be "
+            f"pickled ({type(err).__name__}: {err}). Define it at the top level of an importable module and keep "
+            "no open files, locks or lambdas on it, or use use_multiprocessing=False (threads)."
+        ) from err
+
+
 class PyDatasetLoader(KerasLoader):
     """Iterate a ``keras.utils.PyDataset`` the way Keras's ``fit`` does, on Lightning.
 
@@ -226,9 +316,12 @@ class PyDatasetLoader(KerasLoader):
         self.py_dataset = py_dataset
         self.class_weight = class_weight
         self.order = BatchOrder(bool(shuffle), seed, steps_per_epoch)
+        self._skip = 0
         self.workers = int(py_dataset.workers or 0)
         self.use_multiprocessing = bool(py_dataset.use_multiprocessing)
         self.max_queue_size = max(1, int(py_dataset.max_queue_size or 1))
+        if self.mode == "processes":
+            _check_picklable(py_dataset)
 
     @property
     def mode(self) -> str:
@@ -243,7 +336,7 @@ class PyDatasetLoader(KerasLoader):
         n = self.py_dataset.num_batches
         if n is None:
             return None
-        _, world = rank_world()
+        _, world = _dealt_world()
         return math.ceil(n / world)
 
     def on_epoch_begin(self) -> None:
@@ -254,6 +347,28 @@ class PyDatasetLoader(KerasLoader):
 
     def _restart(self) -> None:
         self.order.restart()
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Where the batches stand (Lightning's protocol for resumable loaders): the batch order before and
+        after the current epoch was drawn, and the batches of it already yielded.
+        """
+        order = self.order
+        return {"order": order.epoch_start, "after": order.state_dict(), "epoch_position": self._yielded_batches}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Make the next epoch continue from :meth:`state_dict`: the rest of the saved epoch (its remaining
+        batches in the same order, the others not fetched), or the epoch after it when the saved one was
+        read to its end (or ``state["epoch_finished"]``).
+        """
+        position = int(state["epoch_position"])
+        try:
+            finished = bool(state.get("epoch_finished")) or position >= len(self)
+        except TypeError:  # an infinite dataset: only the flag tells
+            finished = bool(state.get("epoch_finished"))
+        self.order.load_state_dict(state["after"] if finished else state["order"])
+        self._skip = 0 if finished else position
+        self._resume_position = self._skip
+        self._resuming = True
 
     def peek(self) -> Any:
         # What Keras does to build an unbuilt model: on_epoch_begin(), then batch 0.
@@ -266,9 +381,24 @@ class PyDatasetLoader(KerasLoader):
         return max(1, self.max_queue_size - 1)
 
     def _epoch_batches(self) -> Iterator[Any]:
+        batches = self._dealt_batches()
         rank, world = rank_world()
+        if world == 1 or DDP_BATCHES != "split":
+            yield from batches
+            return
+        try:
+            for batch in batches:
+                yield split_rows(batch, rank, world)
+        finally:
+            batches.close()
+
+    def _dealt_batches(self) -> Generator[Any, None, None]:
+        rank, world = _dealt_world()
         indices = self.order.epoch(self.py_dataset.num_batches, world)
         keys = shard_keys(indices, rank, world)
+        skip, self._skip = self._skip, 0
+        if skip:  # a resumed epoch: its first batches were trained on before
+            keys = keys[skip:] if isinstance(keys, list) else itertools.islice(keys, skip, None)
         mode = self.mode
         if mode == "inline":
             for index, empty in keys:

@@ -28,7 +28,7 @@ from torch.utils.data import (
 )
 from torch.utils.data._utils.collate import default_collate
 
-from keras_bridge.data.adapters.array import DEFAULT_BATCH_SIZE, GlobalBatchSampler
+from keras_bridge.data.adapters.array import DEFAULT_BATCH_SIZE, BatchLoader, GlobalBatchSampler
 from keras_bridge.data.adapters.iterable import IterableLoader
 from keras_bridge.data.distributed import rank_world
 from keras_bridge.data.epoch_iterator import KerasLoader
@@ -101,7 +101,7 @@ def sample_loader(dataset: Any, batch_size: Optional[int] = None, shuffle: Any =
         [4, 4, 2]
     """
     sampler = GlobalBatchSampler(len(dataset), batch_size or DEFAULT_BATCH_SIZE, shuffle, seed, steps_per_epoch)
-    return DataLoader(
+    return BatchLoader(
         SampleBatches(dataset, collate_fn, class_weight),
         sampler=sampler,
         batch_size=None,

@@ -106,6 +106,8 @@ def test_a_ckpt_resumes_a_lightning_run_exactly(tmp_path, monkeypatch):
         callbacks=kb.callbacks.to_lightning([]),
     )
     trainer.fit(resumed, datamodule=kb.data.KerasDataModule(x, y, batch_size=8, shuffle=False), ckpt_path="e2.ckpt")
-    assert resumed.history.epoch == [2, 3]
+    # The History continues: the checkpoint's epochs, then the resumed ones (issue 12, item 3).
+    assert resumed.history.epoch == [0, 1, 2, 3]
+    np.testing.assert_allclose(resumed.history.history["loss"], unbroken.history.history["loss"], rtol=1e-5)
     for a, b in zip(resumed.model.parameters(), unbroken.model.parameters()):
         torch.testing.assert_close(a, b)

@@ -94,7 +94,8 @@ def test_steps_per_epoch_carry_over_and_run_out_with_a_warning():
     assert len(caught) == 1 and "ran out of data after 1 of steps_per_epoch=3 batches" in caught[0]
     batches, caught = epoch_with_warnings(sampler, 2)
     assert batches == [[0, 1, 2], [3, 4, 5], [6, 7, 8]] and caught == []  # a new pass
-    assert sampler.state_dict() == {"epoch": 2, "passes": 2}
+    state = sampler.state_dict()
+    assert (state["epoch"], state["passes"], state["pass_position"], state["epoch_position"]) == (2, 2, 3, 3)
 
 
 def test_steps_per_epoch_dividing_the_pass_never_warns():
@@ -237,3 +238,46 @@ def test_check_batch_size_refuses(batch_size):
 )
 def test_is_array_structure(obj, expected):
     assert is_array_structure(obj) is expected
+
+
+# ---------------------------------------------------------------------------- position (exact resume)
+def _consume(sampler, epochs, then):
+    """Iterate ``epochs`` whole epochs, then ``then`` batches of the next one; the sampler's state there."""
+    for epoch in range(epochs):
+        epoch_batches(sampler, epoch)
+    sampler.set_epoch(epochs)
+    it = iter(sampler)
+    for _ in range(then):
+        next(it)
+    return sampler.state_dict()
+
+
+@pytest.mark.parametrize("steps_per_epoch", [None, 3])
+@pytest.mark.parametrize("shuffle", [True, "batch", False])
+def test_a_restored_sampler_continues_at_the_next_batch_of_the_same_order(shuffle, steps_per_epoch):
+    def fresh(seed):
+        return GlobalBatchSampler(11, 2, shuffle=shuffle, seed=seed, steps_per_epoch=steps_per_epoch)
+
+    reference = fresh(7)
+    expected = [epoch_batches(reference, e) for e in range(5)]
+    for epochs, then in [(0, 1), (1, 2), (2, 0), (3, 1)]:
+        state = _consume(fresh(7), epochs, then)
+        restored = fresh(123)  # another seed: the state brings the saved one
+        restored.load_state_dict(state)
+        rest = epoch_batches(restored, epochs)
+        assert rest == expected[epochs][then:], (epochs, then)
+        assert epoch_batches(restored, epochs + 1) == expected[epochs + 1]
+
+
+def test_a_sampler_restored_at_an_epoch_end_starts_the_next_epoch():
+    sampler = GlobalBatchSampler(10, 3, shuffle=True, seed=1, steps_per_epoch=3)
+    reference = GlobalBatchSampler(10, 3, shuffle=True, seed=1, steps_per_epoch=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the carried-over pass runs out in epoch 1 (Keras's rule)
+        expected = [epoch_batches(reference, e) for e in range(3)]
+        epoch_batches(sampler, 0)
+        state = dict(sampler.state_dict(), epoch_finished=True)
+        restored = GlobalBatchSampler(10, 3, shuffle=True, seed=5, steps_per_epoch=3)
+        restored.load_state_dict(state)
+        assert [epoch_batches(restored, e) for e in (1, 2)] == expected[1:]
+    assert len(expected[1]) == 1  # what was left of the pass

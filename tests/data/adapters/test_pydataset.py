@@ -268,3 +268,32 @@ def test_shard_keys_give_every_process_the_same_count_without_duplicates():
     real = sorted(i for s in shards for i, empty in s if not empty)
     assert real == [0, 1, 2, 3, 4]
     assert [empty for s in shards for _, empty in s].count(True) == 1
+
+
+@pytest.mark.parametrize("steps_per_epoch", [None, 4])
+def test_a_restored_loader_continues_at_the_next_batch_of_the_same_order(steps_per_epoch):
+    import warnings
+
+    def fresh(seed):
+        return PyDatasetLoader(RecordingPyDataset(n_batches=6), shuffle=True, seed=seed,
+                               steps_per_epoch=steps_per_epoch)  # fmt: skip
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # steps_per_epoch=4 of 6 batches runs out every other epoch
+        expected = _epochs_seen(fresh(3), epochs=4)
+        for epochs, then in [(0, 2), (1, 1), (2, 3)]:
+            loader = fresh(3)
+            _epochs_seen(loader, epochs)
+            it = iter(loader)
+            for _ in range(then):
+                next(it)
+            state = loader.state_dict()
+            restored = fresh(99)
+            restored.load_state_dict(state)
+            rest = _indices(_epochs_seen(restored, epochs=4 - epochs))
+            assert rest[0] == _indices(expected)[epochs][then:], (epochs, then)
+            assert rest[1:] == _indices(expected)[epochs + 1 :], (epochs, then)
+
+
+def _indices(epochs):
+    return [[int(record[0]) for record in batches] for batches in epochs]

@@ -1,0 +1,150 @@
+"""The Keras fast path (compile(jit_compile="auto"), the default): a captured forward pass gives the History of
+eager Keras's own fit, to 1e-5, for the models it must keep exact; what it cannot capture runs eagerly."""
+
+import logging
+
+import keras
+import numpy as np
+import pytest
+import torch
+from helpers import assert_history_close, load_digits_data, twin_models
+
+import keras_bridge as kb
+
+
+class AssignInCall(keras.layers.Layer):
+    """A user layer that keeps a running mean of its inputs in a variable assigned in ``call``."""
+
+    def build(self, input_shape):
+        self.running = self.add_weight(shape=(input_shape[-1],), initializer="zeros", trainable=False)
+
+    def call(self, x, training=False):
+        if training:
+            self.running.assign(0.9 * self.running + 0.1 * keras.ops.mean(x, axis=0))
+        return x - self.running
+
+
+def mlp():
+    inputs = keras.Input((64,), name="digits")
+    hidden = keras.layers.Dense(32, activation="relu", kernel_regularizer=keras.regularizers.L2(1e-3))(inputs)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(hidden))
+
+
+def cnn():
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3)(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.Activation("relu")(h)
+    h = keras.layers.Dropout(0.3)(keras.layers.Flatten()(h))
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
+
+
+def lstm():
+    inputs = keras.Input((8,), dtype="int32")
+    h = keras.layers.LSTM(8)(keras.layers.Embedding(17, 4)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
+
+
+def assigning():
+    inputs = keras.Input((64,))
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(AssignInCall()(inputs)))
+
+
+def multi_io():
+    image = keras.Input((8, 8, 1), name="img_input")
+    series = keras.Input((16,), name="ts_input")
+    h = keras.layers.concatenate([keras.layers.Flatten()(image), series])
+    score = keras.layers.Dense(1, name="score_output")(h)
+    label = keras.layers.Dense(10, activation="softmax", name="class_output")(h)
+    return keras.Model([image, series], [score, label])
+
+
+def data(kind):
+    x, y = load_digits_data()
+    x, y = x[:300], y[:300]
+    if kind == "cnn":
+        return x.reshape(-1, 8, 8, 1), y
+    if kind == "lstm":
+        return (x[:, ::8] * 16).astype("int32"), y
+    if kind == "multi_io":
+        inputs = {"img_input": x.reshape(-1, 8, 8, 1), "ts_input": x[:, :16]}
+        return inputs, {"score_output": y.astype("float32")[:, None] / 10.0, "class_output": y}
+    return x, y
+
+
+COMPILE = dict(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+MULTI_COMPILE = dict(
+    optimizer="rmsprop",
+    loss={"score_output": "mse", "class_output": "sparse_categorical_crossentropy"},
+    loss_weights={"score_output": 2.0, "class_output": 1.0},
+    metrics={"class_output": ["accuracy"]},
+)
+
+
+@pytest.mark.parametrize(
+    "build, kind",
+    [(mlp, "mlp"), (cnn, "cnn"), (lstm, "lstm"), (assigning, "mlp"), (multi_io, "multi_io")],
+    ids=["mlp", "cnn_batchnorm_dropout", "embedding_lstm", "variable_assigned_in_call", "multi_io"],
+)
+def test_fast_path_history_equals_eager_keras_fit(build, kind):
+    x, y = data(kind)
+    compile_args = MULTI_COMPILE if kind == "multi_io" else COMPILE
+    keras_model, bridge_model = twin_models(build)
+    keras_model.compile(**compile_args)
+    keras.utils.set_random_seed(5)
+    expected = keras_model.fit(x, y, batch_size=64, epochs=2, shuffle=False, validation_split=0.2, verbose=0)
+    module = kb.KerasModule(bridge_model)
+    module.compile(**compile_args)
+    keras.utils.set_random_seed(5)
+    got = module.fit(x, y, batch_size=64, epochs=2, shuffle=False, validation_split=0.2, verbose=0)
+    assert module._capture is not None and module._capture.captured >= 2  # train and validation graphs
+    assert_history_close(expected, got, rtol=1e-5, atol=1e-6)
+    for a, b in zip(keras_model.get_weights(), bridge_model.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    # the same random stream afterwards: the capture consumed nothing of its own
+    keras.utils.set_random_seed(9)
+    np.testing.assert_allclose(module.evaluate(x, y, verbose=0), keras_model.evaluate(x, y, verbose=0), rtol=1e-5)
+
+
+def test_a_seeded_dropout_draws_a_new_mask_every_step_and_runs_eagerly(caplog):
+    class MaskLog(keras.callbacks.Callback):
+        def __init__(self, probe):
+            self.probe, self.masks = probe, []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.masks.append(keras.ops.convert_to_numpy(self.model.layers[1](self.probe, training=True)) == 0)
+
+    inputs = keras.Input((32,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Dropout(0.5, seed=11)(inputs)))
+    module = kb.KerasModule(model)
+    module.compile(optimizer="sgd", loss="mse")
+    x = np.ones((64, 32), "float32")
+    log = MaskLog(np.ones((1, 32), "float32"))
+    with caplog.at_level(logging.WARNING, logger="keras_bridge"):
+        module.fit(x, np.zeros((64, 1), "float32"), batch_size=8, epochs=1, verbose=0, callbacks=[log])
+    assert module._capture.captured == 0
+    assert sum("runs eagerly" in r.message for r in caplog.records) == 1  # said once, not per step
+    masks = np.stack(log.masks)
+    assert len({m.tobytes() for m in masks}) == len(masks) == 8
+
+
+def test_jit_compile_false_runs_eagerly_and_bad_values_are_refused():
+    module = kb.KerasModule(mlp())
+    module.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=False)
+    assert module._capture is None
+    with pytest.raises(ValueError, match="jit_compile"):
+        module.compile(optimizer="adam", loss="mse", jit_compile="fast")
+
+
+def test_callbacks_see_the_live_weights_during_a_captured_fit():
+    x, y = data("mlp")
+    seen = []
+    module = kb.KerasModule(mlp())
+    module.compile(**COMPILE)
+    probe = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda b, l: seen.append(module.model.get_weights()[0].copy())
+    )
+    module.fit(x, y, batch_size=100, epochs=1, verbose=0, callbacks=[probe])
+    assert not np.allclose(seen[0], seen[-1])
+    np.testing.assert_array_equal(seen[-1], module.get_weights()[0])
+    assert torch.equal(module.model.layers[1].kernel.value.detach(), torch.as_tensor(seen[-1]))
