@@ -6,7 +6,6 @@ The one part of :mod:`keras_bridge.saving` that builds a module, and so the one 
 from __future__ import annotations
 
 import os
-import warnings
 import zipfile
 from typing import Any, Dict, Mapping, Optional
 
@@ -89,11 +88,8 @@ def _load_checkpoint(filepath: str, custom_objects: Any, compile: bool, safe_mod
 def _compile_arguments(
     bridge: Mapping[str, Any], config: Mapping[str, Any], custom_objects: Any, safe_mode: bool
 ) -> Optional[Dict[str, Any]]:
-    if bridge.get("compile_config") is not None:
-        return S.deserialize(bridge["compile_config"], custom_objects, safe_mode)
-    if bridge.get("compile_note"):
-        warnings.warn(f"The model is returned uncompiled: {bridge['compile_note']}.", stacklevel=3)
-        return None
+    if bridge.get("compile_config") is not None or bridge.get("compile_note"):
+        return lightning_checkpoint.compile_arguments(bridge, custom_objects, safe_mode)
     keras_compile = config.get("compile_config")
     if not keras_compile:
         return None

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any
+from typing import Any, Callable
 
 import keras_bridge.saving.formats as saving
 import keras_bridge.saving.state as _state
@@ -49,8 +49,11 @@ class _BackupAndRestore(BoundPort):
 
     # ---------------------------------------------------------------- restore
     def on_train_begin(self, logs: Any = None) -> None:
+        self._restore_with_fallback(self._load_model)
+
+    def _restore_with_fallback(self, restore: Callable[[], None]) -> None:
         try:
-            self._load_model()
+            restore()
         except OSError:
             # A latest backup that cannot be read: fall back to the previous one, as Keras does.
             if not self._agreed(os.path.exists(self._prev_weights_path)):
@@ -60,7 +63,7 @@ class _BackupAndRestore(BoundPort):
                 if os.path.exists(self._prev_training_metadata_path):
                     _copy(self._prev_training_metadata_path, self._training_metadata_path)
             self._barrier()
-            self._load_model()
+            restore()
 
     def _load_model(self) -> None:
         if not self._agreed(os.path.exists(self._weights_path)):

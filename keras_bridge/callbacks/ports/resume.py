@@ -126,16 +126,7 @@ class _ResumableCheckpoint(backup._BackupAndRestore):
         """Load the backup before the fit loop starts (Lightning then continues its loop state)."""
         self._pending = self._restored = self._kb_resumed_epoch = None
         self._kb_resumed_mid_epoch = False
-        try:
-            self._restore()
-        except OSError:
-            # A latest backup that cannot be read: fall back to the previous one, as Keras does.
-            if not self._agreed(os.path.exists(self._prev_weights_path)):
-                raise
-            if self._kb_is_writer:
-                backup._copy(self._prev_weights_path, self._weights_path)
-            self._barrier()
-            self._restore()
+        self._restore_with_fallback(self._restore)
 
     def _restore(self) -> None:
         if not self._agreed(os.path.exists(self._weights_path)):
