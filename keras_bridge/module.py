@@ -3,7 +3,7 @@
 The module owns what Keras's ``Trainer`` owns: the compiled loss and metrics, their trackers, the
 optimizer spec and the History. The training step is Keras's: ``compute_loss`` then
 ``update_metrics``, both overridable in a subclass as in Keras. ``fit``/``evaluate``/``predict`` hand
-the Keras-style arguments to :mod:`keras_bridge.engine`, which runs a ``lightning.Trainer``.
+the Keras-style arguments to :mod:`keras_bridge.trainer.engine`, which runs a ``lightning.Trainer``.
 """
 
 from __future__ import annotations
@@ -16,20 +16,13 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-import keras_bridge.engine as engine
+import keras_bridge.trainer.engine as engine
 from keras_bridge.callbacks.model_facade import callback_model_for
 from keras_bridge.capture import CapturedForward
 from keras_bridge.compile.keras_args import split_keras_arguments
 from keras_bridge.compile.loss_plan import LossPlan
 from keras_bridge.compile.metric_plan import MetricPlan
-from keras_bridge.compile.structure import (
-    first_batch_dim,
-    flatten_outputs,
-    flatten_targets,
-    output_structure,
-    resolve_output_names,
-    unpack_batch,
-)
+from keras_bridge.compile.structure import flatten_outputs, flatten_targets, output_structure, resolve_output_names
 from keras_bridge.compile.tracking import KerasHooks, StageTracker
 from keras_bridge.configs import COMPILE_ARGUMENTS, compile_config, resolve_compile_arguments
 from keras_bridge.data.distributed import GlobalBatchInfo
@@ -42,6 +35,7 @@ from keras_bridge.saving.state import apply_training_state
 from keras_bridge.utils.compat import logging_due
 from keras_bridge.utils.errors import NotCompiledError
 from keras_bridge.utils.keras import import_keras, is_keras_model
+from keras_bridge.utils.tree import first_batch_dim, unpack_batch
 
 Tensor = torch.Tensor
 

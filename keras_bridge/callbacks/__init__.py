@@ -1,7 +1,7 @@
 """Keras callbacks on Lightning.
 
 Pass Keras callback objects to ``module.fit(callbacks=[...])``: they are driven with Keras's hooks,
-logs and rules by one :class:`KerasCallbackAdapter`. For a plain ``lightning.Trainer``, use
+logs and rules by one :class:`KerasCallbackDriver`. For a plain ``lightning.Trainer``, use
 :func:`to_lightning`, or :class:`KerasCallbacks` (Keras callback configs as one Lightning callback, e.g.
 in a ``LightningCLI`` YAML). Configs (``{"class_name": ..., "config": {...}}``) and JSON/YAML files of
 them are accepted wherever callbacks are (:func:`from_config`, :func:`callbacks_from_file`). The ports
@@ -19,15 +19,15 @@ The three classes subclass their Keras counterparts and are built when first use
 
 from typing import Any
 
-from keras_bridge.callbacks.adapter import KerasCallbackAdapter
 from keras_bridge.callbacks.convert import callbacks_from_file, from_config
+from keras_bridge.callbacks.driver import KerasCallbackDriver
 from keras_bridge.callbacks.lightning import KerasCallbacks, to_lightning
 from keras_bridge.callbacks.model_facade import OptimizerFacade, TorchModelFacade
 from keras_bridge.callbacks.ray import ray_report
 
 __all__ = [
     "BackupAndRestore",
-    "KerasCallbackAdapter",
+    "KerasCallbackDriver",
     "KerasCallbacks",
     "ModelCheckpoint",
     "OptimizerFacade",

@@ -1,6 +1,6 @@
 """Keras callbacks (objects or configs) to what runs on Lightning.
 
-:func:`translate` decides, for one Keras callback, what the adapter drives: the object itself
+:func:`translate` decides, for one Keras callback, what the driver drives: the object itself
 (EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, LearningRateScheduler, CSVLogger, TerminateOnNaN,
 LambdaCallback, History, RemoteMonitor, user subclasses), or a port configured like it where Keras's
 code cannot run here (``TensorBoard`` needs TensorFlow; ``BackupAndRestore`` must restore the torch
@@ -46,7 +46,7 @@ def runs_keras_callbacks(model: Any) -> bool:
 
 
 def translate(callback: Any, native: bool = False) -> Any:
-    """The callback the adapter drives in place of ``callback`` (often ``callback`` itself).
+    """The callback the driver drives in place of ``callback`` (often ``callback`` itself).
 
     Args:
         callback: the user's Keras callback.

@@ -6,8 +6,8 @@ from typing import Any, List, Mapping, Sequence, Tuple
 
 import lightning.pytorch as pl
 
-from keras_bridge.callbacks.adapter import KerasCallbackAdapter
 from keras_bridge.callbacks.convert import callbacks_from_file, from_config, translate
+from keras_bridge.callbacks.driver import KerasCallbackDriver
 from keras_bridge.callbacks.progbar import make_progbar_logger
 from keras_bridge.configs import is_config_file
 from keras_bridge.utils.keras import import_keras
@@ -50,7 +50,7 @@ def to_lightning(callbacks: Any) -> List[pl.Callback]:
 
     Use with a plain ``lightning.Trainer`` and a :class:`~keras_bridge.KerasModule`. The Keras callbacks
     (objects, ``{"class_name", "config"}`` dicts, or the path of a JSON/YAML file holding a list of such
-    dicts) are driven by one :class:`~keras_bridge.callbacks.KerasCallbackAdapter`, followed by a
+    dicts) are driven by one :class:`~keras_bridge.callbacks.KerasCallbackDriver`, followed by a
     ``History`` (the module's ``history`` after fit). Lightning callbacks in the list are returned as
     they are. No progress bar is drawn unless a ``keras.callbacks.ProgbarLogger`` is in the list.
 
@@ -58,7 +58,7 @@ def to_lightning(callbacks: Any) -> List[pl.Callback]:
         callbacks: a list of Keras callbacks, configs, config files and/or Lightning callbacks (or one of them).
 
     Returns:
-        The Lightning callbacks: the adapter first, then the Lightning callbacks given.
+        The Lightning callbacks: the driver first, then the Lightning callbacks given.
 
     Raises:
         ValueError: a callback that cannot be translated (the message names it and the argument).
@@ -67,14 +67,14 @@ def to_lightning(callbacks: Any) -> List[pl.Callback]:
         >>> import keras_bridge as kb
         >>> cbs = kb.callbacks.to_lightning([{"class_name": "EarlyStopping", "config": {"patience": 2}}])
         >>> type(cbs[0]).__name__
-        'KerasCallbackAdapter'
+        'KerasCallbackDriver'
     """
     keras_cbs, lightning_cbs, history, want_bar = _split(callbacks)
-    adapter = KerasCallbackAdapter(keras_cbs, history, make_progbar_logger() if want_bar else None, mode=None)
-    return [adapter, *lightning_cbs]
+    driver = KerasCallbackDriver(keras_cbs, history, make_progbar_logger() if want_bar else None, mode=None)
+    return [driver, *lightning_cbs]
 
 
-class KerasCallbacks(KerasCallbackAdapter):
+class KerasCallbacks(KerasCallbackDriver):
     """Keras callbacks as one Lightning callback, built from their configs: for ``trainer.callbacks`` in YAML.
 
     What :func:`to_lightning` returns first, with arguments a ``LightningCLI`` config can give::

@@ -30,9 +30,11 @@ from keras_bridge.compile.structure import (
     OutputKeyError,
     Outputs,
     OutputStructure,
-    Path,
     as_output_structure,
     check_output_keys,
+)
+from keras_bridge.utils.tree import (
+    Path,
     describe,
     flatten,
     is_config,

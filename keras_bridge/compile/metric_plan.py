@@ -19,16 +19,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import torch
 
 from keras_bridge.compile.metrics.stateful import BridgeMetric, check_metric, get_metric
-from keras_bridge.compile.structure import (
-    Outputs,
-    OutputStructure,
-    Path,
-    as_output_structure,
-    children,
-    flatten,
-    is_config,
-    is_nested,
-)
+from keras_bridge.compile.structure import Outputs, OutputStructure, as_output_structure
+from keras_bridge.utils.tree import Path, children, flatten, is_config, is_nested
 
 Tensor = torch.Tensor
 

@@ -18,12 +18,23 @@ Example:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Union
 
 import torch
 
+from keras_bridge.utils.tree import (
+    Path,
+    children,
+    count_leaves,
+    describe,
+    flatten,
+    flatten_with_paths,
+    is_config,
+    is_nested,
+    pack_sequence_as,
+)
+
 Tensor = torch.Tensor
-Path = Tuple[Any, ...]
 
 
 class OutputKeyError(KeyError, ValueError):
@@ -34,143 +45,6 @@ class OutputKeyError(KeyError, ValueError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
-
-
-# ---------------------------------------------------------------------------------------- trees
-def is_namedtuple(obj: Any) -> bool:
-    return isinstance(obj, tuple) and hasattr(type(obj), "_fields")
-
-
-def is_config(obj: Any) -> bool:
-    """A serialized Keras object (``{"class_name": ..., "config": ...}``): a leaf, not a dict of outputs."""
-    return isinstance(obj, Mapping) and "class_name" in obj
-
-
-def is_nested(obj: Any) -> bool:
-    """True for a list, tuple (namedtuples included) or dict: the containers Keras's tree walks into."""
-    return isinstance(obj, (list, tuple)) or (isinstance(obj, Mapping) and not is_config(obj))
-
-
-def children(obj: Any) -> List[Tuple[Any, Any]]:
-    """``(key, child)`` pairs of a container in Keras's flattening order (dicts by sorted keys)."""
-    if isinstance(obj, Mapping):
-        keys = list(obj.keys())
-        if not isinstance(obj, OrderedDict):
-            try:
-                keys = sorted(keys)
-            except TypeError:
-                pass
-        return [(k, obj[k]) for k in keys]
-    return list(enumerate(obj))
-
-
-def flatten_with_paths(obj: Any, prefix: Path = ()) -> List[Tuple[Path, Any]]:
-    """Every leaf of ``obj`` with its path of keys/indices, in Keras's order (``None`` is a leaf).
-
-    Example:
-        >>> flatten_with_paths({"b": 1, "a": [2, None]})
-        [(('a', 0), 2), (('a', 1), None), (('b',), 1)]
-    """
-    if not is_nested(obj):
-        return [(prefix, obj)]
-    out: List[Tuple[Path, Any]] = []
-    for key, child in children(obj):
-        out.extend(flatten_with_paths(child, (*prefix, key)))
-    return out
-
-
-def flatten(obj: Any) -> List[Any]:
-    """The leaves of ``obj`` in Keras's order (``keras.tree.flatten``)."""
-    return [leaf for _, leaf in flatten_with_paths(obj)]
-
-
-def _rebuild(node: Any, items: Sequence[Tuple[Any, Any]]) -> Any:
-    """A container of ``node``'s type holding ``items`` (``(key, value)`` pairs in flattening order).
-
-    A dict keeps ``node``'s own key order, as ``keras.tree.map_structure`` does.
-    """
-    if isinstance(node, Mapping):
-        by_key = dict(items)
-        ordered = [(k, by_key[k]) for k in node.keys()]
-        return OrderedDict(ordered) if isinstance(node, OrderedDict) else dict(ordered)
-    values = [v for _, v in items]
-    if is_namedtuple(node):
-        return type(node)(*values)
-    if isinstance(node, tuple):
-        return tuple(values)
-    return values
-
-
-def pack_sequence_as(structure: Any, flat: Sequence[Any]) -> Any:
-    """Put the leaves ``flat`` (in Keras's order) into the shape of ``structure``.
-
-    Raises:
-        ValueError: ``flat`` has another number of leaves than ``structure``.
-    """
-    leaves: Iterator[Any] = iter(flat)
-
-    def build(node: Any) -> Any:
-        if not is_nested(node):
-            return next(leaves)
-        return _rebuild(node, [(k, build(v)) for k, v in children(node)])
-
-    count = len(flatten(structure))
-    if count != len(flat):
-        raise ValueError(f"Expected {count} leaves to fill the structure {describe(structure)}, received {len(flat)}.")
-    return build(structure)
-
-
-def map_leaves(fn: Any, obj: Any) -> Any:
-    """Apply ``fn`` to every leaf (Keras configs are leaves), rebuilding containers in flattening order."""
-    if not is_nested(obj):
-        return fn(obj)
-    return _rebuild(obj, [(k, map_leaves(fn, v)) for k, v in children(obj)])
-
-
-def same_structure(a: Any, b: Any) -> bool:
-    """True when ``a`` and ``b`` nest alike (lists, tuples and namedtuples count as one kind; dicts by keys)."""
-    if not is_nested(a) or not is_nested(b):
-        return not is_nested(a) and not is_nested(b)
-    if isinstance(a, Mapping) or isinstance(b, Mapping):
-        if not (isinstance(a, Mapping) and isinstance(b, Mapping)) or set(a.keys()) != set(b.keys()):
-            return False
-        return all(same_structure(a[k], b[k]) for k in a)
-    return len(a) == len(b) and all(same_structure(x, y) for x, y in zip(a, b))
-
-
-def map_structure(fn: Any, obj: Any) -> Any:
-    """Apply ``fn`` to every leaf of a structure of lists, tuples, namedtuples and dicts (keeping their order)."""
-    if isinstance(obj, Mapping):
-        return {k: map_structure(fn, v) for k, v in obj.items()}
-    if is_namedtuple(obj):
-        return type(obj)(*[map_structure(fn, v) for v in obj])
-    if isinstance(obj, tuple):
-        return tuple(map_structure(fn, v) for v in obj)
-    if isinstance(obj, list):
-        return [map_structure(fn, v) for v in obj]
-    return fn(obj)
-
-
-def describe(obj: Any, leaf: str = "*") -> str:
-    """The shape of ``obj`` with every leaf shown as ``leaf``, as Keras prints structures in its errors.
-
-    Example:
-        >>> describe({"s": 1, "c": (2, 3)})
-        "{'s': '*', 'c': ('*', '*')}"
-    """
-
-    def shape(node: Any) -> Any:
-        if not is_nested(node):
-            return leaf
-        if isinstance(node, Mapping):
-            return {k: shape(v) for k, v in node.items()}
-        return _rebuild(node, [(k, shape(v)) for k, v in children(node)])
-
-    return str(shape(obj))
-
-
-def count_leaves(obj: Any) -> int:
-    return len(flatten_with_paths(obj))
 
 
 # ---------------------------------------------------------------------------------------- outputs
@@ -450,37 +324,3 @@ def check_output_keys(value: Any, names: Sequence[str], argument: str) -> None:
             f"Unknown output name(s) {unknown} in `{argument}`. The model's outputs are "
             f"{list(names)}. Received: {argument} keys={list(value.keys())}"
         )
-
-
-def first_batch_dim(x: Any) -> int:
-    """Batch size of a nested input: the first dim of its first leaf that is not ``None`` (Keras's rule)."""
-    if not is_nested(x):
-        return int(x.shape[0])
-    for leaf in flatten(x):
-        if leaf is not None:
-            return int(leaf.shape[0])
-    raise ValueError(f"Cannot tell the batch size: every input is None. Received: x={describe(x)}")
-
-
-def unpack_batch(batch: Any) -> Tuple[Any, Any, Any]:
-    """Split a batch into ``(x, y, sample_weight)`` the way Keras unpacks dataset elements.
-
-    A tuple or list of length 1-3 is ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``; anything else
-    (a tensor, a dict) is all ``x``.
-
-    Example:
-        >>> unpack_batch((1, 2))
-        (1, 2, None)
-    """
-    if isinstance(batch, (tuple, list)):
-        if len(batch) == 1:
-            return batch[0], None, None
-        if len(batch) == 2:
-            return batch[0], batch[1], None
-        if len(batch) == 3:
-            return batch[0], batch[1], batch[2]
-        raise ValueError(
-            "A batch must be `x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)`; received a "
-            f"{type(batch).__name__} of length {len(batch)}."
-        )
-    return batch, None, None

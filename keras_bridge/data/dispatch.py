@@ -5,7 +5,7 @@ input                                    loader (modules under :mod:`keras_bridg
 =======================================  =============================================================
 arrays (NumPy, torch, lists/dicts)       a ``DataLoader`` over ``array.GlobalBatchSampler``
 ``keras.utils.PyDataset``                ``pydataset.PyDatasetLoader``
-``torch.utils.data.DataLoader``          ``torch_data.DataLoaderLoader`` (as given)
+``torch.utils.data.DataLoader``          ``torch_data.WrappedDataLoader`` (as given)
 map-style ``torch.utils.data.Dataset``   batched by ``batch_size`` (``torch_data.sample_loader``)
 ``torch.utils.data.IterableDataset``     a ``DataLoader(dataset, batch_size)`` used as given
 any other iterable of batches            ``iterable.IterableLoader``
@@ -33,10 +33,10 @@ from keras_bridge.data.adapters.array import (
 )
 from keras_bridge.data.adapters.iterable import IterableLoader
 from keras_bridge.data.adapters.pydataset import PyDatasetLoader, is_py_dataset
-from keras_bridge.data.adapters.torch_data import DataLoaderLoader, is_distributed, is_map_dataset, sample_loader
+from keras_bridge.data.adapters.torch_data import WrappedDataLoader, is_distributed, is_map_dataset, sample_loader
+from keras_bridge.data.batches import check_class_weight, check_values, class_weight_to_sample_weight
 from keras_bridge.data.distributed import group_in_use, unshard_steps  # noqa: F401  (group_in_use: for engine)
 from keras_bridge.data.epoch_iterator import KerasLoader, unwrap
-from keras_bridge.data.utils import check_class_weight, check_values, class_weight_to_sample_weight
 
 
 def make_loader(data: Any, batch_size: Optional[int] = None, shuffle: Any = False, class_weight: Any = None,
@@ -61,14 +61,14 @@ def make_loader(data: Any, batch_size: Optional[int] = None, shuffle: Any = Fals
             shuffle = False
         return PyDatasetLoader(data, shuffle, class_weight, steps_per_epoch, seed, evaluation)
     if isinstance(data, DataLoader):
-        return DataLoaderLoader(data, steps_per_epoch, class_weight, seed, evaluation)
+        return WrappedDataLoader(data, steps_per_epoch, class_weight, seed, evaluation)
     if is_map_dataset(data):
         # steps apply per evaluate() call (the engine limits them), never carried over.
         steps = None if evaluation else steps_per_epoch
         return sample_loader(data, batch_size, shuffle, seed, steps, class_weight)
     if isinstance(data, IterableDataset):
         loader = DataLoader(data, batch_size=batch_size or DEFAULT_BATCH_SIZE)
-        return DataLoaderLoader(loader, steps_per_epoch, class_weight, seed, evaluation)
+        return WrappedDataLoader(loader, steps_per_epoch, class_weight, seed, evaluation)
     if hasattr(data, "__iter__") and not isinstance(data, (str, bytes)):
         return IterableLoader(data, steps_per_epoch, class_weight, evaluation)
     raise TypeError(
@@ -262,7 +262,7 @@ def unshard_results(loader: Any, per_rank: Sequence[Sequence[Any]]) -> List[Any]
     with a ``DistributedSampler`` keeps that sampler's order, which the bridge does not undo: its
     results come process by process, with a warning.
     """
-    if isinstance(loader, DataLoaderLoader) and loader.rebuilt() is None and is_distributed(loader.loader):
+    if isinstance(loader, WrappedDataLoader) and loader.rebuilt() is None and is_distributed(loader.loader):
         warnings.warn(
             "The DataLoader uses a DistributedSampler: its predictions are returned process by process "
             "in the sampler's order (with any padding it adds), not in input order. Pass the DataLoader "

@@ -6,7 +6,7 @@ epoch iterator creates one iterator when a pass starts and, eagerly, the next on
 building an unbuilt model peeks one more. An unseeded ``Dropout`` draws its masks from the same
 global generator, so the masks of a model trained on the bridge equal Keras's only if the bridge's
 draws fall at the same points. The bridge's array loaders use a private generator and the points
-below take the draws instead (see :class:`~keras_bridge.callbacks.adapter.KerasCallbackAdapter`):
+below take the draws instead (see :class:`~keras_bridge.callbacks.driver.KerasCallbackDriver`):
 
 * a fit or evaluate that builds the model: one draw before training starts;
 * every training pass: one draw after the epoch-begin callbacks, one after the last batch;

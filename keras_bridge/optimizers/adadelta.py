@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-import keras_bridge.optimizers.functional as M
+import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.base import GroupUpdate, KerasOptimizer
 
 Tensor = torch.Tensor
@@ -32,5 +32,5 @@ class Adadelta(KerasOptimizer):
         super().__init__(params, learning_rate, dict(rho=rho, epsilon=epsilon), **kwargs)
 
     def _update(self, u: GroupUpdate) -> None:
-        M.adadelta(u.params, u.grads, u.state("accumulated_grad"), u.state("accumulated_delta_var"), lr=u.lr,
+        rules.adadelta(u.params, u.grads, u.state("accumulated_grad"), u.state("accumulated_delta_var"), lr=u.lr,
                    rho=u.group["rho"], epsilon=u.group["epsilon"])  # fmt: skip

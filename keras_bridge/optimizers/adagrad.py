@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-import keras_bridge.optimizers.functional as M
+import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.base import Group, GroupUpdate, KerasOptimizer
 
 Tensor = torch.Tensor
@@ -35,4 +35,4 @@ class Adagrad(KerasOptimizer):
         return torch.full_like(p, group["initial_accumulator_value"], memory_format=torch.preserve_format)
 
     def _update(self, u: GroupUpdate) -> None:
-        M.adagrad(u.params, u.grads, u.state("accumulator"), lr=u.lr, epsilon=u.group["epsilon"])
+        rules.adagrad(u.params, u.grads, u.state("accumulator"), lr=u.lr, epsilon=u.group["epsilon"])

@@ -6,7 +6,7 @@ from typing import Any, Tuple
 
 import torch
 
-import keras_bridge.optimizers.functional as M
+import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.base import Group, GroupUpdate, KerasOptimizer
 
 Tensor = torch.Tensor
@@ -39,7 +39,7 @@ class Adam(KerasOptimizer):
         return self._state_names + (("velocity_hat",) if group["amsgrad"] else ())
 
     def _update(self, u: GroupUpdate) -> None:
-        M.adam(u.params, u.grads, u.state("momentum"), u.state("velocity"),
+        rules.adam(u.params, u.grads, u.state("momentum"), u.state("velocity"),
                u.state("velocity_hat") if u.group["amsgrad"] else None, lr=u.lr, beta_1=u.group["beta_1"],
                beta_2=u.group["beta_2"], epsilon=u.group["epsilon"], iteration=u.iteration)  # fmt: skip
 

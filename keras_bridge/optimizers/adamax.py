@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-import keras_bridge.optimizers.functional as M
+import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.base import GroupUpdate, KerasOptimizer
 
 Tensor = torch.Tensor
@@ -32,5 +32,5 @@ class Adamax(KerasOptimizer):
         super().__init__(params, learning_rate, dict(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon), **kwargs)
 
     def _update(self, u: GroupUpdate) -> None:
-        M.adamax(u.params, u.grads, u.state("momentum"), u.state("norm"), lr=u.lr, beta_1=u.group["beta_1"],
+        rules.adamax(u.params, u.grads, u.state("momentum"), u.state("norm"), lr=u.lr, beta_1=u.group["beta_1"],
                  beta_2=u.group["beta_2"], epsilon=u.group["epsilon"], iteration=u.iteration)  # fmt: skip

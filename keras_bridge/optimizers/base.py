@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
-import keras_bridge.optimizers.functional as M
+import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.schedules import check_schedule, is_schedule, learning_rate_at
 
 Tensor = torch.Tensor
@@ -287,17 +287,17 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
     def _clip(work: List[Tuple[Dict[str, Any], List[Tensor], List[Tensor]]]) -> None:
         norm = None
         if any(g["global_clipnorm"] and not g["clipnorm"] for g, _, grads in work if grads):
-            norm = M.global_norm([t for _, _, grads in work for t in grads])
+            norm = rules.global_norm([t for _, _, grads in work for t in grads])
         for i, (group, params, grads) in enumerate(work):
             if not grads:
                 continue
             if group["clipnorm"] and group["clipnorm"] > 0:
-                grads = M.clip_by_norm(grads, group["clipnorm"])
+                grads = rules.clip_by_norm(grads, group["clipnorm"])
             elif group["global_clipnorm"] and group["global_clipnorm"] > 0:
                 assert norm is not None  # computed above for every group that clips by the global norm
-                grads = M.clip_by_global_norm(grads, group["global_clipnorm"], norm)
+                grads = rules.clip_by_global_norm(grads, group["global_clipnorm"], norm)
             elif group["clipvalue"] and group["clipvalue"] > 0:
-                grads = M.clip_by_value(grads, group["clipvalue"])
+                grads = rules.clip_by_value(grads, group["clipvalue"])
             work[i] = (group, params, grads)
 
     @torch.no_grad()
@@ -331,9 +331,9 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
             for group, params, grads in work:
                 if not params:
                     continue
-                lr = M.f32(group["lr"])
+                lr = rules.f32(group["lr"])
                 if group["weight_decay"]:
-                    M.decay_weights(params, lr, group["weight_decay"])
+                    rules.decay_weights(params, lr, group["weight_decay"])
                 self._update(GroupUpdate(group, params, grads, self._states(group, params), lr, iteration))
         if self.use_ema:
             self._update_ema(iteration)
@@ -352,7 +352,7 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
             if "average" not in self.state[p]:
                 self.state[p]["average"] = p.detach().clone()
             averages.append(self.state[p]["average"])
-        M.ema_update(averages, params, self.ema_momentum, iteration)
+        rules.ema_update(averages, params, self.ema_momentum, iteration)
         if self.ema_overwrite_frequency and (iteration + 1) % self.ema_overwrite_frequency == 0:
             torch._foreach_copy_(params, averages)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-import keras_bridge.optimizers.functional as M
+import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.base import GroupUpdate, KerasOptimizer
 
 Tensor = torch.Tensor
@@ -37,9 +37,9 @@ class Nadam(KerasOptimizer):
     def _begin_update(self, iteration: int) -> None:
         # Keras multiplies its single `u_product` variable once per update, gradients or not.
         for group in self.param_groups:
-            group["u_product"] = M.nadam_u_product(group["u_product"], group["beta_1"], iteration)
+            group["u_product"] = rules.nadam_u_product(group["u_product"], group["beta_1"], iteration)
 
     def _update(self, u: GroupUpdate) -> None:
-        M.nadam(u.params, u.grads, u.state("momentum"), u.state("velocity"), lr=u.lr, beta_1=u.group["beta_1"],
+        rules.nadam(u.params, u.grads, u.state("momentum"), u.state("velocity"), lr=u.lr, beta_1=u.group["beta_1"],
                 beta_2=u.group["beta_2"], epsilon=u.group["epsilon"], iteration=u.iteration,
                 u_product=u.group["u_product"])  # fmt: skip

@@ -6,7 +6,7 @@ from typing import Any, Tuple
 
 import torch
 
-import keras_bridge.optimizers.functional as M
+import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.base import Group, GroupUpdate, KerasOptimizer
 
 Tensor = torch.Tensor
@@ -39,6 +39,6 @@ class RMSprop(KerasOptimizer):
         )
 
     def _update(self, u: GroupUpdate) -> None:
-        M.rmsprop(u.params, u.grads, u.state("velocity"), u.state("momentum") if u.group["momentum"] > 0 else None,
+        rules.rmsprop(u.params, u.grads, u.state("velocity"), u.state("momentum") if u.group["momentum"] > 0 else None,
                   u.state("average_gradient") if u.group["centered"] else None, lr=u.lr, rho=u.group["rho"],
                   momentum=u.group["momentum"], epsilon=u.group["epsilon"])  # fmt: skip

@@ -6,7 +6,7 @@ from typing import Any, Tuple
 
 import torch
 
-import keras_bridge.optimizers.functional as M
+import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.base import Group, GroupUpdate, KerasOptimizer
 
 Tensor = torch.Tensor
@@ -36,4 +36,4 @@ class SGD(KerasOptimizer):
 
     def _update(self, u: GroupUpdate) -> None:
         momentums = u.state("momentum") if u.group["momentum"] != 0 else None
-        M.sgd(u.params, u.grads, momentums, lr=u.lr, momentum=u.group["momentum"], nesterov=u.group["nesterov"])
+        rules.sgd(u.params, u.grads, momentums, lr=u.lr, momentum=u.group["momentum"], nesterov=u.group["nesterov"])

@@ -168,7 +168,7 @@ class TrainerConnector:
 
     Args:
         trainer: ``None``, a dict of ``lightning.Trainer`` options, or a ready ``lightning.Trainer``.
-        callbacks: Lightning callbacks to run during the call (the bridge's adapter first).
+        callbacks: Lightning callbacks to run during the call (the bridge's driver first).
         owned: the Keras-owned options for this call (keys of :data:`KERAS_OWNED`); absent keys keep
             the Trainer's (or Lightning's) own value.
 

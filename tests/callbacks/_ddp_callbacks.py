@@ -16,7 +16,7 @@ import keras_bridge as kb
 
 
 class RankOneStops(keras.callbacks.Callback):
-    """Stops on global rank 1 only: the adapter must make every process stop."""
+    """Stops on global rank 1 only: the driver must make every process stop."""
 
     def on_epoch_end(self, epoch, logs=None):
         self.lrs = getattr(self, "lrs", []) + [self.model.optimizer.learning_rate]

@@ -103,7 +103,7 @@ def test_lightning_callbacks_pass_through():
 
     monitor = LearningRateMonitor()
     cbs = kb.callbacks.to_lightning([keras.callbacks.History(), monitor])
-    assert cbs[1] is monitor and isinstance(cbs[0], kb.callbacks.KerasCallbackAdapter)
+    assert cbs[1] is monitor and isinstance(cbs[0], kb.callbacks.KerasCallbackDriver)
 
 
 # ---------------------------------------------------------------------------- config files (issue 12)

@@ -8,14 +8,14 @@ import torch.nn.functional as F
 import torchmetrics
 from torchmetrics.utilities.data import dim_zero_sum
 
-from keras_bridge.compile.metrics import functional as M
+from keras_bridge.compile.metrics import functional as metric_fns
 from keras_bridge.compile.metrics.stateful import (
     BridgeMetric,
-    KerasMetricAdapter,
+    KerasMetricWrapper,
     Mean,
     MeanMetricWrapper,
     RootMeanSquaredError,
-    TorchmetricsAdapter,
+    TorchmetricsWrapper,
     check_metric,
     get_metric,
 )  # fmt: skip
@@ -98,7 +98,7 @@ STRING_CASES = [
     ("sparse_categorical_crossentropy", "sparse_n1"), ("SparseCategoricalCrossentropy", "sparse_temporal"),
     ("hinge", "binary"), ("squared_hinge", "reg"), ("categorical_hinge", "onehot"), ("kl_divergence", "onehot"),
     ("poisson", "positive"), ("pearson_correlation", "reg"),
-    # generic adapter
+    # generic wrapper
     ("precision", "binary"), ("Recall", "binary"), ("auc", "binary"), ("r2_score", "reg"), ("true_positives", "binary"),
     ("f1_score", "multilabel"), ("FalseNegatives", "binary"),
 ]  # fmt: skip
@@ -194,7 +194,11 @@ def test_crossentropy_string_resolves_like_accuracy():
 )  # fmt: skip
 def test_accuracy_resolution_table(true_shape, pred_shape, expected):
     y_true, y_pred = torch.zeros(true_shape), torch.rand(pred_shape)
-    fn = {"binary": M.binary_accuracy, "sparse": M.sparse_categorical_accuracy, "categorical": M.categorical_accuracy}
+    fn = {
+        "binary": metric_fns.binary_accuracy,
+        "sparse": metric_fns.sparse_categorical_accuracy,
+        "categorical": metric_fns.categorical_accuracy,
+    }
     ref_cls = {"binary": "BinaryAccuracy", "sparse": "SparseCategoricalAccuracy", "categorical": "CategoricalAccuracy"}
     for ident in ["accuracy", "acc", "Acc"]:
         ours = get_metric(ident, y_true, y_pred)
@@ -210,7 +214,7 @@ def test_names_and_classes():
     assert get_metric("MeanSquaredError", yt, yp).name == "MeanSquaredError"
     assert get_metric(mean_abs_diff, yt, yp).name == "mean_abs_diff"
     assert isinstance(get_metric("root_mean_squared_error", yt, yp), RootMeanSquaredError)
-    assert isinstance(get_metric("precision", yt, yp[:, :1]), KerasMetricAdapter)
+    assert isinstance(get_metric("precision", yt, yp[:, :1]), KerasMetricWrapper)
     assert get_metric(keras.losses.mean_squared_error, yt, yp).direction == "down"
     assert get_metric(mean_abs_diff, yt, yp).direction is None
 
@@ -262,7 +266,7 @@ def test_torchmetrics_objects_are_wrapped():
     tm = torchmetrics.MeanSquaredError()
     yt, yp = torch.randn(B), torch.randn(B)
     m = get_metric(tm, yt, yp)
-    assert isinstance(m, TorchmetricsAdapter) and m.metric is tm
+    assert isinstance(m, TorchmetricsWrapper) and m.metric is tm
     assert m.name == "mean_squared_error" and m.direction == "down"
     m.update(yt, yp)  # bridge order (y_true, y_pred) -> torchmetrics order (preds, target)
     with pytest.warns(UserWarning, match="sample weights"):

@@ -22,9 +22,8 @@ from keras import layers, ops
 import keras_bridge as kb
 from keras_bridge.compile.loss_plan import LossPlan
 from keras_bridge.compile.metric_plan import MetricPlan
-from keras_bridge.compile.structure import (
-    OutputKeyError,
-    OutputStructure,
+from keras_bridge.compile.structure import OutputKeyError, OutputStructure
+from keras_bridge.utils.tree import (
     describe,
     first_batch_dim,
     flatten,

@@ -34,7 +34,7 @@ def keras_subclass(name: str, mixin: type, keras_name: str, module: str, base: A
 
 
 class BoundPort(KerasCallbackBase):
-    """What a port needs from the run: the Trainer and the module (set by the adapter at ``setup``).
+    """What a port needs from the run: the Trainer and the module (set by the driver at ``setup``).
 
     A port standing in for a user's Keras object (``_kb_original``) copies its counters (``_kb_mirrored``)
     and model back to it at the end of training, so code inspecting that object still finds Keras's state.

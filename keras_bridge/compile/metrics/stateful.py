@@ -30,15 +30,15 @@ import torchmetrics
 from torch import Tensor
 
 import keras_bridge.compile.losses.functional as L
-import keras_bridge.compile.metrics.functional as M
+import keras_bridge.compile.metrics.functional as metric_fns
 from keras_bridge.compile.losses.terms import is_binary_or_sparse_categorical
 from keras_bridge.utils.compat import is_keras_builtin_loss, keras_registry_names
 from keras_bridge.utils.errors import did_you_mean
 from keras_bridge.utils.keras import import_keras
 
 __all__ = [
-    "BridgeMetric", "Mean", "MeanMetricWrapper", "RootMeanSquaredError", "KerasMetricAdapter",
-    "TorchmetricsAdapter", "get_metric", "check_metric",
+    "BridgeMetric", "Mean", "MeanMetricWrapper", "RootMeanSquaredError", "KerasMetricWrapper",
+    "TorchmetricsWrapper", "get_metric", "check_metric",
 ]  # fmt: skip
 
 _ACCURACY = ("accuracy", "acc")
@@ -100,7 +100,7 @@ class Mean(BridgeMetric):
         self.add_state("count", torch.tensor(0.0, dtype=self.state_dtype), dist_reduce_fx="sum")
 
     def _accumulate(self, values: Tensor, sample_weight: Any = None, mask: Optional[Tensor] = None) -> None:
-        values, weights = M.reduce_to_samplewise_values(values, sample_weight, self.state_dtype, mask)
+        values, weights = metric_fns.reduce_to_samplewise_values(values, sample_weight, self.state_dtype, mask)
         self.total += values.sum().to(self.total.device)
         if weights is not None:
             self.count += weights.sum().to(self.count.device)
@@ -168,7 +168,7 @@ class _Shared:
         return self
 
 
-class KerasMetricAdapter(BridgeMetric):
+class KerasMetricWrapper(BridgeMetric):
     """Any Keras metric, run statelessly on torchmetrics states that mirror its variables.
 
     Built from one example batch (Keras metrics such as R2Score or F1Score create their variables
@@ -210,7 +210,7 @@ class KerasMetricAdapter(BridgeMetric):
         return torch.as_tensor(value)
 
 
-class TorchmetricsAdapter(BridgeMetric):
+class TorchmetricsWrapper(BridgeMetric):
     """A user's ``torchmetrics.Metric`` with the bridge interface (see the module docstring).
 
     The wrapped metric keeps its own states and synchronisation; this wrapper has none.
@@ -327,11 +327,11 @@ def _from_keras_metric(metric: Any, name: str, y_true: Any, y_pred: Any) -> Brid
         return RootMeanSquaredError(name, metric.dtype)
     plain_wrapper = type(metric).update_state is keras.metrics.MeanMetricWrapper.update_state
     if isinstance(metric, keras.metrics.MeanMetricWrapper) and plain_wrapper:
-        native = M.native_metric_for(metric._fn)
+        native = metric_fns.native_metric_for(metric._fn)
         if native is not None:
             return MeanMetricWrapper(native, name, direction, metric.dtype, metric._fn_kwargs)
         return MeanMetricWrapper(metric._fn, name, direction, metric.dtype, metric._fn_kwargs, keras_ops=True)
-    return KerasMetricAdapter(metric, name, y_true, y_pred)
+    return KerasMetricWrapper(metric, name, y_true, y_pred)
 
 
 def get_metric(identifier: Any, y_true: Tensor, y_pred: Tensor, argument: str = "metrics") -> BridgeMetric:
@@ -358,7 +358,7 @@ def get_metric(identifier: Any, y_true: Tensor, y_pred: Tensor, argument: str = 
     ):
         metric = identifier() if isinstance(identifier, type) else identifier
         name = getattr(metric, "name", None)
-        result = TorchmetricsAdapter(
+        result = TorchmetricsWrapper(
             metric, name if isinstance(name, str) and name else L.snake_case(type(metric).__name__)
         )
     else:
@@ -366,7 +366,7 @@ def get_metric(identifier: Any, y_true: Tensor, y_pred: Tensor, argument: str = 
         if isinstance(obj, keras.metrics.Metric):
             result = _from_keras_metric(obj, obj.name, y_true, y_pred)
         else:  # a function: Keras wraps it in MeanMetricWrapper named snake_case(fn.__name__)
-            native = M.native_metric_for(obj)
+            native = metric_fns.native_metric_for(obj)
             name, direction = L.object_name(obj), _direction_of_function(obj)
             if native is not None:
                 result = MeanMetricWrapper(native, name, direction)

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from keras_bridge.compile.structure import map_structure
+from keras_bridge.data.batches import to_tensor
 from keras_bridge.data.distributed import GlobalBatchInfo, rank_world, shared_seed
 from keras_bridge.data.epoch_iterator import StepsCarryOver
 from keras_bridge.data.keras_rng import private_generator
-from keras_bridge.data.utils import to_tensor
+from keras_bridge.utils.tree import map_structure
 
 Tensor = torch.Tensor
 DEFAULT_BATCH_SIZE = 32

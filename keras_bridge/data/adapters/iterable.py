@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 from typing import Any, Iterable, Iterator, List, Optional, Tuple
 
+from keras_bridge.data.batches import empty_like, prepare_batch
 from keras_bridge.data.distributed import max_across_ranks, rank_world
 from keras_bridge.data.epoch_iterator import KerasLoader, StepsCarryOver
-from keras_bridge.data.utils import empty_like, prepare_batch
 
 
 class IterableLoader(KerasLoader):

@@ -41,10 +41,10 @@ from typing import Any, Callable, Dict, Generator, Iterable, Iterator, List, Map
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from keras_bridge.compile.structure import first_batch_dim, map_structure
+from keras_bridge.data.batches import empty_like, prepare_batch, reraise_with_context, to_torch
 from keras_bridge.data.distributed import GlobalBatchInfo, rank_world, shared_seed
 from keras_bridge.data.epoch_iterator import KerasLoader, StepsCarryOver
-from keras_bridge.data.utils import empty_like, prepare_batch, reraise_with_context, to_torch
+from keras_bridge.utils.tree import first_batch_dim, map_structure
 
 Key = Tuple[int, bool]  # (batch index, give an empty batch instead)
 

@@ -30,9 +30,9 @@ from torch.utils.data._utils.collate import default_collate
 
 from keras_bridge.data.adapters.array import DEFAULT_BATCH_SIZE, BatchLoader, GlobalBatchSampler
 from keras_bridge.data.adapters.iterable import IterableLoader
+from keras_bridge.data.batches import empty_like, prepare_batch, reraise_with_context
 from keras_bridge.data.distributed import rank_world
 from keras_bridge.data.epoch_iterator import KerasLoader
-from keras_bridge.data.utils import empty_like, prepare_batch, reraise_with_context
 
 
 def is_map_dataset(obj: Any) -> bool:
@@ -126,7 +126,7 @@ def _reshardable(loader: DataLoader) -> bool:
     )
 
 
-class DataLoaderLoader(IterableLoader):
+class WrappedDataLoader(IterableLoader):
     """A user's ``DataLoader``: as given on one process, re-batched per process under DDP.
 
     Args:

@@ -82,7 +82,7 @@ class _LazyLogs:
         return self._value
 
 
-class KerasCallbackAdapter(LightningCallback):
+class KerasCallbackDriver(LightningCallback):
     """Run Keras callbacks (``keras.callbacks.Callback`` objects) inside a Lightning run.
 
     ``fit(callbacks=[...])`` builds one; :func:`~keras_bridge.callbacks.to_lightning` builds one for a
@@ -100,8 +100,8 @@ class KerasCallbackAdapter(LightningCallback):
 
     Example:
         >>> import keras_bridge as kb, keras
-        >>> adapter = KerasCallbackAdapter([keras.callbacks.EarlyStopping(patience=1)], keras.callbacks.History(), None)
-        >>> [type(cb).__name__ for cb in adapter.all]
+        >>> driver = KerasCallbackDriver([keras.callbacks.EarlyStopping(patience=1)], keras.callbacks.History(), None)
+        >>> [type(cb).__name__ for cb in driver.all]
         ['EarlyStopping', 'History']
     """
 
@@ -141,6 +141,7 @@ class KerasCallbackAdapter(LightningCallback):
 
     @property
     def state_key(self) -> str:
+        # The key under which checkpoints already written hold this callback's state (its former class name).
         return "KerasCallbackAdapter"
 
     # ---------------------------------------------------------------- which callbacks run here

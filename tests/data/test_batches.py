@@ -1,4 +1,4 @@
-"""keras_bridge/data/utils.py: what every dataset batch goes through on its way to the module.
+"""keras_bridge/data/batches.py: what every dataset batch goes through on its way to the module.
 
 Covers ``check_class_weight`` (what it accepts, what it refuses, each message naming ``class_weight``),
 ``class_weight_to_sample_weight`` for sparse, one-hot, ``(N, 1)`` and float targets against Keras's
@@ -12,7 +12,7 @@ import pytest
 import torch
 from keras.src.trainers.data_adapters.data_adapter_utils import class_weight_to_sample_weights as keras_class_weights
 
-from keras_bridge.data.utils import (
+from keras_bridge.data.batches import (
     add_class_weight,
     check_class_weight,
     class_weight_to_sample_weight,

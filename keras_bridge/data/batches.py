@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from keras_bridge.compile.structure import map_structure
+from keras_bridge.utils.tree import map_structure
 
 Tensor = torch.Tensor
 

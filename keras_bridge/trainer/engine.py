@@ -3,7 +3,7 @@
 Each entry point checks its arguments, builds its loader (:mod:`keras_bridge.data.dispatch`), builds the
 module from the first batch if needed, and runs one Trainer stage through :func:`_run`: the
 :class:`~keras_bridge.trainer.connector.TrainerConnector` makes or borrows the Trainer, the Keras
-callbacks ride on one :class:`~keras_bridge.callbacks.adapter.KerasCallbackAdapter`.
+callbacks ride on one :class:`~keras_bridge.callbacks.driver.KerasCallbackDriver`.
 """
 
 from __future__ import annotations
@@ -18,21 +18,15 @@ from lightning.pytorch.utilities import move_data_to_device
 
 import keras_bridge.data.dispatch as data_dispatch
 import keras_bridge.data.keras_rng as keras_rng
-from keras_bridge.arguments import check_fit_args, check_input_names, check_int, check_verbose, split_callbacks
-from keras_bridge.callbacks.adapter import KerasCallbackAdapter
+from keras_bridge.callbacks.driver import KerasCallbackDriver
 from keras_bridge.callbacks.progbar import make_progbar_logger
-from keras_bridge.compile.structure import (
-    flatten_outputs,
-    map_structure,
-    output_structure,
-    pack_outputs,
-    resolve_output_names,
-    unpack_batch,
-)
+from keras_bridge.compile.structure import flatten_outputs, output_structure, pack_outputs, resolve_output_names
+from keras_bridge.trainer.arguments import check_fit_args, check_input_names, check_int, check_verbose, split_callbacks
 from keras_bridge.trainer.connector import TrainerConnector, quiet_lightning
 from keras_bridge.utils.compat import keras_output_spec, keras_symbolic_build, set_start_epoch
 from keras_bridge.utils.errors import LabelRangeError, user_traceback
 from keras_bridge.utils.keras import import_keras
+from keras_bridge.utils.tree import map_structure, unpack_batch
 
 
 def _build(module: Any, loader: Any) -> None:
@@ -75,26 +69,26 @@ Callbacks = Tuple[List[Any], List[Any]]  # (Keras callbacks, Lightning callbacks
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _run(module: Any, trainer: Any, cbs: Callbacks, owned: Dict[str, Any], adapter_args: Dict[str, Any],
+def _run(module: Any, trainer: Any, cbs: Callbacks, owned: Dict[str, Any], driver_args: Dict[str, Any],
          stage: Callable[[pl.Trainer], Any]) -> Any:  # fmt: skip
     """One Trainer stage with the Keras callbacks attached: the skeleton every entry point shares.
 
-    ``adapter_args`` go to the :class:`KerasCallbackAdapter`, but ``initial_epoch`` to the fit loop.
+    ``driver_args`` go to the :class:`KerasCallbackDriver`, but ``initial_epoch`` to the fit loop.
     """
     keras_cbs, lightning_cbs = cbs
-    initial_epoch = adapter_args.pop("initial_epoch", None)
-    # The bar is drawn by global rank 0 only: the adapter drops it on the other processes at setup.
-    progbar = make_progbar_logger() if adapter_args["params"]["verbose"] else None
-    adapter = KerasCallbackAdapter(keras_cbs, progbar=progbar, model=module.callback_model, **adapter_args)
+    initial_epoch = driver_args.pop("initial_epoch", None)
+    # The bar is drawn by global rank 0 only: the driver drops it on the other processes at setup.
+    progbar = make_progbar_logger() if driver_args["params"]["verbose"] else None
+    driver = KerasCallbackDriver(keras_cbs, progbar=progbar, model=module.callback_model, **driver_args)
     try:
-        with TrainerConnector(trainer, [adapter, *lightning_cbs], owned) as run_trainer:
+        with TrainerConnector(trainer, [driver, *lightning_cbs], owned) as run_trainer:
             if initial_epoch is not None:
                 set_start_epoch(run_trainer, initial_epoch)
             with quiet_lightning():
                 return stage(run_trainer)
     except LabelRangeError as err:
         # About the user's data, not about the code the error went through: no inner frames.
-        raise err.in_batch(adapter.describe_position()).with_traceback(None) from None
+        raise err.in_batch(driver.describe_position()).with_traceback(None) from None
 
 
 def _surface_user_errors(entry_point: F) -> F:
@@ -148,10 +142,10 @@ def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = N
                                 epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                                 validation_split=validation_split, shuffle=shuffle)  # fmt: skip
     rng_points = (_keras_rng(module, train_loader) and steps_per_epoch is None, _keras_rng(module, val_loader))
-    adapter_args = dict(history=history, params=_params(verbose, epochs, steps), mode="fit",
+    driver_args = dict(history=history, params=_params(verbose, epochs, steps), mode="fit",
                         validation_freq=validation_freq, initial_epoch=initial_epoch, keras_rng=rng_points)  # fmt: skip
     fit_stage = lambda t: t.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)  # noqa: E731
-    _run(module, trainer, (keras_cbs, lightning_cbs), owned, adapter_args, fit_stage)
+    _run(module, trainer, (keras_cbs, lightning_cbs), owned, driver_args, fit_stage)
     return history
 
 
@@ -167,9 +161,9 @@ def evaluate(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int
     loader = data_dispatch.eval_loader(x, y, sample_weight, batch_size, steps)
     _build(module, loader)
     owned = {} if steps is None else {"limit_val_batches": steps}
-    adapter_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="evaluate",
+    driver_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="evaluate",
                         keras_rng=(False, _keras_rng(module, loader)))  # fmt: skip
-    _run(module, trainer, cbs, owned, adapter_args, lambda t: t.validate(module, dataloaders=loader, verbose=False))
+    _run(module, trainer, cbs, owned, driver_args, lambda t: t.validate(module, dataloaders=loader, verbose=False))
     logs = dict(module.finish_eval_epoch())
     return logs if return_dict else module.ordered_results(logs)
 
@@ -184,13 +178,13 @@ def predict(module: Any, x: Any, batch_size: Optional[int] = None, verbose: Any 
     loader = data_dispatch.predict_loader(x, batch_size, steps)
     check_input_names(module, unpack_batch(data_dispatch.first_batch(loader))[0])
     owned = {} if steps is None else {"limit_predict_batches": steps}
-    adapter_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="predict",
+    driver_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="predict",
                         keras_rng=(False, _keras_rng(module, loader)))  # fmt: skip
     # Gathered inside the run: whether it is distributed is known there (a 1-device run ignores a process group).
     predict_stage = lambda t: _gather_predictions(  # noqa: E731
         loader, t.predict(module, dataloaders=loader, return_predictions=True)
     )
-    outputs = _run(module, trainer, cbs, owned, adapter_args, predict_stage)
+    outputs = _run(module, trainer, cbs, owned, driver_args, predict_stage)
     if not outputs:
         return None
     kind = output_structure(outputs[0])
