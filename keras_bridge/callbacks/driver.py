@@ -23,7 +23,8 @@ from lightning.pytorch.callbacks import Callback as LightningCallback
 import keras_bridge.callbacks.model_facade as model_facade
 import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.callbacks.convert import runs_keras_callbacks, translate
-from keras_bridge.callbacks.monitor import resolve_monitor_op
+from keras_bridge.callbacks.host import CallbackHost, callback_host
+from keras_bridge.callbacks.monitor import check_monitored, resolve_monitor_op
 from keras_bridge.callbacks.resumed_logs import drop_logged_epochs, mark_start
 from keras_bridge.optimizers.base import get_learning_rate, set_learning_rate
 from keras_bridge.utils.compat import (
@@ -87,6 +88,8 @@ class KerasCallbackDriver(LightningCallback):
 
     ``fit(callbacks=[...])`` builds one; :func:`~keras_bridge.callbacks.to_lightning` builds one for a
     plain ``lightning.Trainer`` (then ``model``, ``params`` and ``mode`` are found when the run starts).
+    The module is read through its :class:`~keras_bridge.callbacks.host.CallbackHost`: a
+    ``KerasModule`` is its own, any other ``LightningModule`` is read from what it logs.
 
     Args:
         callbacks: the user's Keras callbacks, in order (translated by
@@ -132,6 +135,8 @@ class KerasCallbackDriver(LightningCallback):
         # The batch in flight, for error messages: (stage, epoch, batch index).
         self.position: Optional[Tuple[str, int, int]] = None
         self._own_model = model is None  # to_lightning: found at setup
+        self.host: Optional[CallbackHost] = None  # the running module's, from setup on
+        self._hosted: Any = None  # the module `host` serves
         self._own_params = params is None
         self._select(rank_zero=True)
         if model is not None:
@@ -177,8 +182,15 @@ class KerasCallbackDriver(LightningCallback):
             self._set_params({"verbose": verbose, "epochs": epochs, "steps": steps})
 
     # ---------------------------------------------------------------- run start / end
+    def _host_of(self, pl_module: Any) -> CallbackHost:
+        # One host per module for this adapter: `self.model` stays the same object across runs.
+        if self.host is None or self._hosted is not pl_module:
+            self.host, self._hosted = callback_host(pl_module), pl_module
+        return self.host
+
     def setup(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
-        model = pl_module.callback_model if self._own_model else self.model
+        host = self._host_of(pl_module)
+        model = host.callback_model if self._own_model else self.model
         # Keras's own file-writing callbacks assume one process; under DDP their ports write once.
         native = runs_keras_callbacks(model) and trainer.world_size == 1
         self.user_callbacks = [translate(cb, native=native) for cb in self._given]
@@ -188,10 +200,10 @@ class KerasCallbackDriver(LightningCallback):
             self._set_params(self.params)
         for cb in self.user_callbacks:
             if hasattr(cb, "_kb_bind"):
-                cb._kb_bind(trainer, pl_module)
+                cb._kb_bind(trainer, host)
         if self.history is not None and stage == "fit":
-            pl_module.history = self.history
-        model_facade.attach_savers(pl_module)
+            host.history = self.history
+        model_facade.attach_savers(host)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         # After the optimizers exist, before the fit loop starts: where a port restores loop state.
@@ -200,12 +212,14 @@ class KerasCallbackDriver(LightningCallback):
                 cb._kb_on_fit_start()
 
     def teardown(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
-        model_facade.detach_savers(pl_module)
-        model_facade.release_saves(pl_module)
+        host = self._host_of(pl_module)
+        model_facade.detach_savers(host)
+        model_facade.release_saves(host)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
-        model_facade.detach_savers(pl_module)
-        model_facade.release_saves(pl_module)
+        host = self._host_of(pl_module)
+        model_facade.detach_savers(host)
+        model_facade.release_saves(host)
         self._mirror_ports()
 
     def describe_position(self) -> str:
@@ -246,15 +260,16 @@ class KerasCallbackDriver(LightningCallback):
     def _sync_restored_weights(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if trainer.world_size == 1 or not any(getattr(cb, "restore_best_weights", False) for cb in self.active):
             return
-        state = trainer.strategy.broadcast(pl_module.model.state_dict(), src=0)
-        pl_module.model.load_state_dict(state)
+        network = self._host_of(pl_module).model
+        state = trainer.strategy.broadcast(network.state_dict(), src=0)
+        network.load_state_dict(state)
 
     # ---------------------------------------------------------------- fit
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self._params_from(trainer, trainer.num_training_batches)
         self.model.stop_training = False
         for cb in self.active:
-            resolve_monitor_op(cb, pl_module)
+            resolve_monitor_op(cb, self._host_of(pl_module))
         # trainer.fit(ckpt_path=...) restored the History of the checkpoint (the module's extra state):
         # it goes on from there rather than starting again.
         resumed_epochs = list(self.history.epoch) if self.history is not None and trainer.ckpt_path else None
@@ -306,14 +321,15 @@ class KerasCallbackDriver(LightningCallback):
             cb.on_train_batch_begin(batch_idx, {})
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        logs = _LazyLogs(lambda: pl_module.batch_logs(training=True))
+        host = self._host_of(pl_module)
+        logs = _LazyLogs(lambda: host.batch_logs(training=True))
         if self._batch_readers:
             for cb in self._batch_readers:
                 cb.on_train_batch_end(batch_idx, logs())
             self._sync_stop(trainer)
             if self._nan_guards and trainer.should_stop and not math.isfinite(logs().get("loss", 0.0)):
                 # TerminateOnNaN stopped the run: no checkpoint written from now on replaces a good one.
-                model_facade.hold_saves(pl_module)
+                model_facade.hold_saves(host)
         if self.progbar is not None:
             self.progbar.update_lazily(batch_idx, logs)
         if self.keras_rng[0] and batch_idx + 1 == trainer.num_training_batches:
@@ -344,7 +360,8 @@ class KerasCallbackDriver(LightningCallback):
     ) -> None:
         if trainer.sanity_checking:
             return
-        logs = _LazyLogs(lambda: pl_module.batch_logs(training=False))
+        host = self._host_of(pl_module)
+        logs = _LazyLogs(lambda: host.batch_logs(training=False))
         for cb in self._test_batch_readers:
             cb.on_test_batch_end(batch_idx, logs())
         if self._current_mode(trainer) == "evaluate" and self.progbar is not None:
@@ -353,7 +370,7 @@ class KerasCallbackDriver(LightningCallback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if trainer.sanity_checking:
             return
-        logs = dict(pl_module.finish_eval_epoch())
+        logs = dict(self._host_of(pl_module).finish_eval_epoch())
         self.last_logs = logs
         for cb in self._test_callbacks(trainer):
             cb.on_test_end(logs)
@@ -369,7 +386,9 @@ class KerasCallbackDriver(LightningCallback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         epoch = trainer.current_epoch
-        logs = pl_module.finish_train_epoch()
+        logs = self._host_of(pl_module).finish_train_epoch()
+        for cb in self.active:
+            check_monitored(cb, logs)
         for cb in self.all:
             cb.on_epoch_end(epoch, logs)
         self.last_logs = logs

@@ -12,7 +12,7 @@ epoch end, as it would in Keras (e.g. for multi-output keys such as ``val_cls_ac
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from keras_bridge.utils.compat import has_keras_monitor_op, set_keras_monitor_op
 from keras_bridge.utils.keras import import_keras
@@ -74,3 +74,35 @@ def resolve_monitor_op(callback: Any, module: Any) -> None:
     callback.monitor_op = op
     if op is keras.ops.less:
         callback.min_delta *= -1
+
+
+def check_monitored(callback: Any, logs: Mapping[str, Any]) -> None:
+    """Refuse a monitored key that is not in the epoch logs where Keras would fail on it anyway.
+
+    Keras raises at the first epoch end when ``mode="auto"`` cannot tell the direction of an unknown
+    key; when the key is simply not logged, that message misleads (it asks for ``mode``), so this one
+    names the missing key and the keys that were logged. Where Keras only warns about a missing key
+    (``mode`` given, or a ``*loss`` key), Keras's warning is left as it is.
+
+    Raises:
+        ValueError: ``callback`` monitors a key missing from ``logs`` and its direction is unresolved.
+
+    Example:
+        >>> import keras
+        >>> cb = keras.callbacks.EarlyStopping(monitor="val_acc")
+        >>> check_monitored(cb, {"loss": 0.1, "val_loss": 0.2})
+        Traceback (most recent call last):
+        ...
+        ValueError: EarlyStopping(monitor='val_acc'): 'val_acc' is not in the logs. Logged keys: 'loss', 'val_loss'. ...
+    """
+    if not has_keras_monitor_op(callback) or getattr(callback, "monitor_op", 0) is not None:
+        return
+    monitor = callback.monitor
+    if monitor in logs:
+        return
+    logged = ", ".join(repr(k) for k in sorted(logs)) or "none"
+    raise ValueError(
+        f"{type(callback).__name__}(monitor={monitor!r}): {monitor!r} is not in the logs. Logged keys: {logged}. "
+        f"Log it (e.g. `self.log({monitor!r}, value)`; validation values under Keras's 'val_' prefix), or "
+        "monitor one of the logged keys."
+    )

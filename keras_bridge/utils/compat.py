@@ -64,6 +64,19 @@ def logging_due(trainer: Any) -> bool:
     return bool(trainer._logger_connector.should_update_logs)
 
 
+def stage_logged_values(trainer: Any, on_step: bool) -> Dict[str, Any]:
+    """What the running stage's ``self.log`` calls hold now, by name, as Lightning hands them to callbacks.
+
+    ``trainer.callback_metrics`` keeps every value ever logged in the run; the running loop's private
+    result collection (``trainer._results``) holds only this stage's: this batch's step values
+    (``on_step=True``) or this epoch's aggregates (``on_step=False``).
+    """
+    results = getattr(trainer, "_results", None)
+    if not results:
+        return {}
+    return dict(results.metrics(on_step)["callback"])
+
+
 def fit_loop_state(trainer: Any, next_epoch: bool = False) -> Dict[str, Any]:
     """Lightning's fit-loop state (epoch and batch progress, global step, training loaders' positions).
 
