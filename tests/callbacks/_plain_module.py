@@ -8,7 +8,7 @@ and restores, ReduceLROnPlateau reduces and ModelCheckpoint keeps the best epoch
 
 import csv
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import h5py
 import keras
@@ -139,12 +139,12 @@ def read_h5(path: str) -> Dict[str, np.ndarray]:
     return out
 
 
-def run(kind: str, workdir: str, **trainer_kwargs: Any) -> Dict[str, Any]:
-    """Fit ``kind`` ("plain" or "keras") with the callbacks; what a test compares, as plain data."""
+def run(kind: str, workdir: str, extra: Sequence[Any] = (), **trainer_kwargs: Any) -> Dict[str, Any]:
+    """Fit ``kind`` ("plain" or "keras") with the callbacks (and ``extra`` ones); what a test compares."""
     os.makedirs(workdir, exist_ok=True)
     module = modules()[kind]
     probe = Probe()
-    cbs = kb.callbacks.to_lightning(callbacks(workdir, probe))
+    cbs = kb.callbacks.to_lightning(callbacks(workdir, probe) + list(extra))
     trainer = pl.Trainer(
         max_epochs=EPOCHS,
         callbacks=cbs,
@@ -170,3 +170,13 @@ def run(kind: str, workdir: str, **trainer_kwargs: Any) -> Dict[str, Any]:
         "csv": rows,
         "files": {name: {k: v.tolist() for k, v in read_h5(os.path.join(workdir, name)).items()} for name in files},
     }
+
+
+class Data(pl.LightningDataModule):
+    """The same batches as :func:`loaders`, for a ``LightningCLI`` run."""
+
+    def train_dataloader(self):
+        return loaders()[0]
+
+    def val_dataloader(self):
+        return loaders()[1]
