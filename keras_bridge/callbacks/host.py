@@ -44,6 +44,7 @@ class CallbackHost(Protocol):
     """
 
     is_keras: bool
+    model: Any
     history: Any
 
     @property

@@ -90,9 +90,7 @@ class Probe(keras.callbacks.Callback):
 def data(n: int = 64):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, 4)).astype("float32")
-    y = (x @ np.array([[1.0], [-2.0], [0.5], [3.0]], dtype="float32") + 0.1 * rng.normal(size=(n, 1))).astype(
-        "float32"
-    )
+    y = (x @ np.array([[1.0], [-2.0], [0.5], [3.0]], dtype="float32") + 0.1 * rng.normal(size=(n, 1))).astype("float32")
     return x, y
 
 
@@ -139,22 +137,19 @@ def read_h5(path: str) -> Dict[str, np.ndarray]:
     return out
 
 
+def quiet_trainer(callbacks: Sequence[Any], **kwargs: Any) -> pl.Trainer:
+    """A plain Trainer (``EPOCHS`` epochs unless told) that writes no file of its own and prints nothing."""
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    return pl.Trainer(callbacks=list(callbacks), **{"max_epochs": EPOCHS, "num_sanity_val_steps": 0, **quiet, **kwargs})
+
+
 def run(kind: str, workdir: str, extra: Sequence[Any] = (), **trainer_kwargs: Any) -> Dict[str, Any]:
     """Fit ``kind`` ("plain" or "keras") with the callbacks (and ``extra`` ones); what a test compares."""
     os.makedirs(workdir, exist_ok=True)
     module = modules()[kind]
     probe = Probe()
     cbs = kb.callbacks.to_lightning(callbacks(workdir, probe) + list(extra))
-    trainer = pl.Trainer(
-        max_epochs=EPOCHS,
-        callbacks=cbs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        **trainer_kwargs,
-    )
+    trainer = quiet_trainer(cbs, **trainer_kwargs)
     train, val = loaders()
     trainer.fit(module, train, val)
     with open(os.path.join(workdir, "log.csv")) as f:

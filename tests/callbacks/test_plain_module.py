@@ -13,16 +13,16 @@ import time
 from pathlib import Path
 
 import keras
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 import yaml
-from _plain_module import EPOCHS, LR, Data, Net, loaders, modules, read_h5, run
+from _plain_module import EPOCHS, LR, Data, Net, loaders, modules, quiet_trainer, read_h5, run
 from helpers import subprocess_env
 
 import keras_bridge as kb
 
+KINDS = ("plain", "keras")
 DDP_SCRIPT = Path(__file__).with_name("_ddp_plain_module.py")
 
 
@@ -30,13 +30,7 @@ DDP_SCRIPT = Path(__file__).with_name("_ddp_plain_module.py")
 def both(tmp_path_factory):
     """The case of ``_plain_module`` run on the plain module and on the KerasModule, each in its own folder."""
     root = tmp_path_factory.mktemp("plain")
-    return {kind: (run(kind, str(root / kind)), root / kind) for kind in ("plain", "keras")}
-
-
-def _trainer(callbacks, **kwargs):
-    kwargs.setdefault("max_epochs", 3)
-    return pl.Trainer(callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, num_sanity_val_steps=0, **kwargs)  # fmt: skip
+    return {kind: (run(kind, str(root / kind)), root / kind) for kind in KINDS}
 
 
 def test_stop_epoch_learning_rates_and_restored_weights_are_the_keras_modules(both):
@@ -102,7 +96,9 @@ def test_logs_are_what_the_module_logs_and_val_keys_only_after_a_validation():
     recorder = _LogsRecorder()
     module = modules()["plain"]
     train, val = loaders()
-    _trainer(kb.callbacks.to_lightning([recorder]), max_epochs=2, check_val_every_n_epoch=2).fit(module, train, val)
+    quiet_trainer(kb.callbacks.to_lightning([recorder]), max_epochs=2, check_val_every_n_epoch=2).fit(
+        module, train, val
+    )
     # Worked out by hand: the step value of each batch (3 batches of 16 per epoch), and per epoch the
     # mean of the three (Lightning's on_epoch mean, equal batch sizes); val_loss only at epoch 1.
     assert [sorted(logs) for logs in recorder.epochs] == [["loss"], ["loss", "val_loss"]]
@@ -123,13 +119,14 @@ def test_the_model_view_saves_in_the_bridges_torch_formats(tmp_path):
     saver = Saver()
     module = modules()["plain"]
     before = [t.clone() for t in module.state_dict().values()]
-    _trainer(kb.callbacks.to_lightning([saver]), max_epochs=1).fit(module, *loaders())
+    quiet_trainer(kb.callbacks.to_lightning([saver]), max_epochs=1).fit(module, *loaders())
     after = [t.detach().clone() for t in module.state_dict().values()]
     assert all(not torch.equal(a, b) for a, b in zip(after, before))  # trained, then set to ones
     assert all(torch.equal(t, torch.ones_like(t)) for t in after)
     assert [w.shape for w in saver.weights] == [(1, 4), (1,)]
     state = torch.load(tmp_path / "w.weights.pt", weights_only=True)
-    assert list(state) == ["dense.weight", "dense.bias"] and all(torch.equal(s, a) for s, a in zip(state.values(), after))
+    assert list(state) == ["dense.weight", "dense.bias"]
+    assert all(torch.equal(s, a) for s, a in zip(state.values(), after))
     assert [np.asarray(v).tolist() for v in read_h5(str(tmp_path / "w.weights.h5")).values()] == [
         t.tolist() for t in after
     ]
@@ -150,7 +147,7 @@ def test_the_model_view_saves_in_the_bridges_torch_formats(tmp_path):
 )  # fmt: skip
 def test_a_monitored_key_the_module_never_logs(kwargs, match):
     cbs = kb.callbacks.to_lightning([keras.callbacks.EarlyStopping(**kwargs)])
-    trainer = _trainer(cbs, max_epochs=1)
+    trainer = quiet_trainer(cbs, max_epochs=1)
     if match is not None:
         with pytest.raises(ValueError, match=match):
             trainer.fit(modules()["plain"], *loaders())
@@ -178,7 +175,7 @@ def test_a_callbacks_file_runs_as_the_objects(tmp_path, monkeypatch, both):
     (tmp_path / "callbacks.json").write_text(json.dumps(CONFIGS))
     module = modules()["plain"]
     cbs = kb.callbacks.to_lightning(["callbacks.json", _schedule_callback()])
-    _trainer(cbs, max_epochs=EPOCHS).fit(module, *loaders())
+    quiet_trainer(cbs, max_epochs=EPOCHS).fit(module, *loaders())
     rows = (tmp_path / "log.csv").read_text().splitlines()
     assert rows == (both["plain"][1] / "log.csv").read_text().splitlines()  # same run as with the objects
     assert [w.tolist() for w in module.state_dict().values()] == both["plain"][0]["weights"]
@@ -214,8 +211,8 @@ def test_under_ddp_as_on_a_keras_module(tmp_path):
     deadline = time.time() + 60  # rank 1 may finish writing its record just after rank 0 exits
     while not (tmp_path / "keras_seen_1.json").exists() and time.time() < deadline:
         time.sleep(0.5)
-    seen = {(k, r): json.loads((tmp_path / f"{k}_seen_{r}.json").read_text()) for k in ("plain", "keras") for r in (0, 1)}
-    for kind in ("plain", "keras"):
+    seen = {(k, r): json.loads((tmp_path / f"{k}_seen_{r}.json").read_text()) for k in KINDS for r in (0, 1)}
+    for kind in KINDS:
         rank0, rank1 = seen[kind, 0], seen[kind, 1]
         # rank 1 alone asked to stop after epoch 3: both stopped there, with one history, rate and weights
         assert rank0["epochs_run"] == rank1["epochs_run"] == 4
@@ -240,3 +237,39 @@ def test_under_ddp_as_on_a_keras_module(tmp_path):
     for name, arrays in plain["files"].items():
         for key, values in arrays.items():
             np.testing.assert_allclose(values, keras_module["files"][name][key], rtol=1e-5, err_msg=name)
+
+
+def _layout(root):
+    """Each file under ``root`` by folder and kind (event files carry a time and a pid in their names)."""
+    return sorted((os.path.relpath(d, root), sorted(n.split(".")[0] if "tfevents" in n else n for n in files))
+                  for d, _, files in os.walk(root))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: keras.callbacks.TensorBoard(os.path.join(d, "tb"), histogram_freq=1),
+        lambda d: keras.callbacks.BackupAndRestore(os.path.join(d, "backup"), delete_checkpoint=False),
+        lambda d: keras.callbacks.TerminateOnNaN(),
+        lambda d: keras.callbacks.History(),
+    ],
+    ids=["TensorBoard", "BackupAndRestore", "TerminateOnNaN", "History"],
+)
+def test_other_builtin_callbacks_write_and_log_as_on_a_keras_module(tmp_path, make):
+    seen = {}
+    for kind, module in modules().items():
+        watch = _LogsRecorder()
+        cbs = kb.callbacks.to_lightning([make(str(tmp_path / kind)), watch])
+        quiet_trainer(cbs, max_epochs=2).fit(module, *loaders())
+        seen[kind] = (
+            watch.epochs,
+            _layout(tmp_path / kind),
+            [w.tolist() for w in kb.callbacks.host.callback_host(module).get_weights()],
+        )
+    (plain_logs, plain_files, plain_weights), (keras_logs, keras_files, keras_weights) = seen["plain"], seen["keras"]
+    assert plain_files == keras_files
+    assert [sorted(logs) for logs in plain_logs] == [sorted(logs) for logs in keras_logs] == [["loss", "val_loss"]] * 2
+    for mine, theirs in zip(plain_logs, keras_logs):
+        np.testing.assert_allclose([mine[k] for k in sorted(mine)], [theirs[k] for k in sorted(theirs)], rtol=1e-6)
+    for mine, theirs in zip(plain_weights, keras_weights):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-6)
