@@ -48,11 +48,15 @@ def _split(callbacks: Any) -> Tuple[List[Any], List[pl.Callback], Any, bool]:
 def to_lightning(callbacks: Any) -> List[pl.Callback]:
     """Lightning callbacks that run Keras callbacks with Keras's hooks, logs and rules.
 
-    Use with a plain ``lightning.Trainer`` and a :class:`~keras_bridge.KerasModule`. The Keras callbacks
+    Use with a plain ``lightning.Trainer`` and a :class:`~keras_bridge.KerasModule` or any other
+    ``LightningModule``, whose logs are then what it logs with ``self.log`` (Keras's names, ``val_``
+    prefix) and whose ``self.model`` view is a :class:`~keras_bridge.callbacks.TorchModelFacade` (see
+    :class:`~keras_bridge.callbacks.LoggedMetricsHost`). The Keras callbacks
     (objects, ``{"class_name", "config"}`` dicts, or the path of a JSON/YAML file holding a list of such
     dicts) are driven by one :class:`~keras_bridge.callbacks.KerasCallbackDriver`, followed by a
-    ``History`` (the module's ``history`` after fit). Lightning callbacks in the list are returned as
-    they are. No progress bar is drawn unless a ``keras.callbacks.ProgbarLogger`` is in the list.
+    ``History`` (the adapter's ``history``; a ``KerasModule``'s ``history`` too). Lightning callbacks in
+    the list are returned as they are. No progress bar is drawn unless a ``keras.callbacks.ProgbarLogger``
+    is in the list.
 
     Args:
         callbacks: a list of Keras callbacks, configs, config files and/or Lightning callbacks (or one of them).
@@ -88,7 +92,8 @@ class KerasCallbacks(KerasCallbackDriver):
                   - {class_name: CSVLogger, config: {filename: history.csv}}
                 progress_bar: true
 
-    The module's ``history`` is this callback's ``History`` after ``trainer.fit``.
+    This callback's ``history`` is the run's ``History`` after ``trainer.fit`` (a ``KerasModule``'s
+    ``history`` too). The module may be any ``LightningModule`` (see :func:`to_lightning`).
 
     Args:
         callbacks: Keras callback configs (Keras's serialized shape: ``class_name``, ``config``,

@@ -7,9 +7,10 @@ runs, ``save`` / ``save_weights`` / ``load_weights`` that write atomically, on r
 bridge's compile state to ``.keras`` files (:mod:`keras_bridge.saving.formats`). The attributes are set with
 ``object.__setattr__`` so Keras's attribute tracking never sees them.
 
-For a torch module it is a :class:`TorchModelFacade` offering the same: ``stop_training``,
-``optimizer``, ``get_weights`` / ``set_weights``, ``save`` / ``save_weights`` / ``load_weights``;
-other attribute reads go to the wrapped module.
+For a torch module, or a plain ``LightningModule`` (through its
+:class:`~keras_bridge.callbacks.host.LoggedMetricsHost`), it is a :class:`TorchModelFacade` offering the
+same: ``stop_training``, ``optimizer``, ``get_weights`` / ``set_weights``, ``save`` / ``save_weights`` /
+``load_weights``; other attribute reads go to the wrapped module.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class OptimizerFacade:
     """``model.optimizer`` for callbacks: Keras's optimizer attributes over the running torch optimizer.
 
     Args:
-        module: the :class:`~keras_bridge.KerasModule` whose Trainer owns the optimizer.
+        module: the :class:`~keras_bridge.KerasModule` (or callback host) whose Trainer owns the optimizer.
 
     Example:
         >>> import torch
@@ -94,10 +95,12 @@ class OptimizerFacade:
 
 
 class TorchModelFacade:
-    """A Keras-model-like view of a :class:`~keras_bridge.KerasModule` wrapping a torch module.
+    """A Keras-model-like view of a :class:`~keras_bridge.KerasModule` wrapping a torch module, or of any
+    ``LightningModule`` through its :class:`~keras_bridge.callbacks.host.LoggedMetricsHost`.
 
     Args:
-        module: the ``KerasModule``.
+        module: the ``KerasModule`` or the host: what has ``model``, ``get_weights`` / ``set_weights`` and
+            the Trainer (the savers and the optimizer facade take it as the module).
     """
 
     def __init__(self, module: Any) -> None:
