@@ -183,7 +183,7 @@ class KerasCallbackDriver(LightningCallback):
 
     # ---------------------------------------------------------------- run start / end
     def _host_of(self, pl_module: Any) -> CallbackHost:
-        # One host per module for this adapter: `self.model` stays the same object across runs.
+        # One host per module for this driver: `self.model` stays the same object across runs.
         if self.host is None or self._hosted is not pl_module:
             self.host, self._hosted = callback_host(pl_module), pl_module
         return self.host

@@ -1,11 +1,11 @@
-"""What the Keras-callback adapter needs from the module it runs on: one protocol, two providers.
+"""What the Keras-callback driver needs from the module it runs on: one protocol, two providers.
 
 :class:`CallbackHost` lists it: the object Keras callbacks get as ``self.model``, Keras's batch and
 epoch logs, the weights, and the ``History`` slot. A :class:`~keras_bridge.KerasModule` provides all
 of it itself (its trackers compute Keras's running means). Any other ``LightningModule`` is served by a
 :class:`LoggedMetricsHost`, which reads the logs from what the module logs with ``self.log`` (the
 values Lightning hands its own callbacks) and offers Keras's model methods over the module's
-``state_dict``. :func:`callback_host` picks between them, so the adapter has one code path.
+``state_dict``. :func:`callback_host` picks between them, so the driver has one code path.
 
 Example:
     >>> import torch, lightning.pytorch as pl
@@ -37,7 +37,7 @@ _FORK_SUFFIXES = ("_step", "_epoch")
 
 @runtime_checkable
 class CallbackHost(Protocol):
-    """What :class:`~keras_bridge.callbacks.KerasCallbackAdapter` reads from the module it serves.
+    """What :class:`~keras_bridge.callbacks.KerasCallbackDriver` reads from the module it serves.
 
     ``is_keras`` and ``model`` (the network whose weights are saved and broadcast) are what the
     bridge's savers read; ``history`` receives the run's ``History``.

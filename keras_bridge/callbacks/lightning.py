@@ -54,7 +54,7 @@ def to_lightning(callbacks: Any) -> List[pl.Callback]:
     :class:`~keras_bridge.callbacks.LoggedMetricsHost`). The Keras callbacks
     (objects, ``{"class_name", "config"}`` dicts, or the path of a JSON/YAML file holding a list of such
     dicts) are driven by one :class:`~keras_bridge.callbacks.KerasCallbackDriver`, followed by a
-    ``History`` (the adapter's ``history``; a ``KerasModule``'s ``history`` too). Lightning callbacks in
+    ``History`` (the driver's ``history``; a ``KerasModule``'s ``history`` too). Lightning callbacks in
     the list are returned as they are. No progress bar is drawn unless a ``keras.callbacks.ProgbarLogger``
     is in the list.
 

@@ -195,8 +195,8 @@ def test_a_lightning_cli_yaml_runs_a_plain_module(tmp_path, monkeypatch, both):
     }  # fmt: skip
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     cli = LightningCLI(Net, Data, args=["fit", "--config", "run.yaml"], save_config_callback=None)
-    adapter = next(cb for cb in cli.trainer.callbacks if isinstance(cb, kb.callbacks.KerasCallbacks))
-    np.testing.assert_allclose(adapter.history.history["val_loss"], both["plain"][0]["history"]["val_loss"][:3],
+    driver = next(cb for cb in cli.trainer.callbacks if isinstance(cb, kb.callbacks.KerasCallbacks))
+    np.testing.assert_allclose(driver.history.history["val_loss"], both["plain"][0]["history"]["val_loss"][:3],
                                rtol=1e-6)  # fmt: skip
     assert len((tmp_path / "log.csv").read_text().splitlines()) == 4
     assert sorted(os.listdir(tmp_path)) == ["log.csv", "run.yaml"]
