@@ -339,7 +339,8 @@ class KerasCallbackDriver(LightningCallback):
         if trainer.sanity_checking:
             return
         if self._current_mode(trainer) == "evaluate":
-            self._params_from(trainer, sum(trainer.num_val_batches) if trainer.num_val_batches else None)
+            batches = trainer.num_test_batches if trainer.testing else trainer.num_val_batches
+            self._params_from(trainer, sum(batches) if batches else None)
         for cb in self._test_callbacks(trainer):
             cb.on_test_begin({})
         if self.keras_rng[1]:

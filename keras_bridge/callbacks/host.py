@@ -88,9 +88,12 @@ class LoggedMetricsHost(KerasModelMethods):
 
     * Batch logs: the values the module logged for this training batch (``on_step``), by the names it
       logged them under; validation batches have none unless logged with ``on_step=True``.
-    * Epoch logs: ``trainer.callback_metrics`` when the epoch ends (what Lightning's own
-      ``EarlyStopping`` reads), each name once. Values a validation pass logged are left out on the
-      epochs it did not run, as Keras's logs have ``val_*`` only after a validation.
+    * Epoch logs: what the module logged in this epoch's training and validation, as
+      ``trainer.callback_metrics`` holds it when the epoch ends (what Lightning's own ``EarlyStopping``
+      reads: epoch aggregates, or the last step's value of what is logged per step only), each name
+      once. Nothing from an earlier epoch: no ``val_*`` on epochs without validation (as in Keras), and
+      what the module logs in its own ``on_train_epoch_end`` (which runs after the Keras callbacks) is not
+      seen.
     * ``self.model``: a :class:`~keras_bridge.callbacks.TorchModelFacade` of the module
       (``stop_training``, ``optimizer.learning_rate`` over the Trainer's first optimizer, ``get_weights``
       / ``set_weights`` in ``state_dict`` order, ``save`` / ``save_weights`` / ``load_weights`` in the
@@ -138,12 +141,12 @@ class LoggedMetricsHost(KerasModelMethods):
         trainer = self._trainer
         if trainer is None:
             return {}
-        logged = dict(trainer.callback_metrics)
+        # What the training stage logged this epoch (Lightning resets its results each epoch, so nothing
+        # is left from an earlier one): the epoch aggregates over the last step values, as in
+        # `trainer.callback_metrics`, and what this epoch's validation logged, if it ran.
+        logged = {**stage_logged_values(trainer, on_step=True), **stage_logged_values(trainer, on_step=False)}
         if self._val_epoch == trainer.current_epoch:
             logged.update(self._val_logged)
-        else:  # no validation this epoch: its values of an earlier epoch are not this epoch's logs
-            trained = stage_logged_values(trainer, on_step=False)
-            logged = {k: v for k, v in logged.items() if k not in self._val_logged or k in trained}
         return logged_floats(logged)
 
     def __repr__(self) -> str:

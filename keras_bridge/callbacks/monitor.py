@@ -104,5 +104,6 @@ def check_monitored(callback: Any, logs: Mapping[str, Any]) -> None:
     raise ValueError(
         f"{type(callback).__name__}(monitor={monitor!r}): {monitor!r} is not in the logs. Logged keys: {logged}. "
         f"Log it (e.g. `self.log({monitor!r}, value)`; validation values under Keras's 'val_' prefix), or "
-        "monitor one of the logged keys."
+        "monitor one of the logged keys. (What a LightningModule logs in its own on_train_epoch_end is logged "
+        "after the Keras callbacks ran: log it in training_step with on_epoch=True.)"
     )

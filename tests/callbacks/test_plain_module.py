@@ -273,3 +273,49 @@ def test_other_builtin_callbacks_write_and_log_as_on_a_keras_module(tmp_path, ma
         np.testing.assert_allclose([mine[k] for k in sorted(mine)], [theirs[k] for k in sorted(theirs)], rtol=1e-6)
     for mine, theirs in zip(plain_weights, keras_weights):
         np.testing.assert_allclose(mine, theirs, rtol=1e-6)
+
+
+class _EvalRecorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_test_begin(self, logs=None):
+        self.seen.append(("test_begin", self.params["steps"]))
+
+    def on_test_end(self, logs=None):
+        self.seen.append(("test_end", dict(logs)))
+
+
+class _Tested(Net):
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("loss", torch.nn.functional.mse_loss(self.dense(x), y))
+
+
+def test_validate_and_test_give_the_logged_values_to_on_test_end():
+    recorder = _EvalRecorder()
+    module = _Tested()
+    trainer = quiet_trainer(kb.callbacks.to_lightning([recorder]))
+    val = loaders()[1]
+    (validated,) = trainer.validate(module, val, verbose=False)
+    (tested,) = trainer.test(module, val, verbose=False)
+    # what the module logged (Lightning's own results), under the names it logged; steps: 16 samples / 8
+    assert recorder.seen == [("test_begin", 2), ("test_end", validated), ("test_begin", 2), ("test_end", tested)]
+    assert set(validated) == {"val_loss"} and set(tested) == {"loss"}
+    assert validated["val_loss"] == pytest.approx(tested["loss"])
+
+
+class _LateLogger(Net):
+    def on_train_epoch_end(self):
+        self.log("late", 1.0)
+
+
+def test_what_the_module_logs_after_the_callbacks_is_never_in_their_logs():
+    recorder = _LogsRecorder()
+    quiet_trainer(kb.callbacks.to_lightning([recorder]), max_epochs=2).fit(_LateLogger(), *loaders())
+    # not at epoch 0 (logged after the callbacks ran), nor, a stale value, at epoch 1
+    assert [sorted(logs) for logs in recorder.epochs] == [["loss", "val_loss"]] * 2
+    stopper = keras.callbacks.EarlyStopping(monitor="late")
+    with pytest.raises(ValueError, match=r"'late' is not in the logs\. .*logged after the Keras callbacks ran"):
+        quiet_trainer(kb.callbacks.to_lightning([stopper]), max_epochs=2).fit(_LateLogger(), *loaders())
