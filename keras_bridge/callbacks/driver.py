@@ -24,7 +24,7 @@ import keras_bridge.callbacks.model_facade as model_facade
 import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.callbacks.convert import runs_keras_callbacks, translate
 from keras_bridge.callbacks.host import CallbackHost, callback_host
-from keras_bridge.callbacks.monitor import check_monitored, resolve_monitor_op
+from keras_bridge.callbacks.monitor import check_logged, check_monitored, resolve_monitor_op
 from keras_bridge.callbacks.resumed_logs import drop_logged_epochs, mark_start
 from keras_bridge.optimizers.base import get_learning_rate, set_learning_rate
 from keras_bridge.utils.compat import (
@@ -137,6 +137,7 @@ class KerasCallbackDriver(LightningCallback):
         self._own_model = model is None  # to_lightning: found at setup
         self.host: Optional[CallbackHost] = None  # the running module's, from setup on
         self._hosted: Any = None  # the module `host` serves
+        self._first_epoch = 0  # of this run (a resumed run starts later)
         self._own_params = params is None
         self._select(rank_zero=True)
         if model is not None:
@@ -268,6 +269,7 @@ class KerasCallbackDriver(LightningCallback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self._params_from(trainer, trainer.num_training_batches)
         self.model.stop_training = False
+        self._first_epoch = trainer.current_epoch
         for cb in self.active:
             resolve_monitor_op(cb, self._host_of(pl_module))
         # trainer.fit(ckpt_path=...) restored the History of the checkpoint (the module's extra state):
@@ -324,6 +326,8 @@ class KerasCallbackDriver(LightningCallback):
         host = self._host_of(pl_module)
         logs = _LazyLogs(lambda: host.batch_logs(training=True))
         if self._batch_readers:
+            if self._nan_guards and batch_idx == 0 and trainer.current_epoch == self._first_epoch:
+                check_logged(self._nan_guards[0], "loss", logs(), "batch")
             for cb in self._batch_readers:
                 cb.on_train_batch_end(batch_idx, logs())
             self._sync_stop(trainer)

@@ -93,17 +93,32 @@ def check_monitored(callback: Any, logs: Mapping[str, Any]) -> None:
         >>> check_monitored(cb, {"loss": 0.1, "val_loss": 0.2})
         Traceback (most recent call last):
         ...
-        ValueError: EarlyStopping(monitor='val_acc'): 'val_acc' is not in the logs. Logged keys: 'loss', 'val_loss'. ...
+        ValueError: EarlyStopping reads 'val_acc' from the epoch logs, which do not hold it. Logged keys: 'loss', ...
     """
-    if not has_keras_monitor_op(callback) or getattr(callback, "monitor_op", 0) is not None:
-        return
-    monitor = callback.monitor
-    if monitor in logs:
+    if has_keras_monitor_op(callback) and getattr(callback, "monitor_op", 0) is None:
+        check_logged(callback, callback.monitor, logs, "epoch")
+
+
+def check_logged(callback: Any, key: str, logs: Mapping[str, Any], when: str) -> None:
+    """Refuse ``callback`` reading ``key`` from ``when`` (``"epoch"``/``"batch"``) logs that do not hold it.
+
+    For a key Keras always logs and a callback silently skips when it is absent (``TerminateOnNaN``'s
+    batch ``loss``), and for :func:`check_monitored`.
+
+    Raises:
+        ValueError: naming the callback, the missing key and the keys logged.
+    """
+    if key in logs:
         return
     logged = ", ".join(repr(k) for k in sorted(logs)) or "none"
+    how = (
+        f"`self.log({key!r}, value)` in training_step, per step (on_step=True)"
+        if when == "batch"
+        else f"`self.log({key!r}, value)`; validation values under Keras's 'val_' prefix; what a LightningModule "
+        "logs in its own on_train_epoch_end comes after the Keras callbacks ran: log it in training_step with "
+        "on_epoch=True"
+    )
     raise ValueError(
-        f"{type(callback).__name__}(monitor={monitor!r}): {monitor!r} is not in the logs. Logged keys: {logged}. "
-        f"Log it (e.g. `self.log({monitor!r}, value)`; validation values under Keras's 'val_' prefix), or "
-        "monitor one of the logged keys. (What a LightningModule logs in its own on_train_epoch_end is logged "
-        "after the Keras callbacks ran: log it in training_step with on_epoch=True.)"
+        f"{type(callback).__name__} reads {key!r} from the {when} logs, which do not hold it. Logged keys: "
+        f"{logged}. Log it ({how}), or have the callback read one of the logged keys."
     )

@@ -140,8 +140,8 @@ def test_the_model_view_saves_in_the_bridges_torch_formats(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"monitor": "val_acc"}, r"EarlyStopping\(monitor='val_acc'\): 'val_acc' is not in the logs. Logged keys: "
-                                 r"'loss', 'val_loss'"),
+        ({"monitor": "val_acc"}, r"EarlyStopping reads 'val_acc' from the epoch logs, which do not hold it\. "
+                                 r"Logged keys: 'loss', 'val_loss'"),
         ({"monitor": "val_loss_typo", "mode": "min"}, None),
     ],
 )  # fmt: skip
@@ -317,5 +317,20 @@ def test_what_the_module_logs_after_the_callbacks_is_never_in_their_logs():
     # not at epoch 0 (logged after the callbacks ran), nor, a stale value, at epoch 1
     assert [sorted(logs) for logs in recorder.epochs] == [["loss", "val_loss"]] * 2
     stopper = keras.callbacks.EarlyStopping(monitor="late")
-    with pytest.raises(ValueError, match=r"'late' is not in the logs\. .*logged after the Keras callbacks ran"):
+    with pytest.raises(ValueError, match=r"'late' from the epoch logs, which do not .*after the Keras callbacks ran"):
         quiet_trainer(kb.callbacks.to_lightning([stopper]), max_epochs=2).fit(_LateLogger(), *loaders())
+
+
+class _EpochLossOnly(Net):
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.dense(x), y)
+        self.log("loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+
+def test_terminate_on_nan_without_a_batch_loss_is_refused():
+    cbs = kb.callbacks.to_lightning([keras.callbacks.TerminateOnNaN()])
+    match = r"TerminateOnNaN reads 'loss' from the batch logs, which do not hold it. Logged keys: none. .*on_step=True"
+    with pytest.raises(ValueError, match=match):
+        quiet_trainer(cbs, max_epochs=1).fit(_EpochLossOnly(), *loaders())
