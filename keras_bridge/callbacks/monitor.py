@@ -120,5 +120,5 @@ def check_logged(callback: Any, key: str, logs: Mapping[str, Any], when: str) ->
     )
     raise ValueError(
         f"{type(callback).__name__} reads {key!r} from the {when} logs, which do not hold it. Logged keys: "
-        f"{logged}. Log it ({how}), or have the callback read one of the logged keys."
+        f"{logged}. Have the callback read one of them, or, on a LightningModule of your own, log it: {how}."
     )

@@ -145,16 +145,17 @@ def test_the_model_view_saves_in_the_bridges_torch_formats(tmp_path):
         ({"monitor": "val_loss_typo", "mode": "min"}, None),
     ],
 )  # fmt: skip
-def test_a_monitored_key_the_module_never_logs(kwargs, match):
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_monitored_key_the_module_never_logs(kwargs, match, kind):
     cbs = kb.callbacks.to_lightning([keras.callbacks.EarlyStopping(**kwargs)])
     trainer = quiet_trainer(cbs, max_epochs=1)
     if match is not None:
         with pytest.raises(ValueError, match=match):
-            trainer.fit(modules()["plain"], *loaders())
+            trainer.fit(modules()[kind], *loaders())
     else:  # Keras warns here, and so do we, in its words
         with pytest.warns(UserWarning, match="Early stopping conditioned on metric `val_loss_typo` which is not "
                                              "available. Available metrics are: loss,val_loss"):  # fmt: skip
-            trainer.fit(modules()["plain"], *loaders())
+            trainer.fit(modules()[kind], *loaders())
 
 
 CONFIGS = [
