@@ -20,7 +20,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Protocol, runtime_checkable
+from typing import Any, Dict, List, Mapping, Optional, Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -35,7 +35,6 @@ __all__ = ["CallbackHost", "LoggedMetricsHost", "callback_host", "logged_floats"
 _FORK_SUFFIXES = ("_step", "_epoch")
 
 
-@runtime_checkable
 class CallbackHost(Protocol):
     """What :class:`~keras_bridge.callbacks.KerasCallbackDriver` reads from the module it serves.
 
@@ -65,6 +64,21 @@ class CallbackHost(Protocol):
 
     def set_weights(self, weights: List[Any]) -> None:
         """Set the weights from arrays in :meth:`get_weights`'s order."""
+
+
+@runtime_checkable
+class _ComputesKerasLogs(Protocol):
+    """The methods that tell a module which computes Keras's logs itself (checked at run time).
+
+    Methods only: Python 3.12 checks a protocol's members on the class, where a ``KerasModule``'s
+    submodule ``model`` is not.
+    """
+
+    def batch_logs(self, training: bool = True) -> Dict[str, float]: ...
+
+    def finish_train_epoch(self) -> Dict[str, float]: ...
+
+    def finish_eval_epoch(self) -> Dict[str, float]: ...
 
 
 def logged_floats(values: Mapping[str, Any]) -> Dict[str, float]:
@@ -159,4 +173,6 @@ def callback_host(module: Any) -> CallbackHost:
     Args:
         module: the module the Trainer runs.
     """
-    return module if isinstance(module, CallbackHost) else LoggedMetricsHost(module)
+    if isinstance(module, _ComputesKerasLogs):
+        return cast(CallbackHost, module)  # a KerasModule: the rest of the protocol comes with these
+    return LoggedMetricsHost(module)
