@@ -20,6 +20,7 @@ import keras_bridge.trainer.engine as engine
 from keras_bridge.callbacks.model_facade import callback_model_for
 from keras_bridge.capture import CapturedForward
 from keras_bridge.compile.keras_args import split_keras_arguments
+from keras_bridge.compile.keras_compile import bind_compile_arguments, check_keras_options, compiled_by_keras
 from keras_bridge.compile.loss_plan import LossPlan
 from keras_bridge.compile.metric_plan import MetricPlan
 from keras_bridge.compile.structure import flatten_outputs, flatten_targets, output_structure, resolve_output_names
@@ -32,6 +33,8 @@ from keras_bridge.optimizers.resolve import get_optimizer
 from keras_bridge.optimizers.schedules import KerasScheduleLR
 from keras_bridge.saving.lightning_checkpoint import KEY, checkpoint_entry, restore_from_checkpoint
 from keras_bridge.saving.state import apply_training_state
+from keras_bridge.trainer import on_batch
+from keras_bridge.trainer.keras_step import KerasSteps
 from keras_bridge.utils.compat import logging_due
 from keras_bridge.utils.errors import NotCompiledError
 from keras_bridge.utils.keras import import_keras, is_keras_model
@@ -114,6 +117,8 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         self.train_tracker: Optional[StageTracker] = None
         self.eval_tracker: Optional[StageTracker] = None
         self._optimizer_cache: Optional[tuple] = None
+        # A Keras model trained with its own step functions and compile (see keras_bridge.trainer.keras_step).
+        self.keras_step: Optional[KerasSteps] = None
         # Optimizer/scheduler state restored from a file (kb.load_model), applied when the next fit starts.
         self._restored_state: Optional[Dict[str, Any]] = None
         self.history: Any = None
@@ -143,16 +148,10 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
             self.compile(**compile_arguments, jit_compile=jit_compile)
 
     # ------------------------------------------------------------------ compile
-    def compile(
-        self,
-        optimizer: Any = "rmsprop",
-        loss: Any = None,
-        loss_weights: Any = None,
-        metrics: Any = None,
-        weighted_metrics: Any = None,
-        jit_compile: Any = "auto",
-    ) -> None:
-        """Configure training the Keras way.
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """Configure training the Keras way: Keras's ``compile(optimizer="rmsprop", loss=None, loss_weights=None,
+        metrics=None, weighted_metrics=None, run_eagerly=False, steps_per_execution=1, jit_compile="auto",
+        auto_scale_loss=True)``.
 
         Args:
             optimizer: a Keras string (``"rmsprop"``), a Keras optimizer object, a
@@ -164,9 +163,22 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
             metrics: a list, list of lists, or dict of metrics (strings, Keras metrics,
                 torchmetrics metrics or functions).
             weighted_metrics: like ``metrics``; these receive sample and class weights.
+            run_eagerly: ``True`` calls the model eagerly, nothing captured (and turns ``jit_compile=True``
+                off, with Keras's warning).
+            steps_per_execution: 1; more is refused with Keras's message, as Keras's torch backend does.
             jit_compile: for a Keras model, ``"auto"`` (the default) and ``True`` capture its forward pass
-                once per input signature and replay it (:mod:`keras_bridge.capture`; ``True`` also runs
-                the captured graph through ``torch.compile``); ``False`` calls the model eagerly.
+                once per input signature and replay it (:mod:`keras_bridge.capture`: Keras's numbers,
+                less Python per step; ``True`` also runs the captured graph through ``torch.compile``, as
+                Keras's torch backend compiles its step); ``False`` calls the model eagerly.
+            auto_scale_loss: as in Keras: a Keras model with the ``mixed_float16`` policy gets its
+                optimizer wrapped in a ``LossScaleOptimizer`` by its own ``compile`` (and trains with its own
+                steps, which scale the loss).
+
+        A Keras model whose class defines its own ``compile`` (any signature, e.g. a GAN's
+        ``compile(d_optimizer, g_optimizer, loss_fn)``) or its own ``train_step`` / ``test_step`` /
+        ``predict_step`` gets the arguments as written, in its own ``compile``, and is trained by its own
+        steps (:mod:`keras_bridge.trainer.keras_step`). Re-compiling keeps what Keras keeps: the loss when
+        ``loss`` is not given, the metrics when neither ``metrics`` nor ``weighted_metrics`` is.
 
         Losses, metrics, optimizers and learning-rate schedules may also be given as Keras configs: what
         ``keras.saving.serialize_keras_object(obj)`` returns (classes and functions registered with
@@ -176,10 +188,18 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         Note:
             This replaces ``torch.nn.Module.compile``; use ``torch.compile(module.model)`` for that.
         """
-        if jit_compile not in ("auto", True, False):
-            raise ValueError(
-                f"Expected `jit_compile` to be 'auto', True or False. Received: jit_compile={jit_compile!r}"
-            )
+        if self.is_keras and compiled_by_keras(self.model, kwargs.get("auto_scale_loss", True)):
+            self.model.compile(*args, **kwargs)  # type: ignore[operator]
+            self._use_keras_steps()
+            return
+        self._compile(**bind_compile_arguments(args, kwargs))
+
+    def _compile(self, optimizer: Any, loss: Any, loss_weights: Any, metrics: Any, weighted_metrics: Any,
+                 run_eagerly: bool, steps_per_execution: int, jit_compile: Any, auto_scale_loss: bool) -> None:  # fmt: skip
+        jit_compile = check_keras_options(run_eagerly, steps_per_execution, jit_compile, auto_scale_loss)
+        if loss is None and self.loss_plan is not None:
+            # Keras keeps the compiled loss (and its weights) when a new compile gives none.
+            loss, loss_weights = self.loss_plan.arguments["loss"], self.loss_plan.arguments["loss_weights"]
         # Keras configs (serialize_keras_object output, or the bridge's saved form) become the objects.
         given = {"optimizer": optimizer, "loss": loss, "loss_weights": loss_weights}
         resolved = resolve_compile_arguments({**given, "metrics": metrics, "weighted_metrics": weighted_metrics})
@@ -204,7 +224,9 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
             self.loss_plan.check_names(self.declared_output_names)
             self.metric_plan.check_names(self.declared_output_names)
         if keras_optimizer is not None:
-            self._compile_keras_model(keras_optimizer)
+            self._compile_keras_model(keras_optimizer, run_eagerly=run_eagerly, auto_scale_loss=auto_scale_loss)
+        self.keras_step = None
+        self.automatic_optimization = True
         self.compiled = True
         self._forget_build()
         self._record_compile(optimizer, jit_compile)
@@ -217,7 +239,19 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
             self.hparams.pop(name, None)
         self.hparams.update({**(config or {}), "jit_compile": jit_compile})
 
-    def _compile_keras_model(self, keras_optimizer: Any) -> None:
+    def _use_keras_steps(self) -> None:
+        # The model's own compile ran: its steps train it, with its optimizers, losses and metrics.
+        self.keras_step = KerasSteps(self.model)
+        self.loss_plan = self.metric_plan = self.optimizer_spec = None
+        self._capture = None
+        self.keras_incompatible_arguments = []
+        self.automatic_optimization = False  # the step calls backward and its optimizers itself
+        self.compiled = True
+        self._forget_build()
+        for name in COMPILE_ARGUMENTS:
+            self.hparams.pop(name, None)
+
+    def _compile_keras_model(self, keras_optimizer: Any, **options: Any) -> None:
         # Plain Keras then finds the model compiled as the user compiled it: model.optimizer is the
         # optimizer the bridge steps, and model.save writes Keras's compile config and optimizer state.
         assert self.loss_plan is not None and self.metric_plan is not None
@@ -225,7 +259,7 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
             {**self.loss_plan.arguments, **self.metric_plan.arguments}
         )
         keras_model: Any = self.model
-        keras_model.compile(optimizer=keras_optimizer, **arguments)
+        keras_model.compile(optimizer=keras_optimizer, **arguments, **options)
 
     def keep_keras_optimizer_only(self, reason: BaseException) -> None:
         """Compile the Keras model with its optimizer only, when Keras refuses arguments the bridge accepts.
@@ -256,7 +290,12 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         return self.train_tracker is not None
 
     def require_compiled(self) -> None:
-        """Raise :class:`~keras_bridge.utils.errors.NotCompiledError` unless ``compile()`` was called."""
+        """Raise :class:`~keras_bridge.utils.errors.NotCompiledError` unless ``compile()`` was called.
+
+        A Keras model compiled by Keras before it was wrapped is trained as Keras compiled it.
+        """
+        if not self.compiled and self.is_keras and getattr(self.model, "compiled", False):
+            self._use_keras_steps()
         if not self.compiled:
             raise NotCompiledError(
                 "You must call `compile()` before using the model: call "
@@ -318,6 +357,9 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         ``compute_metrics`` gets them called at every step, as Keras's ``train_step`` calls them.
         """
         self.require_compiled()
+        if self.keras_step is not None:
+            self.train_tracker, self.eval_tracker = self.keras_step.train_logs, self.keras_step.eval_logs  # type: ignore[assignment]
+            return
         assert self.loss_plan is not None and self.metric_plan is not None
         outputs = output_structure(y_pred, self.declared_output_names)
         self.output_kind = outputs.kind
@@ -436,15 +478,22 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         return total
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        if self.keras_step is not None:
+            return self.keras_step.train_step(batch, self.trainer)  # type: ignore[return-value]
         return self._step(batch, training=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
+        if self.keras_step is not None:
+            if not self.trainer.sanity_checking:  # Keras runs no sanity check
+                self.keras_step.test_step(batch)
+            return
         self._step(batch, training=False)
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._step(batch, training=False)
+    test_step = validation_step
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        if self.keras_step is not None:
+            return self.keras_step.predict_step(batch)
         x, _, _ = unpack_batch(batch)
         return self(x, training=False)
 
@@ -476,9 +525,12 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
     def finish_train_epoch(self) -> Dict[str, float]:
         """Keras epoch logs: synchronised training results plus this epoch's ``val_*`` (computed once)."""
         if self._train_logs is None:
-            logs = self.stage_results(training=True)
-            logs.update(self._val_logs)
-            self._train_logs = dict(sorted(logs.items()))
+            if self.keras_step is not None:
+                self._train_logs = self.keras_step.train_logs.with_validation(self._val_logs)
+            else:
+                logs = self.stage_results(training=True)
+                logs.update(self._val_logs)
+                self._train_logs = dict(sorted(logs.items()))
             self._train_logs_epoch = self.trainer.current_epoch
         return self._train_logs
 
@@ -511,6 +563,8 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         self.log_dict({k: v for k, v in logs.items() if not k.startswith("val_")}, sync_dist=False)
 
     def on_fit_start(self) -> None:
+        if self.keras_step is not None:
+            self.keras_step.check_trainer(self.trainer)
         # After the optimizers exist and before any callback's on_train_begin (BackupAndRestore may
         # then replace this state with its own).
         if self._restored_state is not None:
@@ -544,6 +598,8 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
 
     def on_train_end(self) -> None:
         # Keras copies EMA weights into the model when fit ends (use_ema=True).
+        if self.keras_step is not None:
+            self.keras_step.finish_fit(bool(self.trainer.max_epochs))
         for optimizer in self.trainer.optimizers:
             finalize = getattr(optimizer, "finalize_variable_values", None)
             if finalize is not None:
@@ -551,6 +607,8 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
 
     def ordered_results(self, logs: Dict[str, float]) -> Any:
         """``evaluate``'s return value from its logs: a scalar, or a list in Keras's order."""
+        if self.keras_step is not None:
+            return self.keras_step.ordered_results(logs)
         names = ["loss"]
         if self.metric_plan is not None:
             names += self.metric_plan.base_names
@@ -563,6 +621,8 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self) -> Any:
         self.require_compiled()
+        if self.keras_step is not None:
+            return None  # the model's own optimizers, applied by its train_step
         if isinstance(self.optimizer_spec, KerasNativeSpec):
             keras_model: Any = self.model
             params: List[Any] = list(keras_model.trainable_variables)
@@ -637,3 +697,6 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
     fit = engine.fit
     evaluate = engine.evaluate
     predict = engine.predict
+    train_on_batch = on_batch.train_on_batch
+    test_on_batch = on_batch.test_on_batch
+    predict_on_batch = on_batch.predict_on_batch

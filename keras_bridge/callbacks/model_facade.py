@@ -141,7 +141,8 @@ def callback_model_for(module: Any) -> Any:
     """The object to hand to ``callback.set_model``: the Keras model, or a facade of the module."""
     if module.is_keras:
         model = module.model
-        native = isinstance(module.optimizer_spec, KerasNativeSpec)  # model.optimizer is then Keras's own
+        # model.optimizer is then Keras's own (a model trained with its own steps keeps its own optimizers).
+        native = isinstance(module.optimizer_spec, KerasNativeSpec) or getattr(module, "keras_step", None) is not None
         if not native and not isinstance(getattr(model, "optimizer", None), OptimizerFacade):
             # Kept after fit, as Keras keeps `model.optimizer`: callbacks and users read its learning rate.
             object.__setattr__(model, "optimizer", OptimizerFacade(module))

@@ -109,17 +109,24 @@ def _single(y: Any) -> Any:
 
 def fit_loaders(x: Any, y: Any = None, sample_weight: Any = None, batch_size: Optional[int] = None,
                 shuffle: Any = True, class_weight: Any = None, validation_split: float = 0.0,
-                validation_data: Any = None, steps_per_epoch: Optional[int] = None, seed: int = 0) -> Tuple[Any,
+                validation_data: Any = None, steps_per_epoch: Optional[int] = None, seed: int = 0,
+                validation_steps: Optional[int] = None, validation_batch_size: Optional[int] = None) -> Tuple[Any,
                 Optional[Any]]:  # fmt: skip
-    """Return ``(train_loader, val_loader_or_None)`` for ``fit``."""
+    """Return ``(train_loader, val_loader_or_None)`` for ``fit``.
+
+    Validation arrays are batched as Keras batches them: ``validation_batch_size or batch_size``, else
+    ``ceil(n / validation_steps)`` when ``validation_steps`` is given, else 32.
+    """
     check_batch_size(batch_size)
+    check_batch_size(validation_batch_size)
+    val_batch_size = validation_batch_size or batch_size
     if is_array_structure(x):
         check_class_weight(class_weight, sample_weight, y)
     else:
         check_class_weight(class_weight)
     if not is_array_structure(x):
         return dataset_fit_loaders(x, y, sample_weight, batch_size, shuffle, class_weight, validation_split,
-                                   validation_data, steps_per_epoch, seed)  # fmt: skip
+                                   validation_data, steps_per_epoch, seed, val_batch_size, validation_steps)  # fmt: skip
     x, y, sample_weight = _arrays(x=x, y=y, sample_weight=sample_weight)
     n = check_cardinality(x, y, sample_weight)
     check_values(x, sample_weight)
@@ -140,9 +147,10 @@ def fit_loaders(x: Any, y: Any = None, sample_weight: Any = None, batch_size: Op
     train = array_loader(x, y, sample_weight, batch_size, shuffle, seed, steps_per_epoch)
     if val_arrays is not None:
         val_x, val_y, val_sw = val_arrays
-        val = array_loader(val_x, val_y, val_sw, batch_size)
+        n_val = check_cardinality(val_x, val_y, val_sw)
+        val = array_loader(val_x, val_y, val_sw, _eval_batch_size(val_batch_size, n_val, validation_steps))
     elif validation_data is not None:
-        val = _validation_loader(validation_data, batch_size)
+        val = _validation_loader(validation_data, val_batch_size, validation_steps)
     else:
         val = None
     return train, val
@@ -150,7 +158,8 @@ def fit_loaders(x: Any, y: Any = None, sample_weight: Any = None, batch_size: Op
 
 def dataset_fit_loaders(x: Any, y: Any, sample_weight: Any, batch_size: Optional[int], shuffle: Any,
                         class_weight: Any, validation_split: float, validation_data: Any,
-                        steps_per_epoch: Optional[int], seed: int) -> Tuple[Any, Optional[Any]]:  # fmt: skip
+                        steps_per_epoch: Optional[int], seed: int, val_batch_size: Optional[int] = None,
+                        validation_steps: Optional[int] = None) -> Tuple[Any, Optional[Any]]:  # fmt: skip
     """``(train_loader, val_loader_or_None)`` for a dataset ``x``."""
     _refuse_y(y, sample_weight, x)
     if validation_split:
@@ -164,15 +173,19 @@ def dataset_fit_loaders(x: Any, y: Any, sample_weight: Any, batch_size: Optional
         train.reset()  # Keras calls on_epoch_end() once when fit() starts
     val = None
     if validation_data is not None:
-        val = _validation_loader(validation_data, batch_size)
+        val = _validation_loader(validation_data, val_batch_size or batch_size, validation_steps)
     return train, val
 
 
-def _validation_loader(validation_data: Any, batch_size: Optional[int]) -> Any:
-    """The loader of ``validation_data``; its errors say it is ``validation_data`` that holds ``x`` / ``y``."""
+def _validation_loader(validation_data: Any, batch_size: Optional[int], validation_steps: Optional[int] = None) -> Any:
+    """The loader of ``validation_data``; its errors say it is ``validation_data`` that holds ``x`` / ``y``.
+
+    Each validation starts again from the first batch (Lightning's ``limit_val_batches`` takes
+    ``validation_steps`` of them); ``validation_steps`` only sizes the default batch of arrays.
+    """
     unpacked = _unpack_validation(validation_data)
     try:
-        return eval_loader(*unpacked, batch_size=batch_size)
+        return eval_loader(*unpacked, batch_size=batch_size, default_steps=validation_steps)
     except (TypeError, ValueError) as err:
         if type(err) not in (TypeError, ValueError):
             raise
@@ -194,16 +207,28 @@ def _unpack_validation(validation_data: Any) -> Tuple[Any, Any, Any]:
 
 
 def eval_loader(
-    x: Any, y: Any = None, sample_weight: Any = None, batch_size: Optional[int] = None, steps: Optional[int] = None
-) -> Any:
-    """A loader for ``evaluate`` (and validation): never shuffled."""
+    x: Any, y: Any = None, sample_weight: Any = None, batch_size: Optional[int] = None, steps: Optional[int] = None,
+    default_steps: Optional[int] = None,
+) -> Any:  # fmt: skip
+    """A loader for ``evaluate`` (and validation): never shuffled.
+
+    Arrays without a ``batch_size`` are batched as Keras does: ``ceil(n / steps)`` when ``steps`` (or
+    ``default_steps``, which limits nothing) is given, else 32.
+    """
     check_batch_size(batch_size)
     if not is_array_structure(x):
         return dataset_eval_loader(x, y, sample_weight, batch_size, steps)
     x, y, sample_weight = _arrays(x=x, y=y, sample_weight=sample_weight)
-    check_cardinality(x, y, sample_weight)
+    n = check_cardinality(x, y, sample_weight)
     check_values(x, sample_weight)
-    return array_loader(x, y, sample_weight, batch_size or DEFAULT_BATCH_SIZE, False, 0, steps)
+    return array_loader(x, y, sample_weight, _eval_batch_size(batch_size, n, steps or default_steps), False, 0, steps)
+
+
+def _eval_batch_size(batch_size: Optional[int], n: int, steps: Optional[int]) -> int:
+    # Keras's array adapter: without a batch size, `steps` batches cover the arrays once.
+    if batch_size:
+        return batch_size
+    return max(1, math.ceil(n / steps)) if steps else DEFAULT_BATCH_SIZE
 
 
 def predict_loader(x: Any, batch_size: Optional[int] = None, steps: Optional[int] = None) -> Any:
@@ -212,8 +237,8 @@ def predict_loader(x: Any, batch_size: Optional[int] = None, steps: Optional[int
     if not is_array_structure(x):
         return dataset_eval_loader(x, None, None, batch_size, steps)
     (x,) = _arrays(x=x)
-    check_cardinality(x)
-    return array_loader(x, None, None, batch_size or DEFAULT_BATCH_SIZE, False, 0, steps)
+    n = check_cardinality(x)
+    return array_loader(x, None, None, _eval_batch_size(batch_size, n, steps), False, 0, steps)
 
 
 def dataset_eval_loader(x: Any, y: Any, sample_weight: Any, batch_size: Optional[int], steps: Optional[int]) -> Any:

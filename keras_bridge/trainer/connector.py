@@ -78,6 +78,8 @@ _LIGHTNING_USER_WARNINGS = (
     ".*`training_step` returned `None`.*",
     ".*Your `IterableDataset` has `__len__` defined.*",
     ".*isinstance\\(treespec, LeafSpec\\).*",
+    # A Keras model's own train_step applies its own optimizers (keras_bridge.trainer.keras_step).
+    ".*configure_optimizers` returned `None`.*",
 )
 
 

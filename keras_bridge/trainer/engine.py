@@ -29,7 +29,7 @@ from keras_bridge.utils.keras import import_keras
 from keras_bridge.utils.tree import map_structure, unpack_batch
 
 
-def _build(module: Any, loader: Any) -> None:
+def _build(module: Any, loader: Any, stage: str = "train") -> None:
     """Build the module's losses and metrics from the first batch, as Keras builds an unbuilt model.
 
     A Keras model is built symbolically, as Keras's ``fit`` does (nothing it can observe runs, and
@@ -44,6 +44,10 @@ def _build(module: Any, loader: Any) -> None:
     if module.is_keras:
         if data_dispatch.is_array_loader(loader):
             keras_rng.draw()  # Keras peeks its first batch through a fresh DataLoader iterator
+        if module.keras_step is not None:  # Keras's own build, then its own steps
+            module.keras_step.build(batch, stage)
+            module.build_from_batch(x, y, None)
+            return
         y_pred = map_structure(_zeros_like_spec, keras_output_spec(module.model, x))
         if getattr(module.model, "compiled", False):
             try:
@@ -59,6 +63,13 @@ def _build(module: Any, loader: Any) -> None:
         y_pred = module(move_data_to_device(x, device), training=False)
     module.train(was_training)
     module.build_from_batch(x, move_data_to_device(y, device) if y is not None else None, y_pred)
+
+
+def _prepare_keras_steps(module: Any, mode: str, **loaders: Any) -> None:
+    # Keras makes its step functions before running them; its refusals come out before training starts.
+    if module.keras_step is not None:
+        packed = {stage: data_dispatch.is_array_loader(loader) for stage, loader in loaders.items()}
+        module.keras_step.prepare(mode, packed)
 
 
 def _zeros_like_spec(spec: Any) -> Any:
@@ -114,17 +125,26 @@ def _surface_user_errors(entry_point: F) -> F:
 def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
         verbose: Any = "auto", callbacks: Any = None, validation_split: float = 0.0, validation_data: Any = None,
         shuffle: Any = True, class_weight: Any = None, sample_weight: Any = None, initial_epoch: int = 0,
-        steps_per_epoch: Optional[int] = None, validation_freq: Any = 1, trainer: Any = None) -> Any:  # fmt: skip
-    """Keras ``Model.fit`` on a ``lightning.Trainer``; returns a ``keras.callbacks.History``."""
+        steps_per_epoch: Optional[int] = None, validation_steps: Optional[int] = None,
+        validation_batch_size: Optional[int] = None, validation_freq: Any = 1, trainer: Any = None) -> Any:  # fmt: skip
+    """Keras ``Model.fit`` on a ``lightning.Trainer``; returns a ``keras.callbacks.History``.
+
+    ``validation_steps`` limits every validation to its first batches, ``validation_batch_size`` batches
+    the validation arrays (default: ``batch_size``), as in Keras.
+    """
     module.require_compiled()
     verbose = check_verbose(verbose)
     check_fit_args(epochs, initial_epoch, validation_split, steps_per_epoch, validation_freq, shuffle)
+    check_int("validation_steps", validation_steps, 1, allow_none=True)
+    check_int("validation_batch_size", validation_batch_size, 1, allow_none=True)
     keras_cbs, lightning_cbs = split_callbacks(callbacks)
     if x is None:
         raise ValueError("`fit()` needs training data: pass `x` (arrays or a dataset).")
     train_loader, val_loader = data_dispatch.fit_loaders(x, y, sample_weight, batch_size, shuffle, class_weight,
                                                          validation_split, validation_data, steps_per_epoch,
-                                                         module.next_shuffle_seed())  # fmt: skip
+                                                         module.next_shuffle_seed(), validation_steps,
+                                                         validation_batch_size)  # fmt: skip
+    _prepare_keras_steps(module, "fit", train=train_loader, eval=val_loader)
     _build(module, train_loader)
     steps = data_dispatch.loader_length(train_loader)
     if steps_per_epoch is not None:
@@ -136,6 +156,8 @@ def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = N
     owned: Dict[str, Any] = {"max_epochs": epochs, "check_val_every_n_epoch": check_val}
     if steps_per_epoch is not None and not data_dispatch.limits_own_steps(train_loader):
         owned["limit_train_batches"] = steps_per_epoch
+    if validation_steps is not None and val_loader is not None:
+        owned["limit_val_batches"] = validation_steps
     module.history = history
     # Logged with the compile arguments when the Trainer has loggers (KerasModule.on_fit_start).
     module.fit_arguments = dict(batch_size=getattr(getattr(train_loader, "sampler", None), "batch_size", batch_size),
@@ -159,7 +181,8 @@ def evaluate(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int
     check_int("steps", steps, 1, allow_none=True)
     cbs = split_callbacks(callbacks)
     loader = data_dispatch.eval_loader(x, y, sample_weight, batch_size, steps)
-    _build(module, loader)
+    _prepare_keras_steps(module, "evaluate", eval=loader)
+    _build(module, loader, "eval")
     owned = {} if steps is None else {"limit_val_batches": steps}
     driver_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="evaluate",
                         keras_rng=(False, _keras_rng(module, loader)))  # fmt: skip
@@ -176,6 +199,7 @@ def predict(module: Any, x: Any, batch_size: Optional[int] = None, verbose: Any 
     check_int("steps", steps, 1, allow_none=True)
     cbs = split_callbacks(callbacks)
     loader = data_dispatch.predict_loader(x, batch_size, steps)
+    _prepare_keras_steps(module, "predict", predict=loader)
     check_input_names(module, unpack_batch(data_dispatch.first_batch(loader))[0])
     owned = {} if steps is None else {"limit_predict_batches": steps}
     driver_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="predict",

@@ -226,3 +226,8 @@ def keras_loss_tracker(model: Any) -> Any:
     Keras's ``train_step`` feeds it; an overridden ``compute_metrics`` that calls Keras's reports it.
     """
     return getattr(model, "_loss_tracker", None)
+
+
+def keras_flatten_metrics_in_order(model: Any, logs: Dict[str, Any]) -> Any:
+    """``evaluate``'s return value from its logs, as Keras orders it (``model._flatten_metrics_in_order``)."""
+    return model._flatten_metrics_in_order(logs)
