@@ -1,0 +1,125 @@
+"""A Keras model's own train_step / test_step / predict_step and compile, on the bridge == on Keras itself.
+
+Every case trains twin models (same initial weights, data and seeds) once with ``keras.Model.fit`` and
+once with ``kb.KerasModule(model).fit``, and compares History (keys and order), ``evaluate``,
+``predict``, the final weights (rtol 1e-5) and how many times each overridden method ran.
+"""
+
+import keras
+import numpy as np
+import pytest
+import torch
+from _keras_step_models import GuideModel, LowLevelModel, OwnCompileModel, dense, make_gan, regression_data
+
+import keras_bridge as kb
+
+RTOL = 1e-5
+
+
+def twins(build, compile_model):
+    """Two models with the same initial weights, each compiled by `compile_model(model)` (Keras's own compile)."""
+    keras.utils.set_random_seed(7)
+    a = build()
+    b = build()
+    b.set_weights(a.get_weights())
+    compile_model(a)
+    compile_model(b)
+    return a, b
+
+
+def run(target, fit_args, evaluate_args=None, predict_x=None):
+    history = target.fit(**fit_args, verbose=0)
+    out = {"history": history.history, "epoch": history.epoch}
+    if evaluate_args is not None:
+        out["evaluate"] = target.evaluate(**evaluate_args, verbose=0)
+        out["evaluate_dict"] = target.evaluate(**evaluate_args, verbose=0, return_dict=True)
+    if predict_x is not None:
+        out["predict"] = target.predict(predict_x, verbose=0)
+    return out
+
+
+def assert_same(keras_out, bridge_out, keras_model, bridge_model):
+    assert list(bridge_out["history"]) == list(keras_out["history"])
+    assert bridge_out["epoch"] == keras_out["epoch"]
+    for key, values in keras_out["history"].items():
+        np.testing.assert_allclose(bridge_out["history"][key], values, rtol=RTOL, err_msg=key)
+    for key in ("evaluate", "predict"):
+        if key in keras_out:
+            np.testing.assert_allclose(bridge_out[key], keras_out[key], rtol=RTOL, err_msg=key)
+    if "evaluate_dict" in keras_out:
+        assert list(bridge_out["evaluate_dict"]) == list(keras_out["evaluate_dict"])
+    for a, b in zip(keras_model.get_weights(), bridge_model.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=RTOL, atol=1e-7)
+    assert bridge_model.calls == keras_model.calls
+
+
+def compile_guide(model):
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+
+
+def compile_low_level(model):
+    model.compile(optimizer="adam")
+
+
+def compile_own(model):
+    model.compile(keras.optimizers.SGD(0.05), keras.losses.MeanSquaredError(), [keras.metrics.MeanAbsoluteError()])
+
+
+@pytest.mark.parametrize(
+    "cls, compile_model, validate",
+    [(GuideModel, compile_guide, True), (LowLevelModel, compile_low_level, False), (OwnCompileModel, compile_own, True)],
+    ids=["guide-train-test-step", "low-level-metrics-property", "own-compile-signature"],
+)
+def test_compiled_by_keras_trains_as_keras(cls, compile_model, validate):
+    """Compiled by Keras, then `kb.KerasModule(model).fit(...)` with no second compile."""
+    x, y = regression_data()
+    keras_model, bridge_model = twins(lambda: dense(cls), compile_model)
+    fit_args = dict(x=x, y=y, batch_size=16, epochs=2, shuffle=False)
+    evaluate_args = None
+    if validate:  # the low-level model has no loss for Keras's default test_step: Keras fits it only
+        fit_args["validation_split"] = 0.25
+        evaluate_args = dict(x=x, y=y, batch_size=32)
+    keras_out = run(keras_model, fit_args, evaluate_args, x[:10])
+    bridge_out = run(kb.KerasModule(bridge_model), fit_args, evaluate_args, x[:10])
+    assert_same(keras_out, bridge_out, keras_model, bridge_model)
+    assert keras_model.calls["train_step"] == (10 if validate else 12)
+
+
+def test_module_compile_passes_arguments_as_written():
+    """`module.compile(...)` hands positional and keyword arguments to the model's own compile."""
+    x, y = regression_data()
+    keras.utils.set_random_seed(7)
+    keras_model, bridge_model = dense(OwnCompileModel), dense(OwnCompileModel)
+    bridge_model.set_weights(keras_model.get_weights())
+    compile_own(keras_model)
+    module = kb.KerasModule(bridge_model)
+    module.compile(keras.optimizers.SGD(0.05), loss_fn=keras.losses.MeanSquaredError(),
+                   metrics=[keras.metrics.MeanAbsoluteError()])  # fmt: skip
+    fit_args = dict(x=x, y=y, batch_size=16, epochs=2, shuffle=False, validation_data=(x[:32], y[:32]))
+    assert_same(run(keras_model, fit_args, dict(x=x, y=y), x[:5]), run(module, fit_args, dict(x=x, y=y), x[:5]),
+                keras_model, bridge_model)  # fmt: skip
+
+
+def test_two_optimizer_gan_on_a_tuple_dataset():
+    images = np.random.default_rng(1).uniform(-1, 1, size=(40, 6)).astype("float32")
+
+    def data():
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(images)), batch_size=8)
+
+    def build_compiled():
+        gan = make_gan()
+        gan.compile(keras.optimizers.Adam(3e-3), keras.optimizers.Adam(3e-3), keras.losses.BinaryCrossentropy(True))
+        return gan
+
+    keras.utils.set_random_seed(3)
+    keras_gan = build_compiled()
+    bridge_gan = build_compiled()
+    bridge_gan.set_weights(keras_gan.get_weights())
+    bridge_gan.seed_generator.state.assign(keras_gan.seed_generator.state.value)
+    keras_out = run(keras_gan, dict(x=data(), epochs=2))
+    bridge_out = run(kb.KerasModule(bridge_gan), dict(x=data(), epochs=2))
+    assert list(keras_out["history"]) == ["d_loss", "g_loss"]
+    assert keras_gan.calls["train_step"] == 10
+    assert_same(keras_out, bridge_out, keras_gan, bridge_gan)
+    for a, b in zip(keras_gan.d_optimizer.variables, bridge_gan.d_optimizer.variables):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=RTOL, atol=1e-7)
