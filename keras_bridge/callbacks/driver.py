@@ -253,6 +253,8 @@ class KerasCallbackDriver(LightningCallback):
             return
         # LR callbacks decide from synchronised logs; rank 0's value makes any divergence impossible.
         optimizer = trainer.optimizers[0]
+        if not optimizer.param_groups:  # a Keras model's own train_step applies its own optimizers
+            return
         local = get_learning_rate(optimizer)
         chosen = trainer.strategy.broadcast(local, src=0)
         if chosen != local:

@@ -227,6 +227,10 @@ class KerasSteps:
         results = self.model.get_metrics_result()
         if isinstance(last, Mapping) and set(last) == set(results):
             return results
+        by_name = {m.name: m for m in self.model.metrics}
+        if world > 1 and isinstance(last, Mapping) and set(last) <= set(by_name):
+            # `{m.name: m.result() for m in self.metrics}`: the same results, of the summed states.
+            return {name: by_name[name].result() for name in last}
         if world > 1:
             raise RuntimeError(
                 f"Under DDP the logs of `{type(self.model).__name__}.train_step`/`test_step` must be the results of "
