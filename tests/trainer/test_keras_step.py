@@ -123,3 +123,50 @@ def test_two_optimizer_gan_on_a_tuple_dataset():
     assert_same(keras_out, bridge_out, keras_gan, bridge_gan)
     for a, b in zip(keras_gan.d_optimizer.variables, bridge_gan.d_optimizer.variables):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=RTOL, atol=1e-7)
+
+
+class TorchNetModel(keras.Model):
+    """The documented door for a torch module: wrapped in a Keras model whose class defines Keras's train_step."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = keras.layers.TorchModuleWrapper(net)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.steps_run = 0
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def call(self, x):
+        return self.net(x)
+
+    def train_step(self, data):
+        self.steps_run += 1
+        x, y = data
+        self.zero_grad()
+        loss = self.compute_loss(y=y, y_pred=self(x, training=True))
+        loss.backward()
+        with torch.no_grad():
+            self.optimizer.apply([v.value.grad for v in self.trainable_weights], self.trainable_weights)
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
+
+
+def test_torch_module_gets_a_custom_step_through_a_keras_model():
+    x, y = regression_data()
+
+    def build():
+        torch.manual_seed(0)
+        model = TorchNetModel(torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)))
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        return model
+
+    keras_model, bridge_model = build(), build()
+    fit_args = dict(x=x, y=y, batch_size=16, epochs=2, shuffle=False)
+    keras_out = run(keras_model, fit_args, predict_x=x[:5])
+    bridge_out = run(kb.KerasModule(bridge_model), fit_args, predict_x=x[:5])
+    assert list(bridge_out["history"]) == list(keras_out["history"]) == ["loss"]
+    np.testing.assert_allclose(bridge_out["history"]["loss"], keras_out["history"]["loss"], rtol=RTOL)
+    np.testing.assert_allclose(bridge_out["predict"], keras_out["predict"], rtol=RTOL)
+    assert bridge_model.steps_run == keras_model.steps_run == 12
