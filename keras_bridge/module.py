@@ -154,6 +154,8 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         auto_scale_loss=True)``.
 
         Args:
+            *args: Keras's arguments by position, in the order above.
+            **kwargs: Keras's arguments by name:
             optimizer: a Keras string (``"rmsprop"``), a Keras optimizer object, a
                 ``keras_bridge.optimizers`` object, a torch optimizer class, or a factory
                 ``params -> torch.optim.Optimizer``.
@@ -189,13 +191,14 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
             This replaces ``torch.nn.Module.compile``; use ``torch.compile(module.model)`` for that.
         """
         if self.is_keras and compiled_by_keras(self.model, kwargs.get("auto_scale_loss", True)):
-            self.model.compile(*args, **kwargs)  # type: ignore[operator]
+            self.model.compile(*args, **kwargs)
             self._use_keras_steps()
             return
         self._compile(**bind_compile_arguments(args, kwargs))
 
     def _compile(self, optimizer: Any, loss: Any, loss_weights: Any, metrics: Any, weighted_metrics: Any,
-                 run_eagerly: bool, steps_per_execution: int, jit_compile: Any, auto_scale_loss: bool) -> None:  # fmt: skip
+                 run_eagerly: bool, steps_per_execution: int, jit_compile: Any,
+                 auto_scale_loss: bool) -> None:  # fmt: skip
         jit_compile = check_keras_options(run_eagerly, steps_per_execution, jit_compile, auto_scale_loss)
         if loss is None and self.loss_plan is not None:
             # Keras keeps the compiled loss (and its weights) when a new compile gives none.
@@ -479,7 +482,8 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         if self.keras_step is not None:
-            return self.keras_step.train_step(batch, self.trainer)  # type: ignore[return-value]
+            self.keras_step.train_step(batch, self.trainer)
+            return None  # type: ignore[return-value]
         return self._step(batch, training=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

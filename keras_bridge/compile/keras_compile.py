@@ -77,14 +77,16 @@ def check_keras_options(run_eagerly: Any, steps_per_execution: Any, jit_compile:
     if (
         isinstance(steps_per_execution, bool)
         or not isinstance(steps_per_execution, numbers.Integral)
-        or steps_per_execution < 1
+        or int(steps_per_execution) < 1
     ):
         raise ValueError(
-            f"Expected `steps_per_execution` to be an integer >= 1. Received: steps_per_execution={steps_per_execution!r}"
+            "Expected `steps_per_execution` to be an integer >= 1. "
+            f"Received: steps_per_execution={steps_per_execution!r}"
         )
-    if steps_per_execution > 1:
+    if int(steps_per_execution) > 1:
         raise ValueError(
-            f"`steps_per_execution` must be 1 with the PyTorch backend. Received: steps_per_execution={steps_per_execution}"
+            "`steps_per_execution` must be 1 with the PyTorch backend. "
+            f"Received: steps_per_execution={steps_per_execution}"
         )
     if run_eagerly and jit_compile is True:
         warnings.warn("If `run_eagerly` is True, then `jit_compile` cannot also be True. Disabling `jit_compile`.",

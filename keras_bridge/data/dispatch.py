@@ -126,7 +126,8 @@ def fit_loaders(x: Any, y: Any = None, sample_weight: Any = None, batch_size: Op
         check_class_weight(class_weight)
     if not is_array_structure(x):
         return dataset_fit_loaders(x, y, sample_weight, batch_size, shuffle, class_weight, validation_split,
-                                   validation_data, steps_per_epoch, seed, val_batch_size, validation_steps)  # fmt: skip
+                                   validation_data, steps_per_epoch, seed, val_batch_size,
+                                   validation_steps)  # fmt: skip
     x, y, sample_weight = _arrays(x=x, y=y, sample_weight=sample_weight)
     n = check_cardinality(x, y, sample_weight)
     check_values(x, sample_weight)

@@ -96,7 +96,7 @@ def test_bad_keras_options_name_the_argument(value):
 
 
 def test_own_compile_model_refuses_bridge_arguments_in_keras_words():
-    """A model with its own compile signature gets exactly what the user wrote, so Keras's own TypeError says what is wrong."""
+    """A model with its own compile signature gets what the user wrote: Python's TypeError says what is wrong."""
 
     class OwnCompile(keras.Model):
         def compile(self, d_optimizer, loss_fn):

@@ -184,8 +184,9 @@ def dense(cls, in_dim=8, **kwargs):
 
 
 def make_gan(latent_dim=3, image_dim=6):
-    discriminator = keras.Sequential([keras.Input((image_dim,)), keras.layers.Dense(4, activation="relu"),
-                                      keras.layers.Dense(1)])
+    discriminator = keras.Sequential(
+        [keras.Input((image_dim,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)]
+    )
     generator = keras.Sequential([keras.Input((latent_dim,)), keras.layers.Dense(image_dim, activation="tanh")])
     return GAN(discriminator, generator, latent_dim)
 

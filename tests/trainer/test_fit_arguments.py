@@ -44,8 +44,9 @@ def loader(x, y, batch_size=8):
 VALIDATION = {
     "arrays": lambda x, y: dict(validation_data=(x[:40], y[:40]), validation_steps=2),
     "arrays-default-batch": lambda x, y: dict(validation_data=(x[:40], y[:40]), validation_steps=3, batch_size=None),
-    "split-validation-batch-size": lambda x, y: dict(validation_split=0.25, validation_batch_size=5,
-                                                     validation_steps=2),  # fmt: skip
+    "split-validation-batch-size": lambda x, y: dict(
+        validation_split=0.25, validation_batch_size=5, validation_steps=2
+    ),  # fmt: skip
     "dataloader": lambda x, y: dict(validation_data=loader(x[:40], y[:40]), validation_steps=2),
 }
 

@@ -67,7 +67,11 @@ def compile_own(model):
 
 @pytest.mark.parametrize(
     "cls, compile_model, validate",
-    [(GuideModel, compile_guide, True), (LowLevelModel, compile_low_level, False), (OwnCompileModel, compile_own, True)],
+    [
+        (GuideModel, compile_guide, True),
+        (LowLevelModel, compile_low_level, False),
+        (OwnCompileModel, compile_own, True),
+    ],
     ids=["guide-train-test-step", "low-level-metrics-property", "own-compile-signature"],
 )
 def test_compiled_by_keras_trains_as_keras(cls, compile_model, validate):
