@@ -199,7 +199,7 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
     def _compile(self, optimizer: Any, loss: Any, loss_weights: Any, metrics: Any, weighted_metrics: Any,
                  run_eagerly: bool, steps_per_execution: int, jit_compile: Any,
                  auto_scale_loss: bool) -> None:  # fmt: skip
-        jit_compile = check_keras_options(run_eagerly, steps_per_execution, jit_compile, auto_scale_loss)
+        jit_compile = check_keras_options(run_eagerly, steps_per_execution, jit_compile, auto_scale_loss, self.is_keras)
         if loss is None and self.loss_plan is not None:
             # Keras keeps the compiled loss (and its weights) when a new compile gives none.
             loss, loss_weights = self.loss_plan.arguments["loss"], self.loss_plan.arguments["loss_weights"]
@@ -664,6 +664,8 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
 
         See :mod:`keras_bridge.saving.lightning_checkpoint`.
         """
+        if self.keras_step is not None:
+            self.keras_step.refuse_lightning_checkpoint()
         checkpoint[KEY] = checkpoint_entry(self)
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:

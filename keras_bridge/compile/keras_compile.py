@@ -63,11 +63,13 @@ def bind_compile_arguments(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Dic
     return bound
 
 
-def check_keras_options(run_eagerly: Any, steps_per_execution: Any, jit_compile: Any, auto_scale_loss: Any) -> Any:
+def check_keras_options(run_eagerly: Any, steps_per_execution: Any, jit_compile: Any, auto_scale_loss: Any,
+                        is_keras: bool = True) -> Any:  # fmt: skip
     """Check Keras's execution options of ``compile`` and return the ``jit_compile`` to use.
 
     ``run_eagerly=True`` turns ``jit_compile=True`` off (with Keras's warning). A ``steps_per_execution``
-    above 1 is refused with Keras's own message: Keras's torch backend refuses it too.
+    above 1 is refused with Keras's own message: Keras's torch backend refuses it too. ``jit_compile=True``
+    compiles a Keras model's captured forward pass; a torch module (``is_keras=False``) is refused it.
     """
     for name, value in (("run_eagerly", run_eagerly), ("auto_scale_loss", auto_scale_loss)):
         if not isinstance(value, bool):
@@ -87,6 +89,11 @@ def check_keras_options(run_eagerly: Any, steps_per_execution: Any, jit_compile:
         raise ValueError(
             "`steps_per_execution` must be 1 with the PyTorch backend. "
             f"Received: steps_per_execution={steps_per_execution}"
+        )
+    if jit_compile is True and not is_keras and not run_eagerly:
+        raise ValueError(
+            "`jit_compile=True` compiles a Keras model's forward pass; the bridge does not compile a torch module. "
+            "Use `torch.compile(module.model)` before `fit`, or jit_compile='auto'. Received: jit_compile=True"
         )
     if run_eagerly and jit_compile is True:
         warnings.warn("If `run_eagerly` is True, then `jit_compile` cannot also be True. Disabling `jit_compile`.",

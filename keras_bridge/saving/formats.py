@@ -110,7 +110,8 @@ def save_model(module: Any, filepath: str, overwrite: bool = True) -> None:
             _write_lightning_checkpoint(module, tmp, weights_only=False)
         elif module.is_keras:
             type(module.model).save(module.model, tmp, overwrite=True)  # the class's method, not our override
-            if suffix == ".keras":
+            # A model trained with its own steps is compiled by Keras alone: Keras's file holds it all.
+            if suffix == ".keras" and getattr(module, "keras_step", None) is None:
                 append_bridge_entries(tmp, module)
         else:
             write_torch_archive(tmp, module)

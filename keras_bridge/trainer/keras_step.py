@@ -288,6 +288,15 @@ class KerasSteps:
             for optimizer in optimizers:
                 del optimizer.apply
 
+    def refuse_lightning_checkpoint(self) -> None:
+        """Lightning checkpoints hold the optimizers Lightning steps: none here. Raise, naming what works."""
+        raise ValueError(
+            f"`{type(self.model).__name__}` trains with its own steps and optimizers, which a Lightning checkpoint "
+            "(`.ckpt`, `trainer.save_checkpoint`, BackupAndRestore under DDP) cannot hold: resuming from one would "
+            "restart the optimizers. Save Keras's own file instead: `module.save('model.keras')` or "
+            "`keras.callbacks.ModelCheckpoint('model.keras')` (weights and optimizer state, as Keras saves them)."
+        )
+
     def finish_fit(self, epochs_run: bool) -> None:
         """Keras's end of ``fit``: EMA weights copied into the model (``use_ema``)."""
         optimizer = getattr(self.model, "optimizer", None)

@@ -107,3 +107,9 @@ def test_own_compile_model_refuses_bridge_arguments_in_keras_words():
     module = kb.KerasModule(OwnCompile(inputs, keras.layers.Dense(1)(inputs)))
     with pytest.raises(TypeError, match="unexpected keyword argument .optimizer."):
         module.compile(optimizer="adam", loss="mse")
+
+
+def test_jit_compile_true_on_a_torch_module_is_refused():
+    module = kb.KerasModule(torch.nn.Linear(5, 1))
+    with pytest.raises(ValueError, match=r"torch.compile\(module.model\).*Received: jit_compile=True"):
+        module.compile(optimizer="sgd", loss="mse", jit_compile=True)

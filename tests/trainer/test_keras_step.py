@@ -174,3 +174,18 @@ def test_torch_module_gets_a_custom_step_through_a_keras_model():
     np.testing.assert_allclose(bridge_out["history"]["loss"], keras_out["history"]["loss"], rtol=RTOL)
     np.testing.assert_allclose(bridge_out["predict"], keras_out["predict"], rtol=RTOL)
     assert bridge_model.steps_run == keras_model.steps_run == 12
+
+
+def test_saving_a_model_with_its_own_steps(tmp_path):
+    """Keras's own file holds it (weights and optimizer state); a Lightning checkpoint, which could not, is refused."""
+    x, y = regression_data()
+    model = dense(GuideModel)
+    compile_guide(model)
+    module = kb.KerasModule(model)
+    module.fit(x, y, epochs=1, verbose=0, callbacks=[keras.callbacks.ModelCheckpoint(str(tmp_path / "m.keras"))])
+    loaded = keras.models.load_model(tmp_path / "m.keras", custom_objects={"GuideModel": GuideModel})
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy()) == 3
+    with pytest.raises(ValueError, match="trains with its own steps and optimizers, which a Lightning checkpoint"):
+        module.fit(x, y, epochs=1, verbose=0, callbacks=[kb.callbacks.ModelCheckpoint(str(tmp_path / "m.ckpt"))])
