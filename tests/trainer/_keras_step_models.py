@@ -19,33 +19,35 @@ class Counted:
     def count(self, name):
         self.calls[name] = self.calls[name] + 1
 
+    def update_on(self, data, loss_fn):
+        """The guide's update: zero_grad, forward, loss, backward, the optimizer's apply. Returns (y, y_pred, loss)."""
+        x, y = data
+        self.zero_grad()
+        y_pred = self(x, training=True)
+        loss = loss_fn(y, y_pred)
+        loss.backward()
+        trainable_weights = list(self.trainable_weights)
+        with torch.no_grad():
+            self.optimizer.apply([v.value.grad for v in trainable_weights], trainable_weights)
+        return y, y_pred, loss
+
 
 class GuideModel(Counted, keras.Model):
     """The guide's first model: its own train_step and test_step over the compiled loss and metrics."""
 
     def train_step(self, data):
         self.count("train_step")
-        x, y = data
-        self.zero_grad()
-        y_pred = self(x, training=True)
-        loss = self.compute_loss(y=y, y_pred=y_pred)
-        loss.backward()
-        trainable_weights = list(self.trainable_weights)
-        gradients = [v.value.grad for v in trainable_weights]
-        with torch.no_grad():
-            self.optimizer.apply(gradients, trainable_weights)
-        for metric in self.metrics:
-            if metric.name == "loss":
-                metric.update_state(loss)
-            else:
-                metric.update_state(y, y_pred)
-        return {m.name: m.result() for m in self.metrics}
+        y, y_pred, loss = self.update_on(data, lambda y, y_pred: self.compute_loss(y=y, y_pred=y_pred))
+        return self.update_metrics(loss, y, y_pred)
 
     def test_step(self, data):
         self.count("test_step")
         x, y = data
         y_pred = self(x, training=False)
-        loss = self.compute_loss(y=y, y_pred=y_pred)
+        return self.update_metrics(self.compute_loss(y=y, y_pred=y_pred), y, y_pred)
+
+    def update_metrics(self, loss, y, y_pred):
+        """The guide's loop: the loss tracker gets the loss, the other metrics the targets and predictions."""
         for metric in self.metrics:
             if metric.name == "loss":
                 metric.update_state(loss)
@@ -65,15 +67,7 @@ class LowLevelModel(Counted, keras.Model):
 
     def train_step(self, data):
         self.count("train_step")
-        x, y = data
-        self.zero_grad()
-        y_pred = self(x, training=True)
-        loss = self.loss_fn(y, y_pred)
-        loss.backward()
-        trainable_weights = list(self.trainable_weights)
-        gradients = [v.value.grad for v in trainable_weights]
-        with torch.no_grad():
-            self.optimizer.apply(gradients, trainable_weights)
+        y, y_pred, loss = self.update_on(data, self.loss_fn)
         self.loss_tracker.update_state(loss)
         self.mae_metric.update_state(y, y_pred)
         return {"loss": self.loss_tracker.result(), "mae": self.mae_metric.result()}
@@ -98,23 +92,17 @@ class OwnCompileModel(Counted, keras.Model):
 
     def train_step(self, data):
         self.count("train_step")
-        x, y = data
-        self.zero_grad()
-        y_pred = self(x, training=True)
-        loss = self.loss_fn(y, y_pred)
-        loss.backward()
-        with torch.no_grad():
-            self.optimizer.apply([v.value.grad for v in self.trainable_weights], self.trainable_weights)
-        self.loss_tracker.update_state(loss)
-        for metric in self.extra_metrics:
-            metric.update_state(y, y_pred)
-        return {m.name: m.result() for m in self.metrics}
+        y, y_pred, loss = self.update_on(data, self.loss_fn)
+        return self.track(loss, y, y_pred)
 
     def test_step(self, data):
         self.count("test_step")
         x, y = data
         y_pred = self(x, training=False)
-        self.loss_tracker.update_state(self.loss_fn(y, y_pred))
+        return self.track(self.loss_fn(y, y_pred), y, y_pred)
+
+    def track(self, loss, y, y_pred):
+        self.loss_tracker.update_state(loss)
         for metric in self.extra_metrics:
             metric.update_state(y, y_pred)
         return {m.name: m.result() for m in self.metrics}
