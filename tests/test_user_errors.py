@@ -72,7 +72,7 @@ def test_a_user_error_surfaces_with_the_users_frame_on_top(kind, where):
     assert frames[-1].name == function  # the user's frame is where the error stops
     assert not [f.filename for f in frames if "/lightning/" in f.filename or "/torch/" in f.filename]
     # Only the entry point's frame stands between the caller and the user's code.
-    assert [f.filename.rsplit("/", 2)[-2:] for f in frames[1:-1]] == [["keras_bridge", "engine.py"]], frames
+    assert [f.filename.rsplit("/", 2)[-2:] for f in frames[1:-1]] == [["trainer", "engine.py"]], frames
 
 
 def test_traceback_filtering_off_keeps_every_frame():
