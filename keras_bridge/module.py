@@ -37,7 +37,7 @@ from keras_bridge.trainer import on_batch
 from keras_bridge.trainer.keras_step import KerasSteps
 from keras_bridge.utils.compat import logging_due
 from keras_bridge.utils.errors import NotCompiledError
-from keras_bridge.utils.keras import import_keras, is_keras_model
+from keras_bridge.utils.keras import import_keras, is_keras_model, keras_input_names
 from keras_bridge.utils.tree import first_batch_dim, unpack_batch
 
 Tensor = torch.Tensor
@@ -102,8 +102,8 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         if output_names is None and self.is_keras:
             output_names = list(getattr(model, "output_names", None) or []) or None
         self.declared_output_names = list(output_names) if output_names is not None else None
-        if input_names is None and self.is_keras and getattr(model, "inputs", None):
-            input_names = [t.name for t in model.inputs]  # type: ignore[union-attr]
+        if input_names is None and self.is_keras:
+            input_names = keras_input_names(model)
         self.input_names = list(input_names) if input_names is not None else None
         self.compiled = False
         self.loss_plan: Optional[LossPlan] = None

@@ -10,11 +10,11 @@ import math
 import numbers
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, cast
 
-import numpy as np
+import numpy as np  # noqa: F401  (the doctests use it)
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from keras_bridge.data.batches import to_tensor
+from keras_bridge.data.batches import is_array, to_tensor
 from keras_bridge.data.distributed import GlobalBatchInfo, rank_world, shared_seed
 from keras_bridge.data.epoch_iterator import StepsCarryOver
 from keras_bridge.data.keras_rng import private_generator
@@ -22,10 +22,6 @@ from keras_bridge.utils.tree import map_structure
 
 Tensor = torch.Tensor
 DEFAULT_BATCH_SIZE = 32
-
-
-def is_array(obj: Any) -> bool:
-    return isinstance(obj, (np.ndarray, torch.Tensor))
 
 
 def is_array_structure(obj: Any) -> bool:
