@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, cast
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, cast
 
 import numpy as np  # noqa: F401  (the doctests use it)
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from keras_bridge.data.batches import is_array, to_tensor
-from keras_bridge.data.distributed import GlobalBatchInfo, rank_world, shared_seed
-from keras_bridge.data.epoch_iterator import StepsCarryOver
+from keras_bridge.data.distributed import GlobalBatchInfo, rank_world, shared_seed, unshard_steps
+from keras_bridge.data.epoch_iterator import KerasLoader, StepsCarryOver
 from keras_bridge.data.keras_rng import private_generator
 from keras_bridge.utils.tree import map_structure
 
@@ -219,6 +219,27 @@ class BatchLoader(DataLoader):
     continues at the next batch of the same shuffled order.
     """
 
+    #: Keras feeds arrays (and the bridge map-style datasets) through a torch DataLoader of its own.
+    mirrors_keras_rng = True
+
+    @property
+    def global_batch_size(self) -> int:
+        return cast(GlobalBatchSampler, self.sampler).batch_size
+
+    def peek(self) -> Any:
+        sampler = cast(GlobalBatchSampler, self.sampler)
+        return self.dataset[torch.arange(min(sampler.batch_size, sampler.num_samples))]
+
+    def reset(self) -> None:
+        """Nothing to reset: the sampler starts each epoch itself."""
+
+    def unshard(self, per_rank: Sequence[Sequence[Any]]) -> List[Any]:
+        """Every global batch was split across the processes: step by step, rank by rank."""
+        return unshard_steps(per_rank)
+
+    def as_keras_loader(self, evaluation: bool = False) -> KerasLoader:
+        return SampleLoader(self, evaluation)
+
     def state_dict(self) -> Dict[str, Any]:
         return cast(GlobalBatchSampler, self.sampler).state_dict()
 
@@ -239,6 +260,32 @@ class BatchLoader(DataLoader):
         if isinstance(generator, _GeneratorState):
             state["generator"] = generator.rebuild()
         self.__dict__.update(state)
+
+
+class SampleLoader(KerasLoader):
+    """A loader built by :func:`sample_loader` (or the array loader) seen as a :class:`KerasLoader`.
+
+    Used where Lightning might otherwise touch the ``DataLoader`` (``to_dataloader`` and
+    ``KerasDataModule`` under a plain ``lightning.Trainer``, whose default ``use_distributed_sampler=True``
+    would wrap our self-sharding sampler). It counts its own epochs for the sampler's shuffle, so it
+    reshuffles inside and outside a Trainer alike; ``steps_per_epoch`` carry-over lives in the sampler.
+    """
+
+    def __init__(self, loader: BatchLoader, evaluation: bool = False) -> None:
+        super().__init__(None, evaluation)
+        self.loader = loader
+        self._epochs = 0
+
+    def num_batches(self) -> Optional[int]:
+        return len(self.loader)
+
+    def peek(self) -> Any:
+        return self.loader.peek()
+
+    def _epoch_batches(self) -> Any:
+        cast(GlobalBatchSampler, self.loader.sampler).set_epoch(self._epochs)
+        self._epochs += 1
+        return iter(self.loader)
 
 
 class _GeneratorState:
@@ -266,7 +313,7 @@ def array_loader(
     seed: int = 0,
     steps_per_epoch: Optional[int] = None,
     pin_memory: bool = False,
-) -> DataLoader:
+) -> BatchLoader:
     """A DataLoader over tensors that yields ``(x,)`` or ``(x, y, sample_weight)`` batches."""
     dataset = ArrayBatchDataset(x, y, sample_weight)
     sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, seed, steps_per_epoch)

@@ -14,7 +14,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Optional, cast
+import warnings
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence
 
 import torch
 from torch.utils.data import (
@@ -25,14 +26,13 @@ from torch.utils.data import (
     IterableDataset,
     RandomSampler,
     SequentialSampler,
+    default_collate,
 )
-from torch.utils.data._utils.collate import default_collate
 
 from keras_bridge.data.adapters.array import DEFAULT_BATCH_SIZE, BatchLoader, GlobalBatchSampler
 from keras_bridge.data.adapters.iterable import IterableLoader
 from keras_bridge.data.batches import empty_like, prepare_batch, reraise_with_context
 from keras_bridge.data.distributed import rank_world
-from keras_bridge.data.epoch_iterator import KerasLoader
 
 
 def is_map_dataset(obj: Any) -> bool:
@@ -92,7 +92,7 @@ def _identity(batch: Any) -> Any:
 
 def sample_loader(dataset: Any, batch_size: Optional[int] = None, shuffle: Any = False, seed: int = 0,
                   steps_per_epoch: Optional[int] = None, class_weight: Optional[Mapping[Any, float]] = None,
-                  collate_fn: Optional[Callable[[Any], Any]] = None, **loader_kwargs: Any) -> DataLoader:  # fmt: skip
+                  collate_fn: Optional[Callable[[Any], Any]] = None, **loader_kwargs: Any) -> BatchLoader:  # fmt: skip
     """Batch a map-style torch ``Dataset`` with Keras's array rules.
 
     Example:
@@ -181,34 +181,20 @@ class WrappedDataLoader(IterableLoader):
     def shards_itself(self) -> bool:
         return self.rebuilt() is not None or is_distributed(self.loader)
 
+    def unshard(self, per_rank: Sequence[Sequence[Any]]) -> List[Any]:
+        """Results in input order; a ``DistributedSampler``'s own order is kept (with a warning)."""
+        if self.rebuilt() is None and is_distributed(self.loader):
+            warnings.warn(
+                "The DataLoader uses a DistributedSampler: its predictions are returned process by process "
+                "in the sampler's order (with any padding it adds), not in input order. Pass the DataLoader "
+                "without a DistributedSampler to get Keras's order.",
+                UserWarning,
+                stacklevel=4,
+            )
+            return [result for results in per_rank for result in results]
+        return super().unshard(per_rank)
+
     def _prepare(self, batch: Any, index: int) -> Any:
         if self.rebuilt() is not None:
             return batch  # SampleBatches prepared it (and appended the global batch info)
         return super()._prepare(batch, index)
-
-
-class SampleLoader(KerasLoader):
-    """A loader built by :func:`sample_loader` (or the array loader) seen as a :class:`KerasLoader`.
-
-    Used where Lightning might otherwise touch the ``DataLoader`` (``to_dataloader`` and
-    ``KerasDataModule`` under a plain ``lightning.Trainer``, whose default ``use_distributed_sampler=True``
-    would wrap our self-sharding sampler). It counts its own epochs for the sampler's shuffle, so it
-    reshuffles inside and outside a Trainer alike; ``steps_per_epoch`` carry-over lives in the sampler.
-    """
-
-    def __init__(self, loader: DataLoader, evaluation: bool = False) -> None:
-        super().__init__(None, evaluation)
-        self.loader = loader
-        self._epochs = 0
-
-    def num_batches(self) -> Optional[int]:
-        return len(self.loader)
-
-    def peek(self) -> Any:
-        sampler = cast(GlobalBatchSampler, self.loader.sampler)
-        return self.loader.dataset[torch.arange(min(sampler.batch_size, sampler.num_samples))]
-
-    def _epoch_batches(self) -> Any:
-        cast(GlobalBatchSampler, self.loader.sampler).set_epoch(self._epochs)
-        self._epochs += 1
-        return iter(self.loader)
