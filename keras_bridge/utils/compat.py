@@ -231,3 +231,47 @@ def keras_loss_tracker(model: Any) -> Any:
 def keras_flatten_metrics_in_order(model: Any, logs: Dict[str, Any]) -> Any:
     """``evaluate``'s return value from its logs, as Keras orders it (``model._flatten_metrics_in_order``)."""
     return model._flatten_metrics_in_order(logs)
+
+
+def set_keras_callback_model(callback: Any, model: Any) -> None:
+    """Keras's ``callback._model``: ``set_model`` would do, but Keras's own needs TensorFlow for some callbacks."""
+    callback._model = model
+
+
+def keras_wrapped_function(wrapper: Any) -> Tuple[Any, Dict[str, Any]]:
+    """The function and keyword arguments a Keras ``LossFunctionWrapper`` / ``MeanMetricWrapper`` wraps.
+
+    Keras keeps them as ``_fn`` and ``_fn_kwargs``; ``get_config`` would serialize them instead.
+    """
+    return wrapper._fn, dict(getattr(wrapper, "_fn_kwargs", None) or {})
+
+
+def is_keras_loss_function_wrapper(obj: Any) -> bool:
+    """True for Keras's ``LossFunctionWrapper`` (the class of ``keras.losses.MeanSquaredError`` and kin).
+
+    It is not exported by ``keras.losses``; its module is private.
+    """
+    from keras.src.losses.losses import LossFunctionWrapper
+
+    return isinstance(obj, LossFunctionWrapper)
+
+
+def _foreach_ops() -> Any:
+    # torch's multi-tensor kernels are private (``torch._foreach_*``) but are what its own optimizers use.
+    import types
+
+    import torch
+
+    names = [n for n in dir(torch) if n.startswith("_foreach_")]
+    return types.SimpleNamespace(**{n[len("_foreach_") :]: getattr(torch, n) for n in names})
+
+
+#: ``foreach.mul_(tensors, x)`` is ``torch._foreach_mul_(tensors, x)``: torch's multi-tensor kernels.
+foreach: Any = _foreach_ops()
+
+
+def pytree_flatten(tree: Any) -> Any:
+    """``torch.utils._pytree.tree_flatten``: flattens exactly what ``make_fx`` will see as inputs."""
+    from torch.utils._pytree import tree_flatten
+
+    return tree_flatten(tree)

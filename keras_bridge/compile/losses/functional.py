@@ -206,29 +206,29 @@ def _check_same_shape(target: Tensor, output: Tensor) -> None:
         )
 
 
-def _like(y_true: Any, y_pred: Any) -> Tuple[Tensor, Tensor]:
+def like_tensors(y_true: Any, y_pred: Any) -> Tuple[Tensor, Tensor]:
     y_pred = as_tensor(y_pred)
     return as_tensor(y_true, y_pred).to(device=y_pred.device, dtype=y_pred.dtype), y_pred
 
 
 def mean_squared_error(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = squeeze_or_expand_to_same_rank(*_like(y_true, y_pred))
+    y_true, y_pred = squeeze_or_expand_to_same_rank(*like_tensors(y_true, y_pred))
     return torch.square(y_true - y_pred).mean(dim=-1)
 
 
 def mean_absolute_error(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = squeeze_or_expand_to_same_rank(*_like(y_true, y_pred))
+    y_true, y_pred = squeeze_or_expand_to_same_rank(*like_tensors(y_true, y_pred))
     return torch.abs(y_true - y_pred).mean(dim=-1)
 
 
 def mean_absolute_percentage_error(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = squeeze_or_expand_to_same_rank(*_like(y_true, y_pred))
+    y_true, y_pred = squeeze_or_expand_to_same_rank(*like_tensors(y_true, y_pred))
     diff = torch.abs((y_true - y_pred) / torch.clamp(torch.abs(y_true), min=epsilon()))
     return 100.0 * diff.mean(dim=-1)
 
 
 def mean_squared_logarithmic_error(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = squeeze_or_expand_to_same_rank(*_like(y_true, y_pred))
+    y_true, y_pred = squeeze_or_expand_to_same_rank(*like_tensors(y_true, y_pred))
     eps = epsilon()
     first = torch.log(torch.clamp(y_pred, min=eps) + 1.0)
     second = torch.log(torch.clamp(y_true, min=eps) + 1.0)
@@ -243,27 +243,27 @@ def l2_normalize(x: Tensor, axis: int = -1) -> Tensor:
 
 def cosine_similarity(y_true: Tensor, y_pred: Tensor, axis: int = -1) -> Tensor:
     """The *loss* version: minus the cosine similarity."""
-    y_true, y_pred = squeeze_or_expand_to_same_rank(*_like(y_true, y_pred))
+    y_true, y_pred = squeeze_or_expand_to_same_rank(*like_tensors(y_true, y_pred))
     return -(l2_normalize(y_true, axis) * l2_normalize(y_pred, axis)).sum(dim=axis)
 
 
 def huber(y_true: Tensor, y_pred: Tensor, delta: float = 1.0) -> Tensor:
-    y_true, y_pred = squeeze_or_expand_to_same_rank(*_like(y_true, y_pred))
-    delta = _round_to(delta, y_pred.dtype)  # Keras makes delta a tensor of y_pred's dtype
+    y_true, y_pred = squeeze_or_expand_to_same_rank(*like_tensors(y_true, y_pred))
+    delta = round_to(delta, y_pred.dtype)  # Keras makes delta a tensor of y_pred's dtype
     error = y_pred - y_true
     abs_error = torch.abs(error)
     quadratic = 0.5 * torch.square(error)
-    linear = delta * abs_error - _round_to(0.5 * _round_to(delta * delta, y_pred.dtype), y_pred.dtype)
+    linear = delta * abs_error - round_to(0.5 * round_to(delta * delta, y_pred.dtype), y_pred.dtype)
     return torch.where(abs_error <= delta, quadratic, linear).mean(dim=-1)
 
 
 def log_cosh(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = squeeze_or_expand_to_same_rank(*_like(y_true, y_pred))
+    y_true, y_pred = squeeze_or_expand_to_same_rank(*like_tensors(y_true, y_pred))
     x = y_pred - y_true
     return (x + F.softplus(x * -2.0) - math.log(2.0)).mean(dim=-1)
 
 
-def _round_to(value: float, dtype: torch.dtype) -> float:
+def round_to(value: float, dtype: torch.dtype) -> float:
     """A Python float rounded to ``dtype``'s precision (host-side, no device tensor)."""
     if dtype == torch.float32:
         return float(numpy.float32(value))
@@ -279,26 +279,26 @@ def _binary_labels_to_hinge(y_true: Tensor) -> Tensor:
 
 
 def hinge(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = _like(y_true, y_pred)
+    y_true, y_pred = like_tensors(y_true, y_pred)
     y_true = _binary_labels_to_hinge(y_true)
     return torch.clamp(1.0 - y_true * y_pred, min=0.0).mean(dim=-1)
 
 
 def squared_hinge(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = _like(y_true, y_pred)
+    y_true, y_pred = like_tensors(y_true, y_pred)
     y_true = _binary_labels_to_hinge(y_true)
     return torch.square(torch.clamp(1.0 - y_true * y_pred, min=0.0)).mean(dim=-1)
 
 
 def categorical_hinge(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = _like(y_true, y_pred)
+    y_true, y_pred = like_tensors(y_true, y_pred)
     pos = (y_true * y_pred).sum(dim=-1)
     neg = ((1.0 - y_true) * y_pred).amax(dim=-1)
     return torch.clamp(neg - pos + 1.0, min=0.0)
 
 
 def kl_divergence(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = _like(y_true, y_pred)
+    y_true, y_pred = like_tensors(y_true, y_pred)
     eps = epsilon()
     y_true = torch.clamp(y_true, eps, 1.0)
     y_pred = torch.clamp(y_pred, eps, 1.0)
@@ -306,7 +306,7 @@ def kl_divergence(y_true: Tensor, y_pred: Tensor) -> Tensor:
 
 
 def poisson(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = _like(y_true, y_pred)
+    y_true, y_pred = like_tensors(y_true, y_pred)
     return (y_pred - y_true * torch.log(y_pred + epsilon())).mean(dim=-1)
 
 
@@ -320,7 +320,7 @@ def _no_autocast(t: Tensor) -> Any:
 def binary_crossentropy(
     y_true: Tensor, y_pred: Tensor, from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1
 ) -> Tensor:
-    y_true, y_pred = _like(y_true, y_pred)
+    y_true, y_pred = like_tensors(y_true, y_pred)
     if label_smoothing:
         y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
     _check_same_shape(y_true, y_pred)
@@ -338,7 +338,7 @@ def categorical_crossentropy(
 ) -> Tensor:
     if isinstance(axis, bool):
         raise ValueError(f"`axis` must be of type `int`. Received: axis={axis} of type {type(axis)}")
-    y_true, y_pred = _like(y_true, y_pred)
+    y_true, y_pred = like_tensors(y_true, y_pred)
     if y_pred.shape[-1] == 1:
         warnings.warn(
             "In loss categorical_crossentropy, expected y_pred.shape to be (batch_size, num_classes) with "

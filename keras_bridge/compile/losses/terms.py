@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import keras_bridge.compile.losses.functional as L
-from keras_bridge.utils.compat import keras_registry_names
+from keras_bridge.utils.compat import is_keras_loss_function_wrapper, keras_registry_names, keras_wrapped_function
 from keras_bridge.utils.errors import did_you_mean
 from keras_bridge.utils.keras import import_keras, is_keras_model
 
@@ -238,9 +238,10 @@ def _from_keras_object(obj: Any, name: str, identifier: Any) -> KerasLossTerm:
     keras = import_keras()
     if isinstance(obj, keras.losses.Loss):
         fn = getattr(obj, "fn", None)
-        native = L.native_loss_for(fn) if isinstance(obj, keras.src.losses.LossFunctionWrapper) else None
+        native = L.native_loss_for(fn) if is_keras_loss_function_wrapper(obj) else None
         if native is not None:
-            return KerasLossTerm(name, identifier, native, obj._fn_kwargs, obj.reduction, obj.dtype)
+            _, fn_kwargs = keras_wrapped_function(obj)
+            return KerasLossTerm(name, identifier, native, fn_kwargs, obj.reduction, obj.dtype)
         return KerasLossTerm(name, identifier, obj.call, None, obj.reduction, obj.dtype, wrap=False, keras_ops=True)
     native = L.native_loss_for(obj)
     if native is not None:

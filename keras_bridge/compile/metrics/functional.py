@@ -13,6 +13,7 @@ from torch import Tensor
 
 import keras_bridge.compile.losses.functional as L
 from keras_bridge.compile.losses.functional import as_tensor, squeeze_or_expand_to_same_rank
+from keras_bridge.utils.compat import keras_wrapped_function
 from keras_bridge.utils.keras import import_keras
 
 
@@ -48,7 +49,7 @@ def _floatx_of(matches: Tensor) -> Tensor:
 
 
 def accuracy(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = squeeze_or_expand_to_same_rank(*L._like(y_true, y_pred))
+    y_true, y_pred = squeeze_or_expand_to_same_rank(*L.like_tensors(y_true, y_pred))
     return _floatx_of(y_true == y_pred)
 
 
@@ -56,7 +57,7 @@ def binary_accuracy(y_true: Tensor, y_pred: Tensor, threshold: float = 0.5) -> T
     y_pred = as_tensor(y_pred)
     y_true = as_tensor(y_true, y_pred).to(y_pred.device)
     y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
-    threshold = L._round_to(threshold, L.floatx())  # Keras compares with a floatx tensor
+    threshold = L.round_to(threshold, L.floatx())  # Keras compares with a floatx tensor
     predicted = (y_pred > threshold).to(y_true.dtype)
     return _floatx_of(y_true == predicted)
 
@@ -141,8 +142,8 @@ def native_metrics() -> Dict[Callable, Callable]:
             top_k_categorical_accuracy, sparse_top_k_categorical_accuracy,
         ):  # fmt: skip
             table[getattr(keras.metrics, fn.__name__)] = fn
-        table[keras.metrics.Accuracy()._fn] = accuracy
-        table[keras.metrics.CosineSimilarity()._fn] = cosine_similarity_metric
+        table[keras_wrapped_function(keras.metrics.Accuracy())[0]] = accuracy
+        table[keras_wrapped_function(keras.metrics.CosineSimilarity())[0]] = cosine_similarity_metric
         _NATIVE = table
     return _NATIVE
 

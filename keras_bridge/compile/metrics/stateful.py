@@ -32,7 +32,7 @@ from torch import Tensor
 import keras_bridge.compile.losses.functional as L
 import keras_bridge.compile.metrics.functional as metric_fns
 from keras_bridge.compile.losses.terms import is_binary_or_sparse_categorical
-from keras_bridge.utils.compat import is_keras_builtin_loss, keras_registry_names
+from keras_bridge.utils.compat import is_keras_builtin_loss, keras_registry_names, keras_wrapped_function
 from keras_bridge.utils.errors import did_you_mean
 from keras_bridge.utils.keras import import_keras
 
@@ -327,10 +327,11 @@ def _from_keras_metric(metric: Any, name: str, y_true: Any, y_pred: Any) -> Brid
         return RootMeanSquaredError(name, metric.dtype)
     plain_wrapper = type(metric).update_state is keras.metrics.MeanMetricWrapper.update_state
     if isinstance(metric, keras.metrics.MeanMetricWrapper) and plain_wrapper:
-        native = metric_fns.native_metric_for(metric._fn)
+        fn, fn_kwargs = keras_wrapped_function(metric)
+        native = metric_fns.native_metric_for(fn)
         if native is not None:
-            return MeanMetricWrapper(native, name, direction, metric.dtype, metric._fn_kwargs)
-        return MeanMetricWrapper(metric._fn, name, direction, metric.dtype, metric._fn_kwargs, keras_ops=True)
+            return MeanMetricWrapper(native, name, direction, metric.dtype, fn_kwargs)
+        return MeanMetricWrapper(fn, name, direction, metric.dtype, fn_kwargs, keras_ops=True)
     return KerasMetricWrapper(metric, name, y_true, y_pred)
 
 
