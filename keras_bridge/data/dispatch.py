@@ -21,6 +21,7 @@ other iterable of batches
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import Any, Optional, Tuple
@@ -101,33 +102,25 @@ def _array_loader(x: Any, y: Any, sample_weight: Any, options: DataOptions) -> B
 
 def _dataset_loader(data: Any, options: DataOptions) -> Loader:
     """The adapter of a dataset ``x`` (every kind but arrays)."""
-    steps, cw, evaluation = options.steps, options.class_weight, options.evaluation
-    shuffle = False if evaluation else options.shuffle
     if isinstance(data, (KerasLoader, BatchLoader)):
         return data  # built by the bridge already (e.g. by to_dataloader)
     if is_py_dataset(data):
-        if data.num_batches is None and shuffle:
+        if data.num_batches is None and options.shuffle and not options.evaluation:
             warnings.warn(
                 "`shuffle=True` was passed, but will be ignored since the data `x` was provided as an "
                 "infinite PyDataset. The PyDataset is expected to already be shuffled.",
                 stacklevel=4,
             )
-            shuffle = False
-        return PyDatasetLoader(data, shuffle=shuffle, class_weight=cw, steps_per_epoch=steps, seed=options.seed,
-                               evaluation=evaluation)  # fmt: skip
+            options = dataclasses.replace(options, shuffle=False)
+        return PyDatasetLoader(data, options)
     if isinstance(data, DataLoader):
-        return WrappedDataLoader(data, steps_per_epoch=steps, class_weight=cw, seed=options.seed, evaluation=evaluation)
+        return WrappedDataLoader(data, options)
     if is_map_dataset(data):
-        # steps apply per evaluate() call (the trainer limits them), never carried over.
-        return sample_loader(data, batch_size=options.batch_size, shuffle=shuffle, seed=options.seed,
-                             steps_per_epoch=None if evaluation else steps, class_weight=cw)  # fmt: skip
+        return sample_loader(data, options)
     if isinstance(data, IterableDataset):
-        loader = DataLoader(data, batch_size=options.batch_size or DEFAULT_BATCH_SIZE)
-        return WrappedDataLoader(
-            loader, steps_per_epoch=steps, class_weight=cw, seed=options.seed, evaluation=evaluation
-        )
+        return WrappedDataLoader(DataLoader(data, batch_size=options.batch_size or DEFAULT_BATCH_SIZE), options)
     if hasattr(data, "__iter__") and not isinstance(data, (str, bytes)):
-        return IterableLoader(data, steps_per_epoch=steps, class_weight=cw, evaluation=evaluation)
+        return IterableLoader(data, options)
     raise TypeError(
         "Expected `x` to be arrays (anything with `__array__`: NumPy, pandas, JAX, TensorFlow, torch; or "
         "lists/dicts of them), a keras.utils.PyDataset, a tf.data.Dataset, a torch Dataset or DataLoader, "

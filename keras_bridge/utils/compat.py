@@ -241,9 +241,11 @@ def set_keras_callback_model(callback: Any, model: Any) -> None:
 def keras_wrapped_function(wrapper: Any) -> Tuple[Any, Dict[str, Any]]:
     """The function and keyword arguments a Keras ``LossFunctionWrapper`` / ``MeanMetricWrapper`` wraps.
 
-    Keras keeps them as ``_fn`` and ``_fn_kwargs``; ``get_config`` would serialize them instead.
+    Keras keeps them as ``fn`` (losses) or ``_fn`` (metrics) and ``_fn_kwargs``; ``get_config`` would serialize
+    them instead.
     """
-    return wrapper._fn, dict(getattr(wrapper, "_fn_kwargs", None) or {})
+    fn = getattr(wrapper, "fn", None) or wrapper._fn
+    return fn, dict(getattr(wrapper, "_fn_kwargs", None) or {})
 
 
 def is_keras_loss_function_wrapper(obj: Any) -> bool:

@@ -42,6 +42,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from keras_bridge.data.batches import empty_like, prepare_batch, reraise_with_context, to_torch
+from keras_bridge.data.contract import DataOptions
 from keras_bridge.data.distributed import GlobalBatchInfo, rank_world, shared_seed
 from keras_bridge.data.epoch_iterator import KerasLoader, StepsCarryOver
 from keras_bridge.utils.tree import first_batch_dim, map_structure
@@ -288,11 +289,9 @@ class PyDatasetLoader(KerasLoader):
 
     Args:
         py_dataset: the PyDataset (its ``workers``, ``use_multiprocessing`` and ``max_queue_size`` apply).
-        shuffle: shuffle the batch order of every pass (ignored, with a warning, for infinite datasets).
-        class_weight: ``{class: weight}`` turned into per-sample weights, batch by batch.
-        steps_per_epoch: batches per epoch; the order carries over between epochs.
-        seed: base seed of the batch-order shuffles.
-        evaluation: run ``on_epoch_end()`` before every pass (Keras's evaluate / validation).
+        options: ``shuffle`` (the batch order of every pass), ``class_weight`` (per-sample weights, batch by
+            batch), ``steps`` (batches per epoch; the order carries over between epochs), ``seed`` (of the
+            batch-order shuffles), ``mode`` (evaluation runs ``on_epoch_end()`` before every pass).
 
     Example:
         >>> import keras, numpy as np
@@ -303,19 +302,11 @@ class PyDatasetLoader(KerasLoader):
         [0, 1, 4]
     """
 
-    def __init__(
-        self,
-        py_dataset: Any,
-        shuffle: Any = False,
-        class_weight: Optional[Mapping[Any, float]] = None,
-        steps_per_epoch: Optional[int] = None,
-        seed: int = 0,
-        evaluation: bool = False,
-    ) -> None:
-        super().__init__(steps_per_epoch, evaluation)
+    def __init__(self, py_dataset: Any, options: DataOptions = DataOptions()) -> None:
+        super().__init__(options.steps, options.evaluation)
         self.py_dataset = py_dataset
-        self.class_weight = class_weight
-        self.order = BatchOrder(bool(shuffle), seed, steps_per_epoch)
+        self.options = options
+        self.order = BatchOrder(bool(options.shuffle) and not options.evaluation, options.seed, options.steps)
         self._skip = 0
         self.workers = int(py_dataset.workers or 0)
         self.use_multiprocessing = bool(py_dataset.use_multiprocessing)
@@ -373,7 +364,7 @@ class PyDatasetLoader(KerasLoader):
     def peek(self) -> Any:
         # What Keras does to build an unbuilt model: on_epoch_begin(), then batch 0.
         self.py_dataset.on_epoch_begin()
-        return fetch_batch(self.py_dataset, 0, self.class_weight)
+        return fetch_batch(self.py_dataset, 0, self.options.class_weight)
 
     def _window(self) -> int:
         # KerasLoader holds one finished batch ahead (to run on_epoch_end on time): together with the
@@ -402,9 +393,9 @@ class PyDatasetLoader(KerasLoader):
         mode = self.mode
         if mode == "inline":
             for index, empty in keys:
-                yield fetch_batch(self.py_dataset, index, self.class_weight, empty)
+                yield fetch_batch(self.py_dataset, index, self.options.class_weight, empty)
         elif mode == "threads":
-            fetch = lambda key: fetch_batch(self.py_dataset, key[0], self.class_weight, key[1])  # noqa: E731
+            fetch = lambda key: fetch_batch(self.py_dataset, key[0], self.options.class_weight, key[1])  # noqa: E731
             yield from ordered_prefetch(fetch, keys, self.workers, self._window())
         else:
             yield from self._process_loader(keys)
@@ -415,7 +406,7 @@ class PyDatasetLoader(KerasLoader):
         # each worker holds at least one, so fewer workers run when max_queue_size <= workers.
         workers = min(self.workers, self._window())
         loader = DataLoader(
-            PyDatasetBatches(self.py_dataset, self.class_weight),
+            PyDatasetBatches(self.py_dataset, self.options.class_weight),
             sampler=_Keys(keys),
             batch_size=None,
             collate_fn=_identity,

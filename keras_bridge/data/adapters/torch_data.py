@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence
 
@@ -32,6 +33,7 @@ from torch.utils.data import (
 from keras_bridge.data.adapters.array import DEFAULT_BATCH_SIZE, BatchLoader, GlobalBatchSampler
 from keras_bridge.data.adapters.iterable import IterableLoader
 from keras_bridge.data.batches import empty_like, prepare_batch, reraise_with_context
+from keras_bridge.data.contract import DataOptions
 from keras_bridge.data.distributed import rank_world
 
 
@@ -90,19 +92,22 @@ def _identity(batch: Any) -> Any:
     return batch
 
 
-def sample_loader(dataset: Any, batch_size: Optional[int] = None, shuffle: Any = False, seed: int = 0,
-                  steps_per_epoch: Optional[int] = None, class_weight: Optional[Mapping[Any, float]] = None,
-                  collate_fn: Optional[Callable[[Any], Any]] = None, **loader_kwargs: Any) -> BatchLoader:  # fmt: skip
+def sample_loader(dataset: Any, options: DataOptions = DataOptions(), collate_fn: Optional[Callable[[Any], Any]] = None,
+                  **loader_kwargs: Any) -> BatchLoader:  # fmt: skip
     """Batch a map-style torch ``Dataset`` with Keras's array rules.
 
     Example:
         >>> ds = torch.utils.data.TensorDataset(torch.arange(10.0), torch.arange(10))
-        >>> [len(b[0]) for b in sample_loader(ds, batch_size=4)]
+        >>> [len(b[0]) for b in sample_loader(ds, DataOptions(batch_size=4))]
         [4, 4, 2]
     """
-    sampler = GlobalBatchSampler(len(dataset), batch_size or DEFAULT_BATCH_SIZE, shuffle, seed, steps_per_epoch)
+    # Evaluation steps apply per evaluate() call (the trainer limits them), never carried over.
+    steps = None if options.evaluation else options.steps
+    shuffle = False if options.evaluation else options.shuffle
+    batch_size = options.batch_size or DEFAULT_BATCH_SIZE
+    sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, options.seed, steps)
     return BatchLoader(
-        SampleBatches(dataset, collate_fn, class_weight),
+        SampleBatches(dataset, collate_fn, options.class_weight),
         sampler=sampler,
         batch_size=None,
         collate_fn=_identity,
@@ -131,23 +136,14 @@ class WrappedDataLoader(IterableLoader):
 
     Args:
         loader: the ``DataLoader``.
-        steps_per_epoch: batches per epoch; the loader's iterator carries over between epochs.
-        class_weight: applied per batch (Keras refuses it for DataLoaders; the bridge does not).
-        seed: shuffle seed of the rebuilt loader under DDP.
-        evaluation: an evaluation loader (resets before every pass).
+        options: ``steps`` (batches per epoch; the loader's iterator carries over between epochs),
+            ``class_weight`` (applied per batch: Keras refuses it for DataLoaders, the bridge does not), ``seed``
+            (shuffle seed of the rebuilt loader under DDP), ``mode`` (an evaluation loader resets before every pass).
     """
 
-    def __init__(
-        self,
-        loader: DataLoader,
-        steps_per_epoch: Optional[int] = None,
-        class_weight: Any = None,
-        seed: int = 0,
-        evaluation: bool = False,
-    ) -> None:
-        super().__init__(loader, steps_per_epoch, class_weight, evaluation, name="DataLoader")
+    def __init__(self, loader: DataLoader, options: DataOptions = DataOptions()) -> None:
+        super().__init__(loader, options, name="DataLoader")
         self.loader = loader
-        self.seed = seed
         self._sharded: Optional[DataLoader] = None
 
     def rebuilt(self) -> Optional[DataLoader]:
@@ -162,16 +158,9 @@ class WrappedDataLoader(IterableLoader):
                           persistent_workers=loader.persistent_workers)  # fmt: skip
             if loader.num_workers > 0:
                 kwargs["prefetch_factor"] = loader.prefetch_factor
-            self._sharded = sample_loader(
-                loader.dataset,
-                loader.batch_size,
-                isinstance(loader.sampler, RandomSampler),
-                self.seed,
-                None,
-                self.class_weight,
-                loader.collate_fn,
-                **kwargs,
-            )
+            rebuilt = dataclasses.replace(self.options, batch_size=loader.batch_size, steps=None,
+                                          shuffle=isinstance(loader.sampler, RandomSampler))  # fmt: skip
+            self._sharded = sample_loader(loader.dataset, rebuilt, loader.collate_fn, **kwargs)
         return self._sharded
 
     def source(self) -> Iterable[Any]:
