@@ -63,11 +63,12 @@ def make_loader(x: Any, y: Any = None, sample_weight: Any = None, options: DataO
         ValueError: an option or an array Keras would refuse, naming the argument.
     """
     check_batch_size(options.batch_size)
-    if is_array_structure(x):
-        check_class_weight(options.class_weight, sample_weight, y)
+    arrays = is_array_structure(x)
+    if not arrays:
+        _refuse_y(y, sample_weight, x)
+    check_class_weight(options.class_weight, sample_weight, y)
+    if arrays:
         return _array_loader(x, y, sample_weight, options)
-    _refuse_y(y, sample_weight, x)
-    check_class_weight(options.class_weight)
     loader = _dataset_loader(unwrap(x), options)
     if options.mode == "fit":
         loader.reset()  # Keras calls on_epoch_end() once when fit() starts
