@@ -231,3 +231,21 @@ def keras_loss_tracker(model: Any) -> Any:
 def keras_flatten_metrics_in_order(model: Any, logs: Dict[str, Any]) -> Any:
     """``evaluate``'s return value from its logs, as Keras orders it (``model._flatten_metrics_in_order``)."""
     return model._flatten_metrics_in_order(logs)
+
+
+def keras_loss_function_wrapper(fn: Any, name: str) -> Any:
+    """``fn`` wrapped the way Keras's ``compile`` wraps a loss function (``LossFunctionWrapper``, not exported)."""
+    return import_keras().src.losses.LossFunctionWrapper(fn, name=name)
+
+
+def keras_wrapped_function(obj: Any) -> Optional[Tuple[Any, Dict[str, Any]]]:
+    """``(fn, kwargs)`` of a Keras ``LossFunctionWrapper`` or ``MeanMetricWrapper``, else None.
+
+    Keras keeps them in ``fn`` / ``_fn_kwargs`` (losses) and ``_fn`` / ``_fn_kwargs`` (metrics).
+    """
+    keras = import_keras()
+    if isinstance(obj, keras.src.losses.LossFunctionWrapper):
+        return obj.fn, dict(obj._fn_kwargs)
+    if isinstance(obj, keras.metrics.MeanMetricWrapper):
+        return obj._fn, dict(obj._fn_kwargs)
+    return None
