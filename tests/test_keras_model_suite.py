@@ -1,4 +1,4 @@
-"""Keras's own model tests (shared/keras-model-tests, unmodified Keras v3.15.1 sources) with fit routed through the bridge.
+"""Keras's own model tests (shared/keras-model-tests, unmodified Keras v3.15.1 sources), fit through the bridge.
 
 They are an outside judge of the output, loss and metric structures: nested outputs with structured
 losses, custom ``compute_loss``, optional inputs and the like, each trained by a user's unchanged Keras
