@@ -145,11 +145,6 @@ def get_keras_mask(x: Any) -> Any:
     return getattr(x, _KERAS_MASK, None)
 
 
-def set_keras_mask(x: Any, mask: Any) -> None:
-    """Attach ``mask`` to tensor ``x`` the way Keras layers do, so Keras's losses honour it."""
-    setattr(x, _KERAS_MASK, mask)
-
-
 def keras_registry_names(kind: str) -> List[str]:
     """The names Keras's ``get`` accepts for ``kind`` (``"losses"`` or ``"metrics"``).
 

@@ -132,11 +132,16 @@ class KerasLossTerm(LossTerm):
         yt = L.as_tensor(y_true, yp).to(device=yp.device, dtype=self.dtype)
         if self.wrap:
             yt, yp = L.squeeze_or_expand_to_same_rank(yt, yp)
-        if self.keras_ops:
-            with L.keras_device(yp):
+        try:
+            if self.keras_ops:
+                with L.keras_device(yp):
+                    values = self.fn(yt, yp, **self.kwargs)
+            else:
                 values = self.fn(yt, yp, **self.kwargs)
-        else:
-            values = self.fn(yt, yp, **self.kwargs)
+        except (IndexError, RuntimeError) as err:
+            if self.fn is import_keras().losses.sparse_categorical_crossentropy:
+                L.raise_for_labels(yt, yp, err, "sparse_categorical_crossentropy")
+            raise
         out_mask = L.get_mask(values)
         mask: Optional[Tensor]
         if in_mask is not None and out_mask is not None:
