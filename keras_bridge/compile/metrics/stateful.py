@@ -143,7 +143,11 @@ class MeanMetricWrapper(Mean):
 
 
 class RootMeanSquaredError(Mean):
-    """Keras's ``RootMeanSquaredError``: ``sqrt(Σ w·(y_pred - y_true)^2 / Σ w)``."""
+    """Keras's ``RootMeanSquaredError``: ``sqrt(Σ w·(y_pred - y_true)^2 / Σ w)``.
+
+    A torch twin: Keras's own metric, run statelessly (:class:`KerasMetricAdapter`), costs about 4x it
+    per batch of the multi-I/O workload of ``bench/run.py`` (32 x 1).
+    """
 
     def __init__(self, name: str = "root_mean_squared_error", dtype: Any = None) -> None:
         super().__init__(name, "down", dtype)
