@@ -29,7 +29,7 @@ def cases() -> List[Tuple[str, Callable, Callable, Dict[str, Any], Any, Any, boo
     import torch.nn.functional as F
 
     import keras_bridge.compile.losses.functional as L
-    import keras_bridge.compile.metrics.functional as M
+    import keras_bridge.compile.metrics.functional as metric_fns
 
     g = torch.Generator().manual_seed(0)
     probs = lambda *s: torch.softmax(torch.randn(*s, generator=g), -1)  # noqa: E731
@@ -48,7 +48,7 @@ def cases() -> List[Tuple[str, Callable, Callable, Dict[str, Any], Any, Any, boo
         "mean_absolute_error": "regression", "mean_absolute_percentage_error": "regression", "accuracy": "binary",
     }  # fmt: skip
     out = []
-    tables = [(L.native_losses(), True), (M.native_metrics(), False)]
+    tables = [(L.native_losses(), True), (metric_fns.native_metrics(), False)]
     seen = set()
     for table, backward in tables:
         for keras_fn, twin in table.items():

@@ -145,7 +145,7 @@ class MeanMetricWrapper(Mean):
 class RootMeanSquaredError(Mean):
     """Keras's ``RootMeanSquaredError``: ``sqrt(Σ w·(y_pred - y_true)^2 / Σ w)``.
 
-    A torch twin: Keras's own metric, run statelessly (:class:`KerasMetricAdapter`), costs about 4x it
+    A torch twin: Keras's own metric, run statelessly (:class:`KerasMetricWrapper`), costs about 4x it
     per batch of the multi-I/O workload of ``bench/run.py`` (32 x 1).
     """
 
