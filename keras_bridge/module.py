@@ -368,9 +368,6 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         self.output_kind = outputs.kind
         self.output_names = outputs.names
         self.loss_plan.build(outputs)
-        y_flat = flatten_targets(y, outputs, with_loss=self.loss_plan.output_has_loss)
-        yp_flat = flatten_outputs(y_pred, outputs)
-        self.metric_plan.build(outputs, y_flat, [t.detach() if isinstance(t, Tensor) else t for t in yp_flat])
         hooks = None
         if self.is_keras:
             # Keras's own logs need the model compiled by Keras with every argument (a Keras optimizer).
@@ -378,6 +375,16 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
                 self, "keras_incompatible_arguments", None
             )
             hooks = StageTracker.keras_hooks(self.model, keras_logs)
+        yp_flat = flatten_outputs(y_pred, outputs)
+        try:
+            y_flat = flatten_targets(y, outputs, with_loss=self.loss_plan.output_has_loss)
+        except ValueError:
+            # A model whose compute_loss gives the loss and Keras's logs may take targets shaped for its
+            # override rather than for its outputs, as in Keras: the bridge's plans never read them.
+            if hooks is None or not (hooks.loss and hooks.keras_logs):
+                raise
+        else:
+            self.metric_plan.build(outputs, y_flat, [t.detach() if isinstance(t, Tensor) else t for t in yp_flat])
         device = yp_flat[0].device if yp_flat and isinstance(yp_flat[0], Tensor) else None
         self.train_tracker = StageTracker(self.loss_plan, self.metric_plan, clone=False, hooks=hooks)
         self.eval_tracker = StageTracker(self.loss_plan, self.metric_plan, clone=True, hooks=hooks)

@@ -145,11 +145,6 @@ def get_keras_mask(x: Any) -> Any:
     return getattr(x, _KERAS_MASK, None)
 
 
-def set_keras_mask(x: Any, mask: Any) -> None:
-    """Attach ``mask`` to tensor ``x`` the way Keras layers do, so Keras's losses honour it."""
-    setattr(x, _KERAS_MASK, mask)
-
-
 def keras_registry_names(kind: str) -> List[str]:
     """The names Keras's ``get`` accepts for ``kind`` (``"losses"`` or ``"metrics"``).
 
@@ -238,26 +233,6 @@ def set_keras_callback_model(callback: Any, model: Any) -> None:
     callback._model = model
 
 
-def keras_wrapped_function(wrapper: Any) -> Tuple[Any, Dict[str, Any]]:
-    """The function and keyword arguments a Keras ``LossFunctionWrapper`` / ``MeanMetricWrapper`` wraps.
-
-    Keras keeps them as ``fn`` (losses) or ``_fn`` (metrics) and ``_fn_kwargs``; ``get_config`` would serialize
-    them instead.
-    """
-    fn = getattr(wrapper, "fn", None) or wrapper._fn
-    return fn, dict(getattr(wrapper, "_fn_kwargs", None) or {})
-
-
-def is_keras_loss_function_wrapper(obj: Any) -> bool:
-    """True for Keras's ``LossFunctionWrapper`` (the class of ``keras.losses.MeanSquaredError`` and kin).
-
-    It is not exported by ``keras.losses``; its module is private.
-    """
-    from keras.src.losses.losses import LossFunctionWrapper
-
-    return isinstance(obj, LossFunctionWrapper)
-
-
 def _foreach_ops() -> Any:
     # torch's multi-tensor kernels are private (``torch._foreach_*``) but are what its own optimizers use.
     import types
@@ -277,3 +252,21 @@ def pytree_flatten(tree: Any) -> Any:
     from torch.utils._pytree import tree_flatten
 
     return tree_flatten(tree)
+
+
+def keras_loss_function_wrapper(fn: Any, name: str) -> Any:
+    """``fn`` wrapped the way Keras's ``compile`` wraps a loss function (``LossFunctionWrapper``, not exported)."""
+    return import_keras().src.losses.LossFunctionWrapper(fn, name=name)
+
+
+def keras_wrapped_function(obj: Any) -> Optional[Tuple[Any, Dict[str, Any]]]:
+    """``(fn, kwargs)`` of a Keras ``LossFunctionWrapper`` or ``MeanMetricWrapper``, else None.
+
+    Keras keeps them in ``fn`` / ``_fn_kwargs`` (losses) and ``_fn`` / ``_fn_kwargs`` (metrics).
+    """
+    keras = import_keras()
+    if isinstance(obj, keras.src.losses.LossFunctionWrapper):
+        return obj.fn, dict(obj._fn_kwargs)
+    if isinstance(obj, keras.metrics.MeanMetricWrapper):
+        return obj._fn, dict(obj._fn_kwargs)
+    return None
