@@ -210,9 +210,30 @@ def keras_learning_rate_setting(optimizer: Any) -> Any:
     return getattr(optimizer, "_learning_rate", None)
 
 
-def keras_symbolic_build(model: Any, batch: Any) -> None:
-    """Build a compiled Keras model's loss and metrics from one batch, as Keras's ``fit`` does first."""
-    model._symbolic_build(data_batch=batch)
+def keras_symbolic_build(model: Any, batch: Any) -> Any:
+    """Build a compiled Keras model's loss and metrics from one batch, as Keras's ``fit`` does first.
+
+    Returns the output structure Keras computed on the way (``model(x, training=False)`` as
+    KerasTensors), or None when everything was built already and Keras computed none. The caller
+    reuses it rather than calling the model once more than Keras does (a ``call`` counting its calls
+    would see it).
+    """
+    backend = import_keras().src.backend
+    original = backend.compute_output_spec
+    outputs: List[Any] = []
+
+    def recording(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(fn, *args, **kwargs)
+        if fn is model and not outputs:
+            outputs.append(result)
+        return result
+
+    backend.compute_output_spec = recording
+    try:
+        model._symbolic_build(data_batch=batch)
+    finally:
+        backend.compute_output_spec = original
+    return outputs[0] if outputs else None
 
 
 def keras_loss_tracker(model: Any) -> Any:
