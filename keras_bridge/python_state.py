@@ -86,7 +86,7 @@ def _is_plain_object(value: Any) -> bool:
 class _Slots:
     """References held in one mapping, compared by identity (all of its keys, or the names given)."""
 
-    __slots__ = ("mapping", "names", "owner", "keys", "values")
+    __slots__ = ("keys", "mapping", "names", "owner", "values")
 
     def __init__(self, mapping: Any, names: Optional[Tuple[str, ...]] = None, owner: Any = None) -> None:
         self.mapping = mapping
@@ -424,7 +424,5 @@ def watch_side_effects(state: PythonState) -> Iterator[Callable[[], Optional[str
         sys.stdout.write(out.getvalue())  # not reported by check(): keep what was printed
 
 
-def _same_numpy_state(a: Tuple[Any, ...], b: Tuple[Any, ...]) -> bool:
-    return len(a) == len(b) and all(
-        np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y for x, y in zip(a, b)
-    )
+def _same_numpy_state(a: Any, b: Any) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y for x, y in zip(a, b))

@@ -195,7 +195,13 @@ def dropout():
 
 # (id, middle layer, scenario, what must be equal besides History and weights, captured or eager at the end)
 PATTERNS = [
-    ("float_set_by_callback", named(Scale), one_fit(lambda: [SetEachEpoch(layer_named("middle"), "beta", [1.0, 1.5, 2.0])]), None, "captured"),
+    (
+        "float_set_by_callback",
+        named(Scale),
+        one_fit(lambda: [SetEachEpoch(layer_named("middle"), "beta", [1.0, 1.5, 2.0])]),
+        None,
+        "captured",
+    ),
     ("dropout_rate_between_fits", dropout, between_fits(set_attr("middle", "rate", 0.6)), None, "captured"),
     ("bool_switch_between_fits", named(Switch), between_fits(set_attr("middle", "square", True)), None, "captured"),
     ("trainable_toggled_with_recompile", bn, toggle_trainable, None, "captured"),
@@ -223,9 +229,7 @@ def run(model, compile_args, x, y, drive, use_bridge):
     return target, histories
 
 
-@pytest.mark.parametrize(
-    "middle, drive, extra, path", [p[1:] for p in PATTERNS], ids=[p[0] for p in PATTERNS]
-)
+@pytest.mark.parametrize("middle, drive, extra, path", [p[1:] for p in PATTERNS], ids=[p[0] for p in PATTERNS])
 def test_python_state_pattern_gives_keras_numbers(middle, drive, extra, path, capsys, caplog):
     global SCALE
     x, y = load_digits_data()
@@ -255,3 +259,24 @@ def test_python_state_pattern_gives_keras_numbers(middle, drive, extra, path, ca
         assert capture.eager_reason is not None or capture.captured == 0
         # said once, whatever the number of steps
         assert sum("runs eagerly" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_state_changed_before_every_step_runs_eagerly_once_said(caplog):
+    """A callback that changes ``beta`` before every batch: re-captured a few times, then eager, with Keras's numbers."""
+
+    class EveryBatch(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            layer = self.model.get_layer("middle")
+            layer.beta = layer.beta * 1.01
+
+    x, y = load_digits_data()
+    x, y = x[:160], y[:160]
+    compile_args = dict(optimizer="adam", loss="sparse_categorical_crossentropy")
+    keras_model, bridge_model = twin_models(build(named(Scale)))
+    _, expected = run(keras_model, compile_args, x, y, one_fit(lambda: [EveryBatch()]), use_bridge=False)
+    with caplog.at_level(logging.INFO, logger="keras_bridge"):
+        module, got = run(bridge_model, compile_args, x, y, one_fit(lambda: [EveryBatch()]), use_bridge=True)
+    assert_history_close(expected[0], got[0], rtol=1e-5, atol=1e-6)
+    assert bridge_model.get_layer("middle").beta == keras_model.get_layer("middle").beta
+    assert "changed before each" in module._capture.eager_reason
+    assert sum("runs eagerly" in r.getMessage() for r in caplog.records) == 1

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -109,7 +110,8 @@ class KerasNativeSpec(OptimizerSpec):
 
     def __init__(self, keras_optimizer: Any) -> None:
         name = type(keras_optimizer).__name__
-        super().__init__(name, lambda variables: KerasOptimizerStep(keras_optimizer, variables))
+        # A partial, not a lambda: launchers that start processes (ddp_spawn) pickle the spec.
+        super().__init__(name, functools.partial(KerasOptimizerStep, keras_optimizer))
         self.keras_optimizer = keras_optimizer
         check_schedule(keras_learning_rate_setting(keras_optimizer))
 

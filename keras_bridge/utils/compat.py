@@ -130,10 +130,11 @@ def set_use_distributed_sampler(trainer: Any, value: bool) -> None:
 def launched_processes(trainer: Any) -> List[Any]:
     """The ``subprocess.Popen`` of every process Lightning's ``ddp`` launcher started from this one.
 
-    Kept on the launcher's ``procs`` (a class private to Lightning); empty for other launchers.
+    Kept on the launcher's ``procs`` (a class private to Lightning); empty for other launchers (the
+    ``ddp_spawn`` launcher keeps multiprocessing processes there, whose errors torch reports itself).
     """
     launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
-    return list(getattr(launcher, "procs", None) or [])
+    return [proc for proc in getattr(launcher, "procs", None) or [] if hasattr(proc, "poll")]
 
 
 # ---------------------------------------------------------------------------- Keras internals
