@@ -25,9 +25,9 @@ When the replay is used (the guard rule, checked before every call):
   attributes and closure cells their methods name) and, in the graph's key, Keras's and torch's global
   settings (``floatx``, ``epsilon``, ``image_data_format``, the global dtype policy, torch's default
   dtype). A value that changed since the capture (a callback raising ``beta``, a ``Dropout`` ``rate``
-  or a bool switch set between fits, ``trainable``, a global) drops the graphs: the next call of each
-  signature captures again. State that changed before 3 calls in a row makes the forward run eagerly
-  from then on;
+  or a bool switch set between fits, ``trainable``, a global) drops the graphs: each signature runs
+  eagerly at its next call and is captured again at the one after. State that changed before 3
+  calls in a row makes the forward run eagerly from then on;
 * **when**: at every call, before the graph runs (so a change made by a callback between two steps is
   seen by the next step); the first call of a signature runs eagerly (state it sets once, such as an
   attribute taken from the input's shape, is settled), the second captures;
@@ -166,7 +166,9 @@ class CapturedForward:
         if self._changes_in_a_row >= _CHANGES_BEFORE_EAGER:
             self._go_eager(f"its Python state changed before each of {_CHANGES_BEFORE_EAGER} calls in a row")
             return
-        self._graphs = {key: (_EAGER if g is _EAGER else _SEEN) for key, g in self._graphs.items()}
+        # Each signature starts over: eager at its next call, captured at the one after (a signature
+        # used once per epoch, such as a last partial batch, is then never captured for nothing).
+        self._graphs = {key: g for key, g in self._graphs.items() if g is _EAGER}
 
     def _go_eager(self, reason: str) -> None:
         self._eager_reason = reason

@@ -314,6 +314,13 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         self._fits += 1
         return (torch.initial_seed() + 7919 * (self._fits - 1)) % (2**31 - 1)
 
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        # Unpickled in a process a launcher started (ddp_spawn): a Keras model registers its variables
+        # as torch parameters only when asked, and DDP must find them.
+        super().__setstate__(state)
+        if self.is_keras:
+            list(self.model.parameters())
+
     @property
     def callback_model(self) -> Any:
         """What Keras callbacks see as ``self.model``: the Keras model, or a Keras-like facade of a torch module."""

@@ -262,7 +262,7 @@ def test_python_state_pattern_gives_keras_numbers(middle, drive, extra, path, ca
 
 
 def test_state_changed_before_every_step_runs_eagerly_once_said(caplog):
-    """A callback that changes ``beta`` before every batch: re-captured a few times, then eager, with Keras's numbers."""
+    """A callback changing ``beta`` before every batch: captured again a few times, then eager; Keras's numbers."""
 
     class EveryBatch(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
