@@ -112,12 +112,19 @@ class _Slots:
             )
         return all(map(operator.is_, map(m.get, self.names, [_MISSING] * len(self.names)), self.values))
 
-    def equal(self) -> bool:
-        """No change but rebinding to equal values, or torch's ``training`` flag (checked after :meth:`same`)."""
+    def equal(self, unread: Tuple[type, ...] = ()) -> bool:
+        """No change but rebinding to equal values (checked after :meth:`same`).
+
+        Entries holding ``unread`` objects (an optimizer, a metric, a callback: Keras's ``History`` sets
+        ``model.history`` at each epoch's end) and torch's ``training`` flag do not count.
+        """
         current = _Slots(self.mapping, self.names, self.owner)
-        return current.keys == self.keys and all(
-            _same_value(a, b) or key == "training" for key, a, b in zip(self.keys, current.values, self.values)
-        )
+
+        def read(keys: Tuple[Any, ...], values: Tuple[Any, ...]) -> List[Tuple[Any, Any]]:
+            return [(k, v) for k, v in zip(keys, values) if k != "training" and not isinstance(v, unread)]
+
+        now, then = read(current.keys, current.values), read(self.keys, self.values)
+        return len(now) == len(then) and all(a == c and _same_value(b, d) for (a, b), (c, d) in zip(now, then))
 
     def restore(self) -> None:
         if self.owner is not None:
@@ -166,7 +173,7 @@ class _Items:
             return all(a is k and b is v for (a, b), (k, v) in zip(c.items(), self.items))
         return all(map(operator.is_, c, self.items))
 
-    def equal(self) -> bool:
+    def equal(self, unread: Tuple[type, ...] = ()) -> bool:
         return False
 
     def restore(self) -> None:
@@ -196,7 +203,7 @@ class _Array:
     def same(self) -> bool:
         return self.array.shape == self.saved.shape and bool(np.array_equal(self.array, self.saved, equal_nan=True))
 
-    def equal(self) -> bool:
+    def equal(self, unread: Tuple[type, ...] = ()) -> bool:
         return False
 
     def restore(self) -> None:
@@ -224,7 +231,7 @@ class _Cell:
     def same(self) -> bool:
         return self._get() is self.value
 
-    def equal(self) -> bool:
+    def equal(self, unread: Tuple[type, ...] = ()) -> bool:
         return _same_value(self._get(), self.value)
 
     def restore(self) -> None:
@@ -348,7 +355,7 @@ class PythonState:
             return False
         for slot in self.slots:
             if not slot.same():
-                if not slot.equal():
+                if not slot.equal(self._skip):
                     return True
                 slot.refresh()
         self._freeze()
@@ -359,7 +366,7 @@ class PythonState:
         changed = []
         for slot in self.slots:
             if not slot.same():
-                if slot.equal():
+                if slot.equal(self._skip):
                     slot.refresh()
                 else:
                     changed.append(slot)
