@@ -62,9 +62,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from keras_bridge.utils.compat import pytree_flatten
-
 from keras_bridge.python_state import PythonState, watch_side_effects
+from keras_bridge.utils.compat import pytree_flatten
 from keras_bridge.utils.keras import import_keras
 
 log = logging.getLogger("keras_bridge")
