@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -31,7 +31,7 @@ from keras_bridge.model_methods import KerasModelMethods
 from keras_bridge.optimizers.keras_native import KerasNativeSpec, keras_optimizer_for
 from keras_bridge.optimizers.resolve import get_optimizer
 from keras_bridge.optimizers.schedules import KerasScheduleLR
-from keras_bridge.saving.lightning_checkpoint import KEY, checkpoint_entry, restore_from_checkpoint
+from keras_bridge.saving.lightning_checkpoint import KEY, checkpoint_entry, match_keras_state, restore_from_checkpoint
 from keras_bridge.saving.state import apply_training_state
 from keras_bridge.trainer import on_batch
 from keras_bridge.trainer.keras_step import KerasSteps
@@ -702,7 +702,16 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
             for key, value in self._train_logs.items():
                 history.setdefault(key, []).append(value)
             epochs = [*(epochs or []), epoch]
-        return {"history": history, "epoch": epochs}
+        paths = [v.path for v in self.model.variables] if self.is_keras else None  # type: ignore[union-attr]
+        return {"history": history, "epoch": epochs, "keras_variable_paths": paths}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """The module's ``load_state_dict``, matching another instance's Keras variable paths by position.
+
+        Lightning loads a ``ddp_spawn`` worker's weights back with ``strict=False``: without the match, a
+        subclassed Keras model rebuilt in the worker would silently load nothing.
+        """
+        return super().load_state_dict(match_keras_state(self, state_dict), strict=strict, assign=assign)
 
     def set_extra_state(self, state: Any) -> None:
         if not state or state.get("history") is None:

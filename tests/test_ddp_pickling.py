@@ -14,9 +14,6 @@ from helpers import subprocess_env
 SCRIPT = Path(__file__).with_name("_ddp_pickling.py")
 CASES = [f"{m}-{o}" for m in ("torch", "functional", "subclassed") for o in ("keras_optimizer", "torch_optimizer")]
 LAUNCHERS = ("ddp_spawn", "ddp_notebook")
-# Lightning brings ddp_spawn's trained weights back by parameter name (strict=False); Keras gives a
-# subclassed model it unpickles new variable paths, so nothing is loaded back: a known bug.
-RENAMED = pytest.mark.xfail(strict=True, reason="subclassed model's variables renamed when Keras unpickles it")
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +36,7 @@ def launched(tmp_path_factory):
 @pytest.mark.ddp
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-@pytest.mark.parametrize(
-    "launcher, case",
-    [
-        pytest.param(l, c, marks=RENAMED) if (l, c.split("-")[0]) == ("ddp_spawn", "subclassed") else (l, c)
-        for l in LAUNCHERS
-        for c in CASES
-    ],
-)
+@pytest.mark.parametrize("launcher, case", [(launcher, case) for launcher in LAUNCHERS for case in CASES])
 def test_pickling_launcher_gives_one_process_numbers(launched, launcher, case):
     runs = launched(launcher)[case]
     single, result = runs["single"], runs["launched"]
