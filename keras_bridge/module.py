@@ -28,6 +28,7 @@ from keras_bridge.compile.tracking import KerasHooks, StageTracker
 from keras_bridge.configs import COMPILE_ARGUMENTS, compile_config, resolve_compile_arguments
 from keras_bridge.data.distributed import GlobalBatchInfo
 from keras_bridge.model_methods import KerasModelMethods
+from keras_bridge.optimizers.base import get_learning_rate, set_learning_rate
 from keras_bridge.optimizers.keras_native import KerasNativeSpec, keras_optimizer_for
 from keras_bridge.optimizers.resolve import get_optimizer
 from keras_bridge.optimizers.schedules import KerasScheduleLR
@@ -652,6 +653,31 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
                 }
             self._optimizer_cache = (key, config)
         return self._optimizer_cache[1]
+
+    @property
+    def learning_rate(self) -> float:
+        """The compiled optimizer's learning rate, as Keras's ``model.optimizer.learning_rate``.
+
+        Lightning's ``Tuner.lr_find`` reads it and sets its suggestion here; setting it sets the rate of
+        the optimizer the next ``fit`` steps (refused with a clear error when a Keras schedule drives it).
+
+        Example:
+            >>> import torch
+            >>> module = KerasModule(torch.nn.Linear(2, 1))
+            >>> module.compile(optimizer="sgd", loss="mse")
+            >>> module.learning_rate = 0.5
+            >>> module.learning_rate
+            0.5
+        """
+        return get_learning_rate(self._built_optimizer())
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        set_learning_rate(self._built_optimizer(), value)
+
+    def _built_optimizer(self) -> torch.optim.Optimizer:
+        config = self.configure_optimizers()  # built once per compile and parameter set, then cached
+        return config["optimizer"] if isinstance(config, dict) else config
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
