@@ -120,6 +120,7 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         self._optimizer_cache: Optional[tuple] = None
         # A Keras model trained with its own step functions and compile (see keras_bridge.trainer.keras_step).
         self.keras_step: Optional[KerasSteps] = None
+        self._pending_learning_rate: Optional[float] = None  # set by `learning_rate`, see there
         # Optimizer/scheduler state restored from a file (kb.load_model), applied when the next fit starts.
         self._restored_state: Optional[Dict[str, Any]] = None
         self.history: Any = None
@@ -287,7 +288,7 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         # A new compile() rebuilds from the next batch and makes a new optimizer, as in Keras.
         self.output_names = self.output_kind = None
         self.train_tracker = self.eval_tracker = None
-        self._optimizer_cache = self._restored_state = None
+        self._optimizer_cache = self._restored_state = self._pending_learning_rate = None
 
     @property
     def built(self) -> bool:
@@ -652,7 +653,11 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
                     "lr_scheduler": {"scheduler": KerasScheduleLR(optimizer, schedule), "interval": "step"},
                 }
             self._optimizer_cache = (key, config)
-        return self._optimizer_cache[1]
+        config = self._optimizer_cache[1]
+        if self._pending_learning_rate is not None:
+            set_learning_rate(config["optimizer"] if isinstance(config, dict) else config, self._pending_learning_rate)
+            self._pending_learning_rate = None
+        return config
 
     @property
     def learning_rate(self) -> float:
@@ -674,6 +679,9 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
         set_learning_rate(self._built_optimizer(), value)
+        # Kept until the next configure_optimizers too: Lightning before 2.5 restores the optimizer's state
+        # (hence its old rate) after lr_find sets the suggestion.
+        self._pending_learning_rate = float(value)
 
     def _built_optimizer(self) -> torch.optim.Optimizer:
         config = self.configure_optimizers()  # built once per compile and parameter set, then cached
