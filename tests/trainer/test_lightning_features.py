@@ -203,7 +203,7 @@ def _hand_sgd_losses(kind, x, y, rates):
         with torch.no_grad():
             for p, g in zip(params, grads):
                 p -= lr * g
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 
