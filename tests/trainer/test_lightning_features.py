@@ -12,6 +12,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from helpers import seeded_mlp
 from lightning.pytorch.callbacks import (
     GradientAccumulationScheduler,
     LearningRateMonitor,
@@ -33,11 +34,7 @@ def _data(n=64):
 
 
 def _net(kind):
-    torch.manual_seed(0)
-    keras.utils.set_random_seed(0)
-    if kind == "keras":
-        return keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(3)])
-    return torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    return seeded_mlp(kind, hidden=4)
 
 
 def _module(kind, learning_rate=0.1):
