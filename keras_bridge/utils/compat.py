@@ -126,7 +126,7 @@ def stage_logged_values(trainer: Any, on_step: bool) -> Dict[str, Any]:
     ``trainer.callback_metrics`` keeps every value ever logged in the run; the running loop's private
     result collection (``trainer._results``) holds only this stage's: this batch's step values
     (``on_step=True``) or this epoch's aggregates (``on_step=False``).
-    Checked: lightning 2.6.6 (None outside a running loop). Missing: :class:`PrivateAPIError`.
+    Checked: lightning 2.6.6, present in 2.2.0 (None outside a running loop). Missing: :class:`PrivateAPIError`.
     """
     results = _private(trainer, "_results", "lightning", "to read the values the running stage logged")
     if not results:
@@ -330,12 +330,18 @@ def keras_loss_tracker(model: Any) -> Any:
 
 
 def keras_flatten_metrics_in_order(model: Any, logs: Dict[str, Any]) -> Any:
-    """``evaluate``'s return value from its logs, as Keras orders it (``model._flatten_metrics_in_order``)."""
-    return model._flatten_metrics_in_order(logs)
+    """``evaluate``'s return value from its logs, as Keras orders it (``model._flatten_metrics_in_order``).
+
+    Checked: keras 3.15.1, present in 3.11. Missing: :class:`PrivateAPIError`.
+    """
+    return _private(model, "_flatten_metrics_in_order", "keras", "to order evaluate's results as Keras")(logs)
 
 
 def set_keras_callback_model(callback: Any, model: Any) -> None:
-    """Keras's ``callback._model``: ``set_model`` would do, but Keras's own needs TensorFlow for some callbacks."""
+    """Keras's ``callback._model``: ``set_model`` would do, but Keras's own needs TensorFlow for some callbacks.
+
+    Checked: keras 3.15.1 (``Callback.model`` reads ``_model``). Missing: not applicable (it is set).
+    """
     callback._model = model
 
 
@@ -350,19 +356,27 @@ def _foreach_ops() -> Any:
 
 
 #: ``foreach.mul_(tensors, x)`` is ``torch._foreach_mul_(tensors, x)``: torch's multi-tensor kernels.
+#: Checked: torch 2.13.0. Missing: an ``AttributeError`` naming the kernel (``foreach`` has no ``mul_``).
 foreach: Any = _foreach_ops()
 
 
 def pytree_flatten(tree: Any) -> Any:
-    """``torch.utils._pytree.tree_flatten``: flattens exactly what ``make_fx`` will see as inputs."""
+    """``torch.utils._pytree.tree_flatten``: flattens exactly what ``make_fx`` will see as inputs.
+
+    Checked: torch 2.13.0. Missing: an ``ImportError`` naming ``torch.utils._pytree``.
+    """
     from torch.utils._pytree import tree_flatten
 
     return tree_flatten(tree)
 
 
 def keras_loss_function_wrapper(fn: Any, name: str) -> Any:
-    """``fn`` wrapped the way Keras's ``compile`` wraps a loss function (``LossFunctionWrapper``, not exported)."""
-    return import_keras().src.losses.LossFunctionWrapper(fn, name=name)
+    """``fn`` wrapped the way Keras's ``compile`` wraps a loss function (``LossFunctionWrapper``, not exported).
+
+    Checked: keras 3.15.1. Missing: :class:`PrivateAPIError`.
+    """
+    wrapper = _private(import_keras().src.losses, "LossFunctionWrapper", "keras", "to wrap a loss as Keras's compile")
+    return wrapper(fn, name=name)
 
 
 def keras_wrapped_function(obj: Any) -> Optional[Tuple[Any, Dict[str, Any]]]:
