@@ -11,6 +11,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from helpers import seeded_mlp
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import keras_bridge as kb
@@ -25,11 +26,7 @@ def _data():
 
 
 def _model(kind):
-    torch.manual_seed(0)
-    keras.utils.set_random_seed(0)
-    if kind == "keras":
-        return keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
-    return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    return seeded_mlp(kind, hidden=8)
 
 
 def _compiled(kind):
