@@ -138,6 +138,10 @@ class _KerasLearningRateGroup(dict):
             self.keras_optimizer.learning_rate = float(value)
         super().__setitem__(key, value)
 
+    def __reduce__(self) -> Any:
+        # Pickle (ddp_spawn) would restore the items through __setitem__ before the optimizer is known.
+        return type(self), (self.keras_optimizer, dict(self))
+
 
 class KerasNativeSpec(OptimizerSpec):
     """A compile-time choice of a Keras optimizer object for a Keras model: built on its variables."""
