@@ -179,6 +179,19 @@ def on_last_training_batch(trainer: Any) -> bool:
     return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
 
 
+def request_sigterm_stop(trainer: Any) -> None:
+    """Make ``trainer.received_sigterm`` true: Lightning's loops then stop at the next batch boundary.
+
+    The flag lives on the Trainer's private signal connector; its loops read it after each batch.
+    """
+    trainer._signal_connector.received_sigterm = True
+
+
+def keras_backup_save(callback: Any) -> None:
+    """Have Keras's own ``BackupAndRestore`` write its backup now (its private ``_save_model``)."""
+    callback._save_model()
+
+
 def get_use_distributed_sampler(trainer: Any) -> bool:
     """The Trainer's ``use_distributed_sampler`` flag (kept by its private accelerator connector).
 
