@@ -1,0 +1,168 @@
+"""Driver for tests/reliability/test_ddp_resume.py: a 2-process fit killed three ways, resumed each time.
+
+Usage: python _ddp_resume.py OUT_DIR
+
+Every run is a pair of processes forked after the imports, with the variables SLURM's ``srun`` sets
+(``SLURM_NTASKS=2``, ``SLURM_PROCID``, ...): Lightning's ``SLURMEnvironment`` forms the process group, as
+on a cluster. The same ``run()`` (a user script: ``kb.callbacks.ResumableCheckpoint(save_freq=4)``,
+shuffled arrays, dropout) is called by every run:
+
+* ``kill_rank1``: rank 1 SIGKILLs itself in epoch 2 (rank 0 then fails on its own, or is killed after 60 s);
+* ``sigterm``: rank 0 receives SIGTERM in epoch 3 (a preemption): both stop at the next batch, exit 143;
+* ``kill_job``: rank 0 SIGKILLs both processes in epoch 4;
+* ``resumed``: the same code, finishing; ``reference``: a 2-process run never interrupted (fresh folder);
+* ``plain2`` / ``plain1``: the network without dropout (whose masks depend on the process count) on
+  2 processes under SLURM's variables / on one process without them: the numbers must agree.
+
+Rank 0 of each finishing run writes ``<name>.npz`` (weights, optimizer state) and ``<name>.json`` (History).
+The driver prints one JSON line: each run's exit statuses, rank 0 first.
+"""
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+import numpy as np
+import torch
+
+import keras_bridge as kb  # isort: split
+
+import keras
+
+import keras_bridge.saving.state as kb_state
+
+EPOCHS, BATCH = 4, 32
+DDP = {"accelerator": "cpu", "devices": 2, "strategy": "ddp"}
+STOPS = {"kill_rank1": (1, 1, 6), "sigterm": (0, 2, 3), "kill_job": (0, 3, 2)}  # rank, epoch, batch
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 8)).astype("float32")
+    y = (x[:, :4].sum(1) > 0).astype("int64") + (x[:, 4] > 0.5).astype("int64")
+    return x, y  # 480 training samples: 15 global batches of 32 per epoch
+
+
+class Stop(keras.callbacks.Callback):
+    def __init__(self, where, sibling_file):
+        super().__init__()
+        self.where, self.sibling_file, self.epoch = where, sibling_file, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        name, (rank, epoch, at) = self.where
+        if (kb.process_rank(), self.epoch, batch) != (rank, epoch, at):
+            return
+        if name == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            if name == "kill_job":
+                os.kill(int(open(self.sibling_file).read()), signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run(folder, name, devices):
+    keras.utils.set_random_seed(0 if name in ("kill_rank1", "reference", "plain1", "plain2") else 1)
+    dropout = [] if name.startswith("plain") else [torch.nn.Dropout(0.2)]
+    net = torch.nn.Sequential(
+        torch.nn.Linear(8, 32), torch.nn.ReLU(), *dropout, torch.nn.Linear(32, 3), torch.nn.Softmax(-1)
+    )
+    module = kb.KerasModule(net)
+    module.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
+                   metrics=["accuracy"])  # fmt: skip
+    backup = os.path.join(folder, "backup" if name in (*STOPS, "resumed") else f"backup_{name}")
+    callbacks = [kb.callbacks.ResumableCheckpoint(backup, save_freq=4)]
+    if name in STOPS:
+        callbacks.append(Stop((name, STOPS[name]), os.path.join(folder, "rank1.pid")))
+    x, y = data()
+    history = module.fit(x, y, batch_size=BATCH, epochs=EPOCHS, validation_split=0.2, verbose=0,
+                         callbacks=callbacks, trainer=DDP if devices == 2 else None)  # fmt: skip
+    if kb.is_main_process():
+        state = kb_state.training_state(module)["optimizer"]["state"]
+        arrays = {f"w{i}": p.detach().numpy() for i, p in enumerate(net.parameters())}
+        moments = [v for _, entry in sorted(state.items()) for _, v in sorted(entry.items()) if hasattr(v, "numpy")]
+        arrays.update({f"opt{i}": v.numpy() for i, v in enumerate(moments)})
+        np.savez(os.path.join(folder, f"{name}.npz"), **arrays)
+        with open(os.path.join(folder, f"{name}.json"), "w") as f:
+            json.dump({"epoch": history.epoch, "history": history.history}, f)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _child(folder, name, env):
+    os.environ.update(env)
+    code = 0
+    try:
+        run(folder, name, 2 if "SLURM_NTASKS" in env else 1)
+    except SystemExit as err:
+        code = err.code if isinstance(err.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _status(status):
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def launch(folder, name, processes=2):
+    """Start ``processes`` forked processes as ``srun`` would; wait for them; return their exit statuses."""
+    port = str(_free_port())
+    pids = []
+    for rank in range(processes):
+        env = {}
+        if processes > 1:
+            env = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_NODEID": "0",
+                   "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_JOB_ID": "4242",
+                   "SLURM_JOB_NAME": "train", "SLURM_NODELIST": "127.0.0.1", "MASTER_ADDR": "127.0.0.1",
+                   "MASTER_PORT": port}  # fmt: skip
+        pid = os.fork()
+        if pid == 0:
+            _child(folder, name, env)
+        pids.append(pid)
+    if processes > 1:
+        with open(os.path.join(folder, "rank1.pid"), "w") as f:
+            f.write(str(pids[1]))
+    statuses = {}
+    deadline = None
+    while len(statuses) < len(pids):
+        for pid in pids:
+            if pid in statuses:
+                continue
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                statuses[pid] = _status(status)
+                if statuses[pid] != 0 and deadline is None:
+                    deadline = time.monotonic() + 60  # a scheduler ends the rest of a failed job
+        if deadline is not None and time.monotonic() > deadline:
+            for pid in pids:
+                if pid not in statuses:
+                    os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    return [statuses[pid] for pid in pids]
+
+
+def main(folder):
+    ends = {}
+    for name in ("kill_rank1", "sigterm", "kill_job", "resumed", "reference", "plain2"):
+        ends[name] = launch(folder, name)
+    ends["plain1"] = launch(folder, "plain1", processes=1)
+    print(json.dumps(ends))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
