@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from keras_bridge.utils.keras import import_keras
 
@@ -169,6 +169,23 @@ def load_fit_loop_state(trainer: Any, state: Dict[str, Any]) -> List[Any]:
     loaders = state.get("state_dict", {}).pop("combined_loader", [])
     trainer.fit_loop.load_state_dict(state)
     return list(loaders)
+
+
+def loader_states_lightning_skips(checkpoint: Mapping[str, Any]) -> List[Any]:
+    """The training loaders' positions in a Lightning checkpoint that Lightning itself will not restore.
+
+    ``trainer.fit(ckpt_path=...)`` hands the saved positions (``state_dict()`` of each training loader,
+    kept under the fit loop's state) back to the loaders only when the checkpoint was taken inside an
+    epoch. From an epoch's end (what ``ModelCheckpoint`` writes) they are dropped: returned here then,
+    and ``[]`` otherwise.
+    """
+    fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    progress = (fit_loop.get("epoch_progress") or {}).get("current") or {}
+    loaders = list((fit_loop.get("state_dict") or {}).get("combined_loader") or [])
+    if not progress or not loaders:
+        return []
+    unfinished = any(progress.get(k) != progress.get("processed") for k in ("ready", "started"))
+    return [] if unfinished else loaders
 
 
 def on_last_training_batch(trainer: Any) -> bool:
