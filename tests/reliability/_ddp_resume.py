@@ -1,6 +1,6 @@
 """Driver for tests/reliability/test_ddp_resume.py: a 2-process fit killed three ways, resumed each time.
 
-Usage: python _ddp_resume.py OUT_DIR
+Usage: python _ddp_resume.py OUT_DIR  (the driver; it also starts ``torchrun ... _ddp_resume.py OUT_DIR torchrun``)
 
 Every run is a pair of processes forked after the imports, with the variables SLURM's ``srun`` sets
 (``SLURM_NTASKS=2``, ``SLURM_PROCID``, ...): Lightning's ``SLURMEnvironment`` forms the process group, as
@@ -11,8 +11,11 @@ shuffled arrays, dropout) is called by every run:
 * ``sigterm``: rank 0 receives SIGTERM in epoch 3 (a preemption): both stop at the next batch, exit 143;
 * ``kill_job``: rank 0 SIGKILLs both processes in epoch 4;
 * ``resumed``: the same code, finishing; ``reference``: a 2-process run never interrupted (fresh folder);
+* ``torchrun``: the script started by ``torchrun --nproc_per_node=2 --max-restarts=1 --rdzv-backend=c10d``;
+  rank 1 SIGKILLs itself once in epoch 2, torchrun restarts both processes, which resume from the backup;
 * ``plain2`` / ``plain1``: the network without dropout (whose masks depend on the process count) on
-  2 processes under SLURM's variables / on one process without them: the numbers must agree.
+  2 processes under SLURM's variables / on one process without them: the numbers must agree; ``plain2``
+  then fits a list of batches (dealt out whole under DDP) and keeps what fit warned in ``dealt_warning.txt``.
 
 Rank 0 of each finishing run writes ``<name>.npz`` (weights, optimizer state) and ``<name>.json`` (History).
 The driver prints one JSON line: each run's exit statuses, rank 0 first.
@@ -22,8 +25,10 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -36,7 +41,12 @@ import keras_bridge.saving.state as kb_state
 
 EPOCHS, BATCH = 4, 32
 DDP = {"accelerator": "cpu", "devices": 2, "strategy": "ddp"}
-STOPS = {"kill_rank1": (1, 1, 6), "sigterm": (0, 2, 3), "kill_job": (0, 3, 2)}  # rank, epoch, batch
+STOPS = {
+    "kill_rank1": (1, 1, 6),
+    "sigterm": (0, 2, 3),
+    "kill_job": (0, 3, 2),
+    "torchrun": (1, 1, 6),
+}  # rank, epoch, batch
 
 
 def data():
@@ -60,6 +70,11 @@ class Stop(keras.callbacks.Callback):
             return
         if name == "sigterm":
             os.kill(os.getpid(), signal.SIGTERM)
+        elif name == "torchrun":
+            marker = os.path.join(os.path.dirname(self.sibling_file), "torchrun_killed_once")
+            if not os.path.exists(marker):  # once: the restarted processes run to the end
+                open(marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
         else:
             if name == "kill_job":
                 os.kill(int(open(self.sibling_file).read()), signal.SIGKILL)
@@ -67,7 +82,7 @@ class Stop(keras.callbacks.Callback):
 
 
 def run(folder, name, devices):
-    keras.utils.set_random_seed(0 if name in ("kill_rank1", "reference", "plain1", "plain2") else 1)
+    keras.utils.set_random_seed(0 if name in ("kill_rank1", "reference", "plain1", "plain2", "torchrun") else 1)
     dropout = [] if name.startswith("plain") else [torch.nn.Dropout(0.2)]
     net = torch.nn.Sequential(
         torch.nn.Linear(8, 32), torch.nn.ReLU(), *dropout, torch.nn.Linear(32, 3), torch.nn.Softmax(-1)
@@ -75,7 +90,8 @@ def run(folder, name, devices):
     module = kb.KerasModule(net)
     module.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
                    metrics=["accuracy"])  # fmt: skip
-    backup = os.path.join(folder, "backup" if name in (*STOPS, "resumed") else f"backup_{name}")
+    shared = name in ("kill_rank1", "sigterm", "kill_job", "resumed")
+    backup = os.path.join(folder, "backup" if shared else f"backup_{name}")
     callbacks = [kb.callbacks.ResumableCheckpoint(backup, save_freq=4)]
     if name in STOPS:
         callbacks.append(Stop((name, STOPS[name]), os.path.join(folder, "rank1.pid")))
@@ -90,6 +106,14 @@ def run(folder, name, devices):
         np.savez(os.path.join(folder, f"{name}.npz"), **arrays)
         with open(os.path.join(folder, f"{name}.json"), "w") as f:
             json.dump({"epoch": history.epoch, "history": history.history}, f)
+    if name == "plain2":
+        # A list of batches under DDP is dealt out whole: fit says so, before training, on rank 0.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module.fit([(x[:64], y[:64])] * 4, epochs=1, verbose=0, trainer=DDP)
+        if kb.is_main_process():
+            with open(os.path.join(folder, "dealt_warning.txt"), "w") as f:
+                f.write("\n".join(str(w.message) for w in caught if "dealt out whole" in str(w.message)))
 
 
 def _free_port():
@@ -161,8 +185,18 @@ def main(folder):
     for name in ("kill_rank1", "sigterm", "kill_job", "resumed", "reference", "plain2"):
         ends[name] = launch(folder, name)
     ends["plain1"] = launch(folder, "plain1", processes=1)
+    # Restarts need the c10d rendezvous: with the default (static) one, the restarted workers read the
+    # first round's addresses from the agent's store and cannot connect (gloo: "Connection refused").
+    rendezvous = ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--max-restarts=1",
+               *rendezvous, __file__, folder, "torchrun"]  # fmt: skip
+    with open(os.path.join(folder, "torchrun.log"), "w") as log:
+        ends["torchrun"] = [subprocess.run(command, stdout=log, stderr=log, timeout=400).returncode]
     print(json.dumps(ends))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[2:] == ["torchrun"]:
+        run(sys.argv[1], "torchrun", 2)
+    else:
+        main(sys.argv[1])

@@ -1,5 +1,6 @@
 """Exact resume under DDP: a 2-process fit SIGKILLed on one rank, preempted (SIGTERM), SIGKILLed whole, and
-resumed each time with the same code, ends with the History and weights of an uninterrupted 2-process run.
+resumed each time with the same code, ends with the History and weights of an uninterrupted 2-process run;
+so does the fit under ``torchrun --max-restarts=1`` whose rank 1 is SIGKILLed once (torchrun restarts it).
 
 The processes get SLURM's variables (as ``srun`` starts them): Lightning's ``SLURMEnvironment`` forms
 the process group, and the same fit without dropout gives the 1-process numbers.
@@ -49,6 +50,13 @@ def test_a_ddp_fit_killed_three_ways_resumes_to_the_uninterrupted_numbers(tmp_pa
     assert done.stderr.count("fit was stopped by SIGTERM (preemption) during epoch 3") == 1  # printed by rank 0
     assert "ResumableCheckpoint saved an exact resume point in" in done.stderr
     _assert_same(_load(tmp_path, "resumed"), _load(tmp_path, "reference"), rtol=1e-6, weights_rtol=1e-6)
+    log = (tmp_path / "torchrun.log").read_text()
+    assert ends["torchrun"] == [0] and (tmp_path / "torchrun_killed_once").exists(), log[-3000:]
+    _assert_same(_load(tmp_path, "torchrun"), _load(tmp_path, "reference"), rtol=1e-6, weights_rtol=1e-6)
     # SLURM-started 2 processes == 1 process (tolerances of the DDP launcher tests: reduction order differs).
     _assert_same(_load(tmp_path, "plain2"), _load(tmp_path, "plain1"), rtol=1e-5, weights_rtol=1e-4, atol=1e-6)
     assert not (tmp_path / "backup").exists()  # deleted by the completed run
+    # Batches that are not split by the processes: said before training, with the global batch and the fix.
+    warned = (tmp_path / "dealt_warning.txt").read_text()
+    assert "Under DDP with 2 processes, the batches of this list are dealt out whole" in warned
+    assert "every optimizer step trains on 2 of its batches" in warned and "torch Dataset with `batch_size`" in warned
