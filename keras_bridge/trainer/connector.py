@@ -43,7 +43,12 @@ import lightning.pytorch as pl
 
 from keras_bridge.data.distributed import set_run_world
 from keras_bridge.trainer.preemption import PreemptionGuard, is_sigterm_exit, preempted
-from keras_bridge.utils.compat import get_use_distributed_sampler, launched_processes, set_use_distributed_sampler
+from keras_bridge.utils.compat import (
+    get_use_distributed_sampler,
+    launched_processes,
+    reruns_the_script,
+    set_use_distributed_sampler,
+)
 
 #: Trainer options that a Keras argument decides, and that argument's name.
 KERAS_OWNED = {
@@ -220,6 +225,7 @@ class TrainerConnector:
         else:
             self._trainer = self._make(self._given or {})
         self._outer_world = set_run_world(self._trainer.world_size)
+        _check_script_can_rerun(self._trainer)
         return self._trainer
 
     def __exit__(
@@ -316,6 +322,31 @@ def failed_process(trainer: pl.Trainer, wait: float = 10.0) -> str:
             return ""
         time.sleep(0.1)
     return ""
+
+
+def _check_script_can_rerun(trainer: pl.Trainer) -> None:
+    """Lightning's ``ddp`` runs this program again per process: refuse, before training, a program that is
+    not a script file (``python -c``, an ``exec``'d string, a notebook); the child processes would fail
+    to start and the launching one be killed without a word.
+    """
+    if not reruns_the_script(trainer):
+        return
+    import sys
+
+    import __main__
+
+    if getattr(__main__, "__spec__", None) is not None:
+        return  # python -m package.module: rerun as such
+    program = sys.argv[0] if sys.argv else ""
+    if program and program != "-c" and os.path.isfile(program):
+        return
+    started = "`python -c`" if program == "-c" else "an interactive session, a notebook or exec()"
+    raise RuntimeError(
+        f"strategy='ddp' starts the other processes by running this program again, but it was started from "
+        f"{started} (sys.argv[0]={program!r}), which cannot be run again. Put the code in a script file and "
+        "run `python train.py` (or `torchrun --nproc_per_node=N train.py`), or use strategy='ddp_spawn' "
+        "(strategy='ddp_notebook' in a notebook), which starts the processes from this one."
+    )
 
 
 def _check_options(options: Dict[str, Any]) -> None:

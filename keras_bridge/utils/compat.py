@@ -227,6 +227,20 @@ def set_use_distributed_sampler(trainer: Any, value: bool) -> None:
     connector.use_distributed_sampler = value
 
 
+def reruns_the_script(trainer: Any) -> bool:
+    """True when the Trainer starts its other processes by running this program again (Lightning's ``ddp``).
+
+    The launcher that does it (``_SubprocessScriptLauncher``) is private to Lightning; it runs
+    ``python sys.argv[0] ...`` (or ``python -m <module>``) once per extra process, unless a launcher
+    outside (torchrun, SLURM) started them already.
+    """
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    if type(launcher).__name__ != "_SubprocessScriptLauncher":
+        return False
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    return not bool(getattr(environment, "creates_processes_externally", True))
+
+
 def launched_processes(trainer: Any) -> List[Any]:
     """The ``subprocess.Popen`` of every process Lightning's ``ddp`` launcher started from this one.
 
