@@ -9,6 +9,7 @@ shuffled arrays, dropout) is called by every run:
 
 * ``kill_rank1``: rank 1 SIGKILLs itself in epoch 2 (rank 0 then fails on its own, or is killed after 60 s);
 * ``sigterm``: rank 0 receives SIGTERM in epoch 3 (a preemption): both stop at the next batch, exit 143;
+* ``one_process``: the same code on one process: refused (the backup holds 2 processes' positions);
 * ``kill_job``: rank 0 SIGKILLs both processes in epoch 4;
 * ``resumed``: the same code, finishing; ``reference``: a 2-process run never interrupted (fresh folder);
 * ``torchrun``: the script started by ``torchrun --nproc_per_node=2 --max-restarts=1 --rdzv-backend=c10d``;
@@ -90,7 +91,7 @@ def run(folder, name, devices):
     module = kb.KerasModule(net)
     module.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
                    metrics=["accuracy"])  # fmt: skip
-    shared = name in ("kill_rank1", "sigterm", "kill_job", "resumed")
+    shared = name in ("kill_rank1", "sigterm", "one_process", "kill_job", "resumed")
     backup = os.path.join(folder, "backup" if shared else f"backup_{name}")
     callbacks = [kb.callbacks.ResumableCheckpoint(backup, save_freq=4)]
     if name in STOPS:
@@ -183,6 +184,8 @@ def launch(folder, name, processes=2):
 def main(folder):
     ends = {}
     for name in ("kill_rank1", "sigterm", "kill_job", "resumed", "reference", "plain2"):
+        if name == "kill_job":  # the backup of 2 processes, resumed on 1: refused, the backup left as it was
+            ends["one_process"] = launch(folder, "one_process", processes=1)
         ends[name] = launch(folder, name)
     ends["plain1"] = launch(folder, "plain1", processes=1)
     # Restarts need the c10d rendezvous: with the default (static) one, the restarted workers read the

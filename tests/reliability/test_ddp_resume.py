@@ -45,6 +45,8 @@ def test_a_ddp_fit_killed_three_ways_resumes_to_the_uninterrupted_numbers(tmp_pa
     ends = json.loads(done.stdout.strip().splitlines()[-1])
     assert ends["kill_rank1"][1] == -9 and ends["kill_rank1"][0] != 0  # rank 1 killed; rank 0 failed (or was ended)
     assert ends["sigterm"] == [143, 143]  # both processes stop at the same batch, with the preemption status
+    assert ends["one_process"] == [1]  # a backup of 2 processes is not resumed on 1
+    assert "was written by a fit on 2 process(es); this fit runs on 1" in done.stderr
     assert ends["kill_job"] == [-9, -9]
     assert ends["resumed"] == ends["reference"] == ends["plain2"] == [0, 0] and ends["plain1"] == [0]
     assert done.stderr.count("fit was stopped by SIGTERM (preemption) during epoch 3") == 1  # printed by rank 0

@@ -150,6 +150,7 @@ class _ResumableCheckpoint(backup._BackupAndRestore):
                 f"Resume it with BackupAndRestore, or delete {self.backup_dir}."
             )
         module, trainer, resume = self._kb_module, self._kb_trainer, states["resume"]
+        self._own_part(resume)  # the same number of processes, before anything is restored
         _state.load_model_state(module, states["model"], self._weights_path)
         _state.apply_training_state(trainer, states, module)
         # Lightning hands loader states over only when it restarts inside an epoch: ours go at train begin.
