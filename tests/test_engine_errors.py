@@ -206,7 +206,7 @@ TABLE = [
     (
         "fit-no-y-batches",
         "torch",
-        lambda m: m.fit([XS[:10], XS[10:]], epochs=1, verbose=0),
+        lambda m: m.fit((batch for batch in [XS[:10], XS[10:]]), epochs=1, verbose=0),
         ValueError,
         ["`y`", "the first batch of `x` holds no targets"],
     ),

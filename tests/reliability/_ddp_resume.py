@@ -16,7 +16,7 @@ shuffled arrays, dropout) is called by every run:
   rank 1 SIGKILLs itself once in epoch 2, torchrun restarts both processes, which resume from the backup;
 * ``plain2`` / ``plain1``: the network without dropout (whose masks depend on the process count) on
   2 processes under SLURM's variables / on one process without them: the numbers must agree; ``plain2``
-  then fits a list of batches (dealt out whole under DDP) and keeps what fit warned in ``dealt_warning.txt``.
+  then fits a generator of batches (dealt out whole under DDP) and keeps what fit warned in ``dealt_warning.txt``.
 
 Rank 0 of each finishing run writes ``<name>.npz`` (weights, optimizer state) and ``<name>.json`` (History).
 The driver prints one JSON line: each run's exit statuses, rank 0 first.
@@ -108,10 +108,10 @@ def run(folder, name, devices):
         with open(os.path.join(folder, f"{name}.json"), "w") as f:
             json.dump({"epoch": history.epoch, "history": history.history}, f)
     if name == "plain2":
-        # A list of batches under DDP is dealt out whole: fit says so, before training, on rank 0.
+        # A generator of batches under DDP is dealt out whole: fit says so, before training, on rank 0.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            module.fit([(x[:64], y[:64])] * 4, epochs=1, verbose=0, trainer=DDP)
+            module.fit((batch for batch in [(x[:64], y[:64])] * 4), epochs=1, verbose=0, trainer=DDP)
         if kb.is_main_process():
             with open(os.path.join(folder, "dealt_warning.txt"), "w") as f:
                 f.write("\n".join(str(w.message) for w in caught if "dealt out whole" in str(w.message)))

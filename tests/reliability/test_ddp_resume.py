@@ -60,5 +60,5 @@ def test_a_ddp_fit_killed_three_ways_resumes_to_the_uninterrupted_numbers(tmp_pa
     assert not (tmp_path / "backup").exists()  # deleted by the completed run
     # Batches that are not split by the processes: said before training, with the global batch and the fix.
     warned = (tmp_path / "dealt_warning.txt").read_text()
-    assert "Under DDP with 2 processes, the batches of this list are dealt out whole" in warned
+    assert "Under DDP with 2 processes, the batches of this generator are dealt out whole" in warned
     assert "every optimizer step trains on 2 of its batches" in warned and "torch Dataset with `batch_size`" in warned
