@@ -12,7 +12,8 @@ shuffled arrays, dropout) is called by every run:
 * ``one_process``: the same code on one process: refused (the backup holds 2 processes' positions);
 * ``kill_job``: rank 0 SIGKILLs both processes in epoch 4;
 * ``resumed``: the same code, finishing; ``reference``: a 2-process run never interrupted (fresh folder);
-* ``torchrun``: the script started by ``torchrun --nproc_per_node=2 --max-restarts=1 --rdzv-backend=c10d``;
+* ``torchrun``: the script started by ``torchrun --nproc_per_node=2 --max-restarts=1 --rdzv-backend=c10d``
+  (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``);
   rank 1 SIGKILLs itself once in epoch 2, torchrun restarts both processes, which resume from the backup;
 * ``plain2`` / ``plain1``: the network without dropout (whose masks depend on the process count) on
   2 processes under SLURM's variables / on one process without them: the numbers must agree; ``plain2``
@@ -37,6 +38,7 @@ import torch
 import keras_bridge as kb  # isort: split
 
 import keras
+from _forked import exit_as_python_would, exit_status
 
 import keras_bridge.saving.state as kb_state
 
@@ -125,23 +127,7 @@ def _free_port():
 
 def _child(folder, name, env):
     os.environ.update(env)
-    code = 0
-    try:
-        run(folder, name, 2 if "SLURM_NTASKS" in env else 1)
-    except SystemExit as err:
-        code = err.code if isinstance(err.code, int) else 1
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-def _status(status):
-    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    exit_as_python_would(run, folder, name, 2 if "SLURM_NTASKS" in env else 1)
 
 
 def launch(folder, name, processes=2):
@@ -170,7 +156,7 @@ def launch(folder, name, processes=2):
                 continue
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
-                statuses[pid] = _status(status)
+                statuses[pid] = exit_status(status)
                 if statuses[pid] != 0 and deadline is None:
                     deadline = time.monotonic() + 60  # a scheduler ends the rest of a failed job
         if deadline is not None and time.monotonic() > deadline:
@@ -188,13 +174,15 @@ def main(folder):
             ends["one_process"] = launch(folder, "one_process", processes=1)
         ends[name] = launch(folder, name)
     ends["plain1"] = launch(folder, "plain1", processes=1)
-    # Restarts need the c10d rendezvous: with the default (static) one, the restarted workers read the
-    # first round's addresses from the agent's store and cannot connect (gloo: "Connection refused").
+    # Restarts need the c10d rendezvous, and a process group store of their own (not the rendezvous's,
+    # shared by default): otherwise the restarted workers may read the first round's addresses and cannot
+    # connect (gloo: "Connection refused"; pytorch/pytorch#135712).
     rendezvous = ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}"]
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--max-restarts=1",
                *rendezvous, __file__, folder, "torchrun"]  # fmt: skip
     with open(os.path.join(folder, "torchrun.log"), "w") as log:
-        ends["torchrun"] = [subprocess.run(command, stdout=log, stderr=log, timeout=400).returncode]
+        env = dict(os.environ, TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
+        ends["torchrun"] = [subprocess.run(command, stdout=log, stderr=log, env=env, timeout=400).returncode]
     print(json.dumps(ends))
 
 

@@ -18,6 +18,7 @@ import sys
 import keras_bridge as kb  # isort: split
 
 import keras
+from _forked import fork_run
 from _resume_chain import BATCH, EPOCHS, data, make_module, optimizer_state, weights
 
 STOP_AT = (1, 2)  # epoch, batch: SIGTERM arrives in the middle of epoch 2
@@ -56,35 +57,14 @@ def run(folder, kind, name):
         json.dump({"epoch": history.epoch, "history": history.history}, f)
 
 
-def in_child(fn, *args):
-    """Run ``fn`` in a forked child; return its exit status (a SystemExit's code, as Python would exit)."""
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            fn(*args)
-        except SystemExit as err:
-            code = err.code if isinstance(err.code, int) else 1
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-            code = 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-
-
 def main(folder, kind):
-    ends = {"preempted": in_child(run, folder, kind, "preempted")}
+    ends = {"preempted": fork_run(run, folder, kind, "preempted")}
     metadata = {}
     for name in ("backup", "backup_keras"):
         path = os.path.join(folder, name, "training_metadata.json")
         metadata[name] = json.load(open(path)) if os.path.exists(path) else None
-    ends["resumed"] = in_child(run, folder, kind, "resumed")
-    ends["unbroken"] = in_child(run, folder, kind, "unbroken")
+    ends["resumed"] = fork_run(run, folder, kind, "resumed")
+    ends["unbroken"] = fork_run(run, folder, kind, "unbroken")
     print(json.dumps({"ends": ends, "metadata": metadata}))
 
 
