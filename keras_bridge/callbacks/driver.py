@@ -27,7 +27,7 @@ from keras_bridge.callbacks.host import CallbackHost, callback_host
 from keras_bridge.callbacks.monitor import check_logged, check_monitored, resolve_monitor_op
 from keras_bridge.callbacks.resumed_logs import drop_logged_epochs, mark_start
 from keras_bridge.optimizers.base import get_learning_rate, set_learning_rate
-from keras_bridge.trainer.preemption import note_saved
+from keras_bridge.trainer.preemption import note_saved, stop_agreed
 from keras_bridge.utils.compat import (
     is_default_keras_hook,
     keras_backup_save,
@@ -355,7 +355,7 @@ class KerasCallbackDriver(LightningCallback):
             self.progbar.update_lazily(batch_idx, logs)
         if self.keras_rng[0] and batch_idx + 1 == trainer.num_training_batches:
             keras_rng.draw()  # Keras opens the next pass's iterator when a pass ends
-        if trainer.received_sigterm:
+        if stop_agreed(trainer):
             self._save_for_preemption(trainer, at_epoch_end=False)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
@@ -416,7 +416,7 @@ class KerasCallbackDriver(LightningCallback):
         for cb in self.all:
             cb.on_epoch_end(epoch, logs)
         self.last_logs = logs
-        if trainer.received_sigterm:
+        if stop_agreed(trainer):
             self._save_for_preemption(trainer, at_epoch_end=True)
         self._sync_learning_rates(trainer)
         self._sync_stop(trainer)

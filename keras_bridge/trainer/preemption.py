@@ -62,6 +62,7 @@ class PreemptionGuard(pl.Callback):
     def __init__(self) -> None:
         self.received = False
         self.stopping = False
+        self.trained = False  # a fit's training began (else: evaluate / predict, stopped by Lightning itself)
         self.saved: List[str] = []
         self._previous: Any = None
         self._installed = False
@@ -70,7 +71,7 @@ class PreemptionGuard(pl.Callback):
         self.received = True  # nothing else: the decision is taken at the next batch boundary
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        self.stopping, self.saved = False, []
+        self.stopping, self.saved, self.trained = False, [], True
         self.received = bool(trainer.received_sigterm)  # a signal before training began
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.getsignal(signal.SIGTERM)
@@ -107,7 +108,12 @@ class PreemptionGuard(pl.Callback):
 
     def message(self, epoch: int) -> str:
         """What the user reads when the process ends: where it stopped, what was saved, how to resume."""
-        lines = [f"keras_bridge: fit was stopped by SIGTERM (preemption) during epoch {epoch + 1}."]
+        where = (
+            f"fit was stopped by SIGTERM (preemption) during epoch {epoch + 1}"
+            if self.trained
+            else "stopped by SIGTERM"
+        )
+        lines = [f"keras_bridge: {where}."]
         if self.saved:
             lines += [f"  {text}" for text in self.saved]
             lines.append("  Run the same script again to resume from there.")
@@ -125,6 +131,14 @@ def note_saved(trainer: Any, text: str) -> None:
     guard = find_guard(trainer)
     if guard is not None and text not in guard.saved:
         guard.saved.append(text)
+
+
+def stop_agreed(trainer: Any) -> bool:
+    """True once the processes agreed to stop for SIGTERM (only under the bridge's guard: a plain Lightning
+    Trainer's flag may be set on one process only, and a save that gathers from all would then hang).
+    """
+    guard = find_guard(trainer)
+    return guard is not None and guard.stopping
 
 
 def find_guard(trainer: Any) -> Optional[PreemptionGuard]:
