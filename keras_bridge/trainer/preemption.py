@@ -9,7 +9,7 @@ would exit with status 0: the scheduler records success and does not requeue. Th
   (one decision for all processes under DDP), and if so tells Lightning to stop there;
 * lets resumable callbacks save a resume point at that boundary (``kb.callbacks.ResumableCheckpoint``:
   the exact position; ``BackupAndRestore``: Keras's epoch-granular backup), see
-  :meth:`keras_bridge.callbacks.adapter.KerasCallbackAdapter.on_train_batch_end`;
+  :meth:`keras_bridge.callbacks.driver.KerasCallbackDriver.on_train_batch_end`;
 * ends ``fit`` with :class:`TrainingPreempted`, a ``SystemExit`` with code 143 (128 + SIGTERM, what a
   shell reports for a process ended by SIGTERM, so SLURM's ``--requeue`` and Kubernetes' restart
   policies treat the run as failed and retry it), after printing what was saved and how to resume.
