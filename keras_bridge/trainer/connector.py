@@ -48,6 +48,7 @@ from keras_bridge.utils.compat import (
     launched_processes,
     reruns_the_script,
     set_use_distributed_sampler,
+    started_as_module,
 )
 
 #: Trainer options that a Keras argument decides, and that argument's name.
@@ -333,9 +334,7 @@ def _check_script_can_rerun(trainer: pl.Trainer) -> None:
         return
     import sys
 
-    import __main__
-
-    if getattr(__main__, "__spec__", None) is not None:
+    if started_as_module():
         return  # python -m package.module: rerun as such
     program = sys.argv[0] if sys.argv else ""
     if program and program != "-c" and os.path.isfile(program):

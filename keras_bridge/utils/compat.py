@@ -241,6 +241,13 @@ def reruns_the_script(trainer: Any) -> bool:
     return not bool(getattr(environment, "creates_processes_externally", True))
 
 
+def started_as_module() -> bool:
+    """True when this program was started with ``python -m package.module`` (``__main__.__spec__`` is set)."""
+    import __main__
+
+    return getattr(__main__, "__spec__", None) is not None
+
+
 def launched_processes(trainer: Any) -> List[Any]:
     """The ``subprocess.Popen`` of every process Lightning's ``ddp`` launcher started from this one.
 
