@@ -18,10 +18,12 @@ from keras_bridge.data.distributed import is_main_process, process_rank
 from keras_bridge.module import KerasModule
 from keras_bridge.optimizers import schedules
 from keras_bridge.saving.api import load_model
+from keras_bridge.trainer.preemption import TrainingPreempted
 
 __all__ = [
     "KerasBackendError",
     "KerasModule",
+    "TrainingPreempted",
     "__version__",
     "callbacks",
     "configs",

@@ -123,6 +123,8 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         self._pending_learning_rate: Optional[float] = None  # set by `learning_rate`, see there
         # Optimizer/scheduler state restored from a file (kb.load_model), applied when the next fit starts.
         self._restored_state: Optional[Dict[str, Any]] = None
+        # Training loaders' positions from trainer.fit(ckpt_path=...) that Lightning does not restore.
+        self.pending_loader_states: List[Any] = []
         self.history: Any = None
         self.stop_training = False
         self._train_logs: Optional[Dict[str, float]] = None
@@ -591,6 +593,16 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
             apply_training_state(self.trainer, self._restored_state, self)
             self._restored_state = None
         self._log_hyperparameters()
+
+    def on_train_start(self) -> None:
+        # trainer.fit(ckpt_path=...) from an epoch's end: the array loaders' shuffle seed and epoch come
+        # back too, so the next epochs draw the orders of the run that wrote the checkpoint.
+        states, self.pending_loader_states = self.pending_loader_states, []
+        loaders = self.trainer.train_dataloader
+        flat = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        for loader, state in zip(flat, states):
+            if callable(getattr(loader, "load_state_dict", None)):
+                loader.load_state_dict(state)
 
     def _log_hyperparameters(self) -> None:
         """Send the compile arguments (as configs), the batch size and the epochs to the Trainer's loggers, once."""

@@ -75,12 +75,12 @@ def test_the_cli_example_trains_from_its_yaml_as_keras_module_fit_does(tmp_path,
     for key, values in fit_history.items():
         np.testing.assert_allclose(cli_history[key], values, rtol=1e-5, err_msg=key)
     # Keras's CSVLogger files (from the YAML's callback config, and from the objects) hold the same numbers.
-    cli_rows, fit_rows = _csv(tmp_path / "history.csv"), _csv(tmp_path / "fit.csv")
+    cli_rows, fit_rows = _csv(tmp_path / "cli_output" / "history.csv"), _csv(tmp_path / "fit.csv")
     assert list(cli_rows[0]) == list(fit_rows[0]) == ["epoch", *sorted(fit_history)]
     np.testing.assert_allclose([[float(v) for v in r.values()] for r in cli_rows],
                                [[float(v) for v in r.values()] for r in fit_rows], rtol=1e-5)  # fmt: skip
     # Lightning's CSVLogger from the YAML: Keras's names, batch logs (log_every_n_steps), hyperparameters once.
-    version = tmp_path / "logs" / "digits" / "version_0"
+    version = tmp_path / "cli_output" / "logs" / "digits" / "version_0"
     columns = set(_csv(version / "metrics.csv")[0])
     assert columns == {*fit_history, *(f"batch_{k}" for k in fit_history if not k.startswith("val_")), "epoch", "step"}
     hparams = yaml.safe_load((version / "hparams.yaml").read_text())
@@ -119,4 +119,8 @@ def test_the_cli_script_runs(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Epoch 2/2" in result.stdout  # Keras's progress bar (progress_bar: true)
-    assert [row["epoch"] for row in _csv(tmp_path / "history.csv")] == ["0", "1"]
+    # Every file under the output directory the script names first, nothing in the working directory.
+    out = tmp_path / "cli_output"
+    assert result.stdout.splitlines()[0] == f"Writing the run's files (history.csv, logs/) under {out}"
+    assert [row["epoch"] for row in _csv(out / "history.csv")] == ["0", "1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cli_output"]

@@ -201,6 +201,15 @@ TABLE = [
     ),
     ("schedule-lengths", "torch", lambda m: PCD([10, 20], [1.0, 0.5]), ValueError, ["boundaries", "values", "length"]),
     # -- fit: scalar arguments
+    ("fit-no-y", "torch", fit(y=None), ValueError, ["`y`", "y=None", "sparse_categorical_crossentropy"]),
+    ("fit-no-y-keras", "keras", fit(y=None), ValueError, ["`y`", "y=None", "loss=None"]),
+    (
+        "fit-no-y-batches",
+        "torch",
+        lambda m: m.fit((batch for batch in [XS[:10], XS[10:]]), epochs=1, verbose=0),
+        ValueError,
+        ["`y`", "the first batch of `x` holds no targets"],
+    ),
     ("fit-epochs-str", "torch", fit(epochs="2"), ValueError, ["epochs", "'2'", "integer"]),
     ("fit-epochs-negative", "torch", fit(epochs=-1), ValueError, ["epochs", "-1", ">= 0"]),
     ("fit-initial-epoch", "torch", fit(initial_epoch=-2), ValueError, ["initial_epoch", "-2"]),
@@ -401,6 +410,23 @@ TABLE = [
         ValueError,
         ["check_val_every_n_epoch=3", "validation_freq"],
     ),
+    # -- saving: every refused file kind names the method that handles it
+    ("save-weights-file", "torch", lambda m: m.save("m.weights.h5"), ValueError, ["save_weights('m.weights.h5')"]),
+    ("save-weights-to-keras-file", "torch", lambda m: m.save_weights("m.keras"), ValueError, ["save('m.keras')"]),
+    (
+        "load-weights-from-keras-file",
+        "torch",
+        lambda m: m.load_weights("m.keras"),
+        ValueError,
+        ["kb.load_model('m.keras')"],
+    ),  # fmt: skip
+    (
+        "load-model-of-weights",
+        "torch",
+        lambda m: kb.load_model("m.weights.pt"),
+        ValueError,
+        ["load_weights('m.weights.pt')"],
+    ),  # fmt: skip
     # -- evaluate
     ("evaluate-steps", "torch", lambda m: m.evaluate(XS, YS, steps=0, verbose=0), ValueError, ["steps", "0", ">= 1"]),
     (

@@ -27,8 +27,10 @@ from keras_bridge.callbacks.host import CallbackHost, callback_host
 from keras_bridge.callbacks.monitor import check_logged, check_monitored, resolve_monitor_op
 from keras_bridge.callbacks.resumed_logs import drop_logged_epochs, mark_start
 from keras_bridge.optimizers.base import get_learning_rate, set_learning_rate
+from keras_bridge.trainer.preemption import note_saved, stop_agreed
 from keras_bridge.utils.compat import (
     is_default_keras_hook,
+    keras_backup_save,
     keras_initial_epoch,
     set_keras_initial_epoch,
     set_start_epoch,
@@ -223,6 +225,19 @@ class KerasCallbackDriver(LightningCallback):
         model_facade.release_saves(host)
         self._mirror_ports()
 
+    def _save_for_preemption(self, trainer: pl.Trainer, at_epoch_end: bool) -> None:
+        # SIGTERM was agreed on (keras_bridge.trainer.preemption): Lightning stops after this boundary.
+        for cb in self.user_callbacks:
+            text = None
+            if hasattr(cb, "_kb_save_for_preemption"):
+                text = cb._kb_save_for_preemption(at_epoch_end)
+            elif isinstance(cb, import_keras().callbacks.BackupAndRestore) and trainer.is_global_zero:
+                if not at_epoch_end or cb.save_freq != "epoch":  # Keras's own callback, on a Keras model
+                    keras_backup_save(cb)
+                text = f"BackupAndRestore saved a backup in {cb.backup_dir} (resumes at the start of its epoch)."
+            if text:
+                note_saved(trainer, text)
+
     def describe_position(self) -> str:
         """The batch in flight in words, for error messages.
 
@@ -340,6 +355,8 @@ class KerasCallbackDriver(LightningCallback):
             self.progbar.update_lazily(batch_idx, logs)
         if self.keras_rng[0] and batch_idx + 1 == trainer.num_training_batches:
             keras_rng.draw()  # Keras opens the next pass's iterator when a pass ends
+        if stop_agreed(trainer):
+            self._save_for_preemption(trainer, at_epoch_end=False)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if trainer.sanity_checking:
@@ -399,6 +416,8 @@ class KerasCallbackDriver(LightningCallback):
         for cb in self.all:
             cb.on_epoch_end(epoch, logs)
         self.last_logs = logs
+        if stop_agreed(trainer):
+            self._save_for_preemption(trainer, at_epoch_end=True)
         self._sync_learning_rates(trainer)
         self._sync_stop(trainer)
 

@@ -6,6 +6,7 @@ through :func:`prepare_batch`, so the rules and the error messages are the same 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
@@ -14,6 +15,19 @@ import torch
 from keras_bridge.utils.tree import map_structure
 
 Tensor = torch.Tensor
+
+
+def _from_numpy(arr: np.ndarray) -> Tensor:
+    """``torch.from_numpy`` that shares a read-only array (a ``np.memmap`` opened with ``mode="r"``) quietly.
+
+    torch warns that writing into such a tensor is undefined; the bridge never writes into input data
+    (batches are gathered copies), so the memory is shared rather than read into a copy.
+    """
+    if arr.flags.writeable:
+        return torch.from_numpy(arr)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(arr)
 
 
 def _floatx(t: Tensor) -> Tensor:
@@ -84,7 +98,7 @@ def to_tensor(value: Any) -> Tensor:
                 "Expected model data to be numbers (arrays of bools, ints or floats). "
                 f"Received an array of dtype {arr.dtype} (e.g. {example!r}) of shape {arr.shape}"
             )
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = _from_numpy(np.ascontiguousarray(arr))
     return _floatx(t)
 
 
@@ -118,16 +132,30 @@ def check_values(x: Any = None, sample_weight: Any = None) -> None:
     """
     for name, value in (("x", x), ("sample_weight", sample_weight)):
         for path, leaf in _leaves_with_paths(value):
-            # The sum is one pass without a copy and is finite whenever every value is (an overflow only
-            # sends it to the exact check), so large inputs cost no extra memory.
-            if (leaf.is_floating_point() or leaf.is_complex()) and not bool(torch.isfinite(leaf.sum())):
-                bad = ~torch.isfinite(leaf)
-                if bool(bad.any()):
-                    _refuse(name, path, leaf, bad, "hold finite numbers", "NaN or infinite value(s)")
-            if name == "sample_weight" and leaf.dtype != torch.bool:
-                negative = leaf < 0
-                if bool(negative.any()):
-                    _refuse(name, path, leaf, negative, "be >= 0 (a weight of 0 ignores a sample)", "negative value(s)")
+            # Streamed in chunks of samples: an input larger than memory (a np.memmap) is read once, and
+            # the only temporaries are one chunk's.
+            floating = leaf.is_floating_point() or leaf.is_complex()
+            for chunk in _sample_chunks(leaf):
+                # The sum is one pass without a copy and is finite whenever every value is (an overflow
+                # only sends it to the exact check).
+                if floating and not bool(torch.isfinite(chunk.sum())) and bool((~torch.isfinite(chunk)).any()):
+                    _refuse(name, path, leaf, ~torch.isfinite(leaf), "hold finite numbers", "NaN or infinite value(s)")
+                if name == "sample_weight" and leaf.dtype != torch.bool and bool((chunk < 0).any()):
+                    _refuse(name, path, leaf, leaf < 0, "be >= 0 (a weight of 0 ignores a sample)", "negative value(s)")
+
+
+#: Values per chunk of the input checks (64 MB of float32).
+_CHUNK_VALUES = 1 << 24
+
+
+def _sample_chunks(leaf: Tensor) -> Any:
+    """Consecutive slices (views) of ``leaf`` along its samples, each about :data:`_CHUNK_VALUES` values."""
+    if leaf.dim() == 0 or leaf.numel() <= _CHUNK_VALUES:
+        yield leaf
+        return
+    rows = max(1, _CHUNK_VALUES // max(1, leaf[0].numel()))
+    for start in range(0, len(leaf), rows):
+        yield leaf[start : start + rows]
 
 
 def _refuse(name: str, path: str, leaf: Tensor, bad: Tensor, accepted: str, what: str) -> None:
@@ -148,7 +176,7 @@ def _leaf_to_torch(value: Any) -> Any:
         arr = as_numpy(value)
         if arr.dtype == object or arr.dtype.kind in "USV":
             return value  # strings, ragged lists: the model decides what to do with them
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = _from_numpy(np.ascontiguousarray(arr))
     else:
         return value
     return _floatx(t)

@@ -45,7 +45,13 @@ def load_model(
     if file_suffix(filepath) == ".ckpt":
         return _load_checkpoint(filepath, custom_objects, compile, safe_mode)
     if file_suffix(filepath) != ".keras" or not zipfile.is_zipfile(filepath):
-        raise ValueError(f"`load_model` reads `.keras` and `.ckpt` files. Received: filepath={filepath}")
+        hint = ""
+        if file_suffix(filepath) in (".weights.h5", ".weights.pt"):
+            hint = (
+                " A weights file holds no model: build the module and call "
+                f"`KerasModule(model).load_weights({filepath!r})` instead."
+            )
+        raise ValueError(f"`load_model` reads `.keras` and `.ckpt` files. Received: filepath={filepath}.{hint}")
     config, bridge, states = read_archive(filepath)
     if config.get("class_name") == TORCH_CLASS:
         if config.get("config") is None:

@@ -3,18 +3,26 @@
 Every file is written to a temporary file in the target's folder and moved over the target with
 ``os.replace``, so a process killed during a save leaves the previous file (or none), never a
 truncated one. Under DDP only global rank 0 writes.
+
+A process killed during a save leaves its temporary file behind: its name carries the host and the
+process id (``.model.<host>-<pid>.<random>.tmp.keras``), and the next save to the same target removes the
+ones whose process is gone (on this host; from another host, once a day old).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import tempfile
+import time
 from typing import Any, Iterator
 
 from keras_bridge.utils.compat import attached_trainer
 
 SUFFIXES = (".weights.h5", ".weights.pt", ".keras", ".ckpt", ".h5")
+# A temporary file from another host is only known dead by its age (its process cannot be asked).
+_FOREIGN_STALE_AFTER_S = 24 * 3600
 
 
 def file_suffix(path: str) -> str:
@@ -42,7 +50,9 @@ def atomic_write(path: str) -> Iterator[str]:
     os.makedirs(folder, exist_ok=True)
     suffix = file_suffix(path) or os.path.splitext(path)[1]
     stem = os.path.basename(path)[: len(os.path.basename(path)) - len(suffix)]
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=folder)
+    remove_stale_temporaries(folder, stem, suffix)
+    owner = f"{_host()}-{os.getpid()}"
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{owner}.", suffix=f".tmp{suffix}", dir=folder)
     os.close(fd)
     try:
         yield tmp
@@ -53,6 +63,54 @@ def atomic_write(path: str) -> Iterator[str]:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str, stem: str, suffix: str) -> None:
+    """Delete the temporary files that killed saves of ``folder/<stem><suffix>`` left behind.
+
+    Example:
+        >>> import tempfile, os
+        >>> folder = tempfile.mkdtemp()
+        >>> stale = os.path.join(folder, f".m.{_host()}-999999999.x.tmp.keras")
+        >>> _ = open(stale, "w").write("half a file")
+        >>> remove_stale_temporaries(folder, "m", ".keras")
+        >>> os.path.exists(stale)
+        False
+    """
+    prefix, end = f".{stem}.", f".tmp{suffix}"
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(end)]
+    except OSError:
+        return
+    for name in names:
+        owner = name[len(prefix) :].split(".", 1)[0]
+        host, _, pid = owner.rpartition("-")
+        full = os.path.join(folder, name)
+        if not pid.isdigit():
+            continue  # not one of ours
+        try:
+            if host == _host():
+                stale = not _alive(int(pid))
+            else:
+                stale = time.time() - os.path.getmtime(full) > _FOREIGN_STALE_AFTER_S
+            if stale:
+                os.remove(full)
+        except OSError:
+            pass  # removed meanwhile, or not ours to remove
 
 
 def is_writer(module: Any) -> bool:

@@ -78,12 +78,33 @@ def saves_held(module: Any, path: Any = None) -> bool:
     return True
 
 
+# The method that handles a file of each kind, for errors that refuse it elsewhere.
+_METHOD_FOR = {
+    "a saved model": {
+        ".weights.h5": "`save_weights({path!r})` (the weights only)",
+        ".weights.pt": "`save_weights({path!r})` (the weights only)",
+        ".h5": "`save('...keras')`: the legacy `.h5` format holds Keras models only",
+    },
+    "saved weights": {
+        ".keras": "`save({path!r})` (model, compile arguments and optimizer state)",
+        ".h5": "`save_weights('...weights.h5')`",
+    },
+    "weights to load": {
+        ".keras": "`kb.load_model({path!r})` (it builds the module), or `KerasModule(model).load_weights` with a "
+        "`.weights.h5` / `.weights.pt` file",
+        ".h5": "`load_weights('...weights.h5')`",
+    },
+}
+
+
 def _check_target(path: str, overwrite: bool, allowed: Tuple[str, ...], what: str) -> str:
     suffix = file_suffix(path)
     if suffix not in allowed:
+        instead = _METHOD_FOR.get(what, {}).get(suffix)
+        hint = f" For a `{suffix}` file, call {instead.format(path=path)} instead." if instead else ""
         raise ValueError(
             f"Expected the filepath of {what} to end in {', '.join(repr(s) for s in allowed)}. "
-            f"Received: filepath={path}"
+            f"Received: filepath={path}.{hint}"
         )
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{path} exists and `overwrite=False` was given.")
@@ -178,7 +199,8 @@ def _write_lightning_checkpoint(module: Any, tmp: str, weights_only: bool) -> No
     trainer = attached_trainer(module)
     if trainer is None:
         raise ValueError(
-            "A `.ckpt` file is a Lightning checkpoint of a running Trainer: save it during or after fit()."
+            "A `.ckpt` file is a Lightning checkpoint of a running Trainer: save it during or after fit(), or call "
+            "`save('model.keras')` to save the module outside a fit."
         )
     # The checkpoint dict is built here rather than through trainer.save_checkpoint, which is a
     # collective (barrier) and would hang when only rank 0 decides to save.

@@ -30,7 +30,7 @@ import torch
 
 import keras_bridge.saving.serialization as S
 from keras_bridge.saving.archive import bridge_entry, describe_torch_model
-from keras_bridge.utils.compat import attached_trainer
+from keras_bridge.utils.compat import attached_trainer, loader_states_lightning_skips
 
 #: The key of the bridge's entry in a Lightning checkpoint dict.
 KEY = "keras_bridge"
@@ -126,6 +126,8 @@ def restore_from_checkpoint(
     entry = checkpoint.get(KEY)
     if not isinstance(entry, Mapping):
         return
+    if attached_trainer(module) is not None:  # trainer.fit(ckpt_path=...): the loaders' positions, for on_train_start
+        module.pending_loader_states = loader_states_lightning_skips(checkpoint)
     if isinstance(checkpoint.get("state_dict"), MutableMapping):
         rename_keras_state(module, checkpoint["state_dict"], entry.get("keras_variable_paths"))
     if not compile:

@@ -42,7 +42,14 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Type
 import lightning.pytorch as pl
 
 from keras_bridge.data.distributed import set_run_world
-from keras_bridge.utils.compat import get_use_distributed_sampler, launched_processes, set_use_distributed_sampler
+from keras_bridge.trainer.preemption import PreemptionGuard, is_sigterm_exit, preempted
+from keras_bridge.utils.compat import (
+    get_use_distributed_sampler,
+    launched_processes,
+    reruns_the_script,
+    set_use_distributed_sampler,
+    started_as_module,
+)
 
 #: Trainer options that a Keras argument decides, and that argument's name.
 KERAS_OWNED = {
@@ -168,6 +175,10 @@ class TrainerConnector:
     ``KeyboardInterrupt`` instead (its traceback points where the run was interrupted) and puts the
     SIGINT handler back, so the model keeps the weights trained so far and a next call works.
 
+    SIGTERM (a preempted job) stops ``fit`` at the next batch boundary, after the resumable callbacks
+    saved a resume point, and ends it with :class:`~keras_bridge.trainer.preemption.TrainingPreempted`
+    (exit status 143), see :mod:`keras_bridge.trainer.preemption`.
+
     Args:
         trainer: ``None``, a dict of ``lightning.Trainer`` options, or a ready ``lightning.Trainer``.
         callbacks: Lightning callbacks to run during the call (the bridge's driver first).
@@ -193,7 +204,9 @@ class TrainerConnector:
             _check_conflicts(trainer, owned)
         self._given = trainer
         self._interrupts = _InterruptRecorder()
-        self._callbacks = [*callbacks, self._interrupts, _RunWorld()]
+        self._preemption = PreemptionGuard()
+        # The guard first: the Keras callbacks of a batch see its stop decision (they save a resume point).
+        self._callbacks = [self._preemption, *callbacks, self._interrupts, _RunWorld()]
         self._sigint: Any = None
         self._owned = dict(owned)
         self._saved: Dict[str, Any] = {}
@@ -213,6 +226,7 @@ class TrainerConnector:
         else:
             self._trainer = self._make(self._given or {})
         self._outer_world = set_run_world(self._trainer.world_size)
+        _check_script_can_rerun(self._trainer)
         return self._trainer
 
     def __exit__(
@@ -228,6 +242,11 @@ class TrainerConnector:
         interrupt = self._interrupts.caught
         if exc_type is not None and issubclass(exc_type, SystemExit) and interrupt is not None:
             raise interrupt.with_traceback(interrupt.__traceback__) from None
+        if is_sigterm_exit(exc):
+            raise preempted(self._preemption, trainer) from None
+        if exc is None and self._preemption.received and not self._preemption.stopping:
+            # SIGTERM after the last stop decision (the run had finished): deliver it as if we were not here.
+            os.kill(os.getpid(), signal.SIGTERM)
         if exc is not None and isinstance(exc, Exception):
             # A collective that lost its peer: give the dying process time to be reaped; else just look.
             lost_peer = any(word in str(exc) for word in ("Connection", "peer", "gloo", "NCCL", "timed out"))
@@ -304,6 +323,29 @@ def failed_process(trainer: pl.Trainer, wait: float = 10.0) -> str:
             return ""
         time.sleep(0.1)
     return ""
+
+
+def _check_script_can_rerun(trainer: pl.Trainer) -> None:
+    """Lightning's ``ddp`` runs this program again per process: refuse, before training, a program that is
+    not a script file (``python -c``, an ``exec``'d string, a notebook); the child processes would fail
+    to start and the launching one be killed without a word.
+    """
+    if not reruns_the_script(trainer):
+        return
+    import sys
+
+    if started_as_module():
+        return  # python -m package.module: rerun as such
+    program = sys.argv[0] if sys.argv else ""
+    if program and program != "-c" and os.path.isfile(program):
+        return
+    started = "`python -c`" if program == "-c" else "an interactive session, a notebook or exec()"
+    raise RuntimeError(
+        f"strategy='ddp' starts the other processes by running this program again, but it was started from "
+        f"{started} (sys.argv[0]={program!r}), which cannot be run again. Put the code in a script file and "
+        "run `python train.py` (or `torchrun --nproc_per_node=N train.py`), or use strategy='ddp_spawn' "
+        "(strategy='ddp_notebook' in a notebook), which starts the processes from this one."
+    )
 
 
 def _check_options(options: Dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.callbacks.driver import KerasCallbackDriver
 from keras_bridge.callbacks.progbar import make_progbar_logger
 from keras_bridge.compile.structure import flatten_outputs, output_structure, pack_outputs, resolve_output_names
+from keras_bridge.compile.tracking import KerasHooks
 from keras_bridge.data.contract import DataOptions, Loader
 from keras_bridge.trainer.arguments import check_fit_args, check_input_names, check_int, check_verbose, split_callbacks
 from keras_bridge.trainer.connector import TrainerConnector, quiet_lightning
@@ -42,6 +43,7 @@ def _build(module: Any, loader: Loader, stage: str = "train") -> None:
     batch = loader.peek()
     x, y, sw = unpack_batch(batch)
     check_input_names(module, x)
+    require_targets(module, y, "the first batch of `x` holds no targets")
     if module.is_keras:
         if loader.mirrors_keras_rng:
             keras_rng.draw()  # Keras peeks its first batch through a fresh DataLoader iterator
@@ -73,6 +75,25 @@ def _prepare_keras_steps(module: Any, mode: str, **loaders: Any) -> None:
     if module.keras_step is not None:
         packed = {stage: loader is not None and loader.mirrors_keras_rng for stage, loader in loaders.items()}
         module.keras_step.prepare(mode, packed)
+
+
+def require_targets(module: Any, y: Any, where: str) -> None:
+    """Refuse, before training, data without targets for a compiled loss that needs them.
+
+    Keras itself fails inside its loss with an ``AttributeError`` on ``None``. A model that computes its
+    own loss (a Keras model overriding ``compute_loss``, or one compiled with ``loss=None`` and
+    ``add_loss``) trains without ``y``.
+    """
+    loss = module.loss_plan.arguments["loss"] if module.loss_plan is not None else None
+    if y is not None or loss is None:
+        return
+    if module.is_keras and KerasHooks.detect(module.model, keras_logs=False) is not None:
+        return
+    raise ValueError(
+        f"Expected targets `y` for the compiled loss {loss!r}: fit trains the model to match them. Received: "
+        f"y=None ({where}). Pass `y` (arrays), or a dataset whose batches are `(x, y)` or "
+        "`(x, y, sample_weight)`; a model trained on its own losses only (`add_loss`) is compiled with loss=None."
+    )
 
 
 def _zeros_like_spec(spec: Any) -> Any:
@@ -154,6 +175,8 @@ def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = N
                                   mode="evaluate")  # fmt: skip
         val_loader = data_dispatch.validation_loader(validation, val_options, from_split=validation_data is None)
     _prepare_keras_steps(module, "fit", train=train_loader, eval=val_loader)
+    if y is None and module.built and train_loader.mirrors_keras_rng:  # arrays
+        require_targets(module, y, "`x` is arrays and no `y` was passed")
     _build(module, train_loader)
     steps = data_dispatch.loader_length(train_loader)
     if steps_per_epoch is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from keras_bridge.utils.keras import import_keras
 
@@ -171,12 +171,42 @@ def load_fit_loop_state(trainer: Any, state: Dict[str, Any]) -> List[Any]:
     return list(loaders)
 
 
+def loader_states_lightning_skips(checkpoint: Mapping[str, Any]) -> List[Any]:
+    """The training loaders' positions in a Lightning checkpoint that Lightning itself will not restore.
+
+    ``trainer.fit(ckpt_path=...)`` hands the saved positions (``state_dict()`` of each training loader,
+    kept under the fit loop's state) back to the loaders only when the checkpoint was taken inside an
+    epoch. From an epoch's end (what ``ModelCheckpoint`` writes) they are dropped: returned here then,
+    and ``[]`` otherwise.
+    """
+    fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    progress = (fit_loop.get("epoch_progress") or {}).get("current") or {}
+    loaders = list((fit_loop.get("state_dict") or {}).get("combined_loader") or [])
+    if not progress or not loaders:
+        return []
+    unfinished = any(progress.get(k) != progress.get("processed") for k in ("ready", "started"))
+    return [] if unfinished else loaders
+
+
 def on_last_training_batch(trainer: Any) -> bool:
     """True during the hooks of an epoch's last training batch (Lightning's ``batch_progress.is_last_batch``).
 
     Checked: lightning 2.2.0, 2.6.6. Missing: an ``AttributeError`` naming the loop attribute (public names).
     """
     return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
+def request_sigterm_stop(trainer: Any) -> None:
+    """Make ``trainer.received_sigterm`` true: Lightning's loops then stop at the next batch boundary.
+
+    The flag lives on the Trainer's private signal connector; its loops read it after each batch.
+    """
+    trainer._signal_connector.received_sigterm = True
+
+
+def keras_backup_save(callback: Any) -> None:
+    """Have Keras's own ``BackupAndRestore`` write its backup now (its private ``_save_model``)."""
+    callback._save_model()
 
 
 def get_use_distributed_sampler(trainer: Any) -> bool:
@@ -195,6 +225,27 @@ def set_use_distributed_sampler(trainer: Any, value: bool) -> None:
     """
     connector = _private(trainer, "_accelerator_connector", "lightning", "to set `use_distributed_sampler`")
     connector.use_distributed_sampler = value
+
+
+def reruns_the_script(trainer: Any) -> bool:
+    """True when the Trainer starts its other processes by running this program again (Lightning's ``ddp``).
+
+    The launcher that does it (``_SubprocessScriptLauncher``) is private to Lightning; it runs
+    ``python sys.argv[0] ...`` (or ``python -m <module>``) once per extra process, unless a launcher
+    outside (torchrun, SLURM) started them already.
+    """
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    if type(launcher).__name__ != "_SubprocessScriptLauncher":
+        return False
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    return not bool(getattr(environment, "creates_processes_externally", True))
+
+
+def started_as_module() -> bool:
+    """True when this program was started with ``python -m package.module`` (``__main__.__spec__`` is set)."""
+    import __main__
+
+    return getattr(__main__, "__spec__", None) is not None
 
 
 def launched_processes(trainer: Any) -> List[Any]:

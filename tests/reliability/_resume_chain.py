@@ -23,6 +23,7 @@ import sys
 import keras
 import numpy as np
 import torch
+from _forked import fork_run
 
 import keras_bridge as kb  # noqa: I001  (selects keras's torch backend)
 import keras_bridge.saving.state as kb_state
@@ -128,23 +129,10 @@ def run(config, index, kill, backup_dir, out):
 
 def in_child(fn, *args):
     """Run ``fn`` in a forked child; return how it ended ("ok", "killed" or the error)."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            fn(*args)
-            code = 0
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-            code = 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        return "killed" if os.WTERMSIG(status) == signal.SIGKILL else f"signal {os.WTERMSIG(status)}"
-    return "ok" if os.WEXITSTATUS(status) == 0 else f"exit {os.WEXITSTATUS(status)}"
+    status = fork_run(fn, *args)
+    if status < 0:
+        return "killed" if -status == signal.SIGKILL else f"signal {-status}"
+    return "ok" if status == 0 else f"exit {status}"
 
 
 def main(config_path):

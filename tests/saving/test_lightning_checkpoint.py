@@ -45,19 +45,19 @@ def _trainer(epochs, root, callbacks=()):
                      enable_checkpointing=bool(callbacks))  # fmt: skip
 
 
-def _datamodule():
+def _datamodule(shuffle=False):
     x, y = _data()
-    return kb.data.KerasDataModule(x, y, shuffle=False, **FIT)
+    return kb.data.KerasDataModule(x, y, shuffle=shuffle, **FIT)
 
 
 def _weights(module):
     return [np.asarray(w) for w in module.get_weights()]
 
 
-def _train_with_checkpoints(kind, root, epochs=2):
+def _train_with_checkpoints(kind, root, epochs=2, shuffle=False):
     module = _compiled(kind)
     checkpoint = ModelCheckpoint(dirpath=str(root / "ckpt"), save_top_k=-1, every_n_epochs=1)
-    _trainer(epochs, root, [checkpoint]).fit(module, datamodule=_datamodule())
+    _trainer(epochs, root, [checkpoint]).fit(module, datamodule=_datamodule(shuffle))
     return module, sorted(glob.glob(str(root / "ckpt" / "epoch=*.ckpt")))
 
 
@@ -88,11 +88,13 @@ def test_load_from_checkpoint_and_load_model_restore_it_compiled(tmp_path, kind)
 
 @pytest.mark.parametrize("kind", ["torch", "keras"])
 def test_resuming_a_lightning_run_continues_the_keras_history(tmp_path, kind):
+    # Shuffled: the resumed run's data module draws another seed; the checkpoint's loader state (seed,
+    # epoch) must give the next epochs the orders of the run that wrote it.
     unbroken = _compiled(kind)
-    _trainer(4, tmp_path / "unbroken").fit(unbroken, datamodule=_datamodule())
-    _, paths = _train_with_checkpoints(kind, tmp_path)
+    _trainer(4, tmp_path / "unbroken").fit(unbroken, datamodule=_datamodule(shuffle=True))
+    _, paths = _train_with_checkpoints(kind, tmp_path, shuffle=True)
     resumed = kb.KerasModule(_model(kind))  # not compiled: the checkpoint compiles it
-    _trainer(4, tmp_path / "resumed").fit(resumed, datamodule=_datamodule(), ckpt_path=paths[-1])
+    _trainer(4, tmp_path / "resumed").fit(resumed, datamodule=_datamodule(shuffle=True), ckpt_path=paths[-1])
     assert resumed.compiled and resumed.history.epoch == [0, 1, 2, 3]
     assert list(resumed.history.history) == list(unbroken.history.history)
     for key, values in unbroken.history.history.items():

@@ -131,3 +131,23 @@ def test_new_trainer_is_quiet_and_does_not_reshard_our_loaders():
         assert trainer.max_epochs == 2 and trainer.max_steps == 3
         assert trainer.logger is None and trainer.checkpoint_callback is None
         assert trainer.progress_bar_callback is None
+
+
+def test_ddp_from_python_c_fails_before_training_naming_the_cause_and_the_fix(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import subprocess_env
+
+    code = (
+        "import numpy as np, torch, keras_bridge as kb\n"
+        "m = kb.KerasModule(torch.nn.Linear(3, 1)); m.compile(optimizer='sgd', loss='mse')\n"
+        "m.fit(np.zeros((8, 3), 'float32'), np.zeros((8, 1), 'float32'), verbose=0,\n"
+        "      trainer={'accelerator': 'cpu', 'devices': 2, 'strategy': 'ddp'})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=240)  # fmt: skip
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])  # an error, not a kill (137)
+    assert "started from `python -c`" in done.stderr and "strategy='ddp_spawn'" in done.stderr
+    assert "script file" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no child process ever started

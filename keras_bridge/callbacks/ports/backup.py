@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import keras_bridge.saving.formats as saving
 import keras_bridge.saving.state as _state
@@ -100,6 +100,12 @@ class _BackupAndRestore(BoundPort):
         saving.write_state_file(self._weights_path, self._kb_module, metadata)
         with atomic_write(self._training_metadata_path) as tmp, open(tmp, "w") as f:
             f.write(json.dumps(metadata))
+
+    def _kb_save_for_preemption(self, at_epoch_end: bool) -> Optional[str]:
+        """SIGTERM: write the backup now, with Keras's rules (it resumes at the start of its epoch)."""
+        if not at_epoch_end or self.save_freq != "epoch":  # an epoch-end backup was just written otherwise
+            self._save_model()
+        return f"BackupAndRestore saved a backup in {self.backup_dir} (resumes at the start of its epoch)."
 
     def on_train_end(self, logs: Any = None) -> None:
         if self.delete_checkpoint and self._kb_is_writer and os.path.exists(self.backup_dir):

@@ -16,7 +16,10 @@ It writes ``backup_dir/latest.weights.h5`` (HDF5, no pickle) and ``training_meta
 every ``save_freq`` batches and at the end of every epoch, and deletes ``backup_dir`` when ``fit``
 completes (``delete_checkpoint=True``). Other callbacks keep their own state rules: an
 ``EarlyStopping`` restarts its patience count, as after Keras's ``BackupAndRestore``.
-Exactness holds on one process (under DDP each process's running metrics are its own).
+Under DDP every process's running metrics and random states are saved (gathered to rank 0, which
+writes), and each process takes its own back: the resume is exact with the same number of processes.
+SIGTERM (a preempted job) saves the position at the next batch boundary, see
+:mod:`keras_bridge.trainer.preemption`.
 
 Example:
     >>> import keras_bridge as kb
@@ -93,6 +96,15 @@ def _set_random_states(states: Mapping[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def _gathered(trainer: Any, local: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """``local`` from every process, in rank order (``[local]`` on one process)."""
+    if trainer.world_size == 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [local]
+    parts: List[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(parts, local)
+    return parts
+
+
 def _is_resumable(loader: Any) -> bool:
     return callable(getattr(loader, "state_dict", None)) and callable(getattr(loader, "load_state_dict", None))
 
@@ -138,6 +150,7 @@ class _ResumableCheckpoint(backup._BackupAndRestore):
                 f"Resume it with BackupAndRestore, or delete {self.backup_dir}."
             )
         module, trainer, resume = self._kb_module, self._kb_trainer, states["resume"]
+        self._own_part(resume)  # the same number of processes, before anything is restored
         _state.load_model_state(module, states["model"], self._weights_path)
         _state.apply_training_state(trainer, states, module)
         # Lightning hands loader states over only when it restarts inside an epoch: ours go at train begin.
@@ -182,10 +195,26 @@ class _ResumableCheckpoint(backup._BackupAndRestore):
         if history is not None:
             history.history = {key: list(values) for key, values in resume["history"].items()}
         self._history_epochs: List[int] = list(resume["history_epoch"])
+        own = self._own_part(resume)
         if not resume["finished"]:
             module.on_train_epoch_start()  # the interrupted epoch's fresh logs, then its running metrics
-            _load_metric_states(module.train_tracker, resume["metrics"])
-        _set_random_states(resume["rng"])
+            _load_metric_states(module.train_tracker, own["metrics"])
+        _set_random_states(own["rng"])
+
+    def _own_part(self, resume: Mapping[str, Any]) -> Mapping[str, Any]:
+        # Under DDP every process's running metrics and random states are its own: each takes its part.
+        parts = resume.get("ranks")
+        trainer = self._kb_trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if parts is None:
+            parts = [resume]
+        if len(parts) != world:
+            raise ValueError(
+                f"The backup in {self.backup_dir} was written by a fit on {len(parts)} process(es); this fit runs "
+                f"on {world}. An exact resume needs the same number of processes: resume with {len(parts)}, or "
+                f"delete {self.backup_dir} to start again."
+            )
+        return parts[rank]
 
     def _restore_history_epochs(self) -> None:
         # History.on_train_begin emptied its epoch list after ours ran; put the saved epochs in front.
@@ -216,15 +245,29 @@ class _ResumableCheckpoint(backup._BackupAndRestore):
         self._restore_history_epochs()
         super().on_train_end(logs)
 
+    def _kb_save_for_preemption(self, at_epoch_end: bool) -> Optional[str]:
+        """Save the exact position now (SIGTERM): every process calls this at the same boundary."""
+        trainer = self._kb_trainer
+        if trainer is None:
+            return None
+        if not at_epoch_end and not on_last_training_batch(trainer):
+            self._save_model()  # at an epoch's end (or on its last batch) the epoch-end backup is the point
+        return f"ResumableCheckpoint saved an exact resume point in {self.backup_dir}."
+
     def _save_model(self, epoch_logs: Optional[Dict[str, Any]] = None, epoch: Optional[int] = None) -> None:
         trainer, module = self._kb_trainer, self._kb_module
-        if trainer is None or not self._kb_is_writer or saving.saves_held(module, self._weights_path):
+        if trainer is None or saving.saves_held(module, self._weights_path):
             return
-        loop = fit_loop_state(trainer, next_epoch=epoch_logs is not None)
+        finished = epoch_logs is not None
+        # Every process's own part (a collective under DDP: all processes save at the same boundaries).
+        ranks = _gathered(trainer, {"metrics": {} if finished else _metric_states(module.train_tracker),
+                                    "rng": _random_states()})  # fmt: skip
+        if not self._kb_is_writer:
+            return
+        loop = fit_loop_state(trainer, next_epoch=finished)
         history = getattr(module, "history", None)
         recorded = {k: list(v) for k, v in (getattr(history, "history", None) or {}).items()}
         epochs = list(getattr(self, "_history_epochs", None) or []) + list(getattr(history, "epoch", None) or [])
-        finished = epoch_logs is not None
         if finished:
             # History appends this epoch after us: save it as it will be.
             for key, value in epoch_logs.items():  # type: ignore[union-attr]
@@ -237,9 +280,11 @@ class _ResumableCheckpoint(backup._BackupAndRestore):
             "loop": loop,
             "history": recorded,
             "history_epoch": epochs,
-            "metrics": {} if finished else _metric_states(module.train_tracker),
-            "rng": _random_states(),
+            "metrics": ranks[0]["metrics"],
+            "rng": ranks[0]["rng"],
         }
+        if len(ranks) > 1:
+            resume["ranks"] = ranks
         os.makedirs(self.backup_dir, exist_ok=True)
         if self.double_checkpoint and os.path.exists(self._weights_path):
             backup._copy(self._weights_path, self._prev_weights_path)

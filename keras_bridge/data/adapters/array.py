@@ -287,6 +287,18 @@ class SampleLoader(KerasLoader):
         self._epochs += 1
         return iter(self.loader)
 
+    def state_dict(self) -> Dict[str, Any]:
+        """The sampler's position and this loader's epoch count (Lightning's resumable-loader protocol)."""
+        return {**cast(GlobalBatchSampler, self.loader.sampler).state_dict(), "epochs": self._epochs}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the saved epoch (or the next one, when it had ended) in the saved shuffled order."""
+        sampler = cast(GlobalBatchSampler, self.loader.sampler)
+        sampler.load_state_dict(state)
+        finished = bool(state.get("epoch_finished")) or int(state["epoch_position"]) >= len(sampler)
+        epochs = int(state.get("epochs", state["epoch"] + 1))
+        self._epochs = epochs if finished else epochs - 1
+
 
 class _GeneratorState:
     """A CPU ``torch.Generator``'s state as plain bytes (pickles without shared memory)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Any, Iterable, Iterator, List, Optional, Tuple
 
 from keras_bridge.data.batches import empty_like, prepare_batch
@@ -35,6 +36,7 @@ class IterableLoader(KerasLoader):
         self._position = 0
         self._replay: List[Any] = []  # batches peek() took from a one-shot iterator
         self._last: Any = None
+        self._said_dealt = False
 
     # ------------------------------------------------------------------ what to iterate
     def source(self) -> Iterable[Any]:
@@ -88,6 +90,7 @@ class IterableLoader(KerasLoader):
                 self._position += 1  # before yielding: the epoch's end check reads it
                 yield self._position - 1, batch
             return
+        self._say_batches_are_dealt(rank, world)
         while True:
             group = list(itertools.islice(it, world))
             # Every process must run the same number of steps, or the gradient all-reduce hangs.
@@ -96,6 +99,22 @@ class IterableLoader(KerasLoader):
             index = self._position * world + rank
             self._position += 1
             yield index, (group[rank] if rank < len(group) else None)
+
+    def _say_batches_are_dealt(self, rank: int, world: int) -> None:
+        """Before the first step: under DDP ``batch_size`` is not the global batch for these batches."""
+        if rank != 0 or self._said_dealt or self.evaluation:
+            return
+        self._said_dealt = True
+        warnings.warn(
+            f"Under DDP with {world} processes, the batches of this {self.name} are dealt out whole, one per "
+            f"process: every optimizer step trains on {world} of its batches (a global batch {world} times the "
+            f"batch you built, each process's batch being one of them), so the numbers differ from 1 process. "
+            "For a global batch that the processes split, pass arrays or a torch Dataset with `batch_size`, a "
+            "keras.utils.PyDataset, or a DataLoader over a map-style Dataset with the default sampler and "
+            f"drop_last=False; or build batches {world} times smaller.",
+            UserWarning,
+            stacklevel=2,
+        )
 
     def _emit(self, index: int, raw: Any) -> Any:
         if raw is None:
