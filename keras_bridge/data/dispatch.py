@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, cast
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.data.adapters.array import (
     DEFAULT_BATCH_SIZE,
     GlobalBatchSampler,
@@ -40,7 +41,8 @@ from keras_bridge.data.epoch_iterator import KerasLoader, unwrap
 
 
 def make_loader(data: Any, batch_size: Optional[int] = None, shuffle: Any = False, class_weight: Any = None,
-                steps_per_epoch: Optional[int] = None, seed: int = 0, evaluation: bool = False) -> Any:  # fmt: skip
+                steps_per_epoch: Optional[int] = None, seed: Optional[int] = None,
+                evaluation: bool = False) -> Any:  # fmt: skip
     """The loader for one dataset object (see the module table); a ``KerasLoader`` or one of our DataLoaders.
 
     Raises:
@@ -109,13 +111,16 @@ def _single(y: Any) -> Any:
 
 def fit_loaders(x: Any, y: Any = None, sample_weight: Any = None, batch_size: Optional[int] = None,
                 shuffle: Any = True, class_weight: Any = None, validation_split: float = 0.0,
-                validation_data: Any = None, steps_per_epoch: Optional[int] = None, seed: int = 0,
+                validation_data: Any = None, steps_per_epoch: Optional[int] = None, seed: Optional[int] = None,
                 validation_steps: Optional[int] = None, validation_batch_size: Optional[int] = None) -> Tuple[Any,
                 Optional[Any]]:  # fmt: skip
     """Return ``(train_loader, val_loader_or_None)`` for ``fit``.
 
     Validation arrays are batched as Keras batches them: ``validation_batch_size or batch_size``, else
     ``ceil(n / validation_steps)`` when ``validation_steps`` is given, else 32.
+
+    ``seed`` None (the default) shuffles as Keras does, from the global generators; an int gives the
+    bridge's independent seeded shuffle (:mod:`keras_bridge.data.keras_rng`).
     """
     check_batch_size(batch_size)
     check_batch_size(validation_batch_size)
@@ -159,7 +164,7 @@ def fit_loaders(x: Any, y: Any = None, sample_weight: Any = None, batch_size: Op
 
 def dataset_fit_loaders(x: Any, y: Any, sample_weight: Any, batch_size: Optional[int], shuffle: Any,
                         class_weight: Any, validation_split: float, validation_data: Any,
-                        steps_per_epoch: Optional[int], seed: int, val_batch_size: Optional[int] = None,
+                        steps_per_epoch: Optional[int], seed: Optional[int], val_batch_size: Optional[int] = None,
                         validation_steps: Optional[int] = None) -> Tuple[Any, Optional[Any]]:  # fmt: skip
     """``(train_loader, val_loader_or_None)`` for a dataset ``x``."""
     _refuse_y(y, sample_weight, x)
@@ -222,7 +227,9 @@ def eval_loader(
     x, y, sample_weight = _arrays(x=x, y=y, sample_weight=sample_weight)
     n = check_cardinality(x, y, sample_weight)
     check_values(x, sample_weight)
-    return array_loader(x, y, sample_weight, _eval_batch_size(batch_size, n, steps or default_steps), False, 0, steps)
+    return array_loader(
+        x, y, sample_weight, _eval_batch_size(batch_size, n, steps or default_steps), False, None, steps
+    )
 
 
 def _eval_batch_size(batch_size: Optional[int], n: int, steps: Optional[int]) -> int:
@@ -239,13 +246,13 @@ def predict_loader(x: Any, batch_size: Optional[int] = None, steps: Optional[int
         return dataset_eval_loader(x, None, None, batch_size, steps)
     (x,) = _arrays(x=x)
     n = check_cardinality(x)
-    return array_loader(x, None, None, _eval_batch_size(batch_size, n, steps), False, 0, steps)
+    return array_loader(x, None, None, _eval_batch_size(batch_size, n, steps), False, None, steps)
 
 
 def dataset_eval_loader(x: Any, y: Any, sample_weight: Any, batch_size: Optional[int], steps: Optional[int]) -> Any:
     """The loader for ``evaluate``/``predict``/validation on a dataset ``x`` (never shuffled)."""
     _refuse_y(y, sample_weight, x)
-    return make_loader(x, batch_size, False, None, steps, 0, evaluation=True)
+    return make_loader(x, batch_size, False, None, steps, None, evaluation=True)
 
 
 def split_tuple(data: Any) -> Tuple[Any, Any, Any]:
@@ -303,3 +310,59 @@ def unshard_results(loader: Any, per_rank: Sequence[Sequence[Any]]) -> List[Any]
 def is_array_loader(loader: Any) -> bool:
     """True for a loader the bridge built over in-memory arrays (Keras feeds those through a DataLoader)."""
     return isinstance(loader, DataLoader) and isinstance(loader.sampler, GlobalBatchSampler)
+
+
+def keras_pass_draws(loader: Any, steps: Optional[int] = None, evaluation: bool = False) -> keras_rng.PassDraws:
+    """The base-seed draws Keras's torch ``DataLoader`` takes around each pass of ``loader`` that the loader
+    itself does not take (Keras opens an iterator when a pass starts and the next one when it ends).
+
+    Args:
+        loader: the loader (None: no draws).
+        steps: ``steps_per_epoch`` of a training loader, ``steps`` of an evaluation one.
+        evaluation: an evaluation / prediction loader.
+    """
+    loader = unwrap(loader)
+    if loader is None:
+        return keras_rng.NO_DRAWS
+    rows = None if evaluation or not is_array_loader(loader) else cast(GlobalBatchSampler, loader.sampler).shuffle_rows
+    # Keras opens the next iterator only when a pass has been read to its end.
+    length = _pass_length(loader)
+    at_end = int(length is not None and (steps is None or length <= steps))
+    if steps is not None and not evaluation:
+        # A pass carried over between epochs: Keras opens the first iterator when the fit's first epoch
+        # starts, and the next one at the end of an epoch that read its pass to the end.
+        if is_array_loader(loader) or isinstance(loader, PyDatasetLoader):
+            carry = loader.sampler.carry if is_array_loader(loader) else loader.order.carry
+            first = lambda: carry.passes_started == 0  # noqa: E731
+            return keras_rng.PassDraws(1, int(length is not None), rows=rows, start_if=first, end_if=carry.pass_read)
+        return keras_rng.NO_DRAWS  # a DataLoader opens its own iterators (when the next epoch starts)
+    if is_array_loader(loader) or isinstance(loader, PyDatasetLoader):
+        return keras_rng.PassDraws(1, at_end, rows=rows)  # their own iterators draw nothing from the global generator
+    if isinstance(loader, WrappedDataLoader):
+        source = loader.loader
+        # A persistent-workers iterator is reused: reopening it draws nothing.
+        reopens = not (source.persistent_workers and source.num_workers > 0)
+        return keras_rng.PassDraws(0, at_end * reopens, source.generator)  # it opens its own at the start
+    return keras_rng.NO_DRAWS
+
+
+def _pass_length(loader: Any) -> Optional[int]:
+    """Batches in one whole pass of ``loader`` (not limited by steps), None when unknown."""
+    if is_array_loader(loader):
+        return cast(GlobalBatchSampler, loader.sampler).batches_per_pass
+    if isinstance(loader, KerasLoader):
+        return loader.num_batches()
+    return loader_length(loader)
+
+
+def take_peek_draws(loader: Any) -> None:
+    """Take what Keras's build peek draws (it opens an iterator over the input and reads one batch).
+
+    A user's ``DataLoader`` draws it itself when the bridge peeks into it.
+    """
+    loader = unwrap(loader)
+    if is_array_loader(loader):
+        cast(GlobalBatchSampler, loader.sampler).take_peek_draws()
+    elif isinstance(loader, PyDatasetLoader):
+        keras_rng.draw()
+        loader.order.take_peek_draws(loader.py_dataset.num_batches)

@@ -60,6 +60,19 @@ class StepsCarryOver(Generic[T]):
         self._taken = 0  # items taken from the current pass
         self._yielded = 0  # items yielded in the current epoch
         self._resume: Optional[Dict[str, Any]] = None
+        self.passes_started = 0
+
+    def pass_read(self) -> bool:
+        """True when the next epoch starts a new pass: none is live, or the live one was read to its end.
+
+        Example:
+            >>> carry = StepsCarryOver(2)
+            >>> _ = list(carry.epoch(lambda: (iter("abc"), 3))); carry.pass_read()
+            False
+            >>> _ = list(carry.epoch(lambda: (iter("abc"), 3))); carry.pass_read()
+            True
+        """
+        return self._iterator is None or self._left == 0
 
     def restart(self) -> None:
         """Forget the carried-over pass: the next epoch starts a new one."""
@@ -123,6 +136,7 @@ class StepsCarryOver(Generic[T]):
     def _start(self, new_pass: Callable[[], Tuple[Iterator[T], Optional[int]]]) -> None:
         self._iterator, self._left = new_pass()
         self._taken = 0
+        self.passes_started += 1
 
     def _next(self) -> Any:
         assert self._iterator is not None

@@ -29,7 +29,7 @@ from keras_bridge.utils.keras import import_keras
 from keras_bridge.utils.tree import map_structure, unpack_batch
 
 
-def _build(module: Any, loader: Any, stage: str = "train") -> None:
+def _build(module: Any, loader: Any, stage: str = "train", keras_draws: bool = True) -> None:
     """Build the module's losses and metrics from the first batch, as Keras builds an unbuilt model.
 
     A Keras model is built symbolically, as Keras's ``fit`` does (nothing it can observe runs, and
@@ -39,11 +39,11 @@ def _build(module: Any, loader: Any, stage: str = "train") -> None:
     if module.built:
         return
     batch = data_dispatch.first_batch(loader)
+    if keras_draws:
+        data_dispatch.take_peek_draws(loader)  # Keras peeks its first batch through a fresh DataLoader iterator
     x, y, sw = unpack_batch(batch)
     check_input_names(module, x)
     if module.is_keras:
-        if data_dispatch.is_array_loader(loader):
-            keras_rng.draw()  # Keras peeks its first batch through a fresh DataLoader iterator
         if module.keras_step is not None:  # Keras's own build, then its own steps
             module.keras_step.build(batch, stage)
             module.build_from_batch(x, y, None)
@@ -140,12 +140,13 @@ def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = N
     keras_cbs, lightning_cbs = split_callbacks(callbacks)
     if x is None:
         raise ValueError("`fit()` needs training data: pass `x` (arrays or a dataset).")
+    seed = module.next_shuffle_seed()  # None: Keras's shuffle
     train_loader, val_loader = data_dispatch.fit_loaders(x, y, sample_weight, batch_size, shuffle, class_weight,
                                                          validation_split, validation_data, steps_per_epoch,
-                                                         module.next_shuffle_seed(), validation_steps,
-                                                         validation_batch_size)  # fmt: skip
+                                                         seed, validation_steps, validation_batch_size)  # fmt: skip
+    draws = _keras_rng(module, seed)
     _prepare_keras_steps(module, "fit", train=train_loader, eval=val_loader)
-    _build(module, train_loader)
+    _build(module, train_loader, keras_draws=draws)
     steps = data_dispatch.loader_length(train_loader)
     if steps_per_epoch is not None:
         steps = steps_per_epoch if steps is None else min(steps, steps_per_epoch)
@@ -163,7 +164,10 @@ def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = N
     module.fit_arguments = dict(batch_size=getattr(getattr(train_loader, "sampler", None), "batch_size", batch_size),
                                 epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                                 validation_split=validation_split, shuffle=shuffle)  # fmt: skip
-    rng_points = (_keras_rng(module, train_loader) and steps_per_epoch is None, _keras_rng(module, val_loader))
+    rng_points = (
+        _pass_draws(draws, train_loader, steps_per_epoch),
+        _pass_draws(draws, val_loader, validation_steps, True),
+    )
     driver_args = dict(history=history, params=_params(verbose, epochs, steps), mode="fit",
                         validation_freq=validation_freq, initial_epoch=initial_epoch, keras_rng=rng_points)  # fmt: skip
     fit_stage = lambda t: t.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)  # noqa: E731
@@ -182,10 +186,10 @@ def evaluate(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int
     cbs = split_callbacks(callbacks)
     loader = data_dispatch.eval_loader(x, y, sample_weight, batch_size, steps)
     _prepare_keras_steps(module, "evaluate", eval=loader)
-    _build(module, loader, "eval")
+    _build(module, loader, "eval", _keras_rng(module))
     owned = {} if steps is None else {"limit_val_batches": steps}
     driver_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="evaluate",
-                        keras_rng=(False, _keras_rng(module, loader)))  # fmt: skip
+                       keras_rng=_evaluation_draws(module, loader, steps))  # fmt: skip
     _run(module, trainer, cbs, owned, driver_args, lambda t: t.validate(module, dataloaders=loader, verbose=False))
     logs = dict(module.finish_eval_epoch())
     return logs if return_dict else module.ordered_results(logs)
@@ -203,7 +207,7 @@ def predict(module: Any, x: Any, batch_size: Optional[int] = None, verbose: Any 
     check_input_names(module, unpack_batch(data_dispatch.first_batch(loader))[0])
     owned = {} if steps is None else {"limit_predict_batches": steps}
     driver_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="predict",
-                        keras_rng=(False, _keras_rng(module, loader)))  # fmt: skip
+                       keras_rng=_evaluation_draws(module, loader, steps))  # fmt: skip
     # Gathered inside the run: whether it is distributed is known there (a 1-device run ignores a process group).
     predict_stage = lambda t: _gather_predictions(  # noqa: E731
         loader, t.predict(module, dataloaders=loader, return_predictions=True)
@@ -219,9 +223,21 @@ def predict(module: Any, x: Any, batch_size: Optional[int] = None, verbose: Any 
     return pack_outputs(arrays, names, kind if module.is_keras or kind.kind != "list" else "list")
 
 
-def _keras_rng(module: Any, loader: Any) -> bool:
-    # Only a Keras model's randomness is compared with Keras's; only arrays go through Keras's DataLoader.
-    return bool(module.is_keras and data_dispatch.is_array_loader(loader))
+def _keras_rng(module: Any, seed: Optional[int] = None) -> bool:
+    # Keras's draws are taken wherever shuffles follow Keras's stream; with the independent seeded shuffle
+    # (a fit given a seed), only for a Keras model (whose randomness is compared with Keras's).
+    keras_stream = seed is None and keras_rng.keras_stream()
+    return bool(module.is_keras or keras_stream)
+
+
+def _evaluation_draws(module: Any, loader: Any, steps: Optional[int]) -> Tuple[Any, Any]:
+    return keras_rng.NO_DRAWS, _pass_draws(_keras_rng(module), loader, steps, True)
+
+
+def _pass_draws(draws: bool, loader: Any, steps: Optional[int], evaluation: bool = False) -> keras_rng.PassDraws:
+    if not draws:
+        return keras_rng.NO_DRAWS
+    return data_dispatch.keras_pass_draws(loader, steps, evaluation)
 
 
 def _params(verbose: int, epochs: int, steps: Optional[int]) -> Dict[str, Any]:

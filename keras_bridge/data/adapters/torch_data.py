@@ -28,6 +28,7 @@ from torch.utils.data import (
 )
 from torch.utils.data._utils.collate import default_collate
 
+import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.data.adapters.array import DEFAULT_BATCH_SIZE, BatchLoader, GlobalBatchSampler
 from keras_bridge.data.adapters.iterable import IterableLoader
 from keras_bridge.data.batches import empty_like, prepare_batch, reraise_with_context
@@ -90,17 +91,25 @@ def _identity(batch: Any) -> Any:
     return batch
 
 
-def sample_loader(dataset: Any, batch_size: Optional[int] = None, shuffle: Any = False, seed: int = 0,
+def sample_loader(dataset: Any, batch_size: Optional[int] = None, shuffle: Any = False, seed: Optional[int] = None,
                   steps_per_epoch: Optional[int] = None, class_weight: Optional[Mapping[Any, float]] = None,
                   collate_fn: Optional[Callable[[Any], Any]] = None, **loader_kwargs: Any) -> DataLoader:  # fmt: skip
     """Batch a map-style torch ``Dataset`` with Keras's array rules.
+
+    ``seed`` None shuffles as Keras's ``DataLoader`` over arrays does (see :class:`GlobalBatchSampler`).
+    The loader's own iterators draw from ``loader_kwargs["generator"]`` when given (a user's
+    ``DataLoader`` rebuilt under DDP draws where it did), else from a private generator.
 
     Example:
         >>> ds = torch.utils.data.TensorDataset(torch.arange(10.0), torch.arange(10))
         >>> [len(b[0]) for b in sample_loader(ds, batch_size=4)]
         [4, 4, 2]
     """
-    sampler = GlobalBatchSampler(len(dataset), batch_size or DEFAULT_BATCH_SIZE, shuffle, seed, steps_per_epoch)
+    # A rebuilt user's DataLoader: its RandomSampler drew its seed from the loader's generator.
+    sampler_generator = loader_kwargs.get("generator")
+    loader_kwargs.setdefault("generator", keras_rng.private_generator())
+    sampler = GlobalBatchSampler(len(dataset), batch_size or DEFAULT_BATCH_SIZE, shuffle, seed, steps_per_epoch,
+                                 sampler_generator)  # fmt: skip
     return BatchLoader(
         SampleBatches(dataset, collate_fn, class_weight),
         sampler=sampler,
@@ -133,7 +142,7 @@ class WrappedDataLoader(IterableLoader):
         loader: the ``DataLoader``.
         steps_per_epoch: batches per epoch; the loader's iterator carries over between epochs.
         class_weight: applied per batch (Keras refuses it for DataLoaders; the bridge does not).
-        seed: shuffle seed of the rebuilt loader under DDP.
+        seed: shuffle seed of the rebuilt loader under DDP (None: Keras's ``RandomSampler`` draw).
         evaluation: an evaluation loader (resets before every pass).
     """
 
@@ -142,7 +151,7 @@ class WrappedDataLoader(IterableLoader):
         loader: DataLoader,
         steps_per_epoch: Optional[int] = None,
         class_weight: Any = None,
-        seed: int = 0,
+        seed: Optional[int] = None,
         evaluation: bool = False,
     ) -> None:
         super().__init__(loader, steps_per_epoch, class_weight, evaluation, name="DataLoader")
