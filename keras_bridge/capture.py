@@ -37,14 +37,15 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
-from torch.utils._pytree import tree_flatten
+
+from keras_bridge.utils.compat import pytree_flatten
 
 log = logging.getLogger("keras_bridge")
 _EAGER: Any = object()  # a signature that could not be captured
 
 
 def _signature(x: Any, training: bool) -> Tuple[Any, ...]:
-    leaves, spec = tree_flatten(x)
+    leaves, spec = pytree_flatten(x)
     described = tuple(
         (tuple(v.shape), v.dtype, v.device) if isinstance(v, torch.Tensor) else (type(v), v) for v in leaves
     )

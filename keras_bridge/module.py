@@ -38,7 +38,7 @@ from keras_bridge.trainer import on_batch
 from keras_bridge.trainer.keras_step import KerasSteps
 from keras_bridge.utils.compat import logging_due
 from keras_bridge.utils.errors import NotCompiledError
-from keras_bridge.utils.keras import import_keras, is_keras_model
+from keras_bridge.utils.keras import import_keras, is_keras_model, keras_input_names
 from keras_bridge.utils.tree import first_batch_dim, unpack_batch
 
 Tensor = torch.Tensor
@@ -103,8 +103,8 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         if output_names is None and self.is_keras:
             output_names = list(getattr(model, "output_names", None) or []) or None
         self.declared_output_names = list(output_names) if output_names is not None else None
-        if input_names is None and self.is_keras and getattr(model, "inputs", None):
-            input_names = [t.name for t in model.inputs]  # type: ignore[union-attr]
+        if input_names is None and self.is_keras:
+            input_names = keras_input_names(model)
         self.input_names = list(input_names) if input_names is not None else None
         self.compiled = False
         self.loss_plan: Optional[LossPlan] = None
@@ -373,9 +373,6 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         self.output_kind = outputs.kind
         self.output_names = outputs.names
         self.loss_plan.build(outputs)
-        y_flat = flatten_targets(y, outputs, with_loss=self.loss_plan.output_has_loss)
-        yp_flat = flatten_outputs(y_pred, outputs)
-        self.metric_plan.build(outputs, y_flat, [t.detach() if isinstance(t, Tensor) else t for t in yp_flat])
         hooks = None
         if self.is_keras:
             # Keras's own logs need the model compiled by Keras with every argument (a Keras optimizer).
@@ -383,6 +380,16 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
                 self, "keras_incompatible_arguments", None
             )
             hooks = StageTracker.keras_hooks(self.model, keras_logs)
+        yp_flat = flatten_outputs(y_pred, outputs)
+        try:
+            y_flat = flatten_targets(y, outputs, with_loss=self.loss_plan.output_has_loss)
+        except ValueError:
+            # A model whose compute_loss gives the loss and Keras's logs may take targets shaped for its
+            # override rather than for its outputs, as in Keras: the bridge's plans never read them.
+            if hooks is None or not (hooks.loss and hooks.keras_logs):
+                raise
+        else:
+            self.metric_plan.build(outputs, y_flat, [t.detach() if isinstance(t, Tensor) else t for t in yp_flat])
         device = yp_flat[0].device if yp_flat and isinstance(yp_flat[0], Tensor) else None
         self.train_tracker = StageTracker(self.loss_plan, self.metric_plan, clone=False, hooks=hooks)
         self.eval_tracker = StageTracker(self.loss_plan, self.metric_plan, clone=True, hooks=hooks)

@@ -48,3 +48,26 @@ def subprocess_env(**extra):
     """Environment for a test script run as a subprocess: one thread, the package and ``tests/`` importable."""
     path = os.pathsep.join([str(REPO_ROOT), str(TESTS_DIR)])
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, **extra)
+
+
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+
+def run_shared_suite(suite, cwd):
+    """Run one of the outside judges' test folders (``../shared/...``) with its own conftest, in a subprocess.
+
+    Returns ``(passed, summary)``: the number of passed tests and pytest's last line, after asserting that
+    the run succeeded (its output tail in the failure message).
+    """
+    import re
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning",
+         "--rootdir", str(suite), str(suite)],
+        cwd=cwd, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr[-2000:]
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    return int(re.search(r"(\d+) passed", summary).group(1)), summary

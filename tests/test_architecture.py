@@ -109,3 +109,72 @@ def test_foreign_private_names_live_in_the_compat_module(path):
     if path.relative_to(PACKAGE).as_posix() == "utils/compat.py":
         return
     assert not _FOREIGN_PRIVATE.findall(path.read_text())
+
+
+# The package's own protocol between its modules, allowed outside compat: the ``_kb_*`` hooks of the callback
+# ports, a base class's private method reached through ``super()``, and the port classes of ``backup.py``.
+_OWN_PROTOCOL = {
+    ("callbacks/ports/resume.py", "backup._BackupAndRestore"),
+    ("callbacks/ports/resume.py", "backup._copy"),
+}
+
+
+def _private_accesses(source: str, rel: str) -> List[str]:
+    """Private names of other objects and modules that ``source`` (the file ``rel``) touches: ``obj._x`` (``obj``
+    not ``self`` / ``cls``), ``keras.src`` (imported or reached as an attribute), imports of private modules."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute):
+            base, text = node.value, ast.unparse(node)
+            if node.attr == "src" and isinstance(base, ast.Name) and base.id == "keras":
+                found.append(f"{node.lineno}: {text}")
+            private = node.attr.startswith("_") and not node.attr.startswith("__")
+            if not private or node.attr.startswith("_kb_"):
+                continue
+            if isinstance(base, ast.Name) and base.id in ("self", "cls"):
+                continue
+            if isinstance(base, ast.Call) and isinstance(base.func, ast.Name) and base.func.id == "super":
+                continue
+            if (rel, text) not in _OWN_PROTOCOL:
+                found.append(f"{node.lineno}: {text}")
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            module = node.module or "" if isinstance(node, ast.ImportFrom) else ""
+            names = [module] if module else [alias.name for alias in node.names]
+            if isinstance(node, ast.ImportFrom) and not module.startswith("keras_bridge"):
+                names += [f"{module}.{alias.name}" for alias in node.names]
+            for name in names:
+                if name == "__future__" or name.startswith("__future__.") or name.startswith("keras_bridge"):
+                    continue
+                if name.startswith("keras.src") or any(part.startswith("_") for part in name.split(".")):
+                    found.append(f"{node.lineno}: import {name}")
+    return found
+
+
+def test_the_private_access_finder_finds_them():
+    source = (
+        "from keras.src.losses import Loss\nfrom torch.utils._pytree import tree_flatten\n"
+        "def f(self, model, keras):\n    self._ok = model._bad + model._kb_hook\n"
+        "    return super()._fine(), keras.src.ops\n"
+    )
+    found = sorted(f.split(": ")[1] for f in _private_accesses(source, "x.py"))
+    assert found == [
+        "import keras.src.losses", "import keras.src.losses.Loss", "import torch.utils._pytree",
+        "import torch.utils._pytree.tree_flatten", "keras.src", "model._bad",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_private_names_of_other_code_are_touched_in_compat_only(path):
+    if path.relative_to(PACKAGE).as_posix() == "utils/compat.py":
+        return
+    assert _private_accesses(path.read_text(), path.relative_to(PACKAGE).as_posix()) == []
+
+
+def test_data_does_not_import_compile():
+    modules = _modules()
+    offenders = {
+        name: sorted(t for t in _imports(name, path, set(modules)) if t.startswith("keras_bridge.compile"))
+        for name, path in modules.items()
+        if name.startswith("keras_bridge.data")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}

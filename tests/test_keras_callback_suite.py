@@ -4,25 +4,14 @@ They are an outside judge: each runs a user's unchanged Keras code on ``KerasMod
 subprocess with its own conftest; it is skipped where the shared folder is not laid out beside the project.
 """
 
-import pathlib
-import re
-import subprocess
-import sys
-
 import pytest
+from helpers import SHARED_DIR, run_shared_suite
 
-SUITE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "keras-tests"
+SUITE = SHARED_DIR / "keras-tests"
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SUITE.is_dir(), reason="../shared/keras-tests is not present")
 def test_keras_callback_tests_pass_through_the_bridge(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning",
-         "--rootdir", str(SUITE), str(SUITE)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr[-2000:]
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    passed = int(re.search(r"(\d+) passed", summary).group(1))
+    passed, summary = run_shared_suite(SUITE, tmp_path)
     assert passed >= 50 and "failed" not in summary, summary

@@ -49,11 +49,15 @@ Tensor = torch.Tensor
 
 @dataclass
 class _Term:
-    index: int  # the output (leaf) it applies to, in flattening order
+    index: int  # the (first) output (leaf) it applies to, in flattening order
     output_name: str
     loss: LossTerm
     weight: float
     log_name: str = ""  # Keras's name of its tracker, without "_loss"
+    # Every output it applies to, and their structure (``None`` leaves) when it applies to several:
+    # the loss then receives the targets and outputs in that structure, as Keras passes them.
+    leaves: Tuple[int, ...] = ()
+    structure: Any = None
 
 
 class _Weighted:
@@ -156,7 +160,7 @@ class LossPlan:
                 (an :class:`OutputKeyError`, also a ``KeyError``, for a path the outputs do not have).
         """
         outputs = as_output_structure(outputs)
-        placed: List[Tuple[int, _Weighted]] = []
+        placed: List[Tuple[Path, _Weighted]] = []
         per_output: Optional[List[Any]] = None
         loss, weights = self._resolved, self._weights
         if loss is not None:
@@ -183,14 +187,19 @@ class LossPlan:
             else:
                 self._place(weighted, (), outputs, placed)
         terms = []
-        for i, entry in placed:
+        for path, entry in placed:
+            leaves = outputs.leaves_under(path)
+            node = outputs.node(path)
             weight = entry.weight
-            if weight is None and per_output is not None:
-                weight = per_output[i]
+            if weight is None and per_output is not None and not is_nested(node):
+                weight = per_output[leaves[0]]
             weight = 1.0 if weight is None else float(weight)
-            terms.append(_Term(i, outputs.names[i], entry.loss, weight, outputs.loss_names[i]))
+            name = self._term_name(path, outputs)
+            output_name = outputs.names[leaves[0]] if not is_nested(node) else name
+            structure = node if is_nested(node) else None
+            terms.append(_Term(leaves[0], output_name, entry.loss, weight, name, tuple(leaves), structure))
         self.terms = terms
-        used = {t.index for t in terms}
+        used = {i for t in terms for i in t.leaves}
         self.output_has_loss = [i in used for i in range(len(outputs))]
         self.outputs = outputs
         self.built = True
@@ -223,51 +232,74 @@ class LossPlan:
             f"Received: loss_weights={self._weights!r}"
         )
 
-    def _place(self, entry: Any, path: Path, outputs: OutputStructure, out: List[Tuple[int, _Weighted]]) -> None:
-        """Map the part ``entry`` of ``loss`` onto the outputs at ``path`` (Keras's ``_build_nested``)."""
+    def _place(self, entry: Any, path: Path, outputs: OutputStructure, out: List[Tuple[Path, _Weighted]]) -> None:
+        """Map the part ``entry`` of ``loss`` onto the outputs at ``path``, by Keras's ``CompileLoss`` rules.
+
+        A single loss applies to the output at ``path``, a tensor or a whole structure (the loss then
+        receives that structure). A list or tuple of single losses, one per output below ``path``, is
+        put in the outputs' structure; another list or tuple whose type the output there does not have
+        holds several losses for the same ``path`` (summed). Otherwise ``entry`` mirrors the outputs.
+        """
         if entry is None:
             return
-        leaves = outputs.leaves_under(path)
-        node = outputs.node(path)
+        node, leaves = outputs.node(path), outputs.leaves_under(path)
         if isinstance(entry, _Weighted):
-            if len(leaves) != 1:
+            if is_nested(node) and not entry.loss.takes_structures:
                 raise ValueError(
                     f"The `loss` entry at path {path} is a single loss, but the model's output there is a "
-                    f"structure of {len(leaves)} tensors {describe(node, 'X')}. Give one loss per output "
-                    f"(a list or a structure like the outputs). Received: loss={self._loss!r}"
+                    f"structure of {len(leaves)} tensors {describe(node, 'X')}, and {entry.loss.name!r} takes "
+                    "one tensor. Give one loss per output (a list or a structure like the outputs), or a "
+                    f"loss function that takes the structure. Received: loss={self._loss!r}"
                 )
-            out.append((leaves[0], entry))
+            out.append((path, entry))
             return
         if isinstance(entry, (list, tuple)):
             if all(not is_nested(e) for e in entry) and len(entry) == len(leaves):
-                # A flat list with one loss per output below `path`, in flattening order.
-                out.extend((i, e) for i, e in zip(leaves, entry) if e is not None)
-                return
-            if not is_nested(node):
-                # Several losses for one output: each applies, and they are summed.
+                entry = pack_sequence_as(node, list(entry))
+                if not is_nested(entry):
+                    self._place(entry, path, outputs, out)
+                    return
+            elif not isinstance(node, type(entry)):
+                if is_nested(node) and any(isinstance(e, _Weighted) and not e.loss.takes_structures for e in entry):
+                    raise ValueError(
+                        f"`loss` is a list of {len(entry)} entries but the model has {len(leaves)} outputs "
+                        f"{[outputs.names[i] for i in leaves]}" + (f" at path {path}" if path else "") + ": "
+                        f"pass one loss (or None) per output, a structure like the outputs' "
+                        f"{describe(node, 'X')}, or a dict keyed by output name. Received: loss={self._loss!r}"
+                    )
                 for e in entry:
                     self._place(e, path, outputs, out)
                 return
-            if isinstance(node, (list, tuple)):
-                if len(entry) > len(node):
-                    raise self._missing_path((*path, len(node)), outputs, labels=True)
-                for k, e in enumerate(entry):
-                    self._place(e, (*path, k), outputs, out)
-                return
-            raise ValueError(
-                f"`loss` is a list of {len(entry)} entries but the model has {len(leaves)} outputs "
-                f"{[outputs.names[i] for i in leaves]}" + (f" at path {path}" if path else "") + ": pass one "
-                f"loss (or None) per output, a structure like the outputs' {describe(node, 'X')}, or a dict "
-                f"keyed by output name. Received: loss={self._loss!r}"
-            )
-        if not isinstance(node, Mapping):
+        if not isinstance(node, type(entry)):
             raise self._missing_path(path, outputs, labels=False)
-        unknown = [k for k, e in entry.items() if e is not None and k not in node]
-        if unknown:
-            raise self._missing_path((*path, unknown[0]), outputs, labels=True, unknown=unknown)
-        for key, e in entry.items():
+        if isinstance(entry, Mapping):
+            unknown = [k for k, e in entry.items() if e is not None and k not in node]
+            if unknown:
+                raise self._missing_path((*path, unknown[0]), outputs, labels=True, unknown=unknown)
+            items = list(entry.items())
+        else:
+            items = list(enumerate(entry))
+            if len(entry) > len(node):
+                raise self._missing_path((*path, len(node)), outputs, labels=True)
+        for key, e in items:
             if e is not None:
                 self._place(e, (*path, key), outputs, out)
+
+    @staticmethod
+    def _term_name(path: Path, outputs: OutputStructure) -> str:
+        """Keras's name for the tracker of a loss at ``path`` (without ``_loss``).
+
+        At one output, :attr:`OutputStructure.loss_names`; on a structure, the path joined by ``/``, or at
+        the top the output names (a dict's keys) joined by ``_``.
+        """
+        node, leaves = outputs.node(path), outputs.leaves_under(path)
+        if not is_nested(node):
+            return outputs.loss_names[leaves[0]]
+        if path:
+            return "/".join(str(k) for k in path)
+        if isinstance(node, Mapping):
+            return "_".join(str(k) for k in node.keys())
+        return "_".join(outputs.names[i] for i in leaves)
 
     @staticmethod
     def _missing_path(
@@ -281,6 +313,18 @@ class LossPlan:
             f"The path: {path} in the `loss` argument, can't be found in {where}.{detail} The model's outputs "
             f"are {outputs.describe()} (names {outputs.names})."
         )
+
+    @staticmethod
+    def _structured(t: _Term, y_true: Sequence[Any], y_pred: Sequence[Any], sample_weight: Sequence[Any]) -> tuple:
+        """Targets, outputs and sample weights of a loss on a structure, packed in that structure.
+
+        One sample-weight array for every output below it stays one array, as Keras passes it.
+        """
+        targets = [y_true[i] for i in t.leaves]
+        weights = [sample_weight[i] for i in t.leaves]
+        yt = None if any(v is None for v in targets) else pack_sequence_as(t.structure, targets)
+        sw = weights[0] if all(w is weights[0] for w in weights) else pack_sequence_as(t.structure, weights)
+        return yt, pack_sequence_as(t.structure, [y_pred[i] for i in t.leaves]), sw
 
     @property
     def tracker_names(self) -> List[str]:
@@ -296,14 +340,17 @@ class LossPlan:
         total: Optional[Tensor] = None
         values: List[Tensor] = []
         for t in self.terms:
-            yt = y_true[t.index]
+            if t.structure is None:
+                yt, yp, sw = y_true[t.index], y_pred[t.index], sample_weight[t.index]
+            else:
+                yt, yp, sw = self._structured(t, y_true, y_pred, sample_weight)
             if yt is None:
                 raise ValueError(
                     f"The output {t.output_name!r} has a loss but no target was given for it. Pass "
                     "its target in `y` (the structure of the outputs, a list with one array per output, "
                     "or a dict keyed by output name)."
                 )
-            value = t.loss(yt, y_pred[t.index], sample_weight[t.index])
+            value = t.loss(yt, yp, sw)
             values.append(value)
             weighted = value if t.weight == 1.0 else value * t.weight
             total = weighted if total is None else total + weighted

@@ -27,10 +27,11 @@ from keras_bridge.utils.tree import (
     children,
     count_leaves,
     describe,
-    flatten,
+    flatten_values,
     flatten_with_paths,
     is_config,
     is_nested,
+    map_structure,
     pack_sequence_as,
 )
 
@@ -72,7 +73,7 @@ class OutputStructure:
     def __init__(self, y_pred: Any, declared: Optional[Sequence[str]] = None) -> None:
         flat = flatten_with_paths(y_pred)
         self.paths: List[Path] = [p for p, _ in flat]
-        self.template: Any = pack_sequence_as(y_pred, [None] * len(flat))
+        self.template: Any = map_structure(lambda _: None, y_pred)
         n = len(flat)
         if not is_nested(y_pred):
             self.kind = "single"
@@ -154,7 +155,7 @@ class OutputStructure:
             return list(y_pred)
         if self.kind == "dict":
             return [y_pred[p[0]] for p in self.paths]
-        return flatten(y_pred)
+        return flatten_values(y_pred)
 
     def pack(self, flat: Sequence[Any]) -> Any:
         """Inverse of :meth:`flatten`: the leaves in the structure of the outputs."""
@@ -196,7 +197,7 @@ class OutputStructure:
         aligned: List[Any] = []
         if self.kind != "single" and self._align(self.template, y, aligned):
             return aligned
-        flat = flatten(y)
+        flat = flatten_values(y)
         if len(flat) == n:
             return flat
         if sample_weight and len(flat) == 1:
@@ -286,7 +287,7 @@ def flatten_outputs(y_pred: Any, outputs: Outputs) -> List[Any]:
         return outputs.flatten(y_pred)
     if isinstance(y_pred, Mapping) and all(not is_nested(v) for v in y_pred.values()):
         return [y_pred[n] for n in outputs]
-    return flatten(y_pred)
+    return flatten_values(y_pred)
 
 
 def flatten_targets(

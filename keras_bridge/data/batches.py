@@ -21,12 +21,61 @@ def _floatx(t: Tensor) -> Tensor:
     return t.float() if t.dtype == torch.float64 else t
 
 
+def is_array(obj: Any) -> bool:
+    """Keras's rule for an array: a torch tensor or anything NumPy can read (``__array__``).
+
+    NumPy arrays, pandas ``DataFrame`` / ``Series``, JAX arrays and TensorFlow tensors all qualify, so they
+    are sliced into batches; a dataset object (a generator, a ``tf.data.Dataset``, a ``PyDataset``) does not.
+
+    Example:
+        >>> is_array(np.zeros(2)), is_array(iter([]))
+        (True, False)
+    """
+    return isinstance(obj, torch.Tensor) or hasattr(obj, "__array__")
+
+
+def _is_pandas(value: Any) -> bool:
+    return type(value).__module__.partition(".")[0] == "pandas" and hasattr(value, "to_numpy")
+
+
+def _torch_dtype_for(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in a dtype torch holds: ``ml_dtypes`` floats (bfloat16, float8, ...) become floatx, as in Keras."""
+    if arr.dtype.kind == "V" and arr.dtype.names is None:
+        import ml_dtypes  # a dependency of Keras; imported only when such an array comes
+
+        try:
+            ml_dtypes.finfo(arr.dtype)
+        except ValueError:
+            return arr
+        return arr.astype(np.float32)
+    return arr
+
+
+def as_numpy(value: Any) -> np.ndarray:
+    """An array-like as NumPy, the way Keras reads it: a ``DataFrame`` by its columns in their order, a ``Series``
+    as one column ``(N, 1)``, anything else through ``np.asarray`` (no copy where the source allows).
+
+    Example:
+        >>> as_numpy([1.0, 2.0]).shape
+        (2,)
+    """
+    if _is_pandas(value):
+        arr = value.to_numpy()
+        return _torch_dtype_for(arr[:, None] if arr.ndim == 1 else arr)
+    return _torch_dtype_for(np.asarray(value))
+
+
 def to_tensor(value: Any) -> Tensor:
-    """An array as a torch tensor (float64 becomes float32, as Keras feeds floatx); object arrays are refused."""
+    """An array as a torch tensor (float64 becomes float32, as Keras feeds floatx); object arrays are refused.
+
+    Example:
+        >>> to_tensor(np.zeros((2, 3))).dtype
+        torch.float32
+    """
     if isinstance(value, torch.Tensor):
         t = value
     else:
-        arr = np.asarray(value)
+        arr = as_numpy(value)
         if arr.dtype == object:
             raise TypeError(f"Cannot use an array of Python objects as model data: {arr[:3]!r}...")
         if arr.dtype.kind in "USV":
@@ -94,9 +143,10 @@ def _refuse(name: str, path: str, leaf: Tensor, bad: Tensor, accepted: str, what
 def _leaf_to_torch(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         t = value
-    elif isinstance(value, (np.ndarray, np.generic)):
-        arr = np.asarray(value)
-        if arr.dtype == object:
+    elif isinstance(value, (np.ndarray, np.generic)) or (is_array(value) and not isinstance(value, (str, bytes))):
+        # NumPy, and the tensors of other frameworks a dataset yields (tf.data, JAX), read through NumPy.
+        arr = as_numpy(value)
+        if arr.dtype == object or arr.dtype.kind in "USV":
             return value  # strings, ragged lists: the model decides what to do with them
         t = torch.from_numpy(np.ascontiguousarray(arr))
     else:
@@ -133,7 +183,7 @@ def standardize(batch: Any, where: str) -> Any:
     """
     if isinstance(batch, Mapping):
         return batch
-    if isinstance(batch, (np.ndarray, torch.Tensor)):
+    if is_array(batch):
         return (batch,)
     if isinstance(batch, list):
         batch = tuple(batch)

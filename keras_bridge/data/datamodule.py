@@ -6,19 +6,9 @@ from typing import Any, List, Optional, Union
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader
 
-from keras_bridge.data.adapters.torch_data import SampleLoader
-from keras_bridge.data.dispatch import fit_loaders
-from keras_bridge.data.epoch_iterator import KerasLoader
-
-
-def _as_keras_loader(loader: Any, evaluation: bool) -> Any:
-    # Lightning leaves plain iterables alone: no DistributedSampler is injected into a loader that
-    # shards itself, whatever `use_distributed_sampler` says.
-    if isinstance(loader, DataLoader):
-        return SampleLoader(loader, evaluation)
-    return loader
+from keras_bridge.data.contract import DataOptions
+from keras_bridge.data.dispatch import make_loader, split_validation, validation_loader
 
 
 class KerasDataModule(pl.LightningDataModule):
@@ -73,25 +63,20 @@ class KerasDataModule(pl.LightningDataModule):
     def _build(self) -> None:
         if self._train is not None:
             return
-        train, val = fit_loaders(
-            self.x,
-            self.y,
-            self.sample_weight,
-            self.batch_size,
-            self.shuffle,
-            self.class_weight,
-            self.validation_split,
-            self.validation_data,
-            None,
-            self.seed,
+        train, validation = split_validation(
+            self.x, self.y, self.sample_weight, self.validation_split, self.validation_data
         )
-        self._train = _as_keras_loader(train, evaluation=False)
-        self._val = None if val is None else _as_keras_loader(val, evaluation=True)
+        options = DataOptions(batch_size=self.batch_size, shuffle=self.shuffle, class_weight=self.class_weight,
+                              seed=self.seed)  # fmt: skip
+        self._train = make_loader(*train, options=options).as_keras_loader()
+        if validation is not None:
+            from_split = self.validation_data is None
+            val_options = DataOptions(batch_size=self.batch_size, mode="evaluate")
+            self._val = validation_loader(validation, val_options, from_split).as_keras_loader(evaluation=True)
 
     def train_dataloader(self) -> Any:
         self._build()
-        if isinstance(self._train, KerasLoader):
-            self._train.reset()  # Keras calls on_epoch_end() when each fit starts
+        self._train.reset()  # Keras calls on_epoch_end() when each fit starts
         return self._train
 
     def val_dataloader(self) -> Union[Any, List[Any]]:

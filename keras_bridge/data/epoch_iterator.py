@@ -17,9 +17,12 @@ the loaders).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Dict, Generic, Iterator, Mapping, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Generic, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from torch.utils.data import DataLoader, IterableDataset
+
+import keras_bridge.data.keras_rng as keras_rng
+from keras_bridge.data.distributed import unshard_steps
 
 T = TypeVar("T")
 _END: Any = object()
@@ -160,6 +163,11 @@ class KerasLoader:
             training loader resets only before its first pass (call :meth:`reset` to do it again).
     """
 
+    #: Dataset loaders are read as Keras reads them, not through a torch DataLoader of Keras's.
+    mirrors_keras_rng = False
+    #: Datasets come batched: there is no batch size of the bridge's to report.
+    global_batch_size: Optional[int] = None
+
     def __init__(self, steps_per_epoch: Optional[int] = None, evaluation: bool = False) -> None:
         self.steps_per_epoch = steps_per_epoch
         self.evaluation = evaluation
@@ -189,6 +197,20 @@ class KerasLoader:
 
     def _restart(self) -> None:
         """Forget carried-over progress: the next epoch starts a new pass (Keras's ``reset``)."""
+
+    def unshard(self, per_rank: Sequence[Sequence[Any]]) -> List[Any]:
+        """Per-batch results of every process in input order: the processes took turns, batch by batch."""
+        return unshard_steps(per_rank)
+
+    def as_keras_loader(self, evaluation: bool = False) -> KerasLoader:
+        return self
+
+    def keras_pass_draws(self, steps: Optional[int] = None, evaluation: bool = False) -> keras_rng.PassDraws:
+        """No draws: Keras reads this kind without a torch ``DataLoader`` (a kind that has one overrides)."""
+        return keras_rng.NO_DRAWS
+
+    def take_peek_draws(self) -> None:
+        """Nothing: Keras's build peek into this kind draws nothing the peek itself does not."""
 
     # ------------------------------------------------------------------ the Keras epoch
     def reset(self) -> None:

@@ -7,15 +7,7 @@ from typing import Any, Optional
 import torch
 from torch.utils.data import DataLoader
 
-from keras_bridge.data.adapters.array import (
-    DEFAULT_BATCH_SIZE,
-    array_loader,
-    check_batch_size,
-    check_cardinality,
-    is_array_structure,
-    to_tensors,
-)
-from keras_bridge.data.adapters.torch_data import SampleLoader
+from keras_bridge.data.contract import DataOptions
 from keras_bridge.data.dispatch import make_loader, split_tuple
 from keras_bridge.data.epoch_iterator import as_dataloader
 
@@ -46,12 +38,7 @@ def to_dataloader(data: Any, batch_size: Optional[int] = None, shuffle: Any = Fa
         >>> type(loader).__name__, len(loader), [len(b[0]) for b in loader]
         ('DataLoader', 3, [4, 4, 2])
     """
-    check_batch_size(batch_size)
     seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-    if is_array_structure(data):
-        x, y, sw = split_tuple(data)
-        x, y, sw = to_tensors(x), to_tensors(y), to_tensors(sw)
-        check_cardinality(x, y, sw)
-        return as_dataloader(SampleLoader(array_loader(x, y, sw, batch_size or DEFAULT_BATCH_SIZE, shuffle, seed)))
-    loader = make_loader(data, batch_size, shuffle, None, None, seed)
-    return as_dataloader(SampleLoader(loader) if isinstance(loader, DataLoader) else loader)
+    x, y, sw = split_tuple(data)
+    loader = make_loader(x, y, sw, DataOptions(batch_size=batch_size, shuffle=shuffle, seed=seed))
+    return as_dataloader(loader.as_keras_loader())

@@ -17,6 +17,7 @@ import torch
 
 import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.schedules import check_schedule, is_schedule, learning_rate_at
+from keras_bridge.utils.compat import foreach
 
 Tensor = torch.Tensor
 Group = Dict[str, Any]
@@ -272,11 +273,11 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
             if not params:
                 continue
             if update_now:
-                mean = torch._foreach_add(grads, accs)
-                torch._foreach_div_(mean, float(steps or 1))
+                mean = foreach.add(grads, accs)
+                foreach.div_(mean, float(steps or 1))
                 work[i] = (group, params, list(mean))
             else:
-                torch._foreach_add_(accs, grads)
+                foreach.add_(accs, grads)
         if update_now:  # Keras resets every accumulator, also those of tensors without a gradient now
             for group in self.param_groups:
                 for p in group["params"]:
@@ -354,7 +355,7 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
             averages.append(self.state[p]["average"])
         rules.ema_update(averages, params, self.ema_momentum, iteration)
         if self.ema_overwrite_frequency and (iteration + 1) % self.ema_overwrite_frequency == 0:
-            torch._foreach_copy_(params, averages)
+            foreach.copy_(params, averages)
 
     @torch.no_grad()
     def finalize_variable_values(self) -> None:
@@ -363,7 +364,7 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
             return
         pairs = [(p, self.state[p]["average"]) for p in self._all_params() if "average" in self.state.get(p, {})]
         if pairs:
-            torch._foreach_copy_([p for p, _ in pairs], [a for _, a in pairs])
+            foreach.copy_([p for p, _ in pairs], [a for _, a in pairs])
 
 
 def _check_extra(extra: Dict[str, Any]) -> None:

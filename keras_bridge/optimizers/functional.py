@@ -14,6 +14,8 @@ from typing import Any, List, Optional, Sequence
 
 import torch
 
+from keras_bridge.utils.compat import foreach
+
 Tensor = torch.Tensor
 TensorList = List[Tensor]
 
@@ -28,16 +30,16 @@ def f32(value: Any) -> Tensor:
 # ---- gradient clipping and weight decay (BaseOptimizer._clip_gradients / _apply_weight_decay) -----
 def clip_by_norm(grads: Sequence[Tensor], clipnorm: float) -> TensorList:
     """Each gradient rescaled to L2 norm at most ``clipnorm``: ``g * c / max(||g||, c)``."""
-    norms = torch._foreach_norm(list(grads))
-    torch._foreach_clamp_min_(norms, clipnorm)
-    clipped = torch._foreach_mul(list(grads), clipnorm)
-    torch._foreach_div_(clipped, norms)
+    norms = foreach.norm(list(grads))
+    foreach.clamp_min_(norms, clipnorm)
+    clipped = foreach.mul(list(grads), clipnorm)
+    foreach.div_(clipped, norms)
     return list(clipped)
 
 
 def global_norm(grads: Sequence[Tensor]) -> Tensor:
     """The L2 norm of all gradients together (a 0-d tensor; no host sync)."""
-    norms = torch._foreach_norm(list(grads))
+    norms = foreach.norm(list(grads))
     device = norms[0].device
     return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
 
@@ -45,19 +47,19 @@ def global_norm(grads: Sequence[Tensor]) -> Tensor:
 def clip_by_global_norm(grads: Sequence[Tensor], clipnorm: float, norm: Tensor) -> TensorList:
     """All gradients scaled by ``c * min(1/norm, 1/c)``; a non-finite ``norm`` makes them NaN, as in Keras."""
     scale = torch.clamp(norm.reciprocal(), max=1.0 / clipnorm) * clipnorm + (norm - norm)
-    return list(torch._foreach_mul(list(grads), scale))
+    return list(foreach.mul(list(grads), scale))
 
 
 def clip_by_value(grads: Sequence[Tensor], clipvalue: float) -> TensorList:
     """Each gradient element clipped to ``[-clipvalue, clipvalue]``."""
-    clipped = torch._foreach_clamp_min(list(grads), -clipvalue)
-    torch._foreach_clamp_max_(clipped, clipvalue)
+    clipped = foreach.clamp_min(list(grads), -clipvalue)
+    foreach.clamp_max_(clipped, clipvalue)
     return list(clipped)
 
 
 def decay_weights(params: TensorList, lr: Tensor, weight_decay: float) -> None:
     """Decoupled weight decay ``v *= 1 - wd * lr`` (float32), applied before the update."""
-    torch._foreach_mul_(params, float(f32(1.0) - f32(weight_decay) * lr))
+    foreach.mul_(params, float(f32(1.0) - f32(weight_decay) * lr))
 
 
 # ---- update rules ---------------------------------------------------------------------------------
@@ -65,15 +67,15 @@ def sgd(params: TensorList, grads: TensorList, momentums: Optional[TensorList], 
         nesterov: bool) -> None:  # fmt: skip
     """``m = momentum*m - lr*g``; ``v += m`` (or ``v += momentum*m - lr*g`` with Nesterov)."""
     if momentums is None:
-        torch._foreach_add_(params, grads, alpha=-float(lr))
+        foreach.add_(params, grads, alpha=-float(lr))
         return
-    torch._foreach_mul_(momentums, momentum)
-    torch._foreach_add_(momentums, grads, alpha=-float(lr))
+    foreach.mul_(momentums, momentum)
+    foreach.add_(momentums, grads, alpha=-float(lr))
     if nesterov:
-        torch._foreach_add_(params, grads, alpha=-float(lr))
-        torch._foreach_add_(params, momentums, alpha=momentum)
+        foreach.add_(params, grads, alpha=-float(lr))
+        foreach.add_(params, momentums, alpha=momentum)
     else:
-        torch._foreach_add_(params, momentums)
+        foreach.add_(params, momentums)
 
 
 def rmsprop(
@@ -89,21 +91,21 @@ def rmsprop(
     epsilon: float,
 ) -> None:
     """``v = rho*v + (1-rho)*g^2``; ``inc = lr*g / sqrt(v - avg_g^2 + eps)``; epsilon inside the sqrt."""
-    torch._foreach_mul_(velocities, rho)
-    torch._foreach_add_(velocities, torch._foreach_mul(grads, grads), alpha=1 - rho)
-    denominators = torch._foreach_add(velocities, epsilon)
+    foreach.mul_(velocities, rho)
+    foreach.add_(velocities, foreach.mul(grads, grads), alpha=1 - rho)
+    denominators = foreach.add(velocities, epsilon)
     if average_grads is not None:
-        torch._foreach_mul_(average_grads, rho)
-        torch._foreach_add_(average_grads, grads, alpha=1 - rho)
-        torch._foreach_sub_(denominators, torch._foreach_mul(average_grads, average_grads))
-    torch._foreach_sqrt_(denominators)
-    increments = list(torch._foreach_mul(grads, float(lr)))
-    torch._foreach_div_(increments, denominators)
+        foreach.mul_(average_grads, rho)
+        foreach.add_(average_grads, grads, alpha=1 - rho)
+        foreach.sub_(denominators, foreach.mul(average_grads, average_grads))
+    foreach.sqrt_(denominators)
+    increments = list(foreach.mul(grads, float(lr)))
+    foreach.div_(increments, denominators)
     if momentums is not None:
-        torch._foreach_mul_(momentums, momentum)
-        torch._foreach_add_(momentums, increments)
+        foreach.mul_(momentums, momentum)
+        foreach.add_(momentums, increments)
         increments = momentums
-    torch._foreach_sub_(params, increments)
+    foreach.sub_(params, increments)
 
 
 def adam(params: TensorList, grads: TensorList, m: TensorList, v: TensorList, v_hat: Optional[TensorList], *,
@@ -111,60 +113,60 @@ def adam(params: TensorList, grads: TensorList, m: TensorList, v: TensorList, v_
     """Adam with Keras's ``alpha = lr*sqrt(1-b2^t)/(1-b1^t)``, ``t = iterations + 1``, eps outside the sqrt."""
     t = f32(iteration + 1)
     alpha = lr * torch.sqrt(1 - f32(beta_2) ** t) / (1 - f32(beta_1) ** t)
-    torch._foreach_mul_(m, beta_1)
-    torch._foreach_add_(m, grads, alpha=1 - beta_1)
-    torch._foreach_mul_(v, beta_2)
-    torch._foreach_add_(v, torch._foreach_mul(grads, grads), alpha=1 - beta_2)
+    foreach.mul_(m, beta_1)
+    foreach.add_(m, grads, alpha=1 - beta_1)
+    foreach.mul_(v, beta_2)
+    foreach.add_(v, foreach.mul(grads, grads), alpha=1 - beta_2)
     if v_hat is not None:
-        torch._foreach_maximum_(v_hat, v)
+        foreach.maximum_(v_hat, v)
         v = v_hat
-    denominators = torch._foreach_sqrt(v)
-    torch._foreach_add_(denominators, epsilon)
-    steps = torch._foreach_mul(m, float(alpha))
-    torch._foreach_div_(steps, denominators)
-    torch._foreach_sub_(params, steps)
+    denominators = foreach.sqrt(v)
+    foreach.add_(denominators, epsilon)
+    steps = foreach.mul(m, float(alpha))
+    foreach.div_(steps, denominators)
+    foreach.sub_(params, steps)
 
 
 def adagrad(params: TensorList, grads: TensorList, accumulators: TensorList, *, lr: Tensor, epsilon: float) -> None:
     """``acc += g^2``; ``v -= lr*g / sqrt(acc + eps)``."""
-    torch._foreach_add_(accumulators, torch._foreach_mul(grads, grads))
-    denominators = torch._foreach_add(accumulators, epsilon)
-    torch._foreach_sqrt_(denominators)
-    steps = torch._foreach_mul(grads, float(lr))
-    torch._foreach_div_(steps, denominators)
-    torch._foreach_sub_(params, steps)
+    foreach.add_(accumulators, foreach.mul(grads, grads))
+    denominators = foreach.add(accumulators, epsilon)
+    foreach.sqrt_(denominators)
+    steps = foreach.mul(grads, float(lr))
+    foreach.div_(steps, denominators)
+    foreach.sub_(params, steps)
 
 
 def adadelta(params: TensorList, grads: TensorList, accumulated_grads: TensorList, accumulated_deltas: TensorList, *,
              lr: Tensor, rho: float, epsilon: float) -> None:  # fmt: skip
     """``delta = -sqrt(E[dx^2] + eps) * g / sqrt(E[g^2] + eps)``; ``v += lr * delta``."""
-    torch._foreach_mul_(accumulated_grads, rho)
-    torch._foreach_add_(accumulated_grads, torch._foreach_mul(grads, grads), alpha=1 - rho)
-    rms_delta = torch._foreach_add(accumulated_deltas, epsilon)
-    torch._foreach_sqrt_(rms_delta)
-    rms_grad = torch._foreach_add(accumulated_grads, epsilon)
-    torch._foreach_sqrt_(rms_grad)
-    deltas = torch._foreach_mul(rms_delta, grads)
-    torch._foreach_div_(deltas, rms_grad)
-    torch._foreach_neg_(deltas)
-    torch._foreach_mul_(accumulated_deltas, rho)
-    torch._foreach_add_(accumulated_deltas, torch._foreach_mul(deltas, deltas), alpha=1 - rho)
-    torch._foreach_add_(params, deltas, alpha=float(lr))
+    foreach.mul_(accumulated_grads, rho)
+    foreach.add_(accumulated_grads, foreach.mul(grads, grads), alpha=1 - rho)
+    rms_delta = foreach.add(accumulated_deltas, epsilon)
+    foreach.sqrt_(rms_delta)
+    rms_grad = foreach.add(accumulated_grads, epsilon)
+    foreach.sqrt_(rms_grad)
+    deltas = foreach.mul(rms_delta, grads)
+    foreach.div_(deltas, rms_grad)
+    foreach.neg_(deltas)
+    foreach.mul_(accumulated_deltas, rho)
+    foreach.add_(accumulated_deltas, foreach.mul(deltas, deltas), alpha=1 - rho)
+    foreach.add_(params, deltas, alpha=float(lr))
 
 
 def adamax(params: TensorList, grads: TensorList, m: TensorList, u: TensorList, *, lr: Tensor, beta_1: float,
            beta_2: float, epsilon: float, iteration: int) -> None:  # fmt: skip
     """``u = max(b2*u, |g|)``; ``v -= lr*m / ((1 - b1^t) * (u + eps))``, ``t = iterations + 1``."""
     correction = f32(1.0) - f32(beta_1) ** f32(iteration + 1)
-    torch._foreach_mul_(m, beta_1)
-    torch._foreach_add_(m, grads, alpha=1 - beta_1)
-    torch._foreach_mul_(u, beta_2)
-    torch._foreach_maximum_(u, torch._foreach_abs(grads))
-    denominators = torch._foreach_add(u, epsilon)
-    torch._foreach_mul_(denominators, float(correction))
-    steps = torch._foreach_mul(m, float(lr))
-    torch._foreach_div_(steps, denominators)
-    torch._foreach_sub_(params, steps)
+    foreach.mul_(m, beta_1)
+    foreach.add_(m, grads, alpha=1 - beta_1)
+    foreach.mul_(u, beta_2)
+    foreach.maximum_(u, foreach.abs(grads))
+    denominators = foreach.add(u, epsilon)
+    foreach.mul_(denominators, float(correction))
+    steps = foreach.mul(m, float(lr))
+    foreach.div_(steps, denominators)
+    foreach.sub_(params, steps)
 
 
 def nadam_u_product(u_product: float, beta_1: float, iteration: int) -> float:
@@ -182,25 +184,25 @@ def nadam(params: TensorList, grads: TensorList, m: TensorList, v: TensorList, *
     product = f32(u_product)
     product_next = product * u_next
     beta_2_power = f32(beta_2) ** f32(iteration + 1)
-    torch._foreach_mul_(m, beta_1)
-    torch._foreach_add_(m, grads, alpha=1 - beta_1)
-    torch._foreach_mul_(v, beta_2)
-    torch._foreach_add_(v, torch._foreach_mul(grads, grads), alpha=1 - beta_2)
-    m_hat = torch._foreach_mul(m, float(u_next))
-    torch._foreach_div_(m_hat, float(f32(1.0) - product_next))
-    g_part = torch._foreach_mul(grads, float(f32(1.0) - u_t))
-    torch._foreach_div_(g_part, float(f32(1.0) - product))
-    torch._foreach_add_(m_hat, g_part)
-    denominators = torch._foreach_div(v, float(f32(1.0) - beta_2_power))
-    torch._foreach_sqrt_(denominators)
-    torch._foreach_add_(denominators, epsilon)
-    torch._foreach_mul_(m_hat, float(lr))
-    torch._foreach_div_(m_hat, denominators)
-    torch._foreach_sub_(params, m_hat)
+    foreach.mul_(m, beta_1)
+    foreach.add_(m, grads, alpha=1 - beta_1)
+    foreach.mul_(v, beta_2)
+    foreach.add_(v, foreach.mul(grads, grads), alpha=1 - beta_2)
+    m_hat = foreach.mul(m, float(u_next))
+    foreach.div_(m_hat, float(f32(1.0) - product_next))
+    g_part = foreach.mul(grads, float(f32(1.0) - u_t))
+    foreach.div_(g_part, float(f32(1.0) - product))
+    foreach.add_(m_hat, g_part)
+    denominators = foreach.div(v, float(f32(1.0) - beta_2_power))
+    foreach.sqrt_(denominators)
+    foreach.add_(denominators, epsilon)
+    foreach.mul_(m_hat, float(lr))
+    foreach.div_(m_hat, denominators)
+    foreach.sub_(params, m_hat)
 
 
 def ema_update(averages: TensorList, params: TensorList, ema_momentum: float, iteration: int) -> None:
     """``avg = mom*avg + (1-mom)*v`` with ``mom = 0`` at iteration 0 (so the average starts at ``v``)."""
     momentum = f32(ema_momentum) if iteration != 0 else f32(0.0)
-    torch._foreach_mul_(averages, float(momentum))
-    torch._foreach_add_(averages, params, alpha=float(f32(1.0) - momentum))
+    foreach.mul_(averages, float(momentum))
+    foreach.add_(averages, params, alpha=float(f32(1.0) - momentum))

@@ -21,6 +21,7 @@ import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.callbacks.driver import KerasCallbackDriver
 from keras_bridge.callbacks.progbar import make_progbar_logger
 from keras_bridge.compile.structure import flatten_outputs, output_structure, pack_outputs, resolve_output_names
+from keras_bridge.data.contract import DataOptions, Loader
 from keras_bridge.trainer.arguments import check_fit_args, check_input_names, check_int, check_verbose, split_callbacks
 from keras_bridge.trainer.connector import TrainerConnector, quiet_lightning
 from keras_bridge.utils.compat import keras_output_spec, keras_symbolic_build, set_start_epoch
@@ -29,7 +30,7 @@ from keras_bridge.utils.keras import import_keras
 from keras_bridge.utils.tree import map_structure, unpack_batch
 
 
-def _build(module: Any, loader: Any, stage: str = "train", keras_draws: bool = True) -> None:
+def _build(module: Any, loader: Loader, stage: str = "train", keras_draws: bool = True) -> None:
     """Build the module's losses and metrics from the first batch, as Keras builds an unbuilt model.
 
     A Keras model is built symbolically, as Keras's ``fit`` does (nothing it can observe runs, and
@@ -38,9 +39,9 @@ def _build(module: Any, loader: Any, stage: str = "train", keras_draws: bool = T
     """
     if module.built:
         return
-    batch = data_dispatch.first_batch(loader)
+    batch = loader.peek()
     if keras_draws:
-        data_dispatch.take_peek_draws(loader)  # Keras peeks its first batch through a fresh DataLoader iterator
+        loader.take_peek_draws()  # Keras peeks its first batch through a fresh DataLoader iterator
     x, y, sw = unpack_batch(batch)
     check_input_names(module, x)
     if module.is_keras:
@@ -68,7 +69,7 @@ def _build(module: Any, loader: Any, stage: str = "train", keras_draws: bool = T
 def _prepare_keras_steps(module: Any, mode: str, **loaders: Any) -> None:
     # Keras makes its step functions before running them; its refusals come out before training starts.
     if module.keras_step is not None:
-        packed = {stage: data_dispatch.is_array_loader(loader) for stage, loader in loaders.items()}
+        packed = {stage: loader is not None and loader.mirrors_keras_rng for stage, loader in loaders.items()}
         module.keras_step.prepare(mode, packed)
 
 
@@ -140,10 +141,17 @@ def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = N
     keras_cbs, lightning_cbs = split_callbacks(callbacks)
     if x is None:
         raise ValueError("`fit()` needs training data: pass `x` (arrays or a dataset).")
+    # The trainer owns the validation arguments, as Keras's does; the data layer serves each part.
+    train, validation = data_dispatch.split_validation(x, y, sample_weight, validation_split, validation_data)
     seed = module.next_shuffle_seed()  # None: Keras's shuffle
-    train_loader, val_loader = data_dispatch.fit_loaders(x, y, sample_weight, batch_size, shuffle, class_weight,
-                                                         validation_split, validation_data, steps_per_epoch,
-                                                         seed, validation_steps, validation_batch_size)  # fmt: skip
+    options = DataOptions(batch_size=batch_size, shuffle=shuffle, class_weight=class_weight, steps=steps_per_epoch,
+                          seed=seed)  # fmt: skip
+    train_loader = data_dispatch.make_loader(*train, options=options)
+    val_loader = None
+    if validation is not None:
+        val_options = DataOptions(batch_size=validation_batch_size or batch_size, batching_steps=validation_steps,
+                                  mode="evaluate")  # fmt: skip
+        val_loader = data_dispatch.validation_loader(validation, val_options, from_split=validation_data is None)
     draws = _keras_rng(module, seed)
     _prepare_keras_steps(module, "fit", train=train_loader, eval=val_loader)
     _build(module, train_loader, keras_draws=draws)
@@ -154,14 +162,13 @@ def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = N
     history = next((cb for cb in keras_cbs if isinstance(cb, history_cls)), None) or history_cls()
     keras_cbs = [cb for cb in keras_cbs if cb is not history]
     check_val = 1 if isinstance(validation_freq, (list, tuple, set)) else validation_freq
+    # Every loader applies steps_per_epoch itself (carrying its iterator over epochs, as Keras does).
     owned: Dict[str, Any] = {"max_epochs": epochs, "check_val_every_n_epoch": check_val}
-    if steps_per_epoch is not None and not data_dispatch.limits_own_steps(train_loader):
-        owned["limit_train_batches"] = steps_per_epoch
     if validation_steps is not None and val_loader is not None:
         owned["limit_val_batches"] = validation_steps
     module.history = history
     # Logged with the compile arguments when the Trainer has loggers (KerasModule.on_fit_start).
-    module.fit_arguments = dict(batch_size=getattr(getattr(train_loader, "sampler", None), "batch_size", batch_size),
+    module.fit_arguments = dict(batch_size=train_loader.global_batch_size or batch_size,
                                 epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                                 validation_split=validation_split, shuffle=shuffle)  # fmt: skip
     rng_points = (
@@ -184,7 +191,8 @@ def evaluate(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int
     verbose = check_verbose(verbose)
     check_int("steps", steps, 1, allow_none=True)
     cbs = split_callbacks(callbacks)
-    loader = data_dispatch.eval_loader(x, y, sample_weight, batch_size, steps)
+    loader = data_dispatch.make_loader(x, y, sample_weight, DataOptions(batch_size=batch_size, steps=steps,
+                                                                        mode="evaluate"))  # fmt: skip
     _prepare_keras_steps(module, "evaluate", eval=loader)
     _build(module, loader, "eval", _keras_rng(module))
     owned = {} if steps is None else {"limit_val_batches": steps}
@@ -202,9 +210,9 @@ def predict(module: Any, x: Any, batch_size: Optional[int] = None, verbose: Any 
     verbose = check_verbose(verbose)
     check_int("steps", steps, 1, allow_none=True)
     cbs = split_callbacks(callbacks)
-    loader = data_dispatch.predict_loader(x, batch_size, steps)
+    loader = data_dispatch.make_loader(x, options=DataOptions(batch_size=batch_size, steps=steps, mode="predict"))
     _prepare_keras_steps(module, "predict", predict=loader)
-    check_input_names(module, unpack_batch(data_dispatch.first_batch(loader))[0])
+    check_input_names(module, unpack_batch(loader.peek())[0])
     owned = {} if steps is None else {"limit_predict_batches": steps}
     driver_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="predict",
                        keras_rng=_evaluation_draws(module, loader, steps))  # fmt: skip
@@ -230,14 +238,16 @@ def _keras_rng(module: Any, seed: Optional[int] = None) -> bool:
     return bool(module.is_keras or keras_stream)
 
 
-def _evaluation_draws(module: Any, loader: Any, steps: Optional[int]) -> Tuple[Any, Any]:
+def _evaluation_draws(module: Any, loader: Loader, steps: Optional[int]) -> Tuple[Any, Any]:
     return keras_rng.NO_DRAWS, _pass_draws(_keras_rng(module), loader, steps, True)
 
 
-def _pass_draws(draws: bool, loader: Any, steps: Optional[int], evaluation: bool = False) -> keras_rng.PassDraws:
-    if not draws:
+def _pass_draws(
+    draws: bool, loader: Optional[Loader], steps: Optional[int], evaluation: bool = False
+) -> keras_rng.PassDraws:
+    if not draws or loader is None:
         return keras_rng.NO_DRAWS
-    return data_dispatch.keras_pass_draws(loader, steps, evaluation)
+    return loader.keras_pass_draws(steps, evaluation)
 
 
 def _params(verbose: int, epochs: int, steps: Optional[int]) -> Dict[str, Any]:
@@ -251,7 +261,7 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.cpu().numpy()
 
 
-def _gather_predictions(loader: Any, outputs: Any) -> Any:
+def _gather_predictions(loader: Loader, outputs: Any) -> Any:
     """Under DDP, every process's per-batch predictions, in input order, on every process (a collective)."""
     dist = torch.distributed
     if not data_dispatch.group_in_use():  # no process group, or one this (1-device) run does not use
@@ -259,4 +269,4 @@ def _gather_predictions(loader: Any, outputs: Any) -> Any:
     local = [map_structure(lambda t: t.detach().cpu() if isinstance(t, torch.Tensor) else t, o) for o in outputs or []]
     per_rank: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(per_rank, local)
-    return data_dispatch.unshard_results(loader, per_rank)
+    return loader.unshard(per_rank)

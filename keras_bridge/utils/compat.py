@@ -145,11 +145,6 @@ def get_keras_mask(x: Any) -> Any:
     return getattr(x, _KERAS_MASK, None)
 
 
-def set_keras_mask(x: Any, mask: Any) -> None:
-    """Attach ``mask`` to tensor ``x`` the way Keras layers do, so Keras's losses honour it."""
-    setattr(x, _KERAS_MASK, mask)
-
-
 def keras_registry_names(kind: str) -> List[str]:
     """The names Keras's ``get`` accepts for ``kind`` (``"losses"`` or ``"metrics"``).
 
@@ -231,3 +226,47 @@ def keras_loss_tracker(model: Any) -> Any:
 def keras_flatten_metrics_in_order(model: Any, logs: Dict[str, Any]) -> Any:
     """``evaluate``'s return value from its logs, as Keras orders it (``model._flatten_metrics_in_order``)."""
     return model._flatten_metrics_in_order(logs)
+
+
+def set_keras_callback_model(callback: Any, model: Any) -> None:
+    """Keras's ``callback._model``: ``set_model`` would do, but Keras's own needs TensorFlow for some callbacks."""
+    callback._model = model
+
+
+def _foreach_ops() -> Any:
+    # torch's multi-tensor kernels are private (``torch._foreach_*``) but are what its own optimizers use.
+    import types
+
+    import torch
+
+    names = [n for n in dir(torch) if n.startswith("_foreach_")]
+    return types.SimpleNamespace(**{n[len("_foreach_") :]: getattr(torch, n) for n in names})
+
+
+#: ``foreach.mul_(tensors, x)`` is ``torch._foreach_mul_(tensors, x)``: torch's multi-tensor kernels.
+foreach: Any = _foreach_ops()
+
+
+def pytree_flatten(tree: Any) -> Any:
+    """``torch.utils._pytree.tree_flatten``: flattens exactly what ``make_fx`` will see as inputs."""
+    from torch.utils._pytree import tree_flatten
+
+    return tree_flatten(tree)
+
+
+def keras_loss_function_wrapper(fn: Any, name: str) -> Any:
+    """``fn`` wrapped the way Keras's ``compile`` wraps a loss function (``LossFunctionWrapper``, not exported)."""
+    return import_keras().src.losses.LossFunctionWrapper(fn, name=name)
+
+
+def keras_wrapped_function(obj: Any) -> Optional[Tuple[Any, Dict[str, Any]]]:
+    """``(fn, kwargs)`` of a Keras ``LossFunctionWrapper`` or ``MeanMetricWrapper``, else None.
+
+    Keras keeps them in ``fn`` / ``_fn_kwargs`` (losses) and ``_fn`` / ``_fn_kwargs`` (metrics).
+    """
+    keras = import_keras()
+    if isinstance(obj, keras.src.losses.LossFunctionWrapper):
+        return obj.fn, dict(obj._fn_kwargs)
+    if isinstance(obj, keras.metrics.MeanMetricWrapper):
+        return obj._fn, dict(obj._fn_kwargs)
+    return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 _keras: Optional[ModuleType] = None
 
@@ -89,3 +89,22 @@ def is_keras_object(obj: Any, kind: str) -> bool:
     for part in kind.split("."):
         target = getattr(target, part)
     return isinstance(obj, target)
+
+
+def keras_input_names(model: Any) -> Optional[List[str]]:
+    """The keys a dict ``x`` is matched by, as Keras matches them: the model's input structure's keys when it was
+    built on a dict of inputs (whatever the inputs' generated names), else the input tensors' names.
+
+    Example:
+        >>> keras = import_keras()
+        >>> inputs = {"query": keras.Input((2,)), "key": keras.Input((2,))}
+        >>> model = keras.Model(inputs, keras.layers.Add()([inputs["query"], inputs["key"]]))
+        >>> sorted(keras_input_names(model))
+        ['key', 'query']
+    """
+    if not getattr(model, "inputs", None):
+        return None
+    structure = getattr(model, "input", None)
+    if isinstance(structure, dict):
+        return list(structure.keys())
+    return [t.name for t in model.inputs]

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Iterator, List, Mapping, Sequence, Tuple
 
+from keras_bridge.utils.keras import import_keras
+
 Path = Tuple[Any, ...]
 
 
@@ -46,8 +48,15 @@ def children(obj: Any) -> List[Tuple[Any, Any]]:
     return list(enumerate(obj))
 
 
+def _tree() -> Any:
+    return import_keras().tree
+
+
 def flatten_with_paths(obj: Any, prefix: Path = ()) -> List[Tuple[Path, Any]]:
     """Every leaf of ``obj`` with its path of keys/indices, in Keras's order (``None`` is a leaf).
+
+    ``keras.tree.flatten_with_path`` is not used: on a namedtuple (Keras 3.15) it orders the paths by
+    field name but the leaves by position, pairing a leaf with another leaf's path.
 
     Example:
         >>> flatten_with_paths({"b": 1, "a": [2, None]})
@@ -62,8 +71,26 @@ def flatten_with_paths(obj: Any, prefix: Path = ()) -> List[Tuple[Path, Any]]:
 
 
 def flatten(obj: Any) -> List[Any]:
-    """The leaves of ``obj`` in Keras's order (``keras.tree.flatten``)."""
-    return [leaf for _, leaf in flatten_with_paths(obj)]
+    """The leaves of ``obj`` in Keras's order (``keras.tree.flatten``; a serialized Keras object is one leaf)."""
+    if is_config(obj):
+        return [obj]
+    tree = _tree()
+    boxed = tree.traverse(lambda node: _Config(node) if is_config(node) else None, obj)
+    return [leaf.config if isinstance(leaf, _Config) else leaf for leaf in tree.flatten(boxed)]
+
+
+def flatten_values(obj: Any) -> List[Any]:
+    """The leaves of a structure of values (tensors, arrays, ``None``): ``keras.tree.flatten``, for every batch."""
+    return _tree().flatten(obj)
+
+
+class _Config:
+    """A serialized Keras object, boxed so that ``keras.tree`` takes it for one leaf."""
+
+    __slots__ = ("config",)
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
 
 
 def _rebuild(node: Any, items: Sequence[Tuple[Any, Any]]) -> Any:
@@ -84,7 +111,10 @@ def _rebuild(node: Any, items: Sequence[Tuple[Any, Any]]) -> Any:
 
 
 def pack_sequence_as(structure: Any, flat: Sequence[Any]) -> Any:
-    """Put the leaves ``flat`` (in Keras's order) into the shape of ``structure``.
+    """Put the leaves ``flat`` (in Keras's order) into the shape of ``structure``, its dicts in their own order.
+
+    ``keras.tree.pack_sequence_as`` would return each dict with sorted keys, where Keras's own outputs
+    (``predict``'s, a loss's structure) keep the model's order.
 
     Raises:
         ValueError: ``flat`` has another number of leaves than ``structure``.
@@ -96,41 +126,35 @@ def pack_sequence_as(structure: Any, flat: Sequence[Any]) -> Any:
             return next(leaves)
         return _rebuild(node, [(k, build(v)) for k, v in children(node)])
 
-    count = len(flatten(structure))
+    count = count_leaves(structure)
     if count != len(flat):
         raise ValueError(f"Expected {count} leaves to fill the structure {describe(structure)}, received {len(flat)}.")
     return build(structure)
 
 
 def map_leaves(fn: Any, obj: Any) -> Any:
-    """Apply ``fn`` to every leaf (Keras configs are leaves), rebuilding containers in flattening order."""
+    """Apply ``fn`` to every leaf of a ``compile`` argument, a serialized Keras object being one leaf.
+
+    ``keras.tree`` would walk into a config dict (and its ``traverse`` does not keep dict order), hence
+    this walk of its own.
+    """
     if not is_nested(obj):
         return fn(obj)
     return _rebuild(obj, [(k, map_leaves(fn, v)) for k, v in children(obj)])
 
 
 def same_structure(a: Any, b: Any) -> bool:
-    """True when ``a`` and ``b`` nest alike (lists, tuples and namedtuples count as one kind; dicts by keys)."""
-    if not is_nested(a) or not is_nested(b):
-        return not is_nested(a) and not is_nested(b)
-    if isinstance(a, Mapping) or isinstance(b, Mapping):
-        if not (isinstance(a, Mapping) and isinstance(b, Mapping)) or set(a.keys()) != set(b.keys()):
-            return False
-        return all(same_structure(a[k], b[k]) for k in a)
-    return len(a) == len(b) and all(same_structure(x, y) for x, y in zip(a, b))
+    """True when ``a`` and ``b`` nest alike (``keras.tree.assert_same_structure``)."""
+    try:
+        _tree().assert_same_structure(a, b)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def map_structure(fn: Any, obj: Any) -> Any:
-    """Apply ``fn`` to every leaf of a structure of lists, tuples, namedtuples and dicts (keeping their order)."""
-    if isinstance(obj, Mapping):
-        return {k: map_structure(fn, v) for k, v in obj.items()}
-    if is_namedtuple(obj):
-        return type(obj)(*[map_structure(fn, v) for v in obj])
-    if isinstance(obj, tuple):
-        return tuple(map_structure(fn, v) for v in obj)
-    if isinstance(obj, list):
-        return [map_structure(fn, v) for v in obj]
-    return fn(obj)
+    """Apply ``fn`` to every leaf of a structure of lists, tuples, namedtuples and dicts (``keras.tree``)."""
+    return _tree().map_structure(fn, obj)
 
 
 def describe(obj: Any, leaf: str = "*") -> str:
@@ -152,14 +176,14 @@ def describe(obj: Any, leaf: str = "*") -> str:
 
 
 def count_leaves(obj: Any) -> int:
-    return len(flatten_with_paths(obj))
+    return len(_tree().flatten(obj))
 
 
 def first_batch_dim(x: Any) -> int:
     """Batch size of a nested input: the first dim of its first leaf that is not ``None`` (Keras's rule)."""
     if not is_nested(x):
         return int(x.shape[0])
-    for leaf in flatten(x):
+    for leaf in flatten_values(x):
         if leaf is not None:
             return int(leaf.shape[0])
     raise ValueError(f"Cannot tell the batch size: every input is None. Received: x={describe(x)}")

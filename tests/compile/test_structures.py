@@ -615,7 +615,8 @@ def _terms(loss, loss_weights=None, outputs=NESTED):
         ({"b": "mse", "a": (None, "mae")}, {"b": 2.0, "a": (None, 0.5)}, [(2, "b", 2.0), (1, "a/a2", 0.5)]),
         (["mse", "mae", "mse"], [1.0, 2.0, 3.0], [(0, "a/a1", 1.0), (1, "a/a2", 2.0), (2, "b", 3.0)]),
         ("mse", 0.5, [(0, "a/a1", 0.5), (1, "a/a2", 0.5), (2, "b", 0.5)]),
-        ({"a": [["mse", "mae"], None]}, None, [(0, "a/a1", 1.0), (0, "a/a1", 1.0)]),
+        # Keras: a list where the outputs have a tuple holds several losses for the tuple (checked on Keras)
+        ({"a": [("mse", "mae"), ("mae", None)]}, None, [(0, "a/a1", 1.0), (1, "a/a2", 1.0), (0, "a/a1", 1.0)]),
         ({"a": ("mse", "mae"), "b": "mse"}, {"bb": 4.0}, [(0, "a/a1", 1.0), (1, "a/a2", 1.0), (2, "b", 4.0)]),
     ],
     ids=["structure", "dict-order-and-weights", "flat-list", "one-for-all", "two-losses-one-output", "weights-by-name"],

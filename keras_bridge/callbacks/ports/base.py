@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple
 
+from keras_bridge.utils.compat import set_keras_callback_model
 from keras_bridge.utils.keras import import_keras
 
 _built: Dict[str, type] = {}
@@ -53,7 +54,7 @@ class BoundPort(KerasCallbackBase):
             return
         for name in self._kb_mirrored:
             setattr(self._kb_original, name, getattr(self, name))
-        self._kb_original._model = self._model  # not set_model: Keras's would need TensorFlow
+        set_keras_callback_model(self._kb_original, self._model)  # not set_model: Keras's would need TensorFlow
 
     @property
     def _kb_is_writer(self) -> bool:

@@ -1,10 +1,11 @@
-"""Pure torch versions of Keras's per-sample loss functions and of Keras's loss reductions.
+"""Torch twins of the Keras loss functions and reductions that Keras's own cost too much per step.
 
-Every function here reproduces the maths of the Keras 3 function of the same name
-(``keras/src/losses/losses.py``, ``keras/src/losses/loss.py`` and the torch backend ops they call),
-including Keras's quirks: epsilon clipping, probability renormalisation, the rank fix-ups and
-the sample-weight broadcasting rules. They are written with torch ops only, take torch tensors
-and never synchronise with the host, so they can run on every training step.
+Keras's functions take and return torch tensors on the torch backend, and the bridge calls them, except
+those listed in :func:`native_losses` (and the reductions, :func:`reduce_weighted_values`), where Keras's
+own costs more than 1.25x the twin on the shapes of ``bench/run.py`` (``python bench/losses.py``) or needs
+a host sync. Every twin reproduces the maths of the Keras 3 function of the same name, including Keras's
+quirks (epsilon clipping, the rank fix-ups, the sample-weight broadcasting rules), with torch ops only and
+no host synchronisation.
 
 Shared by :mod:`keras_bridge.compile.losses.terms` and :mod:`keras_bridge.compile.metrics.stateful`.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-import warnings
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from keras_bridge.utils.compat import get_keras_mask, set_keras_mask
+from keras_bridge.utils.compat import get_keras_mask
 from keras_bridge.utils.errors import LabelRangeError
 from keras_bridge.utils.keras import import_keras
 
@@ -206,29 +206,29 @@ def _check_same_shape(target: Tensor, output: Tensor) -> None:
         )
 
 
-def _like(y_true: Any, y_pred: Any) -> Tuple[Tensor, Tensor]:
+def like_tensors(y_true: Any, y_pred: Any) -> Tuple[Tensor, Tensor]:
     y_pred = as_tensor(y_pred)
     return as_tensor(y_true, y_pred).to(device=y_pred.device, dtype=y_pred.dtype), y_pred
 
 
 def mean_squared_error(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = squeeze_or_expand_to_same_rank(*_like(y_true, y_pred))
+    y_true, y_pred = squeeze_or_expand_to_same_rank(*like_tensors(y_true, y_pred))
     return torch.square(y_true - y_pred).mean(dim=-1)
 
 
 def mean_absolute_error(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = squeeze_or_expand_to_same_rank(*_like(y_true, y_pred))
+    y_true, y_pred = squeeze_or_expand_to_same_rank(*like_tensors(y_true, y_pred))
     return torch.abs(y_true - y_pred).mean(dim=-1)
 
 
 def mean_absolute_percentage_error(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = squeeze_or_expand_to_same_rank(*_like(y_true, y_pred))
+    y_true, y_pred = squeeze_or_expand_to_same_rank(*like_tensors(y_true, y_pred))
     diff = torch.abs((y_true - y_pred) / torch.clamp(torch.abs(y_true), min=epsilon()))
     return 100.0 * diff.mean(dim=-1)
 
 
 def mean_squared_logarithmic_error(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = squeeze_or_expand_to_same_rank(*_like(y_true, y_pred))
+    y_true, y_pred = squeeze_or_expand_to_same_rank(*like_tensors(y_true, y_pred))
     eps = epsilon()
     first = torch.log(torch.clamp(y_pred, min=eps) + 1.0)
     second = torch.log(torch.clamp(y_true, min=eps) + 1.0)
@@ -243,27 +243,27 @@ def l2_normalize(x: Tensor, axis: int = -1) -> Tensor:
 
 def cosine_similarity(y_true: Tensor, y_pred: Tensor, axis: int = -1) -> Tensor:
     """The *loss* version: minus the cosine similarity."""
-    y_true, y_pred = squeeze_or_expand_to_same_rank(*_like(y_true, y_pred))
+    y_true, y_pred = squeeze_or_expand_to_same_rank(*like_tensors(y_true, y_pred))
     return -(l2_normalize(y_true, axis) * l2_normalize(y_pred, axis)).sum(dim=axis)
 
 
 def huber(y_true: Tensor, y_pred: Tensor, delta: float = 1.0) -> Tensor:
-    y_true, y_pred = squeeze_or_expand_to_same_rank(*_like(y_true, y_pred))
-    delta = _round_to(delta, y_pred.dtype)  # Keras makes delta a tensor of y_pred's dtype
+    y_true, y_pred = squeeze_or_expand_to_same_rank(*like_tensors(y_true, y_pred))
+    delta = round_to(delta, y_pred.dtype)  # Keras makes delta a tensor of y_pred's dtype
     error = y_pred - y_true
     abs_error = torch.abs(error)
     quadratic = 0.5 * torch.square(error)
-    linear = delta * abs_error - _round_to(0.5 * _round_to(delta * delta, y_pred.dtype), y_pred.dtype)
+    linear = delta * abs_error - round_to(0.5 * round_to(delta * delta, y_pred.dtype), y_pred.dtype)
     return torch.where(abs_error <= delta, quadratic, linear).mean(dim=-1)
 
 
 def log_cosh(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = squeeze_or_expand_to_same_rank(*_like(y_true, y_pred))
+    y_true, y_pred = squeeze_or_expand_to_same_rank(*like_tensors(y_true, y_pred))
     x = y_pred - y_true
     return (x + F.softplus(x * -2.0) - math.log(2.0)).mean(dim=-1)
 
 
-def _round_to(value: float, dtype: torch.dtype) -> float:
+def round_to(value: float, dtype: torch.dtype) -> float:
     """A Python float rounded to ``dtype``'s precision (host-side, no device tensor)."""
     if dtype == torch.float32:
         return float(numpy.float32(value))
@@ -279,26 +279,26 @@ def _binary_labels_to_hinge(y_true: Tensor) -> Tensor:
 
 
 def hinge(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = _like(y_true, y_pred)
+    y_true, y_pred = like_tensors(y_true, y_pred)
     y_true = _binary_labels_to_hinge(y_true)
     return torch.clamp(1.0 - y_true * y_pred, min=0.0).mean(dim=-1)
 
 
 def squared_hinge(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = _like(y_true, y_pred)
+    y_true, y_pred = like_tensors(y_true, y_pred)
     y_true = _binary_labels_to_hinge(y_true)
     return torch.square(torch.clamp(1.0 - y_true * y_pred, min=0.0)).mean(dim=-1)
 
 
 def categorical_hinge(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = _like(y_true, y_pred)
+    y_true, y_pred = like_tensors(y_true, y_pred)
     pos = (y_true * y_pred).sum(dim=-1)
     neg = ((1.0 - y_true) * y_pred).amax(dim=-1)
     return torch.clamp(neg - pos + 1.0, min=0.0)
 
 
 def kl_divergence(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = _like(y_true, y_pred)
+    y_true, y_pred = like_tensors(y_true, y_pred)
     eps = epsilon()
     y_true = torch.clamp(y_true, eps, 1.0)
     y_pred = torch.clamp(y_pred, eps, 1.0)
@@ -306,7 +306,7 @@ def kl_divergence(y_true: Tensor, y_pred: Tensor) -> Tensor:
 
 
 def poisson(y_true: Tensor, y_pred: Tensor) -> Tensor:
-    y_true, y_pred = _like(y_true, y_pred)
+    y_true, y_pred = like_tensors(y_true, y_pred)
     return (y_pred - y_true * torch.log(y_pred + epsilon())).mean(dim=-1)
 
 
@@ -320,7 +320,7 @@ def _no_autocast(t: Tensor) -> Any:
 def binary_crossentropy(
     y_true: Tensor, y_pred: Tensor, from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1
 ) -> Tensor:
-    y_true, y_pred = _like(y_true, y_pred)
+    y_true, y_pred = like_tensors(y_true, y_pred)
     if label_smoothing:
         y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
     _check_same_shape(y_true, y_pred)
@@ -333,95 +333,22 @@ def binary_crossentropy(
     return values.mean(dim=axis)
 
 
-def categorical_crossentropy(
-    y_true: Tensor, y_pred: Tensor, from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1
-) -> Tensor:
-    if isinstance(axis, bool):
-        raise ValueError(f"`axis` must be of type `int`. Received: axis={axis} of type {type(axis)}")
-    y_true, y_pred = _like(y_true, y_pred)
-    if y_pred.shape[-1] == 1:
-        warnings.warn(
-            "In loss categorical_crossentropy, expected y_pred.shape to be (batch_size, num_classes) with "
-            f"num_classes > 1. Received: y_pred.shape={tuple(y_pred.shape)}. Consider using "
-            "'binary_crossentropy' if you only have 2 classes.",
-            SyntaxWarning,
-            stacklevel=2,
-        )
-    if label_smoothing:
-        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / float(y_true.shape[-1])
-    _check_same_shape(y_true, y_pred)
-    if y_true.dim() < 1:
-        raise ValueError("Arguments `target` and `output` must be at least rank 1.")
-    if from_logits:
-        log_prob = F.log_softmax(y_pred, dim=axis)
-    else:
-        eps = epsilon()
-        probs = torch.clamp(y_pred / y_pred.sum(dim=axis, keepdim=True), eps, 1.0 - eps)
-        log_prob = torch.log(probs)
-    return -(y_true * log_prob).sum(dim=axis)
+def raise_for_labels(y_true: Tensor, y_pred: Tensor, err: BaseException, loss: str) -> None:
+    """Raise :class:`LabelRangeError` naming the first class label outside ``[0, classes)``, if there is one.
 
-
-def _raise_for_labels(target: Tensor, classes: int, err: BaseException) -> None:
-    """Raise :class:`LabelRangeError` naming the first label outside ``[0, classes)``, if there is one.
-
-    Checked only after torch failed, so a correct batch pays nothing for it.
+    Called only after a class-index loss failed (torch's own error names no sample), so a correct batch
+    pays nothing for it.
     """
+    classes = int(y_pred.shape[-1])
+    target = as_tensor(y_true, y_pred).to(torch.long)
+    if target.dim() == y_pred.dim() and target.shape[-1] == 1:
+        target = target.squeeze(-1)
     bad = ((target < 0) | (target >= classes)).flatten().nonzero()
     if len(bad):
         index = int(bad[0])
         label = int(target.flatten()[index])
         per_sample = target[0].numel() if target.dim() > 1 else 1
-        raise LabelRangeError(label, classes, index // per_sample, "sparse_categorical_crossentropy") from err
-
-
-def sparse_categorical_crossentropy(
-    y_true: Tensor, y_pred: Tensor, from_logits: bool = False, ignore_class: Optional[int] = None, axis: int = -1
-) -> Tensor:
-    """Integer-label crossentropy. With ``ignore_class`` the result carries a Keras mask."""
-    y_pred = as_tensor(y_pred)
-    y_true = as_tensor(y_true, y_pred).to(y_pred.device)
-    if y_true.dim() == y_pred.dim() and y_true.shape[axis] == 1:
-        y_true = y_true.squeeze(axis)
-    valid = None
-    if ignore_class is not None:
-        class_axis = axis % y_pred.dim()
-        res_shape = tuple(d for i, d in enumerate(y_pred.shape) if i != class_axis)
-        valid = y_true != ignore_class
-        y_true = torch.where(valid, y_true, torch.zeros_like(y_true))
-        y_pred = torch.where(valid.unsqueeze(axis), y_pred, torch.zeros_like(y_pred))
-    target = y_true.to(torch.long)
-    if target.dim() == y_pred.dim() and target.shape[axis] == 1:
-        target = target.squeeze(axis)
-    expected = list(y_pred.shape)
-    del expected[axis]
-    if list(target.shape) != expected:
-        raise ValueError(
-            "Arguments `target` and `output` must have the same shape up until the last dimension: "
-            f"target.shape={tuple(target.shape)}, output.shape={tuple(y_pred.shape)}"
-        )
-    output = y_pred
-    squeeze = output.dim() == 1
-    if squeeze:
-        output, target = output.unsqueeze(0), target.unsqueeze(0)
-    elif axis % output.dim() != 1:
-        output = output.movedim(axis % output.dim(), 1)
-    try:
-        if from_logits:
-            result = F.cross_entropy(output, target, reduction="none")
-        else:
-            eps = epsilon()
-            probs = torch.clamp(output / output.sum(dim=1, keepdim=True), eps, 1.0 - eps)
-            result = F.nll_loss(torch.log(probs), target, reduction="none")
-    except (IndexError, RuntimeError) as err:
-        _raise_for_labels(target, output.shape[1], err)
-        raise
-    if squeeze:
-        result = result.squeeze(0)
-    if valid is not None:
-        valid = valid.reshape(res_shape)
-        result = torch.where(valid, result, torch.zeros_like(result))
-        set_keras_mask(result, valid)
-    return result
+        raise LabelRangeError(label, classes, index // per_sample, loss) from err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -432,7 +359,14 @@ _NATIVE: Optional[Dict[Callable, Callable]] = None
 
 
 def native_losses() -> Dict[Callable, Callable]:
-    """Map each Keras loss function (the function objects in ``keras.losses``) to its torch twin."""
+    """Map each Keras loss function (the function objects in ``keras.losses``) to its torch twin.
+
+    A twin is kept where Keras's own function costs more than 1.25x it, forward and backward, on the
+    shapes of ``bench/run.py`` (``python bench/losses.py`` measures it: 1.3x to 2.7x for these), or needs
+    a host sync (``hinge`` and ``squared_hinge``: Keras converts {0, 1} labels under ``ops.cond``).
+    ``categorical_crossentropy`` and ``sparse_categorical_crossentropy`` cost Keras 1.2x and 1.1x: Keras's own
+    functions run.
+    """
     global _NATIVE
     if _NATIVE is None:
         kl = import_keras().losses
@@ -440,8 +374,7 @@ def native_losses() -> Dict[Callable, Callable]:
         for fn in (
             mean_squared_error, mean_absolute_error, mean_absolute_percentage_error,
             mean_squared_logarithmic_error, cosine_similarity, huber, log_cosh, hinge, squared_hinge,
-            categorical_hinge, kl_divergence, poisson, binary_crossentropy, categorical_crossentropy,
-            sparse_categorical_crossentropy,
+            categorical_hinge, kl_divergence, poisson, binary_crossentropy,
         ):  # fmt: skip
             table[getattr(kl, fn.__name__)] = fn
         _NATIVE = table

@@ -20,7 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import keras_bridge.compile.losses.functional as L
-from keras_bridge.utils.compat import keras_registry_names
+from keras_bridge.utils.compat import (
+    is_keras_builtin_loss,
+    keras_loss_function_wrapper,
+    keras_registry_names,
+    keras_wrapped_function,
+)
 from keras_bridge.utils.errors import did_you_mean
 from keras_bridge.utils.keras import import_keras, is_keras_model
 
@@ -54,6 +59,8 @@ class LossTerm:
 
     name: str
     reduction: Any = "sum_over_batch_size"
+    #: Whether it can be given a structure of outputs (Keras passes one to a loss placed on a structure).
+    takes_structures = False
 
     def __init__(self, name: str, identifier: Any) -> None:
         self.name = name
@@ -67,43 +74,74 @@ class LossTerm:
 
 
 class KerasLossTerm(LossTerm):
-    """A loss with Keras semantics: ``fn(y_true, y_pred, **kwargs)`` gives per-sample values.
+    """A Keras ``Loss`` object, called as Keras's ``compile`` calls it.
 
-    ``wrap`` reproduces ``LossFunctionWrapper.call`` (rank fix-up of y_true/y_pred before ``fn``);
-    ``keras_ops`` says ``fn`` uses Keras ops (run under a device scope for the inputs' device).
+    Args:
+        name: Keras's name for the loss.
+        identifier: what the user passed.
+        keras_loss: the Keras ``Loss`` object (a function comes wrapped in Keras's ``LossFunctionWrapper``,
+            as Keras's ``compile`` wraps it).
+
+    A loss whose class overrides ``__call__``, and a loss on a structure of outputs, are called as they
+    are: ``keras_loss(y_true, y_pred, sample_weight)``. Otherwise the per-sample values come from the
+    loss's own ``call`` (or its wrapped function), or from its torch twin where
+    :mod:`~keras_bridge.compile.losses.functional` keeps one, and are masked, weighted and reduced by
+    :func:`~keras_bridge.compile.losses.functional.reduce_weighted_values`: Keras's ``Loss.__call__``
+    does the same work at about three times the cost per step (the conversions and name scope of
+    every call).
     """
 
-    def __init__(
-        self, name: str, identifier: Any, fn: Callable, kwargs: Optional[Dict[str, Any]] = None,
-        reduction: Any = "sum_over_batch_size", dtype: Any = None, wrap: bool = True, keras_ops: bool = False,
-    ) -> None:  # fmt: skip
+    def __init__(self, name: str, identifier: Any, keras_loss: Any) -> None:
         super().__init__(name, identifier)
+        keras = import_keras()
+        reduction = keras_loss.reduction
         if reduction not in L.REDUCTIONS:
             raise ValueError(
                 f"Invalid value for argument `reduction`. Expected one of {L.REDUCTIONS}. "
                 f"Received: reduction={reduction!r}"
             )
-        self.fn, self.kwargs, self.reduction = fn, dict(kwargs or {}), reduction
-        self.dtype = L.torch_dtype(dtype) if dtype is not None else L.floatx()
-        self.wrap, self.keras_ops = wrap, keras_ops
+        self.keras_loss, self.reduction = keras_loss, reduction
+        self.dtype = L.torch_dtype(keras_loss.dtype) if keras_loss.dtype is not None else L.floatx()
+        self.keras_call = type(keras_loss).__call__ is not keras.losses.Loss.__call__
+        wrapped = keras_wrapped_function(keras_loss)
+        # Keras's own losses take tensors; a user's loss function or class may take a structure.
+        self.takes_structures = self.keras_call or not is_keras_builtin_loss(
+            wrapped[0] if wrapped is not None else keras_loss
+        )
+        self.fn: Callable = keras_loss.call
+        self.kwargs: Dict[str, Any] = {}
+        self.wrap, self.keras_ops = False, True
+        if wrapped is not None:
+            native = L.native_loss_for(wrapped[0])
+            self.fn, self.kwargs, self.wrap = native or wrapped[0], wrapped[1], True
+            self.keras_ops = native is None
 
     @property
     def is_native(self) -> bool:
         """True when the loss runs as native torch code (no Keras ops)."""
-        return not self.keras_ops
+        return not self.keras_ops and not self.keras_call
 
-    def __call__(self, y_true: Tensor, y_pred: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Tensor:
+        if self.keras_call or import_keras().tree.is_nested(y_pred):
+            first = import_keras().tree.flatten(y_pred)[0]
+            with L.keras_device(first):
+                return self.keras_loss(y_true, y_pred, sample_weight=sample_weight)
         y_pred_t = L.as_tensor(y_pred)
         in_mask = L.get_mask(y_pred)
         yp = y_pred_t.to(self.dtype)
         yt = L.as_tensor(y_true, yp).to(device=yp.device, dtype=self.dtype)
         if self.wrap:
             yt, yp = L.squeeze_or_expand_to_same_rank(yt, yp)
-        if self.keras_ops:
-            with L.keras_device(yp):
+        try:
+            if self.keras_ops:
+                with L.keras_device(yp):
+                    values = self.fn(yt, yp, **self.kwargs)
+            else:
                 values = self.fn(yt, yp, **self.kwargs)
-        else:
-            values = self.fn(yt, yp, **self.kwargs)
+        except (IndexError, RuntimeError) as err:
+            if self.fn is import_keras().losses.sparse_categorical_crossentropy:
+                L.raise_for_labels(yt, yp, err, "sparse_categorical_crossentropy")
+            raise
         out_mask = L.get_mask(values)
         mask: Optional[Tensor]
         if in_mask is not None and out_mask is not None:
@@ -123,9 +161,9 @@ class AutoCrossentropy(LossTerm):
     def __call__(self, y_true: Tensor, y_pred: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         if self.resolved is None:
             is_binary, is_sparse = is_binary_or_sparse_categorical(y_true, y_pred)
-            fn = L.binary_crossentropy if is_binary else (
-                L.sparse_categorical_crossentropy if is_sparse else L.categorical_crossentropy)  # fmt: skip
-            self.resolved = KerasLossTerm(self.name, self.identifier, fn)
+            kind = "binary" if is_binary else ("sparse_categorical" if is_sparse else "categorical")
+            fn = getattr(import_keras().losses, f"{kind}_crossentropy")
+            self.resolved = KerasLossTerm(self.name, self.identifier, keras_loss_function_wrapper(fn, self.name))
         return self.resolved(y_true, y_pred, sample_weight)
 
 
@@ -234,19 +272,10 @@ def _keras_loss_names() -> list:
 
 
 def _from_keras_object(obj: Any, name: str, identifier: Any) -> KerasLossTerm:
-    """A Keras ``Loss`` instance or a Keras/plain loss function as a :class:`KerasLossTerm`."""
-    keras = import_keras()
-    if isinstance(obj, keras.losses.Loss):
-        fn = getattr(obj, "fn", None)
-        native = L.native_loss_for(fn) if isinstance(obj, keras.src.losses.LossFunctionWrapper) else None
-        if native is not None:
-            return KerasLossTerm(name, identifier, native, obj._fn_kwargs, obj.reduction, obj.dtype)
-        return KerasLossTerm(name, identifier, obj.call, None, obj.reduction, obj.dtype, wrap=False, keras_ops=True)
-    native = L.native_loss_for(obj)
-    if native is not None:
-        return KerasLossTerm(name, identifier, native)
-    # Any other function follows Keras's convention fn(y_true, y_pred) and may use Keras ops.
-    return KerasLossTerm(name, identifier, obj, keras_ops=True)
+    """A Keras ``Loss`` instance or a Keras/plain loss function (wrapped as Keras wraps it) as a term."""
+    if not isinstance(obj, import_keras().losses.Loss):
+        obj = keras_loss_function_wrapper(obj, name)
+    return KerasLossTerm(name, identifier, obj)
 
 
 def get_loss(identifier: Any) -> LossTerm:

@@ -4,10 +4,10 @@
 :class:`BridgeMetric` (always; a user's torchmetrics object is wrapped too), whose
 ``update(y_true, y_pred, sample_weight=None)`` and ``compute()`` give Keras's numbers:
 
-* the ``MeanMetricWrapper`` family (accuracies, regression errors, crossentropies, hinge, KLD,
-  Poisson, cosine similarity) and ``RootMeanSquaredError`` run as native torch code with two states,
-  ``total`` and ``count`` (Keras's ``Mean``);
-* any other ``MeanMetricWrapper`` runs its own ``_fn`` (Keras ops on torch tensors) per batch;
+* a ``MeanMetricWrapper`` (accuracies, regression errors, crossentropies, hinge, KLD, Poisson, cosine
+  similarity, a user's function) keeps two states, ``total`` and ``count`` (Keras's ``Mean``), and runs
+  its own function per batch (Keras ops on torch tensors), or that function's torch twin where
+  :mod:`~keras_bridge.compile.metrics.functional` keeps one; ``RootMeanSquaredError`` likewise;
 * any other Keras metric (Precision, Recall, AUC, F1Score, MeanIoU, R2Score, ...) keeps one torchmetrics
   state per Keras variable and runs the Keras metric *statelessly* on those states
   (``stateless_update_state`` / ``stateless_result``), so the Keras object itself is never mutated
@@ -32,7 +32,7 @@ from torch import Tensor
 import keras_bridge.compile.losses.functional as L
 import keras_bridge.compile.metrics.functional as metric_fns
 from keras_bridge.compile.losses.terms import is_binary_or_sparse_categorical
-from keras_bridge.utils.compat import is_keras_builtin_loss, keras_registry_names
+from keras_bridge.utils.compat import is_keras_builtin_loss, keras_registry_names, keras_wrapped_function
 from keras_bridge.utils.errors import did_you_mean
 from keras_bridge.utils.keras import import_keras
 
@@ -143,7 +143,11 @@ class MeanMetricWrapper(Mean):
 
 
 class RootMeanSquaredError(Mean):
-    """Keras's ``RootMeanSquaredError``: ``sqrt(Σ w·(y_pred - y_true)^2 / Σ w)``."""
+    """Keras's ``RootMeanSquaredError``: ``sqrt(Σ w·(y_pred - y_true)^2 / Σ w)``.
+
+    A torch twin: Keras's own metric, run statelessly (:class:`KerasMetricWrapper`), costs about 4x it
+    per batch of the multi-I/O workload of ``bench/run.py`` (32 x 1).
+    """
 
     def __init__(self, name: str = "root_mean_squared_error", dtype: Any = None) -> None:
         super().__init__(name, "down", dtype)
@@ -326,11 +330,13 @@ def _from_keras_metric(metric: Any, name: str, y_true: Any, y_pred: Any) -> Brid
     if type(metric) is keras.metrics.RootMeanSquaredError:
         return RootMeanSquaredError(name, metric.dtype)
     plain_wrapper = type(metric).update_state is keras.metrics.MeanMetricWrapper.update_state
-    if isinstance(metric, keras.metrics.MeanMetricWrapper) and plain_wrapper:
-        native = metric_fns.native_metric_for(metric._fn)
+    wrapped = keras_wrapped_function(metric) if plain_wrapper else None
+    if wrapped is not None:
+        fn, kwargs = wrapped
+        native = metric_fns.native_metric_for(fn)
         if native is not None:
-            return MeanMetricWrapper(native, name, direction, metric.dtype, metric._fn_kwargs)
-        return MeanMetricWrapper(metric._fn, name, direction, metric.dtype, metric._fn_kwargs, keras_ops=True)
+            return MeanMetricWrapper(native, name, direction, metric.dtype, kwargs)
+        return MeanMetricWrapper(fn, name, direction, metric.dtype, kwargs, keras_ops=True)
     return KerasMetricWrapper(metric, name, y_true, y_pred)
 
 

@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, cast
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, cast
 
-import numpy as np
+import numpy as np  # noqa: F401  (the doctests use it)
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 import keras_bridge.data.keras_rng as keras_rng
-from keras_bridge.data.batches import to_tensor
-from keras_bridge.data.distributed import GlobalBatchInfo, from_rank0, rank_world, shared_seed
-from keras_bridge.data.epoch_iterator import StepsCarryOver
+from keras_bridge.data.batches import is_array, to_tensor
+from keras_bridge.data.distributed import GlobalBatchInfo, from_rank0, rank_world, shared_seed, unshard_steps
+from keras_bridge.data.epoch_iterator import KerasLoader, StepsCarryOver
 from keras_bridge.utils.tree import map_structure
 
 Tensor = torch.Tensor
 DEFAULT_BATCH_SIZE = 32
-
-
-def is_array(obj: Any) -> bool:
-    return isinstance(obj, (np.ndarray, torch.Tensor))
 
 
 def is_array_structure(obj: Any) -> bool:
@@ -307,6 +303,44 @@ class BatchLoader(DataLoader):
     continues at the next batch of the same shuffled order.
     """
 
+    #: Keras feeds arrays (and the bridge map-style datasets) through a torch DataLoader of its own.
+    mirrors_keras_rng = True
+
+    @property
+    def global_batch_size(self) -> int:
+        return cast(GlobalBatchSampler, self.sampler).batch_size
+
+    def peek(self) -> Any:
+        sampler = cast(GlobalBatchSampler, self.sampler)
+        return self.dataset[torch.arange(min(sampler.batch_size, sampler.num_samples))]
+
+    def reset(self) -> None:
+        """Nothing to reset: the sampler starts each epoch itself."""
+
+    def keras_pass_draws(self, steps: Optional[int] = None, evaluation: bool = False) -> keras_rng.PassDraws:
+        """Keras's ``DataLoader`` opens an iterator when a pass starts and the next one when a pass has been
+        read to its end (one base-seed draw each); this loader's own iterators draw from a private generator.
+        """
+        sampler = cast(GlobalBatchSampler, self.sampler)
+        rows = None if evaluation else sampler.shuffle_rows
+        if steps is not None and not evaluation:
+            # A pass carried over between epochs: Keras opens the first iterator when the fit's first epoch
+            # starts, and the next one at the end of an epoch that read its pass to the end.
+            carry = sampler.carry
+            first = lambda: carry.passes_started == 0  # noqa: E731
+            return keras_rng.PassDraws(1, 1, rows=rows, start_if=first, end_if=carry.pass_read)
+        return keras_rng.PassDraws(1, int(steps is None or sampler.batches_per_pass <= steps), rows=rows)
+
+    def take_peek_draws(self) -> None:
+        cast(GlobalBatchSampler, self.sampler).take_peek_draws()
+
+    def unshard(self, per_rank: Sequence[Sequence[Any]]) -> List[Any]:
+        """Every global batch was split across the processes: step by step, rank by rank."""
+        return unshard_steps(per_rank)
+
+    def as_keras_loader(self, evaluation: bool = False) -> KerasLoader:
+        return SampleLoader(self, evaluation)
+
     def state_dict(self) -> Dict[str, Any]:
         return cast(GlobalBatchSampler, self.sampler).state_dict()
 
@@ -327,6 +361,32 @@ class BatchLoader(DataLoader):
         if isinstance(generator, _GeneratorState):
             state["generator"] = generator.rebuild()
         self.__dict__.update(state)
+
+
+class SampleLoader(KerasLoader):
+    """A loader built by :func:`sample_loader` (or the array loader) seen as a :class:`KerasLoader`.
+
+    Used where Lightning might otherwise touch the ``DataLoader`` (``to_dataloader`` and
+    ``KerasDataModule`` under a plain ``lightning.Trainer``, whose default ``use_distributed_sampler=True``
+    would wrap our self-sharding sampler). It counts its own epochs for the sampler's shuffle, so it
+    reshuffles inside and outside a Trainer alike; ``steps_per_epoch`` carry-over lives in the sampler.
+    """
+
+    def __init__(self, loader: BatchLoader, evaluation: bool = False) -> None:
+        super().__init__(None, evaluation)
+        self.loader = loader
+        self._epochs = 0
+
+    def num_batches(self) -> Optional[int]:
+        return len(self.loader)
+
+    def peek(self) -> Any:
+        return self.loader.peek()
+
+    def _epoch_batches(self) -> Any:
+        cast(GlobalBatchSampler, self.loader.sampler).set_epoch(self._epochs)
+        self._epochs += 1
+        return iter(self.loader)
 
 
 class _GeneratorState:
@@ -354,7 +414,7 @@ def array_loader(
     seed: Optional[int] = None,
     steps_per_epoch: Optional[int] = None,
     pin_memory: bool = False,
-) -> DataLoader:
+) -> BatchLoader:
     """A DataLoader over tensors that yields ``(x,)`` or ``(x, y, sample_weight)`` batches.
 
     Its own iterators draw from a private generator: the base-seed draws of Keras's ``DataLoader`` are

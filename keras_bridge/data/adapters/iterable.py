@@ -6,6 +6,7 @@ import itertools
 from typing import Any, Iterable, Iterator, List, Optional, Tuple
 
 from keras_bridge.data.batches import empty_like, prepare_batch
+from keras_bridge.data.contract import DataOptions
 from keras_bridge.data.distributed import max_across_ranks, rank_world
 from keras_bridge.data.epoch_iterator import KerasLoader, StepsCarryOver
 
@@ -25,19 +26,12 @@ class IterableLoader(KerasLoader):
         (3, [2, 2, 2])
     """
 
-    def __init__(
-        self,
-        data: Iterable[Any],
-        steps_per_epoch: Optional[int] = None,
-        class_weight: Any = None,
-        evaluation: bool = False,
-        name: Optional[str] = None,
-    ) -> None:
-        super().__init__(steps_per_epoch, evaluation)
+    def __init__(self, data: Iterable[Any], options: DataOptions = DataOptions(), name: Optional[str] = None) -> None:
+        super().__init__(options.steps, options.evaluation)
         self.data = data
-        self.class_weight = class_weight
+        self.options = options
         self.name = name or type(data).__name__
-        self._carry: StepsCarryOver[Tuple[int, Any]] = StepsCarryOver(steps_per_epoch)
+        self._carry: StepsCarryOver[Tuple[int, Any]] = StepsCarryOver(options.steps)
         self._position = 0
         self._replay: List[Any] = []  # batches peek() took from a one-shot iterator
         self._last: Any = None
@@ -52,7 +46,7 @@ class IterableLoader(KerasLoader):
         return False
 
     def _prepare(self, batch: Any, index: int) -> Any:
-        return prepare_batch(batch, f"batch {index} of the {self.name}", self.class_weight)
+        return prepare_batch(batch, f"batch {index} of the {self.name}", self.options.class_weight)
 
     def num_batches(self) -> Optional[int]:
         try:

@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.data.batches import empty_like, prepare_batch, reraise_with_context, to_torch
+from keras_bridge.data.contract import DataOptions
 from keras_bridge.data.distributed import GlobalBatchInfo, from_rank0, rank_world, shared_seed
 from keras_bridge.data.epoch_iterator import KerasLoader, StepsCarryOver
 from keras_bridge.utils.tree import first_batch_dim, map_structure
@@ -318,11 +319,10 @@ class PyDatasetLoader(KerasLoader):
 
     Args:
         py_dataset: the PyDataset (its ``workers``, ``use_multiprocessing`` and ``max_queue_size`` apply).
-        shuffle: shuffle the batch order of every pass (ignored, with a warning, for infinite datasets).
-        class_weight: ``{class: weight}`` turned into per-sample weights, batch by batch.
-        steps_per_epoch: batches per epoch; the order carries over between epochs.
-        seed: base seed of the batch-order shuffles (None: Keras's, see :class:`BatchOrder`).
-        evaluation: run ``on_epoch_end()`` before every pass (Keras's evaluate / validation).
+        options: ``shuffle`` (the batch order of every pass), ``class_weight`` (per-sample weights, batch by
+            batch), ``steps`` (batches per epoch; the order carries over between epochs), ``seed`` (of the
+            batch-order shuffles; None: Keras's, see :class:`BatchOrder`), ``mode`` (evaluation runs
+            ``on_epoch_end()`` before every pass).
 
     Example:
         >>> import keras, numpy as np
@@ -333,19 +333,11 @@ class PyDatasetLoader(KerasLoader):
         [0, 1, 4]
     """
 
-    def __init__(
-        self,
-        py_dataset: Any,
-        shuffle: Any = False,
-        class_weight: Optional[Mapping[Any, float]] = None,
-        steps_per_epoch: Optional[int] = None,
-        seed: Optional[int] = None,
-        evaluation: bool = False,
-    ) -> None:
-        super().__init__(steps_per_epoch, evaluation)
+    def __init__(self, py_dataset: Any, options: DataOptions = DataOptions()) -> None:
+        super().__init__(options.steps, options.evaluation)
         self.py_dataset = py_dataset
-        self.class_weight = class_weight
-        self.order = BatchOrder(bool(shuffle), seed, steps_per_epoch)
+        self.options = options
+        self.order = BatchOrder(bool(options.shuffle) and not options.evaluation, options.seed, options.steps)
         self._skip = 0
         self.workers = int(py_dataset.workers or 0)
         self.use_multiprocessing = bool(py_dataset.use_multiprocessing)
@@ -408,7 +400,24 @@ class PyDatasetLoader(KerasLoader):
     def peek(self) -> Any:
         # What Keras does to build an unbuilt model: on_epoch_begin(), then batch 0.
         self.py_dataset.on_epoch_begin()
-        return fetch_batch(self.py_dataset, 0, self.class_weight)
+        return fetch_batch(self.py_dataset, 0, self.options.class_weight)
+
+    def keras_pass_draws(self, steps: Optional[int] = None, evaluation: bool = False) -> keras_rng.PassDraws:
+        """Keras feeds a PyDataset through a torch ``DataLoader``: one base-seed draw when a pass starts and
+        one when it has been read to its end (this loader's own passes draw nothing from torch's generator).
+        """
+        length = self.num_batches()
+        if steps is not None and not evaluation:
+            # A pass carried over between epochs: the first iterator opens when the fit's first epoch
+            # starts, the next at the end of an epoch that read its pass to the end.
+            carry = self.order.carry
+            first = lambda: carry.passes_started == 0  # noqa: E731
+            return keras_rng.PassDraws(1, int(length is not None), start_if=first, end_if=carry.pass_read)
+        return keras_rng.PassDraws(1, int(length is not None and (steps is None or length <= steps)))
+
+    def take_peek_draws(self) -> None:
+        keras_rng.draw()  # the peek's DataLoader iterator
+        self.order.take_peek_draws(self.py_dataset.num_batches)
 
     def _window(self) -> int:
         # KerasLoader holds one finished batch ahead (to run on_epoch_end on time): together with the
@@ -437,9 +446,9 @@ class PyDatasetLoader(KerasLoader):
         mode = self.mode
         if mode == "inline":
             for index, empty in keys:
-                yield fetch_batch(self.py_dataset, index, self.class_weight, empty)
+                yield fetch_batch(self.py_dataset, index, self.options.class_weight, empty)
         elif mode == "threads":
-            fetch = lambda key: fetch_batch(self.py_dataset, key[0], self.class_weight, key[1])  # noqa: E731
+            fetch = lambda key: fetch_batch(self.py_dataset, key[0], self.options.class_weight, key[1])  # noqa: E731
             yield from ordered_prefetch(fetch, keys, self.workers, self._window())
         else:
             yield from self._process_loader(keys)
@@ -450,7 +459,7 @@ class PyDatasetLoader(KerasLoader):
         # each worker holds at least one, so fewer workers run when max_queue_size <= workers.
         workers = min(self.workers, self._window())
         loader = DataLoader(
-            PyDatasetBatches(self.py_dataset, self.class_weight),
+            PyDatasetBatches(self.py_dataset, self.options.class_weight),
             sampler=_Keys(keys),
             batch_size=None,
             collate_fn=_identity,

@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Optional, cast
+import dataclasses
+import warnings
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence
 
 import torch
 from torch.utils.data import (
@@ -25,15 +27,15 @@ from torch.utils.data import (
     IterableDataset,
     RandomSampler,
     SequentialSampler,
+    default_collate,
 )
-from torch.utils.data._utils.collate import default_collate
 
 import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.data.adapters.array import DEFAULT_BATCH_SIZE, BatchLoader, GlobalBatchSampler
 from keras_bridge.data.adapters.iterable import IterableLoader
 from keras_bridge.data.batches import empty_like, prepare_batch, reraise_with_context
+from keras_bridge.data.contract import DataOptions
 from keras_bridge.data.distributed import rank_world
-from keras_bridge.data.epoch_iterator import KerasLoader
 
 
 def is_map_dataset(obj: Any) -> bool:
@@ -91,27 +93,29 @@ def _identity(batch: Any) -> Any:
     return batch
 
 
-def sample_loader(dataset: Any, batch_size: Optional[int] = None, shuffle: Any = False, seed: Optional[int] = None,
-                  steps_per_epoch: Optional[int] = None, class_weight: Optional[Mapping[Any, float]] = None,
-                  collate_fn: Optional[Callable[[Any], Any]] = None, **loader_kwargs: Any) -> DataLoader:  # fmt: skip
+def sample_loader(dataset: Any, options: DataOptions = DataOptions(), collate_fn: Optional[Callable[[Any], Any]] = None,
+                  **loader_kwargs: Any) -> BatchLoader:  # fmt: skip
     """Batch a map-style torch ``Dataset`` with Keras's array rules.
 
-    ``seed`` None shuffles as Keras's ``DataLoader`` over arrays does (see :class:`GlobalBatchSampler`).
+    ``options.seed`` None shuffles as Keras's ``DataLoader`` over arrays does (see :class:`GlobalBatchSampler`).
     The loader's own iterators draw from ``loader_kwargs["generator"]`` when given (a user's
     ``DataLoader`` rebuilt under DDP draws where it did), else from a private generator.
 
     Example:
         >>> ds = torch.utils.data.TensorDataset(torch.arange(10.0), torch.arange(10))
-        >>> [len(b[0]) for b in sample_loader(ds, batch_size=4)]
+        >>> [len(b[0]) for b in sample_loader(ds, DataOptions(batch_size=4))]
         [4, 4, 2]
     """
+    # Evaluation steps apply per evaluate() call (the trainer limits them), never carried over.
+    steps = None if options.evaluation else options.steps
+    shuffle = False if options.evaluation else options.shuffle
+    batch_size = options.batch_size or DEFAULT_BATCH_SIZE
     # A rebuilt user's DataLoader: its RandomSampler drew its seed from the loader's generator.
     sampler_generator = loader_kwargs.get("generator")
     loader_kwargs.setdefault("generator", keras_rng.private_generator())
-    sampler = GlobalBatchSampler(len(dataset), batch_size or DEFAULT_BATCH_SIZE, shuffle, seed, steps_per_epoch,
-                                 sampler_generator)  # fmt: skip
+    sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, options.seed, steps, sampler_generator)
     return BatchLoader(
-        SampleBatches(dataset, collate_fn, class_weight),
+        SampleBatches(dataset, collate_fn, options.class_weight),
         sampler=sampler,
         batch_size=None,
         collate_fn=_identity,
@@ -140,23 +144,15 @@ class WrappedDataLoader(IterableLoader):
 
     Args:
         loader: the ``DataLoader``.
-        steps_per_epoch: batches per epoch; the loader's iterator carries over between epochs.
-        class_weight: applied per batch (Keras refuses it for DataLoaders; the bridge does not).
-        seed: shuffle seed of the rebuilt loader under DDP (None: Keras's ``RandomSampler`` draw).
-        evaluation: an evaluation loader (resets before every pass).
+        options: ``steps`` (batches per epoch; the loader's iterator carries over between epochs),
+            ``class_weight`` (applied per batch: Keras refuses it for DataLoaders, the bridge does not), ``seed``
+            (shuffle seed of the rebuilt loader under DDP; None: Keras's ``RandomSampler`` draw), ``mode`` (an
+            evaluation loader resets before every pass).
     """
 
-    def __init__(
-        self,
-        loader: DataLoader,
-        steps_per_epoch: Optional[int] = None,
-        class_weight: Any = None,
-        seed: Optional[int] = None,
-        evaluation: bool = False,
-    ) -> None:
-        super().__init__(loader, steps_per_epoch, class_weight, evaluation, name="DataLoader")
+    def __init__(self, loader: DataLoader, options: DataOptions = DataOptions()) -> None:
+        super().__init__(loader, options, name="DataLoader")
         self.loader = loader
-        self.seed = seed
         self._sharded: Optional[DataLoader] = None
 
     def rebuilt(self) -> Optional[DataLoader]:
@@ -171,53 +167,45 @@ class WrappedDataLoader(IterableLoader):
                           persistent_workers=loader.persistent_workers)  # fmt: skip
             if loader.num_workers > 0:
                 kwargs["prefetch_factor"] = loader.prefetch_factor
-            self._sharded = sample_loader(
-                loader.dataset,
-                loader.batch_size,
-                isinstance(loader.sampler, RandomSampler),
-                self.seed,
-                None,
-                self.class_weight,
-                loader.collate_fn,
-                **kwargs,
-            )
+            rebuilt = dataclasses.replace(self.options, batch_size=loader.batch_size, steps=None,
+                                          shuffle=isinstance(loader.sampler, RandomSampler))  # fmt: skip
+            self._sharded = sample_loader(loader.dataset, rebuilt, loader.collate_fn, **kwargs)
         return self._sharded
 
     def source(self) -> Iterable[Any]:
         rebuilt = self.rebuilt()
         return self.data if rebuilt is None else rebuilt
 
+    def keras_pass_draws(self, steps: Optional[int] = None, evaluation: bool = False) -> keras_rng.PassDraws:
+        """The loader opens its own iterator when a pass starts; Keras opens the next one, eagerly, when a pass
+        has been read to its end (a carried-over training pass opens its next when the next epoch starts).
+        """
+        if steps is not None and not evaluation:
+            return keras_rng.NO_DRAWS
+        length = self.num_batches()
+        at_end = int(length is not None and (steps is None or length <= steps))
+        # A persistent-workers iterator is reused: reopening it draws nothing.
+        source = self.loader
+        reopens = not (source.persistent_workers and source.num_workers > 0)
+        return keras_rng.PassDraws(0, at_end * reopens, source.generator)
+
     def shards_itself(self) -> bool:
         return self.rebuilt() is not None or is_distributed(self.loader)
+
+    def unshard(self, per_rank: Sequence[Sequence[Any]]) -> List[Any]:
+        """Results in input order; a ``DistributedSampler``'s own order is kept (with a warning)."""
+        if self.rebuilt() is None and is_distributed(self.loader):
+            warnings.warn(
+                "The DataLoader uses a DistributedSampler: its predictions are returned process by process "
+                "in the sampler's order (with any padding it adds), not in input order. Pass the DataLoader "
+                "without a DistributedSampler to get Keras's order.",
+                UserWarning,
+                stacklevel=4,
+            )
+            return [result for results in per_rank for result in results]
+        return super().unshard(per_rank)
 
     def _prepare(self, batch: Any, index: int) -> Any:
         if self.rebuilt() is not None:
             return batch  # SampleBatches prepared it (and appended the global batch info)
         return super()._prepare(batch, index)
-
-
-class SampleLoader(KerasLoader):
-    """A loader built by :func:`sample_loader` (or the array loader) seen as a :class:`KerasLoader`.
-
-    Used where Lightning might otherwise touch the ``DataLoader`` (``to_dataloader`` and
-    ``KerasDataModule`` under a plain ``lightning.Trainer``, whose default ``use_distributed_sampler=True``
-    would wrap our self-sharding sampler). It counts its own epochs for the sampler's shuffle, so it
-    reshuffles inside and outside a Trainer alike; ``steps_per_epoch`` carry-over lives in the sampler.
-    """
-
-    def __init__(self, loader: DataLoader, evaluation: bool = False) -> None:
-        super().__init__(None, evaluation)
-        self.loader = loader
-        self._epochs = 0
-
-    def num_batches(self) -> Optional[int]:
-        return len(self.loader)
-
-    def peek(self) -> Any:
-        sampler = cast(GlobalBatchSampler, self.loader.sampler)
-        return self.loader.dataset[torch.arange(min(sampler.batch_size, sampler.num_samples))]
-
-    def _epoch_batches(self) -> Any:
-        cast(GlobalBatchSampler, self.loader.sampler).set_epoch(self._epochs)
-        self._epochs += 1
-        return iter(self.loader)

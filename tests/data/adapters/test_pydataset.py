@@ -23,6 +23,7 @@ from keras import layers
 import keras_bridge as kb
 from keras_bridge.data.adapters import pydataset as pyd
 from keras_bridge.data.adapters.pydataset import PyDatasetLoader, shard_keys
+from keras_bridge.data.contract import DataOptions
 
 MODES = {"inline": dict(), "threads": dict(workers=4), "processes": dict(workers=2, use_multiprocessing=True)}
 
@@ -123,7 +124,7 @@ def _epochs_seen(loader, epochs):
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_order_and_on_epoch_end_seen_inside_workers(mode, shuffle):
     ds = RecordingPyDataset(n_batches=6, **MODES[mode])
-    loader = PyDatasetLoader(ds, shuffle=shuffle, seed=3)
+    loader = PyDatasetLoader(ds, DataOptions(shuffle=shuffle, seed=3))
     seen = _epochs_seen(loader, epochs=3)
     orders = [[int(row[0]) for row in epoch] for epoch in seen]
     for order in orders:
@@ -167,18 +168,18 @@ def test_threads_overlap_io_bound_batches():
 @pytest.mark.parametrize("mode", list(MODES))
 def test_steps_per_epoch_carries_over(mode):
     ds = RecordingPyDataset(n_batches=5, **MODES[mode])
-    loader = PyDatasetLoader(ds, steps_per_epoch=2)
+    loader = PyDatasetLoader(ds, DataOptions(steps=2))
     with pytest.warns(UserWarning, match="ran out of data after 1 of steps_per_epoch=2"):
         seen = _epochs_seen(loader, epochs=3)
     assert [[int(r[0]) for r in e] for e in seen] == [[0, 1], [2, 3], [4]]  # keras-semantics surprise 13
     assert len(loader) == 2
-    even = PyDatasetLoader(RecordingPyDataset(n_batches=4, **MODES[mode]), steps_per_epoch=2)
+    even = PyDatasetLoader(RecordingPyDataset(n_batches=4, **MODES[mode]), DataOptions(steps=2))
     assert [[int(r[0]) for r in e] for e in _epochs_seen(even, epochs=3)] == [[0, 1], [2, 3], [0, 1]]
 
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_infinite_pydataset_keeps_counting(mode):
-    loader = PyDatasetLoader(InfinitePyDataset(**MODES[mode]), steps_per_epoch=3)
+    loader = PyDatasetLoader(InfinitePyDataset(**MODES[mode]), DataOptions(steps=3))
     seen = [[int(b[0][0, 0]) for b in loader] for _ in range(2)]
     assert seen == [[0, 1, 2], [3, 4, 5]]
 
@@ -275,8 +276,9 @@ def test_a_restored_loader_continues_at_the_next_batch_of_the_same_order(steps_p
     import warnings
 
     def fresh(seed):
-        return PyDatasetLoader(RecordingPyDataset(n_batches=6), shuffle=True, seed=seed,
-                               steps_per_epoch=steps_per_epoch)  # fmt: skip
+        return PyDatasetLoader(
+            RecordingPyDataset(n_batches=6), DataOptions(shuffle=True, seed=seed, steps=steps_per_epoch)
+        )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # steps_per_epoch=4 of 6 batches runs out every other epoch

@@ -12,6 +12,7 @@ from keras import layers
 
 import keras_bridge as kb
 from keras_bridge.data.adapters.torch_data import WrappedDataLoader
+from keras_bridge.data.contract import DataOptions
 
 N, BS = 200, 40
 
@@ -127,7 +128,7 @@ def test_dataloader_steps_per_epoch_carries_over(n_samples, expected):
     ds = torch.utils.data.TensorDataset(
         torch.arange(float(n_samples)).reshape(-1, 1), torch.zeros(n_samples, dtype=torch.long)
     )
-    loader = WrappedDataLoader(torch.utils.data.DataLoader(ds, batch_size=2), steps_per_epoch=2)
+    loader = WrappedDataLoader(torch.utils.data.DataLoader(ds, batch_size=2), DataOptions(steps=2))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         seen = [[int(b[0][0, 0]) // 2 for b in loader] for _ in range(4)]
