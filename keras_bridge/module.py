@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -29,10 +29,11 @@ from keras_bridge.compile.tracking import KerasHooks, StageTracker
 from keras_bridge.configs import COMPILE_ARGUMENTS, compile_config, resolve_compile_arguments
 from keras_bridge.data.distributed import GlobalBatchInfo
 from keras_bridge.model_methods import KerasModelMethods
+from keras_bridge.optimizers.base import get_learning_rate, set_learning_rate
 from keras_bridge.optimizers.keras_native import KerasNativeSpec, keras_optimizer_for
 from keras_bridge.optimizers.resolve import get_optimizer
 from keras_bridge.optimizers.schedules import KerasScheduleLR
-from keras_bridge.saving.lightning_checkpoint import KEY, checkpoint_entry, restore_from_checkpoint
+from keras_bridge.saving.lightning_checkpoint import KEY, checkpoint_entry, match_keras_state, restore_from_checkpoint
 from keras_bridge.saving.state import apply_training_state
 from keras_bridge.trainer import on_batch
 from keras_bridge.trainer.keras_step import KerasSteps
@@ -120,6 +121,7 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         self._optimizer_cache: Optional[tuple] = None
         # A Keras model trained with its own step functions and compile (see keras_bridge.trainer.keras_step).
         self.keras_step: Optional[KerasSteps] = None
+        self._pending_learning_rate: Optional[float] = None  # set by `learning_rate`, see there
         # Optimizer/scheduler state restored from a file (kb.load_model), applied when the next fit starts.
         self._restored_state: Optional[Dict[str, Any]] = None
         self.history: Any = None
@@ -287,7 +289,7 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         # A new compile() rebuilds from the next batch and makes a new optimizer, as in Keras.
         self.output_names = self.output_kind = None
         self.train_tracker = self.eval_tracker = None
-        self._optimizer_cache = self._restored_state = None
+        self._optimizer_cache = self._restored_state = self._pending_learning_rate = None
 
     @property
     def built(self) -> bool:
@@ -318,6 +320,13 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         if keras_rng.keras_stream():
             return None
         return (torch.initial_seed() + 7919 * (self._fits - 1)) % (2**31 - 1)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        # Unpickled in a process a launcher started (ddp_spawn): a Keras model registers its variables
+        # as torch parameters only when asked, and DDP must find them.
+        super().__setstate__(state)
+        if self.is_keras:
+            list(self.model.parameters())
 
     @property
     def callback_model(self) -> Any:
@@ -656,7 +665,39 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
                     "lr_scheduler": {"scheduler": KerasScheduleLR(optimizer, schedule), "interval": "step"},
                 }
             self._optimizer_cache = (key, config)
-        return self._optimizer_cache[1]
+        config = self._optimizer_cache[1]
+        if self._pending_learning_rate is not None:
+            set_learning_rate(config["optimizer"] if isinstance(config, dict) else config, self._pending_learning_rate)
+            self._pending_learning_rate = None
+        return config
+
+    @property
+    def learning_rate(self) -> float:
+        """The compiled optimizer's learning rate, as Keras's ``model.optimizer.learning_rate``.
+
+        Lightning's ``Tuner.lr_find`` reads it and sets its suggestion here; setting it sets the rate of
+        the optimizer the next ``fit`` steps (refused with a clear error when a Keras schedule drives it).
+
+        Example:
+            >>> import torch
+            >>> module = KerasModule(torch.nn.Linear(2, 1))
+            >>> module.compile(optimizer="sgd", loss="mse")
+            >>> module.learning_rate = 0.5
+            >>> module.learning_rate
+            0.5
+        """
+        return get_learning_rate(self._built_optimizer())
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        set_learning_rate(self._built_optimizer(), value)
+        # Kept until the next configure_optimizers too: Lightning before 2.5 restores the optimizer's state
+        # (hence its old rate) after lr_find sets the suggestion.
+        self._pending_learning_rate = float(value)
+
+    def _built_optimizer(self) -> torch.optim.Optimizer:
+        config = self.configure_optimizers()  # built once per compile and parameter set, then cached
+        return config["optimizer"] if isinstance(config, dict) else config
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -700,7 +741,16 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
             for key, value in self._train_logs.items():
                 history.setdefault(key, []).append(value)
             epochs = [*(epochs or []), epoch]
-        return {"history": history, "epoch": epochs}
+        paths = [v.path for v in self.model.variables] if self.is_keras else None  # type: ignore[union-attr]
+        return {"history": history, "epoch": epochs, "keras_variable_paths": paths}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """The module's ``load_state_dict``, matching another instance's Keras variable paths by position.
+
+        Lightning loads a ``ddp_spawn`` worker's weights back with ``strict=False``: without the match, a
+        subclassed Keras model rebuilt in the worker would silently load nothing.
+        """
+        return super().load_state_dict(match_keras_state(self, state_dict), strict=strict, assign=assign)
 
     def set_extra_state(self, state: Any) -> None:
         if not state or state.get("history") is None:

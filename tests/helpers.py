@@ -10,6 +10,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import torch
 
 import keras_bridge  # noqa: F401  (selects keras's torch backend before keras is imported)
 
@@ -24,6 +25,17 @@ def twin_models(build):
     b = build()
     b.set_weights(a.get_weights())
     return a, b
+
+
+def seeded_mlp(kind, hidden):
+    """A 5 -> ``hidden`` (relu) -> 3 logits MLP, as a Keras model (``kind="keras"``) or a torch module, seeded."""
+    torch.manual_seed(0)
+    keras.utils.set_random_seed(0)
+    if kind == "keras":
+        return keras.Sequential(
+            [keras.Input((5,)), keras.layers.Dense(hidden, activation="relu"), keras.layers.Dense(3)]
+        )
+    return torch.nn.Sequential(torch.nn.Linear(5, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 3))
 
 
 def assert_history_close(keras_history, bridge_history, rtol=1e-4, atol=1e-6):

@@ -127,3 +127,47 @@ def test_a_plain_trainer_logs_keras_names_and_the_datamodule_batch_size(tmp_path
     np.testing.assert_allclose([float(r["loss"]) for r in rows if r["loss"]], module.history.history["loss"])
     hparams = yaml.safe_load((tmp_path / "csv" / "version_0" / "hparams.yaml").read_text())
     assert (hparams["batch_size"], hparams["epochs"]) == (16, 2)
+
+
+def test_mlflow_logger_records_keras_names_and_hyperparameters(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow", reason="MLflow is optional: pip install mlflow-skinny")
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses its file store unless asked
+
+    x, y = _data()
+    uri = (tmp_path / "mlruns").as_uri()  # a file store in tmp_path: no server, no network
+    logger = MLFlowLogger(experiment_name="keras_bridge", tracking_uri=uri)
+    history = _module().fit(x, y, batch_size=16, epochs=3, validation_split=0.25, verbose=0,
+                            trainer={"logger": logger}).history  # fmt: skip
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    for key in KERAS_KEYS:
+        logged = [m.value for m in sorted(client.get_metric_history(logger.run_id, key), key=lambda m: m.step)]
+        np.testing.assert_allclose(logged, history[key], rtol=1e-6, err_msg=key)
+    params = client.get_run(logger.run_id).data.params
+    assert params["loss"] == "sparse_categorical_crossentropy" and (params["batch_size"], params["epochs"]) == (
+        "16",
+        "3",
+    )
+
+
+def test_wandb_offline_logger_records_keras_names_and_hyperparameters(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb", reason="W&B is optional: pip install wandb")
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")  # no network: the run is written under tmp_path only
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    x, y = _data()
+    logger = WandbLogger(project="keras_bridge", save_dir=str(tmp_path), offline=True)
+    try:
+        history = _module().fit(x, y, batch_size=16, epochs=3, validation_split=0.25, verbose=0,
+                                trainer={"logger": logger}).history  # fmt: skip
+        run = logger.experiment
+        for key in KERAS_KEYS:  # the summary keeps each key's last value
+            np.testing.assert_allclose(run.summary[key], history[key][-1], rtol=1e-6, err_msg=key)
+        assert run.config["loss"] == "sparse_categorical_crossentropy"
+        assert (run.config["batch_size"], run.config["epochs"]) == (16, 3)
+    finally:
+        wandb.finish()
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))

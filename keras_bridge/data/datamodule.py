@@ -59,10 +59,13 @@ class KerasDataModule(pl.LightningDataModule):
         self.seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         self._train: Any = None
         self._val: Any = None
+        self._built_batch_size: Optional[int] = None
 
     def _build(self) -> None:
-        if self._train is not None:
+        # Built again when the batch size changed (Lightning's batch size finder sets `batch_size`).
+        if self._train is not None and self._built_batch_size == self.batch_size:
             return
+        self._built_batch_size = self.batch_size
         train, validation = split_validation(
             self.x, self.y, self.sample_weight, self.validation_split, self.validation_data
         )

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -44,6 +45,12 @@ class KerasOptimizerStep(torch.optim.Optimizer):
     variables gets a placeholder parameter (torch refuses an empty list) and ``step()`` does nothing,
     as Keras's ``train_step`` skips the update.
 
+    ``param_groups[0]["lr"]`` *is* the Keras optimizer's learning rate (:class:`_KerasLearningRateGroup`):
+    reading it gives the rate of the next update (a Keras schedule evaluated at ``iterations``), so
+    Lightning's ``LearningRateMonitor`` reports Keras's rate; writing it (a torch LR scheduler, Lightning's
+    ``lr_find`` or ``StochasticWeightAveraging``) sets Keras's rate, and is refused with a clear error when
+    a Keras schedule drives it.
+
     Args:
         keras_optimizer: the Keras optimizer object (built here on ``variables`` if needed).
         variables: the model's trainable Keras variables, in order.
@@ -58,6 +65,7 @@ class KerasOptimizerStep(torch.optim.Optimizer):
         elif not keras_optimizer.built:
             keras_optimizer.build(self.variables)
         super().__init__(params, {"lr": learning_rate_of(keras_optimizer)})
+        self.param_groups = [_KerasLearningRateGroup(keras_optimizer, group) for group in self.param_groups]
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
@@ -79,8 +87,6 @@ class KerasOptimizerStep(torch.optim.Optimizer):
     def learning_rate(self, value: float) -> None:
         # Keras's own setter: it refuses a schedule-driven learning rate with Keras's message.
         self.keras_optimizer.learning_rate = value
-        for group in self.param_groups:
-            group["lr"] = float(value)
 
     def finalize_variable_values(self) -> None:
         """Copy EMA weights into the model at the end of fit (Keras's ``use_ema``)."""
@@ -104,12 +110,42 @@ class KerasOptimizerStep(torch.optim.Optimizer):
             variable.assign(value)
 
 
+class _KerasLearningRateGroup(dict):
+    """A torch param group whose ``"lr"`` entry reads and writes a Keras optimizer's learning rate.
+
+    Read lazily (only when someone asks), so training itself makes no host synchronisation for it.
+    """
+
+    def __init__(self, keras_optimizer: Any, group: Dict[str, Any]) -> None:
+        super().__init__(group)
+        self.keras_optimizer = keras_optimizer
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "lr":
+            return learning_rate_of(self.keras_optimizer)
+        return super().__getitem__(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key == "lr":
+            setting = keras_learning_rate_setting(self.keras_optimizer)
+            if callable(setting):
+                raise TypeError(
+                    f"Something set the learning rate of the Keras {type(self.keras_optimizer).__name__} to {value!r} "
+                    "(a torch LR scheduler, or Lightning's `lr_find` or `StochasticWeightAveraging`), but a Keras "
+                    f"schedule ({type(setting).__name__}) drives it. Compile with a float `learning_rate` to let "
+                    "Lightning's tools set it, or keep the schedule and leave the rate to it."
+                )
+            self.keras_optimizer.learning_rate = float(value)
+        super().__setitem__(key, value)
+
+
 class KerasNativeSpec(OptimizerSpec):
     """A compile-time choice of a Keras optimizer object for a Keras model: built on its variables."""
 
     def __init__(self, keras_optimizer: Any) -> None:
         name = type(keras_optimizer).__name__
-        super().__init__(name, lambda variables: KerasOptimizerStep(keras_optimizer, variables))
+        # A partial, not a lambda: launchers that start processes (ddp_spawn) pickle the spec.
+        super().__init__(name, functools.partial(KerasOptimizerStep, keras_optimizer))
         self.keras_optimizer = keras_optimizer
         check_schedule(keras_learning_rate_setting(keras_optimizer))
 

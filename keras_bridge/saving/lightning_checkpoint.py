@@ -81,6 +81,25 @@ def rename_keras_state(module: Any, state_dict: MutableMapping[str, Any], saved_
     state_dict.update(items)
 
 
+def match_keras_state(module: Any, state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``state_dict`` with a Keras model's keys renamed to this instance's, when they are another instance's.
+
+    Keras gives a model it rebuilds (unpickled in a ``ddp_spawn`` worker, say) new variable paths; the
+    ``_extra_state`` entry carries the saver's paths in variable order, so its weights map by position. Keys
+    that already name this instance's variables are left alone, so a state renamed once is never renamed again.
+    """
+    extra = state_dict.get("_extra_state")
+    saved_paths = extra.get("keras_variable_paths") if isinstance(extra, Mapping) else None
+    if not module.is_keras or not saved_paths:
+        return state_dict
+    own = {key for key in module.state_dict() if key.startswith("model.")}
+    if own & set(state_dict):
+        return state_dict
+    renamed = dict(state_dict)
+    rename_keras_state(module, renamed, list(saved_paths))
+    return renamed
+
+
 def compile_arguments(
     entry: Mapping[str, Any], custom_objects: Optional[Mapping[str, Any]] = None, safe_mode: bool = True
 ) -> Optional[Dict[str, Any]]:

@@ -49,12 +49,14 @@ def _build(module: Any, loader: Loader, stage: str = "train", keras_draws: bool 
             module.keras_step.build(batch, stage)
             module.build_from_batch(x, y, None)
             return
-        y_pred = map_structure(_zeros_like_spec, keras_output_spec(module.model, x))
+        spec = None
         if getattr(module.model, "compiled", False):
             try:
-                keras_symbolic_build(module.model, (x, y, sw))
+                spec = keras_symbolic_build(module.model, (x, y, sw))
             except (ValueError, KeyError) as err:  # arguments the bridge takes but Keras's own compile refuses
                 module.keep_keras_optimizer_only(err)
+        # The model's calls are Keras's: Keras's own build computed the outputs, or one symbolic call does.
+        y_pred = map_structure(_zeros_like_spec, spec if spec is not None else keras_output_spec(module.model, x))
         module.build_from_batch(x, y, y_pred)
         return
     device = next((p.device for p in module.model.parameters()), torch.device("cpu"))

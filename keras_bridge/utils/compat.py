@@ -1,7 +1,14 @@
-"""Every access to a private attribute of Keras, Lightning or torchmetrics, in one place.
+"""Every access to a private attribute of Keras, Lightning, torch or torchmetrics, in one place.
 
 These libraries do not promise to keep their private names; when one changes, this is the only file
-to mend. Each helper says which private name it reads or writes and why the public API does not do.
+to mend. Each helper says which private name it reads or writes, why the public API does not do, the
+versions it was checked on (``Checked:``) and what happens when the name is missing (``Missing:``).
+
+The suite runs on two sets of versions (``.ci/run``): the pinned ones (keras 3.15.1, lightning 2.6.6,
+torchmetrics 1.9.0, torch 2.13.0) and the lowest that ``setup.cfg`` declares (keras 3.11.0, lightning
+2.2.0, torchmetrics 1.0.0, torch 2.13.0). A name that a required access cannot find raises
+:class:`PrivateAPIError`, naming the library, its installed version and the versions checked, rather
+than an ``AttributeError`` from deep inside a fit.
 """
 
 from __future__ import annotations
@@ -12,11 +19,46 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from keras_bridge.utils.keras import import_keras
 
+CHECKED = {"lightning": "2.2.0 and 2.6.6", "keras": "3.11.0 and 3.15.1", "torch": "2.13.0"}
+
+
+class PrivateAPIError(RuntimeError):
+    """A private name the bridge relies on is missing from the installed Keras, Lightning or torch."""
+
+
+def _installed_version(library: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(library)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _private(owner: Any, name: str, library: str, purpose: str) -> Any:
+    """``getattr(owner, name)``, or :class:`PrivateAPIError` saying what is missing and what to install.
+
+    Example:
+        >>> _private(object(), "_no_such_name", "lightning", "an example")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        keras_bridge.utils.compat.PrivateAPIError: keras_bridge needs lightning's private `object._no_such_name` ...
+    """
+    try:
+        return getattr(owner, name)
+    except AttributeError:
+        raise PrivateAPIError(
+            f"keras_bridge needs {library}'s private `{type(owner).__name__}.{name}` ({purpose}), which the "
+            f"installed {library} {_installed_version(library)} does not have. keras_bridge was checked with "
+            f"{library} {CHECKED[library]}: install one of those versions, or report this with your versions."
+        ) from None
+
 
 def attached_trainer(module: Any) -> Optional[Any]:
     """The Trainer a LightningModule is attached to, or None.
 
     ``LightningModule.trainer`` raises when no Trainer is attached; ``_trainer`` answers None instead.
+    Checked: lightning 2.2.0, 2.6.6. Missing: None, as for any module that is not a LightningModule.
     """
     return getattr(module, "_trainer", None)
 
@@ -25,23 +67,34 @@ def dump_checkpoint(trainer: Any, weights_only: bool) -> Dict[str, Any]:
     """The checkpoint dict that ``trainer.save_checkpoint`` would write.
 
     ``save_checkpoint`` is a collective (a barrier), so it hangs when only rank 0 decides to save;
-    building the dict is not.
+    building the dict is not. Checked: lightning 2.2.0, 2.6.6. Missing: :class:`PrivateAPIError`.
     """
-    return trainer._checkpoint_connector.dump_checkpoint(weights_only)
+    connector = _private(trainer, "_checkpoint_connector", "lightning", "to build a checkpoint without a barrier")
+    return connector.dump_checkpoint(weights_only)
 
 
 def keras_initial_epoch(model: Any) -> Optional[int]:
-    """The epoch a Keras ``BackupAndRestore`` asked the fit to resume at (``model._initial_epoch``), or None."""
+    """The epoch a Keras ``BackupAndRestore`` asked the fit to resume at (``model._initial_epoch``), or None.
+
+    Checked: keras 3.11.0, 3.15.1 (Keras's ``Trainer`` sets it to None). Missing: None, as for a torch module
+    (no resume asked).
+    """
     return getattr(model, "_initial_epoch", None)
 
 
 def set_keras_initial_epoch(model: Any, epoch: Optional[int]) -> None:
-    """Keras's ``model._initial_epoch``, which its ``BackupAndRestore`` sets to resume at ``epoch``."""
+    """Keras's ``model._initial_epoch``, which its ``BackupAndRestore`` sets to resume at ``epoch``.
+
+    Checked: keras 3.11.0, 3.15.1. Missing: it is created (Keras reads it with a default).
+    """
     object.__setattr__(model, "_initial_epoch", epoch)
 
 
 def is_default_keras_hook(method: Any) -> bool:
-    """True when a callback hook is Keras's own no-op (Keras marks those with ``_is_default``)."""
+    """True when a callback hook is Keras's own no-op (Keras marks those with ``_is_default``).
+
+    Checked: keras 3.11.0, 3.15.1. Missing: False, so every hook is called (slower, never wrong).
+    """
     return bool(getattr(method, "_is_default", False))
 
 
@@ -49,6 +102,7 @@ def set_start_epoch(trainer: Any, epoch: int) -> None:
     """Make Lightning's fit loop start (or resume) at ``epoch``: Keras's ``initial_epoch``.
 
     Lightning has no public setter; its fit loop counts epochs in ``epoch_progress``.
+    Checked: lightning 2.2.0, 2.6.6. Missing: an ``AttributeError`` naming the loop attribute (public names).
     """
     progress = trainer.fit_loop.epoch_progress
     for counter in (progress.current, progress.total):
@@ -60,8 +114,10 @@ def logging_due(trainer: Any) -> bool:
 
     Lightning decides it in its private logger connector (``_logger_connector.should_update_logs``);
     asking avoids computing batch logs that would not be written.
+    Checked: lightning 2.2.0, 2.6.6. Missing: :class:`PrivateAPIError`.
     """
-    return bool(trainer._logger_connector.should_update_logs)
+    connector = _private(trainer, "_logger_connector", "lightning", "to log batch logs on Lightning's steps")
+    return bool(connector.should_update_logs)
 
 
 def stage_logged_values(trainer: Any, on_step: bool) -> Dict[str, Any]:
@@ -70,8 +126,9 @@ def stage_logged_values(trainer: Any, on_step: bool) -> Dict[str, Any]:
     ``trainer.callback_metrics`` keeps every value ever logged in the run; the running loop's private
     result collection (``trainer._results``) holds only this stage's: this batch's step values
     (``on_step=True``) or this epoch's aggregates (``on_step=False``).
+    Checked: lightning 2.6.6, present in 2.2.0 (None outside a running loop). Missing: :class:`PrivateAPIError`.
     """
-    results = getattr(trainer, "_results", None)
+    results = _private(trainer, "_results", "lightning", "to read the values the running stage logged")
     if not results:
         return {}
     return dict(results.metrics(on_step)["callback"])
@@ -83,6 +140,7 @@ def fit_loop_state(trainer: Any, next_epoch: bool = False) -> Dict[str, Any]:
     ``trainer.fit_loop.state_dict()`` is public, its layout is not. At an epoch's end (``next_epoch``) the
     state is made that of the start of the next epoch: Lightning restoring the state of that moment
     would replay the end of the epoch (its hooks, hence History). The loaders are told their epoch is over.
+    Checked: lightning 2.2.0, 2.6.6. Missing (a changed layout): a ``KeyError`` naming the key.
     """
     state = copy.deepcopy(trainer.fit_loop.state_dict())
     if not next_epoch:
@@ -105,6 +163,7 @@ def load_fit_loop_state(trainer: Any, state: Dict[str, Any]) -> List[Any]:
 
     Returns the training loaders' saved positions, left out of the restore: Lightning hands them to
     the loaders only when it restarts inside an epoch, the caller restores them in every case.
+    Checked: lightning 2.2.0, 2.6.6. Missing: Lightning's own error on a state it does not know.
     """
     state = copy.deepcopy(state)
     loaders = state.get("state_dict", {}).pop("combined_loader", [])
@@ -113,27 +172,40 @@ def load_fit_loop_state(trainer: Any, state: Dict[str, Any]) -> List[Any]:
 
 
 def on_last_training_batch(trainer: Any) -> bool:
-    """True during the hooks of an epoch's last training batch (Lightning's ``batch_progress.is_last_batch``)."""
+    """True during the hooks of an epoch's last training batch (Lightning's ``batch_progress.is_last_batch``).
+
+    Checked: lightning 2.2.0, 2.6.6. Missing: an ``AttributeError`` naming the loop attribute (public names).
+    """
     return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
 
 
 def get_use_distributed_sampler(trainer: Any) -> bool:
-    """The Trainer's ``use_distributed_sampler`` flag (kept by its private accelerator connector)."""
-    return bool(trainer._accelerator_connector.use_distributed_sampler)
+    """The Trainer's ``use_distributed_sampler`` flag (kept by its private accelerator connector).
+
+    Checked: lightning 2.2.0, 2.6.6. Missing: :class:`PrivateAPIError`.
+    """
+    connector = _private(trainer, "_accelerator_connector", "lightning", "to read `use_distributed_sampler`")
+    return bool(connector.use_distributed_sampler)
 
 
 def set_use_distributed_sampler(trainer: Any, value: bool) -> None:
-    """Set the flag read by :func:`get_use_distributed_sampler` (the data connector reads it at each run)."""
-    trainer._accelerator_connector.use_distributed_sampler = value
+    """Set the flag read by :func:`get_use_distributed_sampler` (the data connector reads it at each run).
+
+    Checked: lightning 2.2.0, 2.6.6. Missing: :class:`PrivateAPIError`.
+    """
+    connector = _private(trainer, "_accelerator_connector", "lightning", "to set `use_distributed_sampler`")
+    connector.use_distributed_sampler = value
 
 
 def launched_processes(trainer: Any) -> List[Any]:
     """The ``subprocess.Popen`` of every process Lightning's ``ddp`` launcher started from this one.
 
-    Kept on the launcher's ``procs`` (a class private to Lightning); empty for other launchers.
+    Kept on the launcher's ``procs`` (a class private to Lightning); empty for other launchers (the
+    ``ddp_spawn`` launcher keeps multiprocessing processes there, whose errors torch reports itself).
+    Checked: lightning 2.2.0, 2.6.6. Missing: empty (a failed worker is then reported without its exit code).
     """
     launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
-    return list(getattr(launcher, "procs", None) or [])
+    return [proc for proc in getattr(launcher, "procs", None) or [] if hasattr(proc, "poll")]
 
 
 # ---------------------------------------------------------------------------- Keras internals
@@ -141,7 +213,10 @@ _KERAS_MASK = "_keras_mask"  # where Keras keeps a tensor's mask on the torch ba
 
 
 def get_keras_mask(x: Any) -> Any:
-    """The mask Keras attached to tensor ``x`` (``x._keras_mask``), or None."""
+    """The mask Keras attached to tensor ``x`` (``x._keras_mask``), or None.
+
+    Checked: keras 3.11.0, 3.15.1. Missing: None, as for a tensor without a mask.
+    """
     return getattr(x, _KERAS_MASK, None)
 
 
@@ -149,44 +224,68 @@ def keras_registry_names(kind: str) -> List[str]:
     """The names Keras's ``get`` accepts for ``kind`` (``"losses"`` or ``"metrics"``).
 
     Keras exports no list of them; its ``keras.src.<kind>.ALL_OBJECTS_DICT`` is that list.
+    Checked: keras 3.11.0, 3.15.1. Missing: :class:`PrivateAPIError`.
     """
-    return list(getattr(import_keras().src, kind).ALL_OBJECTS_DICT)
+    module = _private(import_keras().src, kind, "keras", f"to list the names of Keras's {kind}")
+    return list(_private(module, "ALL_OBJECTS_DICT", "keras", f"to list the names of Keras's {kind}"))
 
 
 def is_keras_builtin_loss(fn: Any) -> bool:
-    """True for one of Keras's own loss classes or functions (``keras.src.losses.ALL_OBJECTS``)."""
-    objects = import_keras().src.losses.ALL_OBJECTS
+    """True for one of Keras's own loss classes or functions (``keras.src.losses.ALL_OBJECTS``).
+
+    Checked: keras 3.11.0, 3.15.1. Missing: :class:`PrivateAPIError`.
+    """
+    objects = _private(import_keras().src.losses, "ALL_OBJECTS", "keras", "to recognise Keras's own losses")
     return fn in objects or type(fn) in objects
 
 
 def has_keras_monitor_op(callback: Any) -> bool:
-    """True for a Keras ``MonitorCallback`` (not exported): it resolves ``monitor_op`` in ``_set_monitor_op``."""
+    """True for a Keras ``MonitorCallback`` (not exported): it resolves ``monitor_op`` in ``_set_monitor_op``.
+
+    Checked: keras 3.11.0, 3.15.1. Missing: False; Keras then resolves ``monitor_op`` itself at the first epoch end.
+    """
     return callable(getattr(callback, "_set_monitor_op", None))
 
 
 def set_keras_monitor_op(callback: Any) -> None:
-    """Let Keras resolve ``callback.monitor_op`` from an explicit ``mode`` now, not at the first epoch end."""
-    callback._set_monitor_op()
+    """Let Keras resolve ``callback.monitor_op`` from an explicit ``mode`` now, not at the first epoch end.
+
+    Checked: keras 3.11.0, 3.15.1. Missing: :class:`PrivateAPIError` (only called when :func:`has_keras_monitor_op`).
+    """
+    _private(callback, "_set_monitor_op", "keras", "to resolve the monitor's mode")()
 
 
 def init_keras_progbar(logger: Any) -> None:
-    """Create the ``Progbar`` of a Keras ``ProgbarLogger`` now (Keras does it lazily, privately)."""
-    logger._maybe_init_progbar()
+    """Create the ``Progbar`` of a Keras ``ProgbarLogger`` now (Keras does it lazily, privately).
+
+    Checked: keras 3.11.0, 3.15.1. Missing: :class:`PrivateAPIError`.
+    """
+    _private(logger, "_maybe_init_progbar", "keras", "to draw Keras's progress bar")()
 
 
 def progbar_due(bar: Any) -> bool:
-    """True when a Keras ``Progbar`` would draw now (its private throttle: one draw per ``interval``)."""
-    return bool(time.time() - bar._last_update >= bar.interval)
+    """True when a Keras ``Progbar`` would draw now (its private throttle: one draw per ``interval``).
+
+    Checked: keras 3.11.0, 3.15.1. Missing: :class:`PrivateAPIError`.
+    """
+    return bool(time.time() - _private(bar, "_last_update", "keras", "to draw as often as Keras") >= bar.interval)
 
 
 def keras_profile_batches(callback: Any) -> Tuple[int, int]:
-    """A Keras ``TensorBoard``'s parsed ``profile_batch`` range (kept only in private attributes)."""
-    return callback._start_batch, callback._stop_batch
+    """A Keras ``TensorBoard``'s parsed ``profile_batch`` range (kept only in private attributes).
+
+    Checked: keras 3.11.0, 3.15.1. Missing: :class:`PrivateAPIError`.
+    """
+    purpose = "to read TensorBoard's `profile_batch`"
+    return _private(callback, "_start_batch", "keras", purpose), _private(callback, "_stop_batch", "keras", purpose)
 
 
 def tensorboard_file_writer(writer: Any) -> Any:
-    """The event-file writer behind a ``torch.utils.tensorboard.SummaryWriter`` (to write a raw Summary)."""
-    return writer._get_file_writer()
+    """The event-file writer behind a ``torch.utils.tensorboard.SummaryWriter`` (to write a raw Summary).
+
+    Checked: torch 2.13.0. Missing: :class:`PrivateAPIError`.
+    """
+    return _private(writer, "_get_file_writer", "torch", "to write Keras's TensorBoard summaries")()
 
 
 def keras_output_spec(model: Any, x: Any) -> Any:
@@ -194,42 +293,76 @@ def keras_output_spec(model: Any, x: Any) -> Any:
 
     Keras's own ``fit`` builds an unbuilt model this way (``backend.compute_output_spec`` in a stateless
     scope): no variable changes and no random draw that the model could observe.
+    Checked: keras 3.11.0, 3.15.1. Missing: :class:`PrivateAPIError`.
     """
     keras = import_keras()
     symbolic = keras.tree.map_structure(
         lambda v: None if v is None else keras.KerasTensor(tuple(v.shape), keras.backend.standardize_dtype(v.dtype)), x
     )
-    return keras.src.backend.compute_output_spec(model, symbolic, training=False)
+    compute_output_spec = _private(keras.src.backend, "compute_output_spec", "keras", "to build a model symbolically")
+    return compute_output_spec(model, symbolic, training=False)
 
 
 def keras_learning_rate_setting(optimizer: Any) -> Any:
     """What a Keras optimizer's learning rate was set to (a schedule, a callable or a variable).
 
     ``optimizer.learning_rate`` evaluates a schedule; Keras keeps the schedule itself in ``_learning_rate``.
+    Checked: keras 3.11.0, 3.15.1. Missing: None (treated as a plain rate; Keras's own setter still refuses
+    to set a schedule-driven rate).
     """
     return getattr(optimizer, "_learning_rate", None)
 
 
-def keras_symbolic_build(model: Any, batch: Any) -> None:
-    """Build a compiled Keras model's loss and metrics from one batch, as Keras's ``fit`` does first."""
-    model._symbolic_build(data_batch=batch)
+def keras_symbolic_build(model: Any, batch: Any) -> Any:
+    """Build a compiled Keras model's loss and metrics from one batch, as Keras's ``fit`` does first.
+
+    Returns the output structure Keras computed on the way (``model(x, training=False)`` as
+    KerasTensors), or None when everything was built already and Keras computed none. The caller
+    reuses it rather than calling the model once more than Keras does (a ``call`` counting its calls
+    would see it).
+
+    Checked: keras 3.11.0, 3.15.1. Missing: :class:`PrivateAPIError`.
+    """
+    backend = import_keras().src.backend
+    original = backend.compute_output_spec
+    outputs: List[Any] = []
+
+    def recording(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(fn, *args, **kwargs)
+        if fn is model and not outputs:
+            outputs.append(result)
+        return result
+
+    backend.compute_output_spec = recording
+    try:
+        _private(model, "_symbolic_build", "keras", "to build the compiled loss and metrics")(data_batch=batch)
+    finally:
+        backend.compute_output_spec = original
+    return outputs[0] if outputs else None
 
 
 def keras_loss_tracker(model: Any) -> Any:
     """The ``Mean`` tracker behind a compiled Keras model's ``loss`` log (``model._loss_tracker``), or None.
 
     Keras's ``train_step`` feeds it; an overridden ``compute_metrics`` that calls Keras's reports it.
+    Checked: keras 3.11.0, 3.15.1 (None until the model is compiled). Missing: :class:`PrivateAPIError`.
     """
-    return getattr(model, "_loss_tracker", None)
+    return _private(model, "_loss_tracker", "keras", "to feed the `loss` that Keras's compute_metrics reports")
 
 
 def keras_flatten_metrics_in_order(model: Any, logs: Dict[str, Any]) -> Any:
-    """``evaluate``'s return value from its logs, as Keras orders it (``model._flatten_metrics_in_order``)."""
-    return model._flatten_metrics_in_order(logs)
+    """``evaluate``'s return value from its logs, as Keras orders it (``model._flatten_metrics_in_order``).
+
+    Checked: keras 3.15.1, present in 3.11. Missing: :class:`PrivateAPIError`.
+    """
+    return _private(model, "_flatten_metrics_in_order", "keras", "to order evaluate's results as Keras")(logs)
 
 
 def set_keras_callback_model(callback: Any, model: Any) -> None:
-    """Keras's ``callback._model``: ``set_model`` would do, but Keras's own needs TensorFlow for some callbacks."""
+    """Keras's ``callback._model``: ``set_model`` would do, but Keras's own needs TensorFlow for some callbacks.
+
+    Checked: keras 3.15.1 (``Callback.model`` reads ``_model``). Missing: not applicable (it is set).
+    """
     callback._model = model
 
 
@@ -244,25 +377,35 @@ def _foreach_ops() -> Any:
 
 
 #: ``foreach.mul_(tensors, x)`` is ``torch._foreach_mul_(tensors, x)``: torch's multi-tensor kernels.
+#: Checked: torch 2.13.0. Missing: an ``AttributeError`` naming the kernel (``foreach`` has no ``mul_``).
 foreach: Any = _foreach_ops()
 
 
 def pytree_flatten(tree: Any) -> Any:
-    """``torch.utils._pytree.tree_flatten``: flattens exactly what ``make_fx`` will see as inputs."""
+    """``torch.utils._pytree.tree_flatten``: flattens exactly what ``make_fx`` will see as inputs.
+
+    Checked: torch 2.13.0. Missing: an ``ImportError`` naming ``torch.utils._pytree``.
+    """
     from torch.utils._pytree import tree_flatten
 
     return tree_flatten(tree)
 
 
 def keras_loss_function_wrapper(fn: Any, name: str) -> Any:
-    """``fn`` wrapped the way Keras's ``compile`` wraps a loss function (``LossFunctionWrapper``, not exported)."""
-    return import_keras().src.losses.LossFunctionWrapper(fn, name=name)
+    """``fn`` wrapped the way Keras's ``compile`` wraps a loss function (``LossFunctionWrapper``, not exported).
+
+    Checked: keras 3.15.1. Missing: :class:`PrivateAPIError`.
+    """
+    wrapper = _private(import_keras().src.losses, "LossFunctionWrapper", "keras", "to wrap a loss as Keras's compile")
+    return wrapper(fn, name=name)
 
 
 def keras_wrapped_function(obj: Any) -> Optional[Tuple[Any, Dict[str, Any]]]:
     """``(fn, kwargs)`` of a Keras ``LossFunctionWrapper`` or ``MeanMetricWrapper``, else None.
 
     Keras keeps them in ``fn`` / ``_fn_kwargs`` (losses) and ``_fn`` / ``_fn_kwargs`` (metrics).
+    Checked: keras 3.15.1. Missing: an ``AttributeError`` naming ``_fn_kwargs`` (to be wrapped in :func:`_private`
+    by its owner).
     """
     keras = import_keras()
     if isinstance(obj, keras.src.losses.LossFunctionWrapper):

@@ -11,6 +11,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from helpers import seeded_mlp
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import keras_bridge as kb
@@ -25,11 +26,7 @@ def _data():
 
 
 def _model(kind):
-    torch.manual_seed(0)
-    keras.utils.set_random_seed(0)
-    if kind == "keras":
-        return keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
-    return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    return seeded_mlp(kind, hidden=8)
 
 
 def _compiled(kind):
@@ -122,3 +119,33 @@ def test_load_model_refuses_a_checkpoint_without_the_bridge_entry(tmp_path):
     torch.save({"state_dict": {}}, path)
     with pytest.raises(ValueError, match="not a checkpoint of a KerasModule"):
         kb.load_model(path)
+
+
+@keras.saving.register_keras_serializable(package="test_lightning_checkpoint")
+class _TwoDense(keras.Model):
+    """A subclassed model: Keras gives a copy it unpickles other variable paths."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(4, activation="relu")
+        self.out = keras.layers.Dense(2)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def test_another_instances_state_loads_by_variable_order():
+    """What Lightning does with a ddp_spawn worker's weights: ``load_state_dict(worker_state, strict=False)``."""
+    import pickle
+
+    module = kb.KerasModule(_TwoDense())
+    module.compile(optimizer="sgd", loss="mse")
+    module.fit(np.ones((4, 3), "float32"), np.zeros((4, 2), "float32"), epochs=1, verbose=0)
+    worker = pickle.loads(pickle.dumps(module))
+    assert set(worker.state_dict()) != set(module.state_dict())  # the rebuilt copy's paths differ
+    for variable in worker.model.trainable_weights:
+        variable.assign(variable.numpy() + 1.0)
+    result = module.load_state_dict(worker.state_dict(), strict=False)
+    assert not result.missing_keys and not result.unexpected_keys
+    for ours, theirs in zip(module.model.variables, worker.model.variables):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
