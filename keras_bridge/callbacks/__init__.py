@@ -26,6 +26,7 @@ from keras_bridge.callbacks.driver import KerasCallbackDriver
 from keras_bridge.callbacks.host import CallbackHost, LoggedMetricsHost, callback_host
 from keras_bridge.callbacks.lightning import KerasCallbacks, to_lightning
 from keras_bridge.callbacks.model_facade import OptimizerFacade, TorchModelFacade
+from keras_bridge.callbacks.ports.registry import ROWS, port_class
 from keras_bridge.callbacks.ray import ray_report
 
 __all__ = [
@@ -46,17 +47,9 @@ __all__ = [
     "to_lightning",
 ]
 
-_PORTS = {
-    "BackupAndRestore": "backup",
-    "ModelCheckpoint": "checkpoint",
-    "ResumableCheckpoint": "resume",
-    "TensorBoard": "tensorboard",
-}
-
 
 def __getattr__(name: str) -> Any:
-    if name in _PORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f"keras_bridge.callbacks.ports.{_PORTS[name]}"), name)
+    row = ROWS.get(name)
+    if row is not None and row.module is not None:
+        return port_class(name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
-from keras_bridge.callbacks.ports import backup, checkpoint, resume, tensorboard
+from keras_bridge.callbacks.ports.registry import PORTS, TRANSLATED, port_class, port_module
 from keras_bridge.configs import check_config_keys, constructor_arguments, find_class, read_config_file
 from keras_bridge.utils.errors import did_you_mean
 from keras_bridge.utils.keras import import_keras
@@ -26,17 +26,6 @@ _UNSUPPORTED = {
     "SwapEMAWeights": "it swaps Keras optimizer EMA variables; use a keras_bridge optimizer with use_ema=True",
     "OrbaxCheckpoint": "it writes Orbax (JAX) checkpoints; use ModelCheckpoint",
 }
-_PORT_MODULES: Dict[str, Any] = {
-    "BackupAndRestore": backup,
-    "ModelCheckpoint": checkpoint,
-    "ResumableCheckpoint": resume,
-    "TensorBoard": tensorboard,
-}
-_BRIDGE_CLASSES = tuple(_PORT_MODULES)
-
-
-def _bridge_class(name: str) -> type:
-    return getattr(_PORT_MODULES[name], name)
 
 
 def runs_keras_callbacks(model: Any) -> bool:
@@ -62,14 +51,15 @@ def translate(callback: Any, native: bool = False) -> Any:
         base = getattr(keras.callbacks, unsupported, None)
         if base is not None and isinstance(callback, base):
             raise ValueError(f"{name}: this callback cannot be translated to Lightning ({why}).")
-    for port_name in ("TensorBoard", "BackupAndRestore"):
+    for row in TRANSLATED:
+        port_name = row.name
         if native and port_name == "BackupAndRestore" and type(callback) is keras.callbacks.BackupAndRestore:
             continue
-        port, original = _bridge_class(port_name), getattr(keras.callbacks, port_name)
+        port, original = port_class(port_name), getattr(keras.callbacks, str(row.keras_class))
         if isinstance(callback, port):
             return callback
         if type(callback) is original:
-            return _PORT_MODULES[port_name].from_keras(callback)
+            return port_module(port_name).from_keras(callback)
         if isinstance(callback, original):
             raise ValueError(
                 f"{name}: a subclass of keras.callbacks.{port_name} runs Keras's code, which cannot work here "
@@ -81,7 +71,7 @@ def translate(callback: Any, native: bool = False) -> Any:
 def _callback_class(config: Mapping[str, Any], custom_objects: Optional[Mapping[str, Any]]) -> type:
     keras = import_keras()
     class_name = config["class_name"]
-    bridge = {name: _bridge_class(name) for name in _BRIDGE_CLASSES}
+    bridge = {row.name: port_class(row.name) for row in PORTS}
     try:
         cls = find_class(config, "callbacks", "callbacks", custom_objects, extra=bridge)
     except ValueError:

@@ -24,6 +24,8 @@ import keras_bridge.callbacks.model_facade as model_facade
 from keras_bridge.callbacks.convert import runs_keras_callbacks, translate
 from keras_bridge.callbacks.host import CallbackHost, callback_host
 from keras_bridge.callbacks.monitor import check_logged, check_monitored, resolve_monitor_op
+from keras_bridge.callbacks.ports.base import Port
+from keras_bridge.callbacks.ports.registry import RANK_ZERO_ONLY
 from keras_bridge.callbacks.resumed_logs import drop_logged_epochs, mark_start
 from keras_bridge.data.keras_rng import NO_DRAWS, PassDraws
 from keras_bridge.optimizers.base import get_learning_rate, set_learning_rate
@@ -40,7 +42,6 @@ from keras_bridge.utils.keras import import_keras
 _BATCH_END_HOOKS = ("on_batch_end", "on_train_batch_end")
 _BATCH_BEGIN_HOOKS = ("on_batch_begin", "on_train_batch_begin")
 _TEST_BATCH_END_HOOKS = ("on_test_batch_end",)
-_RANK_ZERO_ONLY = ("CSVLogger", "ModelCheckpoint", "TensorBoard", "RemoteMonitor", "ProgbarLogger")
 _MODES = {"fit": "fit", "validate": "evaluate", "test": "evaluate", "predict": "predict"}
 
 
@@ -50,9 +51,8 @@ def _overrides(cb: Any, names: Sequence[str]) -> bool:
 
 
 def _reads(cb: Any, names: Sequence[str]) -> bool:
-    declared = getattr(cb, "_kb_batch_logs", None)  # a port saying whether its batch hooks matter
-    if declared is not None:
-        return bool(declared)
+    if isinstance(cb, Port) and cb._kb_batch_logs is not None:  # a port saying whether its batch hooks matter
+        return bool(cb._kb_batch_logs)
     keras = import_keras()
     if isinstance(cb, (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore)) and cb.save_freq == "epoch":
         return False  # their batch hooks only count batches for an integer save_freq
@@ -61,7 +61,7 @@ def _reads(cb: Any, names: Sequence[str]) -> bool:
 
 def _rank_zero_only(cb: Any) -> bool:
     keras = import_keras()
-    return any(isinstance(cb, getattr(keras.callbacks, name)) for name in _RANK_ZERO_ONLY)
+    return any(isinstance(cb, getattr(keras.callbacks, name)) for name in RANK_ZERO_ONLY)
 
 
 def _continue_history(history: Any, epochs: List[int], start_epoch: int) -> None:
@@ -201,18 +201,16 @@ class KerasCallbackDriver(LightningCallback):
         self._set_model(model)
         if self.params is not None:
             self._set_params(self.params)
-        for cb in self.user_callbacks:
-            if hasattr(cb, "_kb_bind"):
-                cb._kb_bind(trainer, host)
+        for port in self._ports():
+            port._kb_bind(trainer, host)
         if self.history is not None and stage == "fit":
             host.history = self.history
         model_facade.attach_savers(host)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         # After the optimizers exist, before the fit loop starts: where a port restores loop state.
-        for cb in self.user_callbacks:
-            if hasattr(cb, "_kb_on_fit_start"):
-                cb._kb_on_fit_start()
+        for port in self._ports():
+            port._kb_on_fit_start()
 
     def teardown(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
         host = self._host_of(pl_module)
@@ -229,7 +227,7 @@ class KerasCallbackDriver(LightningCallback):
         # SIGTERM was agreed on (keras_bridge.trainer.preemption): Lightning stops after this boundary.
         for cb in self.user_callbacks:
             text = None
-            if hasattr(cb, "_kb_save_for_preemption"):
+            if isinstance(cb, Port):
                 text = cb._kb_save_for_preemption(at_epoch_end)
             elif isinstance(cb, import_keras().callbacks.BackupAndRestore) and trainer.is_global_zero:
                 if not at_epoch_end or cb.save_freq != "epoch":  # Keras's own callback, on a Keras model
@@ -250,10 +248,13 @@ class KerasCallbackDriver(LightningCallback):
             return f"{stage} batch {batch} of epoch {epoch + 1}"
         return f"{stage} batch {batch}"
 
+    def _ports(self) -> List[Port]:
+        """The user's callbacks that are ports (they take the ``_kb_*`` hooks of :class:`Port`)."""
+        return [cb for cb in self.user_callbacks if isinstance(cb, Port)]
+
     def _mirror_ports(self) -> None:
-        for cb in self.user_callbacks:
-            if hasattr(cb, "_kb_mirror"):  # a port: the user's Keras object gets its state
-                cb._kb_mirror()
+        for port in self._ports():  # the user's Keras object gets its state
+            port._kb_mirror()
 
     def _sync_stop(self, trainer: pl.Trainer) -> None:
         flag = bool(getattr(self.model, "stop_training", False))
@@ -307,19 +308,19 @@ class KerasCallbackDriver(LightningCallback):
         if resume:
             set_start_epoch(trainer, resume)
         # A resumed run logs every epoch once: what the killed run logged from the resumed epoch on goes.
-        ports = [getattr(cb, "_kb_resumed_epoch", None) for cb in self.user_callbacks]
-        resumed_at = next((epoch for epoch in ports if epoch is not None), restored)
+        ports = self._ports()
+        resumed_at = next((p._kb_resumed_epoch for p in ports if p._kb_resumed_epoch is not None), restored)
         if resumed_at is not None:
             drop_logged_epochs(self.active, int(resumed_at))
         mark_start(self.active, trainer.current_epoch)
         # A backup restored in the middle of an epoch (ResumableCheckpoint): Lightning continues that
         # epoch without its start hooks; the callbacks see it begin, as they did before the interruption,
         # and then the restored optimizer state (learning rate included) is the interrupted run's again.
-        resumed = [cb for cb in self.user_callbacks if getattr(cb, "_kb_resumed_mid_epoch", False)]
+        resumed = [port for port in ports if port._kb_resumed_mid_epoch]
         if resumed:
             self._begin_epoch(trainer, trainer.current_epoch)
-            for cb in resumed:
-                cb._kb_reapply_training_state()
+            for port in resumed:
+                port._kb_reapply_training_state()
 
     def _begin_epoch(self, trainer: pl.Trainer, epoch: int) -> None:
         freq = self.validation_freq

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
+from keras_bridge.callbacks.ports.base import Port
 from keras_bridge.utils.keras import import_keras
 
 
@@ -64,8 +65,7 @@ def drop_logged_epochs(callbacks: Sequence[Any], epoch: int) -> None:
 
 
 def mark_start(callbacks: Sequence[Any], epoch: int) -> None:
-    """Tell the ``TensorBoard`` port the epoch this fit starts at (see :meth:`~keras_bridge.callbacks.TensorBoard`)."""
+    """Tell the ports the epoch this fit starts at (see :meth:`~keras_bridge.callbacks.TensorBoard`)."""
     for cb in callbacks:
-        mark = getattr(cb, "_kb_mark_start", None)
-        if callable(mark):
-            mark(epoch)
+        if isinstance(cb, Port):
+            cb._kb_mark_start(epoch)

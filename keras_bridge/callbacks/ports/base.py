@@ -8,7 +8,7 @@ holds, and Keras's own methods run wherever the port does not override them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from keras_bridge.utils.compat import set_keras_callback_model
 from keras_bridge.utils.keras import import_keras
@@ -34,8 +34,62 @@ def keras_subclass(name: str, mixin: type, keras_name: str, module: str, base: A
     return _built[key]
 
 
-class BoundPort(KerasCallbackBase):
-    """What a port needs from the run: the Trainer and the module (set by the driver at ``setup``).
+class Port(KerasCallbackBase):
+    """The protocol between the callback driver and a port: every ``_kb_*`` hook, each a no-op by default.
+
+    The driver calls these on every callback that is a ``Port`` (and on no other), so a port overrides
+    only the hooks it needs. In the order of a fit:
+
+    * ``_kb_bind(trainer, module)``: at ``setup``, the Lightning Trainer and the module being trained.
+    * ``_kb_on_fit_start()``: after the optimizers exist, before the fit loop starts (restore loop state).
+    * ``_kb_resumed_epoch`` / ``_kb_resumed_mid_epoch``: read after ``on_train_begin``; the epoch a restored
+      backup continues (the driver drops what was logged from it on), and whether it resumes inside it.
+    * ``_kb_reapply_training_state()``: after the callbacks saw a mid-epoch resumed epoch begin.
+    * ``_kb_mark_start(epoch)``: the epoch this fit starts at, after any resume.
+    * ``_kb_batch_logs``: whether its batch hooks need batch logs (``None``: decided from the hooks it overrides).
+    * ``_kb_save_for_preemption(at_epoch_end)``: on an agreed SIGTERM; what it saved, in words, or ``None``.
+    * ``_kb_mirror()``: at the end of training (or on an exception), copy state back to the user's Keras object.
+
+    Example:
+        >>> class _Quiet(Port):
+        ...     def _kb_mark_start(self, epoch):
+        ...         print("fit starts at epoch", epoch)
+        >>> _Quiet()._kb_mark_start(2)
+        fit starts at epoch 2
+        >>> _Quiet()._kb_save_for_preemption(at_epoch_end=True) is None
+        True
+    """
+
+    _kb_resumed_epoch: Optional[int] = None
+    _kb_resumed_mid_epoch: bool = False
+
+    @property
+    def _kb_batch_logs(self) -> Optional[bool]:
+        """Whether the batch hooks need batch logs; ``None``: as for any callback (the hooks it overrides)."""
+        return None
+
+    def _kb_bind(self, trainer: Any, module: Any) -> None:
+        """Receive the Trainer and the module (at ``setup``)."""
+
+    def _kb_on_fit_start(self) -> None:
+        """Restore what must be restored before the fit loop starts."""
+
+    def _kb_reapply_training_state(self) -> None:
+        """Apply restored optimizer state again after a mid-epoch resume's epoch-begin hooks."""
+
+    def _kb_mark_start(self, epoch: int) -> None:
+        """Learn the epoch this fit starts at."""
+
+    def _kb_save_for_preemption(self, at_epoch_end: bool) -> Optional[str]:
+        """Save what a preempted run needs to resume; the message to print, or ``None`` for nothing saved."""
+        return None
+
+    def _kb_mirror(self) -> None:
+        """Copy state back to the user's Keras object this port stands in for."""
+
+
+class BoundPort(Port):
+    """A port that keeps the Trainer and the module (set by the driver at ``setup``).
 
     A port standing in for a user's Keras object (``_kb_original``) copies its counters (``_kb_mirrored``)
     and model back to it at the end of training, so code inspecting that object still finds Keras's state.

@@ -19,13 +19,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from keras_bridge.callbacks.ports.base import KerasCallbackBase, lazy_ports
+from keras_bridge.callbacks.ports.base import Port, lazy_ports
 
 WEIGHTS_SUFFIXES = (".weights.h5", ".weights.pt", ".ckpt")
 MODEL_SUFFIXES = (".keras", ".h5", ".ckpt")
 
 
-class _ModelCheckpoint(KerasCallbackBase):
+class _ModelCheckpoint(Port):
     """Keras's ``ModelCheckpoint`` that also writes ``.ckpt`` and ``.weights.pt`` files.
 
     Args:

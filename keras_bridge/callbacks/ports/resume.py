@@ -125,7 +125,6 @@ class _ResumableCheckpoint(backup._BackupAndRestore):
             ``DataLoader`` or an iterable: pass arrays, a torch ``Dataset`` or a PyDataset).
     """
 
-    _kb_batch_logs = None  # decided by save_freq, as Keras's BackupAndRestore
     _kb_resumed_mid_epoch = False  # read by the driver after on_train_begin
     _kb_resumed_epoch: Optional[int] = None  # the epoch a restored backup continues (the driver cleans the logs)
     _pending: Optional[Dict[str, Any]] = None
