@@ -16,7 +16,6 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-import keras_bridge.data.keras_rng as keras_rng
 import keras_bridge.trainer.engine as engine
 from keras_bridge.callbacks.model_facade import callback_model_for
 from keras_bridge.capture import CapturedForward
@@ -310,17 +309,13 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
                 "module.compile(optimizer=..., loss=..., metrics=...) before fit() or evaluate()."
             )
 
-    def next_shuffle_seed(self) -> Optional[int]:
-        """The shuffle seed of the next fit: None (Keras's shuffle, drawn from the global generators as
-        Keras draws it) unless ``kb.data.set_shuffle_order("seeded")`` chose the independent shuffle.
+    def next_shuffle_seed(self) -> int:
+        """The shuffle seed of the next fit: reproducible under ``keras.utils.set_random_seed``/``seed_everything``.
 
-        The independent shuffle's seed is reproducible under ``keras.utils.set_random_seed`` /
-        ``seed_everything``: derived from torch's initial seed and this module's fit count rather than
-        drawn from the global RNG, so calling fit does not shift the random stream of the model's layers.
+        Derived from torch's initial seed and this module's fit count rather than drawn from the global
+        RNG, so calling fit does not shift the random stream that the model's own layers draw from.
         """
         self._fits += 1
-        if keras_rng.keras_stream():
-            return None
         return (torch.initial_seed() + 7919 * (self._fits - 1)) % (2**31 - 1)
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
