@@ -21,10 +21,31 @@ def _modules() -> Dict[str, pathlib.Path]:
     return out
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_nodes(tree: ast.AST) -> List[ast.AST]:
+    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:`` blocks (never run: no runtime import)."""
+    out: List[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
 def _imports(name: str, path: pathlib.Path, known: Set[str]) -> Set[str]:
-    """Every package module that ``name`` imports, anywhere in the file (``from a import b`` counts a and a.b)."""
+    """Every package module that ``name`` imports at run time, anywhere in the file (``from a import b`` counts a
+    and a.b); imports under ``if TYPE_CHECKING:`` are for the type checker only and do not count."""
     targets: List[str] = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -79,6 +100,12 @@ def _cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_type_checking_imports_are_not_runtime_imports(tmp_path):
+    source = "from typing import TYPE_CHECKING\nimport pkg.a\nif TYPE_CHECKING:\n    import pkg.b\nelse:\n    import pkg.c\n"
+    (tmp_path / "m.py").write_text(source)
+    assert _imports("pkg.m", tmp_path / "m.py", {"pkg.a", "pkg.b", "pkg.c", "pkg.m"}) == {"pkg.a", "pkg.c"}
 
 
 def test_import_graph_is_acyclic():

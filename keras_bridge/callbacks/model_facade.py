@@ -150,6 +150,18 @@ def callback_model_for(module: Any) -> Any:
     return TorchModelFacade(module)
 
 
+def callback_model(module: Any) -> Any:
+    """What Keras callbacks see as ``self.model``: the Keras model, or a Keras-like facade of a torch module.
+
+    ``KerasModule.callback_model``; a torch module's facade is made once (``module.callback_facade``).
+    """
+    if module.is_keras:
+        return callback_model_for(module)  # the model itself (never stored again: it is a submodule)
+    if module.callback_facade is None:
+        module.callback_facade = callback_model_for(module)
+    return module.callback_facade
+
+
 def attach_savers(module: Any) -> None:
     """Route a Keras model's ``save``/``save_weights``/``load_weights`` through the bridge while fit runs."""
     if not module.is_keras:

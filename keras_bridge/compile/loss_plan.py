@@ -32,6 +32,8 @@ from keras_bridge.compile.structure import (
     OutputStructure,
     as_output_structure,
     check_output_keys,
+    flatten_outputs,
+    flatten_targets,
 )
 from keras_bridge.utils.tree import (
     Path,
@@ -333,6 +335,13 @@ class LossPlan:
             return []
         return [f"{t.log_name or t.output_name}_loss" for t in self.terms]
 
+    def flatten_batch(self, y: Any, y_pred: Any, sample_weight: Any) -> Tuple[List[Any], List[Any], List[Any]]:
+        """A batch's targets, outputs and sample weights as the flat lists :meth:`__call__` takes (once built)."""
+        outputs = self.outputs
+        assert outputs is not None
+        y_flat = flatten_targets(y, outputs, with_loss=self.output_has_loss)
+        return y_flat, flatten_outputs(y_pred, outputs), flatten_targets(sample_weight, outputs, "sample_weight")
+
     def __call__(
         self, y_true: Sequence[Optional[Tensor]], y_pred: Sequence[Tensor], sample_weight: Sequence[Optional[Tensor]]
     ) -> Tuple[Optional[Tensor], List[Tensor]]:
@@ -355,3 +364,16 @@ class LossPlan:
             weighted = value if t.weight == 1.0 else value * t.weight
             total = weighted if total is None else total + weighted
         return total, values
+
+
+def add_model_losses(total: Optional[Tensor], losses: Sequence[Any]) -> Optional[Tensor]:
+    """``total`` plus the model's own losses (regularization, ``add_loss``), each summed, as Keras adds them.
+
+    Example:
+        >>> add_model_losses(torch.tensor(1.0), [torch.tensor([0.5, 0.5])]), add_model_losses(None, [])
+        (tensor(2.), None)
+    """
+    if not losses:
+        return total
+    reg = torch.stack([torch.sum(t.float()) for t in losses]).sum()
+    return reg if total is None else total + reg

@@ -102,6 +102,18 @@ class GlobalBatchInfo:
         self.world_size = world_size
 
 
+def split_batch_info(batch: Any) -> Tuple[Any, Optional[GlobalBatchInfo]]:
+    """``(batch, info)``: the batch without the :class:`GlobalBatchInfo` riding at its end (``None`` when none does).
+
+    Example:
+        >>> split_batch_info((1, 2, GlobalBatchInfo(8, 2)))[0], split_batch_info((1, 2))
+        ((1, 2), ((1, 2), None))
+    """
+    if isinstance(batch, tuple) and batch and isinstance(batch[-1], GlobalBatchInfo):
+        return batch[:-1], batch[-1]
+    return batch, None
+
+
 def unshard_steps(per_rank: Sequence[Sequence[Any]]) -> List[Any]:
     """Undo the DDP sharding of per-batch results gathered from every process.
 

@@ -61,6 +61,17 @@ def checkpoint_entry(module: Any) -> Dict[str, Any]:
     return entry
 
 
+def add_checkpoint_entry(module: Any, checkpoint: Dict[str, Any]) -> None:
+    """Add the bridge's entry to a Lightning checkpoint dict (``KerasModule.on_save_checkpoint``).
+
+    A model trained with its own steps refuses Lightning checkpoints (see
+    :meth:`keras_bridge.trainer.keras_step.KerasSteps.refuse_lightning_checkpoint`).
+    """
+    if module.keras_step is not None:
+        module.keras_step.refuse_lightning_checkpoint()
+    checkpoint[KEY] = checkpoint_entry(module)
+
+
 def rename_keras_state(module: Any, state_dict: MutableMapping[str, Any], saved_paths: Optional[List[str]]) -> None:
     """Rename a Keras model's saved ``state_dict`` keys to this instance's variable paths, by position."""
     if not module.is_keras or not saved_paths:
@@ -145,6 +156,20 @@ def restore_from_checkpoint(
             states["scheduler"] = checkpoint["lr_schedulers"][0]
         if states:
             module.restore_training_state(states)
+
+
+def load_loader_states(module: Any) -> None:
+    """Give the running fit's training loaders the positions a checkpoint held (``KerasModule.on_train_start``).
+
+    ``trainer.fit(ckpt_path=...)`` from an epoch's end: the array loaders' shuffle seed and epoch come back
+    too, so the next epochs draw the orders of the run that wrote the checkpoint.
+    """
+    states, module.pending_loader_states = module.pending_loader_states, []
+    loaders = module.trainer.train_dataloader
+    flat = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+    for loader, state in zip(flat, states):
+        if callable(getattr(loader, "load_state_dict", None)):
+            loader.load_state_dict(state)
 
 
 def read_checkpoint(filepath: Any) -> Dict[str, Any]:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import inspect
 import numbers
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 import lightning.pytorch as pl
+import torch
 
 from keras_bridge.callbacks.convert import callbacks_from_file, from_config
 from keras_bridge.configs import is_config_file
-from keras_bridge.utils.keras import import_keras
+from keras_bridge.utils.keras import import_keras, is_keras_model, keras_input_names
 
 _VERBOSE = (0, 1, 2, "auto")
 
@@ -60,6 +61,44 @@ def check_fit_args(
         check_int("validation_freq", validation_freq, 1)
     if shuffle not in (True, False, "batch"):
         raise ValueError(f"Expected `shuffle` to be True, False or 'batch'. Received: shuffle={shuffle!r}")
+
+
+def check_model(model: Any) -> None:
+    """Refuse a ``model`` that is neither a torch module nor a Keras model built with the torch backend."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            "Expected `model` to be a torch.nn.Module or a Keras model built with the torch "
+            f"backend. Received: model of type {type(model).__name__}"
+        )
+
+
+def model_names(model: Any, output_names: Any, input_names: Any) -> Tuple[Optional[List[str]], Optional[List[str]]]:
+    """``(output_names, input_names)`` as given, else a Keras model's own (``None`` for a torch module)."""
+    if is_keras_model(model):
+        if output_names is None:
+            output_names = list(getattr(model, "output_names", None) or []) or None
+        if input_names is None:
+            input_names = keras_input_names(model)
+    return (list(output_names) if output_names is not None else None), (
+        list(input_names) if input_names is not None else None
+    )
+
+
+def forward_parameters(model: Any) -> Optional[List[str]]:
+    """The names a dict ``x`` may give a torch module's ``forward`` (None for ``**kwargs`` or no signature).
+
+    Example:
+        >>> import torch
+        >>> forward_parameters(torch.nn.Linear(2, 1))
+        ['input']
+    """
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def check_input_names(module: Any, x: Any) -> None:

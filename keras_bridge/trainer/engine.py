@@ -77,6 +77,17 @@ def _prepare_keras_steps(module: Any, mode: str, **loaders: Any) -> None:
         module.keras_step.prepare(mode, packed)
 
 
+def next_shuffle_seed(module: Any) -> int:
+    """The shuffle seed of the next fit: reproducible under ``keras.utils.set_random_seed``/``seed_everything``.
+
+    Derived from torch's initial seed and the module's fit count rather than drawn from the global RNG,
+    so calling fit does not shift the random stream that the model's own layers draw from
+    (``KerasModule.next_shuffle_seed``).
+    """
+    module.fit_count += 1
+    return (torch.initial_seed() + 7919 * (module.fit_count - 1)) % (2**31 - 1)
+
+
 def require_targets(module: Any, y: Any, where: str) -> None:
     """Refuse, before training, data without targets for a compiled loss that needs them.
 

@@ -35,7 +35,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
-from keras_bridge.data.distributed import GlobalBatchInfo, rank_world
+from keras_bridge.data.distributed import GlobalBatchInfo, rank_world, split_batch_info
 from keras_bridge.utils.compat import keras_flatten_metrics_in_order, keras_symbolic_build
 from keras_bridge.utils.keras import import_keras
 
@@ -80,11 +80,9 @@ def keras_data(batch: Any, packed: bool) -> Tuple[Any, Optional[GlobalBatchInfo]
     The bridge's array loaders yield ``(x, y, sample_weight)`` with ``None`` entries (``packed``); Keras
     yields ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``. Other loaders' batches are Keras's as they are.
     """
-    info = None
-    if isinstance(batch, tuple) and batch and isinstance(batch[-1], GlobalBatchInfo):
-        batch, info = batch[:-1], batch[-1]
-        if len(batch) == 1 and not packed:
-            batch = batch[0]
+    batch, info = split_batch_info(batch)
+    if info is not None and len(batch) == 1 and not packed:
+        batch = batch[0]
     if packed and isinstance(batch, tuple):
         while len(batch) > 1 and batch[-1] is None:
             batch = batch[:-1]
