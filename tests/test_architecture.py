@@ -103,7 +103,8 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_type_checking_imports_are_not_runtime_imports(tmp_path):
-    source = "from typing import TYPE_CHECKING\nimport pkg.a\nif TYPE_CHECKING:\n    import pkg.b\nelse:\n    import pkg.c\n"
+    source = "from typing import TYPE_CHECKING\nimport pkg.a\n"
+    source += "if TYPE_CHECKING:\n    import pkg.b\nelse:\n    import pkg.c\n"
     (tmp_path / "m.py").write_text(source)
     assert _imports("pkg.m", tmp_path / "m.py", {"pkg.a", "pkg.b", "pkg.c", "pkg.m"}) == {"pkg.a", "pkg.c"}
 
