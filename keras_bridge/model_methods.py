@@ -18,12 +18,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, cast
 
 import numpy as np
 import torch
 
 import keras_bridge.saving.formats as saving
+
+if TYPE_CHECKING:
+    from keras_bridge.callbacks.host import CallbackHost
 
 
 def _size(n_bytes: int) -> str:
@@ -40,6 +43,10 @@ class KerasModelMethods:
     model: torch.nn.Module
     is_keras: bool
 
+    @property
+    def _host(self) -> CallbackHost:
+        return cast("CallbackHost", self)  # the mixin's classes are callback hosts (KerasModule, LoggedMetricsHost)
+
     def save(self, filepath: Any, overwrite: bool = True, **kwargs: Any) -> None:
         """Save the model, its compile arguments and optimizer state, as Keras's ``model.save``.
 
@@ -49,18 +56,18 @@ class KerasModelMethods:
             overwrite: replace an existing file. Defaults to ``True``.
             **kwargs: Keras's other arguments (``zipped``), accepted and ignored.
         """
-        saving.save_model(self, filepath, overwrite=overwrite)
+        saving.save_model(self._host, filepath, overwrite=overwrite)
 
     def save_weights(self, filepath: Any, overwrite: bool = True, **kwargs: Any) -> None:
         """Save the weights to ``*.weights.h5`` (Keras's layout for a Keras model), ``*.weights.pt`` or ``*.ckpt``."""
-        saving.save_weights(self, filepath, overwrite=overwrite)
+        saving.save_weights(self._host, filepath, overwrite=overwrite)
 
     def load_weights(self, filepath: Any, skip_mismatch: bool = False, **kwargs: Any) -> None:
         """Load weights written by :meth:`save_weights` (or by Keras's ``save_weights`` for a Keras model)."""
         if skip_mismatch and self.is_keras:
             type(self.model).load_weights(self.model, filepath, skip_mismatch=True)  # type: ignore[attr-defined]
             return
-        saving.load_weights(self, filepath)
+        saving.load_weights(self._host, filepath)
 
     def get_weights(self) -> List[np.ndarray]:
         """The weights as NumPy arrays: Keras's order for a Keras model, ``state_dict`` order otherwise."""

@@ -185,13 +185,13 @@ class KerasCallbackDriver(LightningCallback):
             self._set_params({"verbose": verbose, "epochs": epochs, "steps": steps})
 
     # ---------------------------------------------------------------- run start / end
-    def _host_of(self, pl_module: Any) -> CallbackHost:
+    def _host_of(self, pl_module: pl.LightningModule) -> CallbackHost:
         # One host per module for this driver: `self.model` stays the same object across runs.
         if self.host is None or self._hosted is not pl_module:
             self.host, self._hosted = callback_host(pl_module), pl_module
         return self.host
 
-    def setup(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         host = self._host_of(pl_module)
         model = host.callback_model if self._own_model else self.model
         # Keras's own file-writing callbacks assume one process; under DDP their ports write once.
@@ -207,17 +207,17 @@ class KerasCallbackDriver(LightningCallback):
             host.history = self.history
         model_facade.attach_savers(host)
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # After the optimizers exist, before the fit loop starts: where a port restores loop state.
         for port in self._ports():
             port._kb_on_fit_start()
 
-    def teardown(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         host = self._host_of(pl_module)
         model_facade.detach_savers(host)
         model_facade.release_saves(host)
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         host = self._host_of(pl_module)
         model_facade.detach_savers(host)
         model_facade.release_saves(host)
@@ -276,7 +276,7 @@ class KerasCallbackDriver(LightningCallback):
         if chosen != local:
             set_learning_rate(optimizer, chosen)
 
-    def _sync_restored_weights(self, trainer: pl.Trainer, pl_module: Any) -> None:
+    def _sync_restored_weights(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.world_size == 1 or not any(getattr(cb, "restore_best_weights", False) for cb in self.active):
             return
         network = self._host_of(pl_module).model
@@ -284,7 +284,7 @@ class KerasCallbackDriver(LightningCallback):
         network.load_state_dict(state)
 
     # ---------------------------------------------------------------- fit
-    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._params_from(trainer, trainer.num_training_batches)
         self.model.stop_training = False
         self._first_epoch = trainer.current_epoch
@@ -329,18 +329,22 @@ class KerasCallbackDriver(LightningCallback):
         for cb in self.all:
             cb.on_epoch_begin(epoch, {})
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._begin_epoch(trainer, trainer.current_epoch)
         if self.keras_rng[0]:
             keras_rng.draw()
         self._sync_learning_rates(trainer)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self.position = ("training", trainer.current_epoch, batch_idx)
         for cb in self._batch_begin:
             cb.on_train_batch_begin(batch_idx, {})
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         host = self._host_of(pl_module)
         logs = _LazyLogs(lambda: host.batch_logs(training=True))
         if self._batch_readers:
@@ -359,7 +363,7 @@ class KerasCallbackDriver(LightningCallback):
         if stop_agreed(trainer):
             self._save_for_preemption(trainer, at_epoch_end=False)
 
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         if self._current_mode(trainer) == "evaluate":
@@ -371,7 +375,7 @@ class KerasCallbackDriver(LightningCallback):
             keras_rng.draw(2)
 
     def on_validation_batch_start(
-        self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int, *_: Any
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, *_: Any
     ) -> None:
         if trainer.sanity_checking:
             return
@@ -381,7 +385,7 @@ class KerasCallbackDriver(LightningCallback):
             cb.on_test_batch_begin(batch_idx, {})
 
     def on_validation_batch_end(
-        self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, *_: Any
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: Any
     ) -> None:
         if trainer.sanity_checking:
             return
@@ -392,7 +396,7 @@ class KerasCallbackDriver(LightningCallback):
         if self._current_mode(trainer) == "evaluate" and self.progbar is not None:
             self.progbar.update_lazily(batch_idx, logs)
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         logs = dict(self._host_of(pl_module).finish_eval_epoch())
@@ -409,7 +413,7 @@ class KerasCallbackDriver(LightningCallback):
         # Inside fit, Keras's bar stays silent during validation.
         return self.all if self._current_mode(trainer) == "evaluate" else self.active
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
         logs = self._host_of(pl_module).finish_train_epoch()
         for cb in self.active:
@@ -422,33 +426,35 @@ class KerasCallbackDriver(LightningCallback):
         self._sync_learning_rates(trainer)
         self._sync_stop(trainer)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for cb in self.all:
             cb.on_train_end(dict(self.last_logs))
         self._mirror_ports()
         self._sync_restored_weights(trainer, pl_module)
 
     # ---------------------------------------------------------------- predict
-    def on_predict_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._params_from(trainer, sum(trainer.num_predict_batches) if trainer.num_predict_batches else None)
         for cb in self.all:
             cb.on_predict_begin({})
         if self.keras_rng[1]:
             keras_rng.draw(2)
 
-    def on_predict_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int, *_: Any) -> None:
+    def on_predict_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, *_: Any
+    ) -> None:
         self.position = ("prediction", 0, batch_idx)
         for cb in self.active:
             cb.on_predict_batch_begin(batch_idx, {})
 
     def on_predict_batch_end(
-        self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, *_: Any
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: Any
     ) -> None:
         for cb in self.active:
             cb.on_predict_batch_end(batch_idx, {"outputs": outputs})
         if self.progbar is not None:
             self.progbar.update_lazily(batch_idx, None)
 
-    def on_predict_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for cb in self.all:
             cb.on_predict_end({})

@@ -20,13 +20,16 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Protocol, cast, runtime_checkable
 
 import numpy as np
 
 from keras_bridge.callbacks.model_facade import TorchModelFacade
 from keras_bridge.model_methods import KerasModelMethods
 from keras_bridge.utils.compat import attached_trainer, stage_logged_values
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 __all__ = ["CallbackHost", "LoggedMetricsHost", "callback_host", "logged_floats"]
 
@@ -45,6 +48,9 @@ class CallbackHost(Protocol):
     is_keras: bool
     model: Any
     history: Any
+    compiled: bool
+    declared_output_names: Optional[List[str]]
+    input_names: Optional[List[str]]
 
     @property
     def callback_model(self) -> Any:
@@ -122,7 +128,7 @@ class LoggedMetricsHost(KerasModelMethods):
     declared_output_names: Optional[List[str]] = None
     input_names: Optional[List[str]] = None
 
-    def __init__(self, module: Any) -> None:
+    def __init__(self, module: pl.LightningModule) -> None:
         self.model = module
         self.history: Any = None
         self._facade: Optional[TorchModelFacade] = None
@@ -167,7 +173,7 @@ class LoggedMetricsHost(KerasModelMethods):
         return f"LoggedMetricsHost({type(self.model).__name__})"
 
 
-def callback_host(module: Any) -> CallbackHost:
+def callback_host(module: pl.LightningModule) -> CallbackHost:
     """The :class:`CallbackHost` of a ``LightningModule``: the module itself if it is one, else its logs' view.
 
     Args:

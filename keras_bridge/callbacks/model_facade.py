@@ -15,7 +15,7 @@ same: ``stop_training``, ``optimizer``, ``get_weights`` / ``set_weights``, ``sav
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -23,6 +23,10 @@ import torch
 import keras_bridge.saving.formats as saving
 from keras_bridge.optimizers.keras_native import KerasNativeSpec
 from keras_bridge.utils.compat import attached_trainer
+
+if TYPE_CHECKING:
+    from keras_bridge.callbacks.host import CallbackHost
+    from keras_bridge.module import KerasModule
 
 _SAVE_METHODS = ("save", "save_weights", "load_weights")
 
@@ -45,7 +49,7 @@ class OptimizerFacade:
         0.10000000149011612
     """
 
-    def __init__(self, module: Any) -> None:
+    def __init__(self, module: CallbackHost) -> None:
         self._module = module
         self._last: Optional[torch.optim.Optimizer] = None
 
@@ -103,7 +107,7 @@ class TorchModelFacade:
             the Trainer (the savers and the optimizer facade take it as the module).
     """
 
-    def __init__(self, module: Any) -> None:
+    def __init__(self, module: CallbackHost) -> None:
         self._module = module
         self.stop_training = False
         self.optimizer = OptimizerFacade(module)
@@ -137,7 +141,7 @@ class TorchModelFacade:
         saving.load_weights(self._module, filepath)
 
 
-def callback_model_for(module: Any) -> Any:
+def callback_model_for(module: KerasModule) -> Any:
     """The object to hand to ``callback.set_model``: the Keras model, or a facade of the module."""
     if module.is_keras:
         model = module.model
@@ -150,7 +154,7 @@ def callback_model_for(module: Any) -> Any:
     return TorchModelFacade(module)
 
 
-def callback_model(module: Any) -> Any:
+def callback_model(module: KerasModule) -> Any:
     """What Keras callbacks see as ``self.model``: the Keras model, or a Keras-like facade of a torch module.
 
     ``KerasModule.callback_model``; a torch module's facade is made once (``module.callback_facade``).
@@ -162,7 +166,7 @@ def callback_model(module: Any) -> Any:
     return module.callback_facade
 
 
-def attach_savers(module: Any) -> None:
+def attach_savers(module: CallbackHost) -> None:
     """Route a Keras model's ``save``/``save_weights``/``load_weights`` through the bridge while fit runs."""
     if not module.is_keras:
         return
@@ -176,16 +180,16 @@ def attach_savers(module: Any) -> None:
         object.__setattr__(model, name, fn)
 
 
-def hold_saves(module: Any) -> None:
+def hold_saves(module: CallbackHost) -> None:
     """No save of ``module`` replaces a file until :func:`release_saves` (a NaN loss stopped training)."""
     saving.hold_saves(module)
 
 
-def release_saves(module: Any) -> None:
+def release_saves(module: CallbackHost) -> None:
     saving.release_saves(module)
 
 
-def detach_savers(module: Any) -> None:
+def detach_savers(module: CallbackHost) -> None:
     """Undo :func:`attach_savers` (idempotent)."""
     if not module.is_keras:
         return

@@ -12,10 +12,13 @@ epoch end, as it would in Keras (e.g. for multi-output keys such as ``val_cls_ac
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from keras_bridge.utils.compat import has_keras_monitor_op, set_keras_monitor_op
 from keras_bridge.utils.keras import import_keras
+
+if TYPE_CHECKING:
+    from keras_bridge.callbacks.host import CallbackHost
 
 
 def metric_direction(metric: Any) -> Optional[str]:
@@ -35,7 +38,7 @@ def metric_direction(metric: Any) -> Optional[str]:
     return "up" if higher else "down"
 
 
-def auto_monitor_op(monitor: str, module: Any) -> Optional[Callable[..., Any]]:
+def auto_monitor_op(monitor: str, module: CallbackHost) -> Optional[Callable[..., Any]]:
     """The comparison Keras's ``mode="auto"`` would pick for ``monitor``, or ``None`` if it cannot tell.
 
     Args:
@@ -55,7 +58,7 @@ def auto_monitor_op(monitor: str, module: Any) -> Optional[Callable[..., Any]]:
     return op
 
 
-def resolve_monitor_op(callback: Any, module: Any) -> None:
+def resolve_monitor_op(callback: Any, module: CallbackHost) -> None:
     """Set ``callback.monitor_op`` before training, as Keras's lazy ``_set_monitor_op`` would later.
 
     Resolving up front also fixes a Keras 3.15 bug: an integer ``save_freq`` with ``save_best_only``

@@ -142,8 +142,8 @@ class StageTracker(nn.Module):
         super().__init__()
         self.hooks = hooks
         # With hooks: the logs compute_metrics returned at the last step, and what the epoch would log.
-        self._step_logs: Any = None
-        self._epoch_logs: Any = None
+        self._step_logs: Optional[Dict[str, Any]] = None
+        self._epoch_logs: Optional[Dict[str, Any]] = None
         self.loss = Mean(name="loss")
         names = loss_plan.tracker_names if loss_plan is not None else []
         self.output_loss_names: List[str] = names

@@ -16,13 +16,17 @@ import json
 import warnings
 import weakref
 import zipfile
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, cast
 
 import torch
 
 import keras_bridge.saving.serialization as S
 import keras_bridge.saving.state as _state
 from keras_bridge._version import __version__
+
+if TYPE_CHECKING:
+    from keras_bridge.callbacks.host import CallbackHost
+    from keras_bridge.module import KerasModule
 
 BRIDGE_JSON = "keras_bridge.json"
 BRIDGE_STATE = "keras_bridge.state.h5"
@@ -34,15 +38,16 @@ _checked: weakref.WeakKeyDictionary[torch.nn.Module, Tuple[Optional[dict], str]]
 _warned: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-def compile_arguments(module: Any) -> Dict[str, Any]:
+def compile_arguments(module: KerasModule) -> Dict[str, Any]:
     """The arguments of the module's last ``compile()`` call, as given."""
+    assert module.loss_plan is not None and module.metric_plan is not None
     return {"optimizer": module.optimizer_spec, **module.loss_plan.arguments, **module.metric_plan.arguments}
 
 
-def _bridge_json(module: Any) -> Dict[str, Any]:
+def _bridge_json(module: CallbackHost) -> Dict[str, Any]:
     config, note = None, None
     if module.compiled:
-        args = compile_arguments(module)
+        args = compile_arguments(cast("KerasModule", module))  # only a KerasModule is compiled
         try:
             config = S.serialize(args)
         except S.NotSerializable as err:
@@ -59,7 +64,7 @@ def _bridge_json(module: Any) -> Dict[str, Any]:
     }
 
 
-def bridge_entry(module: Any) -> Dict[str, Any]:
+def bridge_entry(module: CallbackHost) -> Dict[str, Any]:
     """The bridge's JSON description of ``module`` (``keras_bridge.json``): compile arguments, names, kind.
 
     Also the ``keras_bridge`` entry of the Lightning checkpoints of a module
@@ -73,13 +78,13 @@ def describe_torch_model(model: torch.nn.Module) -> Tuple[Optional[dict], str]:
     return _architecture(model)
 
 
-def _warn_once(module: Any, message: str) -> None:
+def _warn_once(module: CallbackHost, message: str) -> None:
     if module not in _warned:
         _warned.add(module)
         warnings.warn(message, stacklevel=4)
 
 
-def append_bridge_entries(path: str, module: Any) -> None:
+def append_bridge_entries(path: str, module: CallbackHost) -> None:
     """Add the bridge's compile and training-state entries to a Keras-written ``.keras`` file."""
     states = _state.training_state(module)
     with zipfile.ZipFile(path, "a") as zf:
@@ -126,7 +131,7 @@ def _rebuild_quietly(description: dict) -> torch.nn.Module:
             return S.deserialize(description, safe_mode=False)
 
 
-def write_torch_archive(path: str, module: Any) -> None:
+def write_torch_archive(path: str, module: CallbackHost) -> None:
     description, reason = _architecture(module.model)
     config = {"class_name": TORCH_CLASS, "config": description, "note": reason or None}
     metadata = {

@@ -16,9 +16,12 @@ import os
 import socket
 import tempfile
 import time
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from keras_bridge.utils.compat import attached_trainer
+
+if TYPE_CHECKING:
+    from keras_bridge.callbacks.host import CallbackHost
 
 SUFFIXES = (".weights.h5", ".weights.pt", ".keras", ".ckpt", ".h5")
 # A temporary file from another host is only known dead by its age (its process cannot be asked).
@@ -113,7 +116,7 @@ def remove_stale_temporaries(folder: str, stem: str, suffix: str) -> None:
             pass  # removed meanwhile, or not ours to remove
 
 
-def is_writer(module: Any) -> bool:
+def is_writer(module: CallbackHost) -> bool:
     """True unless ``module`` runs under a Trainer on a process other than global rank 0."""
     trainer = attached_trainer(module)
     return trainer is None or bool(trainer.is_global_zero)

@@ -28,7 +28,7 @@ import json
 import os
 import warnings
 import weakref
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
 import h5py
 import torch
@@ -37,6 +37,9 @@ import keras_bridge.saving.state as _state
 from keras_bridge.saving.archive import append_bridge_entries, write_torch_archive
 from keras_bridge.saving.atomic import atomic_write, file_suffix, is_writer
 from keras_bridge.utils.compat import attached_trainer, dump_checkpoint
+
+if TYPE_CHECKING:
+    from keras_bridge.callbacks.host import CallbackHost
 
 __all__ = [
     "hold_saves",
@@ -56,16 +59,16 @@ __all__ = [
 _HELD: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-def hold_saves(module: Any) -> None:
+def hold_saves(module: CallbackHost) -> None:
     """Skip (with a warning) every save of ``module`` until :func:`release_saves`."""
     _HELD.add(module)
 
 
-def release_saves(module: Any) -> None:
+def release_saves(module: CallbackHost) -> None:
     _HELD.discard(module)
 
 
-def saves_held(module: Any, path: Any = None) -> bool:
+def saves_held(module: CallbackHost, path: Any = None) -> bool:
     """True (and a warning naming ``path``) while the saves of ``module`` are held."""
     if module not in _HELD:
         return False
@@ -112,7 +115,7 @@ def _check_target(path: str, overwrite: bool, allowed: Tuple[str, ...], what: st
 
 
 # ---------------------------------------------------------------------------- saving
-def save_model(module: Any, filepath: str, overwrite: bool = True) -> None:
+def save_model(module: CallbackHost, filepath: str, overwrite: bool = True) -> None:
     """Save a :class:`~keras_bridge.KerasModule` (model, compile arguments, optimizer state) to one file.
 
     Args:
@@ -138,7 +141,7 @@ def save_model(module: Any, filepath: str, overwrite: bool = True) -> None:
             write_torch_archive(tmp, module)
 
 
-def save_weights(module: Any, filepath: str, overwrite: bool = True) -> None:
+def save_weights(module: CallbackHost, filepath: str, overwrite: bool = True) -> None:
     """Save the wrapped model's weights to ``*.weights.h5``, ``*.weights.pt`` or ``*.ckpt`` (weights only)."""
     filepath = os.fspath(filepath)
     suffix = _check_target(filepath, overwrite, (".weights.h5", ".weights.pt", ".ckpt"), "saved weights")
@@ -156,7 +159,7 @@ def save_weights(module: Any, filepath: str, overwrite: bool = True) -> None:
                 _state.write_tree(f, "model", module.model.state_dict())
 
 
-def load_weights(module: Any, filepath: str) -> None:
+def load_weights(module: CallbackHost, filepath: str) -> None:
     """Load weights written by :func:`save_weights` (any of its formats) into ``module.model``."""
     filepath = os.fspath(filepath)
     suffix = _check_target(filepath, True, (".weights.h5", ".weights.pt", ".ckpt"), "weights to load")
@@ -195,7 +198,7 @@ def load_tensors(filepath: str) -> Any:
         ) from None
 
 
-def _write_lightning_checkpoint(module: Any, tmp: str, weights_only: bool) -> None:
+def _write_lightning_checkpoint(module: CallbackHost, tmp: str, weights_only: bool) -> None:
     trainer = attached_trainer(module)
     if trainer is None:
         raise ValueError(
@@ -209,7 +212,7 @@ def _write_lightning_checkpoint(module: Any, tmp: str, weights_only: bool) -> No
 
 # ---------------------------------------------------------------------------- training-state files
 def write_state_file(
-    path: str, module: Any, attrs: Mapping[str, Any], trees: Optional[Mapping[str, Any]] = None
+    path: str, module: CallbackHost, attrs: Mapping[str, Any], trees: Optional[Mapping[str, Any]] = None
 ) -> None:
     """Weights, optimizer and scheduler state and ``attrs`` in one HDF5 file, written atomically (rank 0 only).
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Dict, List, Mapping, MutableMapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, MutableMapping, Optional
 
 import torch
 
@@ -32,9 +32,16 @@ import keras_bridge.saving.serialization as S
 from keras_bridge.saving.archive import bridge_entry, describe_torch_model
 from keras_bridge.utils.compat import attached_trainer, loader_states_lightning_skips
 
+if TYPE_CHECKING:
+    from keras_bridge.module import KerasModule
+
 #: The key of the bridge's entry in a Lightning checkpoint dict.
 KEY = "keras_bridge"
 _PARAMS = "_torch_params."  # where Keras's torch backend registers a layer's variables as torch parameters
+
+
+def _keras(module: KerasModule) -> Any:
+    return module.model  # a keras.Model: Any to the type checker
 
 
 def _keras_model_config(model: Any) -> Optional[Dict[str, Any]]:
@@ -48,20 +55,20 @@ def _keras_model_config(model: Any) -> Optional[Dict[str, Any]]:
     return description
 
 
-def checkpoint_entry(module: Any) -> Dict[str, Any]:
+def checkpoint_entry(module: KerasModule) -> Dict[str, Any]:
     """The ``"keras_bridge"`` entry of a checkpoint of ``module`` (JSON only, so ``weights_only`` loading works)."""
     entry = dict(bridge_entry(module))
     if module.is_keras:
         entry["model_config"] = _keras_model_config(module.model)
         entry["model_note"] = None if entry["model_config"] is not None else "the Keras model has no get_config()"
-        entry["keras_variable_paths"] = [v.path for v in module.model.variables]
+        entry["keras_variable_paths"] = [v.path for v in _keras(module).variables]
     else:
         entry["model_config"], note = describe_torch_model(module.model)
         entry["model_note"] = note or None
     return entry
 
 
-def add_checkpoint_entry(module: Any, checkpoint: Dict[str, Any]) -> None:
+def add_checkpoint_entry(module: KerasModule, checkpoint: Dict[str, Any]) -> None:
     """Add the bridge's entry to a Lightning checkpoint dict (``KerasModule.on_save_checkpoint``).
 
     A model trained with its own steps refuses Lightning checkpoints (see
@@ -72,11 +79,13 @@ def add_checkpoint_entry(module: Any, checkpoint: Dict[str, Any]) -> None:
     checkpoint[KEY] = checkpoint_entry(module)
 
 
-def rename_keras_state(module: Any, state_dict: MutableMapping[str, Any], saved_paths: Optional[List[str]]) -> None:
+def rename_keras_state(
+    module: KerasModule, state_dict: MutableMapping[str, Any], saved_paths: Optional[List[str]]
+) -> None:
     """Rename a Keras model's saved ``state_dict`` keys to this instance's variable paths, by position."""
     if not module.is_keras or not saved_paths:
         return
-    current = [v.path for v in module.model.variables]
+    current = [v.path for v in _keras(module).variables]
     if current == list(saved_paths) or len(current) != len(saved_paths):
         return
     mapping = dict(zip(saved_paths, current))
@@ -92,7 +101,7 @@ def rename_keras_state(module: Any, state_dict: MutableMapping[str, Any], saved_
     state_dict.update(items)
 
 
-def match_keras_state(module: Any, state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
+def match_keras_state(module: KerasModule, state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
     """``state_dict`` with a Keras model's keys renamed to this instance's, when they are another instance's.
 
     Keras gives a model it rebuilds (unpickled in a ``ddp_spawn`` worker, say) new variable paths; the
@@ -123,7 +132,7 @@ def compile_arguments(
 
 
 def restore_from_checkpoint(
-    module: Any,
+    module: KerasModule,
     checkpoint: MutableMapping[str, Any],
     custom_objects: Optional[Mapping[str, Any]] = None,
     safe_mode: bool = True,
@@ -158,7 +167,7 @@ def restore_from_checkpoint(
             module.restore_training_state(states)
 
 
-def load_loader_states(module: Any) -> None:
+def load_loader_states(module: KerasModule) -> None:
     """Give the running fit's training loaders the positions a checkpoint held (``KerasModule.on_train_start``).
 
     ``trainer.fit(ckpt_path=...)`` from an epoch's end: the array loaders' shuffle seed and epoch come back

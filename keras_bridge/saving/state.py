@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, cast
 
 import h5py
 import numpy as np
@@ -30,6 +30,11 @@ import torch
 
 import keras_bridge.saving.serialization as S
 from keras_bridge.utils.compat import attached_trainer
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+    from keras_bridge.callbacks.host import CallbackHost
 
 
 # ---------------------------------------------------------------------------- nested states in HDF5
@@ -71,14 +76,14 @@ def states_from_bytes(data: bytes) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- model tensors
-def model_state(module: Any) -> Dict[str, torch.Tensor]:
+def model_state(module: CallbackHost) -> Dict[str, torch.Tensor]:
     """The wrapped model's tensors (see the module docstring for the Keras-model keys)."""
     if not module.is_keras:
         return {k: v.detach().cpu() for k, v in module.model.state_dict().items()}
     return {f"{i:05d}:{v.path}": v.value.detach().cpu().clone() for i, v in enumerate(module.model.variables)}
 
 
-def load_model_state(module: Any, state: Mapping[str, torch.Tensor], source: str = "the file") -> None:
+def load_model_state(module: CallbackHost, state: Mapping[str, torch.Tensor], source: str = "the file") -> None:
     """Inverse of :func:`model_state`.
 
     Raises:
@@ -96,7 +101,7 @@ def load_model_state(module: Any, state: Mapping[str, torch.Tensor], source: str
 
 
 # ---------------------------------------------------------------------------- optimizer and scheduler
-def _positions(module: Any, optimizer: torch.optim.Optimizer) -> Optional[List[int]]:
+def _positions(module: CallbackHost, optimizer: torch.optim.Optimizer) -> Optional[List[int]]:
     """For each optimizer parameter, its position in the model's structural order (None if unknown).
 
     A torch optimizer's ``state_dict`` numbers parameters in its own order; for a Keras model that is
@@ -114,7 +119,7 @@ def _renumber(state: Dict[str, Any], mapping: Mapping[int, int]) -> Dict[str, An
     return {"state": {mapping[i]: v for i, v in state["state"].items()}, "param_groups": groups}
 
 
-def training_state(module: Any) -> Dict[str, Any]:
+def training_state(module: CallbackHost) -> Dict[str, Any]:
     """The running optimizer's and LR scheduler's ``state_dict()`` (empty outside a fit)."""
     trainer = attached_trainer(module)
     state: Dict[str, Any] = {}
@@ -131,7 +136,7 @@ def training_state(module: Any) -> Dict[str, Any]:
     return state
 
 
-def apply_training_state(trainer: Any, states: Mapping[str, Any], module: Any = None) -> None:
+def apply_training_state(trainer: pl.Trainer, states: Mapping[str, Any], module: Optional[CallbackHost] = None) -> None:
     """Load saved optimizer/scheduler states into the running Trainer's first optimizer and scheduler.
 
     Raises:
@@ -140,7 +145,8 @@ def apply_training_state(trainer: Any, states: Mapping[str, Any], module: Any = 
     if "optimizer" in states and trainer.optimizers:
         optimizer, state = trainer.optimizers[0], states["optimizer"]
         if states.get("optimizer_by_position"):
-            positions = _positions(module if module is not None else trainer.lightning_module, optimizer)
+            host = module if module is not None else cast("CallbackHost", trainer.lightning_module)
+            positions = _positions(host, optimizer)
             if positions is None:
                 raise ValueError("The saved optimizer state does not fit this model's parameters.")
             state = _renumber(state, {pos: i for i, pos in enumerate(positions)})

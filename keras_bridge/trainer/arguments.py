@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
-from typing import Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 import lightning.pytorch as pl
 import torch
@@ -15,6 +15,9 @@ import torch
 from keras_bridge.callbacks.convert import callbacks_from_file, from_config
 from keras_bridge.configs import is_config_file
 from keras_bridge.utils.keras import import_keras, is_keras_model, keras_input_names
+
+if TYPE_CHECKING:
+    from keras_bridge.module import KerasModule
 
 _VERBOSE = (0, 1, 2, "auto")
 
@@ -101,7 +104,7 @@ def forward_parameters(model: Any) -> Optional[List[str]]:
     return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
-def check_input_names(module: Any, x: Any) -> None:
+def check_input_names(module: KerasModule, x: Any) -> None:
     """A dict ``x`` must name exactly the model's inputs (a torch ``forward``'s defaulted ones may be left out)."""
     if not isinstance(x, dict):
         return

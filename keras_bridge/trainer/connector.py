@@ -37,7 +37,7 @@ import signal
 import threading
 import warnings
 from types import TracebackType
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Type
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Type, Union
 
 import lightning.pytorch as pl
 
@@ -52,6 +52,9 @@ from keras_bridge.utils.compat import (
 )
 
 #: Trainer options that a Keras argument decides, and that argument's name.
+#: What ``fit`` / ``evaluate`` / ``predict`` take as ``trainer``: a Trainer, a dict of its options, or None.
+TrainerArgument = Optional[Union[pl.Trainer, Dict[str, Any]]]
+
 KERAS_OWNED = {
     "max_epochs": "epochs",
     "limit_train_batches": "steps_per_epoch",
@@ -130,7 +133,7 @@ class _InterruptRecorder(pl.Callback):
     def __init__(self) -> None:
         self.caught: Optional[KeyboardInterrupt] = None
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt):
             self.caught = exception
 
@@ -150,7 +153,7 @@ class _RunWorld(pl.Callback):
     def __init__(self) -> None:
         self._saved: List[Any] = []
 
-    def setup(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         import torch
         import torchmetrics
 
@@ -161,7 +164,7 @@ class _RunWorld(pl.Callback):
                 self._saved.append((metric, metric.distributed_available_fn))
                 metric.distributed_available_fn = _not_distributed
 
-    def teardown(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         for metric, fn in self._saved:
             metric.distributed_available_fn = fn
         self._saved = []
@@ -190,7 +193,7 @@ class TrainerConnector:
         ValueError: a ``trainer`` dict option contradicts a Keras argument.
     """
 
-    def __init__(self, trainer: Any, callbacks: Sequence[pl.Callback], owned: Dict[str, Any]) -> None:
+    def __init__(self, trainer: TrainerArgument, callbacks: Sequence[pl.Callback], owned: Dict[str, Any]) -> None:
         unknown = [k for k in owned if k not in KERAS_OWNED]
         if unknown:
             raise ValueError(f"Not Keras-owned Trainer options: {unknown}. Expected keys of {sorted(KERAS_OWNED)}.")

@@ -9,7 +9,7 @@ callbacks ride on one :class:`~keras_bridge.callbacks.driver.KerasCallbackDriver
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, TypeVar, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -24,14 +24,17 @@ from keras_bridge.compile.structure import flatten_outputs, output_structure, pa
 from keras_bridge.compile.tracking import KerasHooks
 from keras_bridge.data.contract import DataOptions, Loader
 from keras_bridge.trainer.arguments import check_fit_args, check_input_names, check_int, check_verbose, split_callbacks
-from keras_bridge.trainer.connector import TrainerConnector, quiet_lightning
+from keras_bridge.trainer.connector import TrainerArgument, TrainerConnector, quiet_lightning
 from keras_bridge.utils.compat import keras_output_spec, keras_symbolic_build, set_start_epoch
 from keras_bridge.utils.errors import LabelRangeError, user_traceback
 from keras_bridge.utils.keras import import_keras
 from keras_bridge.utils.tree import map_structure, unpack_batch
 
+if TYPE_CHECKING:
+    from keras_bridge.module import KerasModule
 
-def _build(module: Any, loader: Loader, stage: str = "train") -> None:
+
+def _build(module: KerasModule, loader: Loader, stage: str = "train") -> None:
     """Build the module's losses and metrics from the first batch, as Keras builds an unbuilt model.
 
     A Keras model is built symbolically, as Keras's ``fit`` does (nothing it can observe runs, and
@@ -70,14 +73,14 @@ def _build(module: Any, loader: Loader, stage: str = "train") -> None:
     module.build_from_batch(x, move_data_to_device(y, device) if y is not None else None, y_pred)
 
 
-def _prepare_keras_steps(module: Any, mode: str, **loaders: Any) -> None:
+def _prepare_keras_steps(module: KerasModule, mode: str, **loaders: Any) -> None:
     # Keras makes its step functions before running them; its refusals come out before training starts.
     if module.keras_step is not None:
         packed = {stage: loader is not None and loader.mirrors_keras_rng for stage, loader in loaders.items()}
         module.keras_step.prepare(mode, packed)
 
 
-def next_shuffle_seed(module: Any) -> int:
+def next_shuffle_seed(module: KerasModule) -> int:
     """The shuffle seed of the next fit: reproducible under ``keras.utils.set_random_seed``/``seed_everything``.
 
     Derived from torch's initial seed and the module's fit count rather than drawn from the global RNG,
@@ -88,7 +91,7 @@ def next_shuffle_seed(module: Any) -> int:
     return (torch.initial_seed() + 7919 * (module.fit_count - 1)) % (2**31 - 1)
 
 
-def require_targets(module: Any, y: Any, where: str) -> None:
+def require_targets(module: KerasModule, y: Any, where: str) -> None:
     """Refuse, before training, data without targets for a compiled loss that needs them.
 
     Keras itself fails inside its loss with an ``AttributeError`` on ``None``. A model that computes its
@@ -115,8 +118,8 @@ Callbacks = Tuple[List[Any], List[Any]]  # (Keras callbacks, Lightning callbacks
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _run(module: Any, trainer: Any, cbs: Callbacks, owned: Dict[str, Any], driver_args: Dict[str, Any],
-         stage: Callable[[pl.Trainer], Any]) -> Any:  # fmt: skip
+def _run(module: KerasModule, trainer: TrainerArgument, cbs: Callbacks, owned: Dict[str, Any],
+         driver_args: Dict[str, Any], stage: Callable[[pl.Trainer], Any]) -> Any:  # fmt: skip
     """One Trainer stage with the Keras callbacks attached: the skeleton every entry point shares.
 
     ``driver_args`` go to the :class:`KerasCallbackDriver`, but ``initial_epoch`` to the fit loop.
@@ -157,11 +160,12 @@ def _surface_user_errors(entry_point: F) -> F:
 
 
 @_surface_user_errors
-def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
+def fit(module: KerasModule, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
         verbose: Any = "auto", callbacks: Any = None, validation_split: float = 0.0, validation_data: Any = None,
         shuffle: Any = True, class_weight: Any = None, sample_weight: Any = None, initial_epoch: int = 0,
         steps_per_epoch: Optional[int] = None, validation_steps: Optional[int] = None,
-        validation_batch_size: Optional[int] = None, validation_freq: Any = 1, trainer: Any = None) -> Any:  # fmt: skip
+        validation_batch_size: Optional[int] = None, validation_freq: Any = 1,
+        trainer: TrainerArgument = None) -> Any:  # fmt: skip
     """Keras ``Model.fit`` on a ``lightning.Trainer``; returns a ``keras.callbacks.History``.
 
     ``validation_steps`` limits every validation to its first batches, ``validation_batch_size`` batches
@@ -214,9 +218,9 @@ def fit(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = N
 
 
 @_surface_user_errors
-def evaluate(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int] = None, verbose: Any = "auto",
+def evaluate(module: KerasModule, x: Any = None, y: Any = None, batch_size: Optional[int] = None, verbose: Any = "auto",
              sample_weight: Any = None, steps: Optional[int] = None, return_dict: bool = False, callbacks: Any = None,
-             trainer: Any = None) -> Any:  # fmt: skip
+             trainer: TrainerArgument = None) -> Any:  # fmt: skip
     """Keras ``Model.evaluate``: a scalar, a list in Keras's order, or (``return_dict``) a dict."""
     module.require_compiled()
     verbose = check_verbose(verbose)
@@ -235,8 +239,8 @@ def evaluate(module: Any, x: Any = None, y: Any = None, batch_size: Optional[int
 
 
 @_surface_user_errors
-def predict(module: Any, x: Any, batch_size: Optional[int] = None, verbose: Any = "auto", steps: Optional[int] = None,
-            callbacks: Any = None, trainer: Any = None) -> Any:  # fmt: skip
+def predict(module: KerasModule, x: Any, batch_size: Optional[int] = None, verbose: Any = "auto",
+            steps: Optional[int] = None, callbacks: Any = None, trainer: TrainerArgument = None) -> Any:  # fmt: skip
     """Keras ``Model.predict``: NumPy arrays in the model's output structure (single, list or dict)."""
     verbose = check_verbose(verbose)
     check_int("steps", steps, 1, allow_none=True)
@@ -262,7 +266,7 @@ def predict(module: Any, x: Any, batch_size: Optional[int] = None, verbose: Any 
     return pack_outputs(arrays, names, kind if module.is_keras or kind.kind != "list" else "list")
 
 
-def _keras_rng(module: Any, loader: Optional[Loader]) -> bool:
+def _keras_rng(module: KerasModule, loader: Optional[Loader]) -> bool:
     # Only a Keras model's randomness is compared with Keras's; only arrays go through Keras's DataLoader.
     return bool(module.is_keras and loader is not None and loader.mirrors_keras_rng)
 

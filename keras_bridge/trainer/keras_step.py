@@ -31,13 +31,16 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
 from keras_bridge.data.distributed import GlobalBatchInfo, rank_world, split_batch_info
 from keras_bridge.utils.compat import keras_flatten_metrics_in_order, keras_symbolic_build
 from keras_bridge.utils.keras import import_keras
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 STEP_METHODS = ("train_step", "test_step", "predict_step")
 
@@ -186,7 +189,7 @@ class KerasSteps:
         keras_symbolic_build(self.model, keras_data(batch, self.packed[stage])[0])
 
     @staticmethod
-    def check_trainer(trainer: Any) -> None:
+    def check_trainer(trainer: pl.Trainer) -> None:
         """Refuse Trainer options a Keras step cannot honour, before training starts."""
         precision = str(getattr(trainer, "precision", "32"))
         if precision in ("16-mixed", "16"):
@@ -198,7 +201,7 @@ class KerasSteps:
             )
 
     # ------------------------------------------------------------------ steps
-    def train_step(self, batch: Any, trainer: Any) -> None:
+    def train_step(self, batch: Any, trainer: pl.Trainer) -> None:
         data, info = keras_data(batch, self.packed["train"])
         with self._averaging_gradients(trainer, data, info):
             logs = self.model.train_function([data])
@@ -266,7 +269,7 @@ class KerasSteps:
 
     # ------------------------------------------------------------------ DDP
     @contextlib.contextmanager
-    def _averaging_gradients(self, trainer: Any, data: Any, info: Optional[GlobalBatchInfo]) -> Iterator[None]:
+    def _averaging_gradients(self, trainer: pl.Trainer, data: Any, info: Optional[GlobalBatchInfo]) -> Iterator[None]:
         """During a step on several processes: the model's optimizers average the gradients they apply."""
         _, world = rank_world()
         wrapper = getattr(trainer.strategy, "model", None)

@@ -17,13 +17,20 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keras_bridge.optimizers.keras_native import KerasNativeSpec
 from keras_bridge.utils.keras import import_keras
 
+if TYPE_CHECKING:
+    from keras_bridge.module import KerasModule
 
-def _keras_runs_it(module: Any) -> bool:
+
+def _keras(module: KerasModule) -> Any:
+    return module.model  # a keras.Model: Any to the type checker
+
+
+def _keras_runs_it(module: KerasModule) -> bool:
     if not module.is_keras:
         return False
     if module.keras_step is not None:
@@ -38,7 +45,7 @@ def _num_samples(x: Any) -> int:
     return int(leaves[0].shape[0])
 
 
-def train_on_batch(module: Any, x: Any, y: Any = None, sample_weight: Any = None, class_weight: Any = None,
+def train_on_batch(module: KerasModule, x: Any, y: Any = None, sample_weight: Any = None, class_weight: Any = None,
                    return_dict: bool = False) -> Any:  # fmt: skip
     """Keras ``Model.train_on_batch``: one update on ``(x, y)``; the logs of that batch (metrics reset first).
 
@@ -47,7 +54,7 @@ def train_on_batch(module: Any, x: Any, y: Any = None, sample_weight: Any = None
     """
     module.require_compiled()
     if _keras_runs_it(module):
-        return module.model.train_on_batch(
+        return _keras(module).train_on_batch(
             x, y, sample_weight=sample_weight, class_weight=class_weight, return_dict=return_dict
         )
     saved = module.history
@@ -60,17 +67,19 @@ def train_on_batch(module: Any, x: Any, y: Any = None, sample_weight: Any = None
     return logs if return_dict else module.ordered_results(logs)
 
 
-def test_on_batch(module: Any, x: Any, y: Any = None, sample_weight: Any = None, return_dict: bool = False) -> Any:
+def test_on_batch(
+    module: KerasModule, x: Any, y: Any = None, sample_weight: Any = None, return_dict: bool = False
+) -> Any:
     """Keras ``Model.test_on_batch``: the loss and metrics of one batch (metrics reset first)."""
     module.require_compiled()
     if _keras_runs_it(module):
-        return module.model.test_on_batch(x, y, sample_weight=sample_weight, return_dict=return_dict)
+        return _keras(module).test_on_batch(x, y, sample_weight=sample_weight, return_dict=return_dict)
     return module.evaluate(x, y, batch_size=_num_samples(x), sample_weight=sample_weight, verbose=0,
                            return_dict=return_dict)  # fmt: skip
 
 
-def predict_on_batch(module: Any, x: Any) -> Any:
+def predict_on_batch(module: KerasModule, x: Any) -> Any:
     """Keras ``Model.predict_on_batch``: the model's outputs for one batch, as NumPy arrays."""
     if module.is_keras and (module.keras_step is not None or not module.compiled):
-        return module.model.predict_on_batch(x)
+        return _keras(module).predict_on_batch(x)
     return module.predict(x, batch_size=_num_samples(x), verbose=0)

@@ -70,7 +70,7 @@ class PreemptionGuard(pl.Callback):
     def _record(self, signum: int, frame: Any) -> None:
         self.received = True  # nothing else: the decision is taken at the next batch boundary
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.stopping, self.saved, self.trained = False, [], True
         self.received = bool(trainer.received_sigterm)  # a signal before training began
         if threading.current_thread() is threading.main_thread():
@@ -86,10 +86,12 @@ class PreemptionGuard(pl.Callback):
             self.stopping = True
             request_sigterm_stop(trainer)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._decide(trainer)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._decide(trainer)
 
     def _uninstall(self) -> None:
@@ -97,13 +99,13 @@ class PreemptionGuard(pl.Callback):
             signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
             self._installed = False
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._uninstall()
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._uninstall()
 
-    def teardown(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._uninstall()
 
     def message(self, epoch: int) -> str:
@@ -126,14 +128,14 @@ class PreemptionGuard(pl.Callback):
         return "\n".join(lines)
 
 
-def note_saved(trainer: Any, text: str) -> None:
+def note_saved(trainer: pl.Trainer, text: str) -> None:
     """Record, for the exit message, that a callback saved a resume point on preemption."""
     guard = find_guard(trainer)
     if guard is not None and text not in guard.saved:
         guard.saved.append(text)
 
 
-def stop_agreed(trainer: Any) -> bool:
+def stop_agreed(trainer: pl.Trainer) -> bool:
     """True once the processes agreed to stop for SIGTERM (only under the bridge's guard: a plain Lightning
     Trainer's flag may be set on one process only, and a save that gathers from all would then hang).
     """
@@ -141,7 +143,7 @@ def stop_agreed(trainer: Any) -> bool:
     return guard is not None and guard.stopping
 
 
-def find_guard(trainer: Any) -> Optional[PreemptionGuard]:
+def find_guard(trainer: pl.Trainer) -> Optional[PreemptionGuard]:
     return next((cb for cb in getattr(trainer, "callbacks", None) or [] if isinstance(cb, PreemptionGuard)), None)
 
 

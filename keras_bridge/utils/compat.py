@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from keras_bridge.utils.keras import import_keras
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 CHECKED = {"lightning": "2.2.0 and 2.6.6", "keras": "3.11.0 and 3.15.1", "torch": "2.13.0"}
 
@@ -63,7 +66,7 @@ def attached_trainer(module: Any) -> Optional[Any]:
     return getattr(module, "_trainer", None)
 
 
-def dump_checkpoint(trainer: Any, weights_only: bool) -> Dict[str, Any]:
+def dump_checkpoint(trainer: pl.Trainer, weights_only: bool) -> Dict[str, Any]:
     """The checkpoint dict that ``trainer.save_checkpoint`` would write.
 
     ``save_checkpoint`` is a collective (a barrier), so it hangs when only rank 0 decides to save;
@@ -98,18 +101,18 @@ def is_default_keras_hook(method: Any) -> bool:
     return bool(getattr(method, "_is_default", False))
 
 
-def set_start_epoch(trainer: Any, epoch: int) -> None:
+def set_start_epoch(trainer: pl.Trainer, epoch: int) -> None:
     """Make Lightning's fit loop start (or resume) at ``epoch``: Keras's ``initial_epoch``.
 
     Lightning has no public setter; its fit loop counts epochs in ``epoch_progress``.
     Checked: lightning 2.2.0, 2.6.6. Missing: an ``AttributeError`` naming the loop attribute (public names).
     """
-    progress = trainer.fit_loop.epoch_progress
+    progress: Any = trainer.fit_loop.epoch_progress
     for counter in (progress.current, progress.total):
         counter.ready = counter.started = counter.processed = counter.completed = epoch
 
 
-def logging_due(trainer: Any) -> bool:
+def logging_due(trainer: pl.Trainer) -> bool:
     """True when Lightning sends step-level logs to the loggers at this step (``log_every_n_steps``).
 
     Lightning decides it in its private logger connector (``_logger_connector.should_update_logs``);
@@ -120,7 +123,7 @@ def logging_due(trainer: Any) -> bool:
     return bool(connector.should_update_logs)
 
 
-def stage_logged_values(trainer: Any, on_step: bool) -> Dict[str, Any]:
+def stage_logged_values(trainer: pl.Trainer, on_step: bool) -> Dict[str, Any]:
     """What the running stage's ``self.log`` calls hold now, by name, as Lightning hands them to callbacks.
 
     ``trainer.callback_metrics`` keeps every value ever logged in the run; the running loop's private
@@ -134,7 +137,7 @@ def stage_logged_values(trainer: Any, on_step: bool) -> Dict[str, Any]:
     return dict(results.metrics(on_step)["callback"])
 
 
-def fit_loop_state(trainer: Any, next_epoch: bool = False) -> Dict[str, Any]:
+def fit_loop_state(trainer: pl.Trainer, next_epoch: bool = False) -> Dict[str, Any]:
     """Lightning's fit-loop state (epoch and batch progress, global step, training loaders' positions).
 
     ``trainer.fit_loop.state_dict()`` is public, its layout is not. At an epoch's end (``next_epoch``) the
@@ -158,7 +161,7 @@ def fit_loop_state(trainer: Any, next_epoch: bool = False) -> Dict[str, Any]:
     return state
 
 
-def load_fit_loop_state(trainer: Any, state: Dict[str, Any]) -> List[Any]:
+def load_fit_loop_state(trainer: pl.Trainer, state: Dict[str, Any]) -> List[Any]:
     """Restore :func:`fit_loop_state` before the fit loop runs (Lightning then continues where it stood).
 
     Returns the training loaders' saved positions, left out of the restore: Lightning hands them to
@@ -188,7 +191,7 @@ def loader_states_lightning_skips(checkpoint: Mapping[str, Any]) -> List[Any]:
     return [] if unfinished else loaders
 
 
-def on_last_training_batch(trainer: Any) -> bool:
+def on_last_training_batch(trainer: pl.Trainer) -> bool:
     """True during the hooks of an epoch's last training batch (Lightning's ``batch_progress.is_last_batch``).
 
     Checked: lightning 2.2.0, 2.6.6. Missing: an ``AttributeError`` naming the loop attribute (public names).
@@ -196,7 +199,7 @@ def on_last_training_batch(trainer: Any) -> bool:
     return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
 
 
-def request_sigterm_stop(trainer: Any) -> None:
+def request_sigterm_stop(trainer: pl.Trainer) -> None:
     """Make ``trainer.received_sigterm`` true: Lightning's loops then stop at the next batch boundary.
 
     The flag lives on the Trainer's private signal connector; its loops read it after each batch.
@@ -209,7 +212,7 @@ def keras_backup_save(callback: Any) -> None:
     callback._save_model()
 
 
-def get_use_distributed_sampler(trainer: Any) -> bool:
+def get_use_distributed_sampler(trainer: pl.Trainer) -> bool:
     """The Trainer's ``use_distributed_sampler`` flag (kept by its private accelerator connector).
 
     Checked: lightning 2.2.0, 2.6.6. Missing: :class:`PrivateAPIError`.
@@ -218,7 +221,7 @@ def get_use_distributed_sampler(trainer: Any) -> bool:
     return bool(connector.use_distributed_sampler)
 
 
-def set_use_distributed_sampler(trainer: Any, value: bool) -> None:
+def set_use_distributed_sampler(trainer: pl.Trainer, value: bool) -> None:
     """Set the flag read by :func:`get_use_distributed_sampler` (the data connector reads it at each run).
 
     Checked: lightning 2.2.0, 2.6.6. Missing: :class:`PrivateAPIError`.
@@ -227,7 +230,7 @@ def set_use_distributed_sampler(trainer: Any, value: bool) -> None:
     connector.use_distributed_sampler = value
 
 
-def reruns_the_script(trainer: Any) -> bool:
+def reruns_the_script(trainer: pl.Trainer) -> bool:
     """True when the Trainer starts its other processes by running this program again (Lightning's ``ddp``).
 
     The launcher that does it (``_SubprocessScriptLauncher``) is private to Lightning; it runs
@@ -248,7 +251,7 @@ def started_as_module() -> bool:
     return getattr(__main__, "__spec__", None) is not None
 
 
-def launched_processes(trainer: Any) -> List[Any]:
+def launched_processes(trainer: pl.Trainer) -> List[Any]:
     """The ``subprocess.Popen`` of every process Lightning's ``ddp`` launcher started from this one.
 
     Kept on the launcher's ``procs`` (a class private to Lightning); empty for other launchers (the

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 import keras_bridge.saving.formats as saving
 import keras_bridge.saving.state as _state
@@ -48,7 +48,7 @@ class _BackupAndRestore(BoundPort):
     _kb_mirrored = ("_current_epoch", "_last_batch_seen", "_batches_seen_since_last_saving")
 
     # ---------------------------------------------------------------- restore
-    def on_train_begin(self, logs: Any = None) -> None:
+    def on_train_begin(self, logs: Optional[Dict[str, Any]] = None) -> None:
         self._restore_with_fallback(self._load_model)
 
     def _restore_with_fallback(self, restore: Callable[[], None]) -> None:
@@ -107,7 +107,7 @@ class _BackupAndRestore(BoundPort):
             self._save_model()
         return f"BackupAndRestore saved a backup in {self.backup_dir} (resumes at the start of its epoch)."
 
-    def on_train_end(self, logs: Any = None) -> None:
+    def on_train_end(self, logs: Optional[Dict[str, Any]] = None) -> None:
         if self.delete_checkpoint and self._kb_is_writer and os.path.exists(self.backup_dir):
             shutil.rmtree(self.backup_dir)
 

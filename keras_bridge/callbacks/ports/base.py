@@ -16,6 +16,10 @@ from keras_bridge.utils.keras import import_keras
 _built: Dict[str, type] = {}
 
 if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+    from keras_bridge.callbacks.host import CallbackHost
+
     # For the type checker a port is what it becomes: a Keras callback (typed Any: keras is untyped).
     KerasCallbackBase = Any
 else:
@@ -68,7 +72,7 @@ class Port(KerasCallbackBase):
         """Whether the batch hooks need batch logs; ``None``: as for any callback (the hooks it overrides)."""
         return None
 
-    def _kb_bind(self, trainer: Any, module: Any) -> None:
+    def _kb_bind(self, trainer: pl.Trainer, module: CallbackHost) -> None:
         """Receive the Trainer and the module (at ``setup``)."""
 
     def _kb_on_fit_start(self) -> None:
@@ -100,7 +104,7 @@ class BoundPort(Port):
     _kb_original: Any = None
     _kb_mirrored: Tuple[str, ...] = ()
 
-    def _kb_bind(self, trainer: Any, module: Any) -> None:
+    def _kb_bind(self, trainer: pl.Trainer, module: CallbackHost) -> None:
         self._kb_trainer, self._kb_module = trainer, module
 
     def _kb_mirror(self) -> None:

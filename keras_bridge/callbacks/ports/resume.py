@@ -34,7 +34,7 @@ import copy
 import json
 import os
 import random
-from typing import Any, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ import keras_bridge.saving.state as _state
 from keras_bridge.callbacks.ports.base import keras_subclass
 from keras_bridge.saving.atomic import atomic_write
 from keras_bridge.utils.compat import fit_loop_state, load_fit_loop_state, on_last_training_batch
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 
 def _metric_states(tracker: Any) -> Dict[str, Any]:
@@ -96,7 +99,7 @@ def _set_random_states(states: Mapping[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def _gathered(trainer: Any, local: Dict[str, Any]) -> List[Dict[str, Any]]:
+def _gathered(trainer: pl.Trainer, local: Dict[str, Any]) -> List[Dict[str, Any]]:
     """``local`` from every process, in rank order (``[local]`` on one process)."""
     if trainer.world_size == 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return [local]
@@ -167,7 +170,7 @@ class _ResumableCheckpoint(backup._BackupAndRestore):
             _state.apply_training_state(self._kb_trainer, self._restored, self._kb_module)
         self._kb_resumed_mid_epoch = False
 
-    def on_train_begin(self, logs: Any = None) -> None:
+    def on_train_begin(self, logs: Optional[Dict[str, Any]] = None) -> None:
         loaders = self._kb_trainer.train_dataloader if self._kb_trainer is not None else None
         flat = loaders if isinstance(loaders, (list, tuple)) else [loaders]
         stuck = [type(loader).__name__ for loader in flat if loader is not None and not _is_resumable(loader)]
@@ -224,7 +227,7 @@ class _ResumableCheckpoint(backup._BackupAndRestore):
         self._history_epochs = None  # type: ignore[assignment]
 
     # ---------------------------------------------------------------- backup
-    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+    def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         if not self._should_save_on_batch(batch):
             return
         if self._kb_trainer is not None and on_last_training_batch(self._kb_trainer):
@@ -234,13 +237,13 @@ class _ResumableCheckpoint(backup._BackupAndRestore):
             return
         self._save_model()
 
-    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         self._restore_history_epochs()
         self._current_epoch, self._last_batch_seen = epoch + 1, 0
         self._save_at_epoch_end = False
         self._save_model(epoch_logs=dict(logs or {}), epoch=epoch)
 
-    def on_train_end(self, logs: Any = None) -> None:
+    def on_train_end(self, logs: Optional[Dict[str, Any]] = None) -> None:
         self._restore_history_epochs()
         super().on_train_end(logs)
 

@@ -150,29 +150,29 @@ class _TensorBoard(BoundPort):
         return self._stack[-1][0] if self._stack else None
 
     # ---------------------------------------------------------------- hooks (Keras's order and counters)
-    def on_train_begin(self, logs: Any = None) -> None:
+    def on_train_begin(self, logs: Optional[Dict[str, Any]] = None) -> None:
         self._global_train_batch = 0
         self._previous_epoch_iterations = 0.0
         if self._summary_pending:
             self._write_model_summary()
         self._push_writer(_TRAIN, self._global_train_batch)
 
-    def on_train_end(self, logs: Any = None) -> None:
+    def on_train_end(self, logs: Optional[Dict[str, Any]] = None) -> None:
         self._pop_writer()
         self._close_writers()
         self._writers = {}
 
-    def on_test_begin(self, logs: Any = None) -> None:
+    def on_test_begin(self, logs: Optional[Dict[str, Any]] = None) -> None:
         self._push_writer(_VAL, self._global_test_batch)
 
-    def on_test_end(self, logs: Any = None) -> None:
+    def on_test_end(self, logs: Optional[Dict[str, Any]] = None) -> None:
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer and hasattr(optimizer, "iterations"):
             for name, value in (logs or {}).items():
                 self._scalar(_VAL, f"evaluation_{name}_vs_iterations", value, optimizer.iterations)
         self._pop_writer()
 
-    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+    def on_train_batch_begin(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         self._global_train_batch += 1
         if self.update_freq != "epoch":
             self._pop_writer()
@@ -180,7 +180,7 @@ class _TensorBoard(BoundPort):
         if self.write_steps_per_second:
             self._batch_start_time = time.time()
 
-    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+    def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         which = self._default_writer()  # with update_freq="epoch" there is none: nothing is written
         if self.write_steps_per_second:
             rate = 1.0 / max(time.time() - self._batch_start_time, 1e-9)  # Keras divides by zero on fast steps
@@ -189,18 +189,18 @@ class _TensorBoard(BoundPort):
             for name, value in logs.items():
                 self._scalar(which, f"batch_{name}", value, self._global_train_batch)
 
-    def on_test_batch_begin(self, batch: int, logs: Any = None) -> None:
+    def on_test_batch_begin(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         self._global_test_batch += 1
         if self.update_freq != "epoch":
             self._pop_writer()
             self._push_writer(_VAL, self._global_test_batch)
 
-    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+    def on_epoch_begin(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         if self.write_steps_per_second:
             self._previous_epoch_iterations = float(self.model.optimizer.iterations)
             self._epoch_start_time = time.time()
 
-    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         self._log_epoch_metrics(epoch, logs)
         if self.histogram_freq and epoch % self.histogram_freq == 0:
             self._log_weights(epoch)
