@@ -57,7 +57,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
@@ -65,6 +65,9 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from keras_bridge.python_state import PythonState, watch_side_effects
 from keras_bridge.utils.compat import pytree_flatten
 from keras_bridge.utils.keras import import_keras
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger("keras_bridge")
 _EAGER: Any = object()  # a signature that could not be captured
@@ -112,7 +115,7 @@ class CapturedForward:
     Calling it returns ``(y_pred, losses)``: the outputs and the model's ``losses`` of that call.
     """
 
-    def __init__(self, model: Any, max_graphs: int = 32, compile_graphs: bool = False) -> None:
+    def __init__(self, model: keras.Model, max_graphs: int = 32, compile_graphs: bool = False) -> None:
         self.model = model
         self.max_graphs = max_graphs
         self.compile_graphs = compile_graphs

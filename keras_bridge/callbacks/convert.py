@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, List, Mapping, Optional
 
 from keras_bridge.callbacks.ports.registry import PORTS, TRANSLATED, port_class, port_module
 from keras_bridge.configs import check_config_keys, constructor_arguments, find_class, read_config_file
 from keras_bridge.utils.errors import did_you_mean
 from keras_bridge.utils.keras import import_keras
+
+if TYPE_CHECKING:
+    import keras
 
 # Keras callbacks whose code needs something this install cannot give them.
 _UNSUPPORTED = {
@@ -28,13 +31,13 @@ _UNSUPPORTED = {
 }
 
 
-def runs_keras_callbacks(model: Any) -> bool:
+def runs_keras_callbacks(model: keras.Model) -> bool:
     """True for a Keras model compiled with a Keras optimizer: Keras's own BackupAndRestore then works as is."""
     keras = import_keras()
     return isinstance(model, keras.Model) and isinstance(getattr(model, "optimizer", None), keras.optimizers.Optimizer)
 
 
-def translate(callback: Any, native: bool = False) -> Any:
+def translate(callback: keras.callbacks.Callback, native: bool = False) -> Any:
     """The callback the driver drives in place of ``callback`` (often ``callback`` itself).
 
     Args:

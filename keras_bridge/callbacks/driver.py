@@ -15,7 +15,7 @@ hooks, and weights restored by ``EarlyStopping(restore_best_weights=True)`` are 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback as LightningCallback
@@ -39,18 +39,21 @@ from keras_bridge.utils.compat import (
 )
 from keras_bridge.utils.keras import import_keras
 
+if TYPE_CHECKING:
+    import keras
+
 _BATCH_END_HOOKS = ("on_batch_end", "on_train_batch_end")
 _BATCH_BEGIN_HOOKS = ("on_batch_begin", "on_train_batch_begin")
 _TEST_BATCH_END_HOOKS = ("on_test_batch_end",)
 _MODES = {"fit": "fit", "validate": "evaluate", "test": "evaluate", "predict": "predict"}
 
 
-def _overrides(cb: Any, names: Sequence[str]) -> bool:
+def _overrides(cb: keras.callbacks.Callback, names: Sequence[str]) -> bool:
     """True if any hook in ``names`` is not Keras's default no-op (instance attributes count: LambdaCallback)."""
     return any(not is_default_keras_hook(getattr(cb, n, None)) for n in names)
 
 
-def _reads(cb: Any, names: Sequence[str]) -> bool:
+def _reads(cb: keras.callbacks.Callback, names: Sequence[str]) -> bool:
     if isinstance(cb, Port) and cb._kb_batch_logs is not None:  # a port saying whether its batch hooks matter
         return bool(cb._kb_batch_logs)
     keras = import_keras()
@@ -59,7 +62,7 @@ def _reads(cb: Any, names: Sequence[str]) -> bool:
     return _overrides(cb, names)
 
 
-def _rank_zero_only(cb: Any) -> bool:
+def _rank_zero_only(cb: keras.callbacks.Callback) -> bool:
     keras = import_keras()
     return any(isinstance(cb, getattr(keras.callbacks, name)) for name in RANK_ZERO_ONLY)
 

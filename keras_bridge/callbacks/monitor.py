@@ -18,10 +18,12 @@ from keras_bridge.utils.compat import has_keras_monitor_op, set_keras_monitor_op
 from keras_bridge.utils.keras import import_keras
 
 if TYPE_CHECKING:
+    import keras
+
     from keras_bridge.callbacks.host import CallbackHost
 
 
-def metric_direction(metric: Any) -> Optional[str]:
+def metric_direction(metric: keras.metrics.Metric) -> Optional[str]:
     """``"up"``, ``"down"`` or ``None`` for a compiled metric object.
 
     Example:
@@ -58,7 +60,7 @@ def auto_monitor_op(monitor: str, module: CallbackHost) -> Optional[Callable[...
     return op
 
 
-def resolve_monitor_op(callback: Any, module: CallbackHost) -> None:
+def resolve_monitor_op(callback: keras.callbacks.Callback, module: CallbackHost) -> None:
     """Set ``callback.monitor_op`` before training, as Keras's lazy ``_set_monitor_op`` would later.
 
     Resolving up front also fixes a Keras 3.15 bug: an integer ``save_freq`` with ``save_best_only``
@@ -79,7 +81,7 @@ def resolve_monitor_op(callback: Any, module: CallbackHost) -> None:
         callback.min_delta *= -1
 
 
-def check_monitored(callback: Any, logs: Mapping[str, Any]) -> None:
+def check_monitored(callback: keras.callbacks.Callback, logs: Mapping[str, Any]) -> None:
     """Refuse a monitored key that is not in the epoch logs where Keras would fail on it anyway.
 
     Keras raises at the first epoch end when ``mode="auto"`` cannot tell the direction of an unknown
@@ -102,7 +104,7 @@ def check_monitored(callback: Any, logs: Mapping[str, Any]) -> None:
         check_logged(callback, callback.monitor, logs, "epoch")
 
 
-def check_logged(callback: Any, key: str, logs: Mapping[str, Any], when: str) -> None:
+def check_logged(callback: keras.callbacks.Callback, key: str, logs: Mapping[str, Any], when: str) -> None:
     """Refuse ``callback`` reading ``key`` from ``when`` (``"epoch"``/``"batch"``) logs that do not hold it.
 
     For a key Keras always logs and a callback silently skips when it is absent (``TerminateOnNaN``'s

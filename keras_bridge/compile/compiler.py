@@ -42,6 +42,8 @@ from keras_bridge.trainer.keras_step import KerasSteps
 from keras_bridge.utils.errors import NotCompiledError
 
 if TYPE_CHECKING:
+    import keras
+
     from keras_bridge.module import KerasModule
 
 __all__ = [
@@ -215,7 +217,7 @@ def compile_for_bridge(
     return result
 
 
-def compile_for_keras_steps(model: Any) -> CompileResult:
+def compile_for_keras_steps(model: keras.Model) -> CompileResult:
     """The model's own compile ran: its steps train it, with its optimizers, losses and metrics."""
     return CompileResult(keras_step=KerasSteps(model))
 

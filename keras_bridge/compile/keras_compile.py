@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from typing import Any, Dict, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Tuple
 
 from keras_bridge.trainer.keras_step import runs_keras_steps
+
+if TYPE_CHECKING:
+    import keras
 
 #: The arguments of the bridge's own compile, in Keras's order.
 COMPILE_PARAMETERS = (
@@ -101,7 +104,7 @@ def check_keras_options(run_eagerly: Any, steps_per_execution: Any, jit_compile:
     return False if run_eagerly else jit_compile
 
 
-def compiled_by_keras(model: Any, auto_scale_loss: Any = True) -> bool:
+def compiled_by_keras(model: keras.Model, auto_scale_loss: Any = True) -> bool:
     """Whether ``compile`` on this Keras model is the model's own business (see the module docstring)."""
     if runs_keras_steps(model):
         return True

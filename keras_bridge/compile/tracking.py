@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -26,10 +26,13 @@ from keras_bridge.compile.metrics.stateful import BridgeMetric, Mean
 from keras_bridge.utils.compat import keras_loss_tracker
 from keras_bridge.utils.keras import import_keras
 
+if TYPE_CHECKING:
+    import keras
+
 Tensor = torch.Tensor
 
 
-def _accepts_training(fn: Any) -> bool:
+def _accepts_training(fn: Callable[..., Any]) -> bool:
     try:
         parameters = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
@@ -74,7 +77,7 @@ class KerasHooks:
             give the logs and an overridden ``compute_metrics`` adds its entries.
     """
 
-    def __init__(self, model: Any, loss: bool, metrics: bool, keras_logs: bool) -> None:
+    def __init__(self, model: keras.Model, loss: bool, metrics: bool, keras_logs: bool) -> None:
         self.model = model
         self.loss = loss
         self.metrics = metrics
@@ -82,7 +85,7 @@ class KerasHooks:
         self._loss_has_training = _accepts_training(model.compute_loss)
 
     @classmethod
-    def detect(cls, model: Any, keras_logs: bool) -> Optional[KerasHooks]:
+    def detect(cls, model: keras.Model, keras_logs: bool) -> Optional[KerasHooks]:
         """The hooks of ``model`` when its class overrides ``compute_loss`` or ``compute_metrics``, else ``None``."""
         base = import_keras().Model
         loss = getattr(type(model), "compute_loss", None) is not getattr(base, "compute_loss", None)
@@ -159,7 +162,7 @@ class StageTracker(nn.Module):
         self.updated = False
 
     @staticmethod
-    def keras_hooks(model: Any, keras_logs: bool) -> Optional[KerasHooks]:
+    def keras_hooks(model: keras.Model, keras_logs: bool) -> Optional[KerasHooks]:
         """:meth:`KerasHooks.detect`: the hooks of a Keras model that overrides its step methods, or ``None``."""
         return KerasHooks.detect(model, keras_logs)
 

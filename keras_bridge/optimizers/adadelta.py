@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.base import GroupUpdate, KerasOptimizer
+
+if TYPE_CHECKING:
+    from torch.optim.optimizer import ParamsT
 
 Tensor = torch.Tensor
 
@@ -27,7 +30,7 @@ class Adadelta(KerasOptimizer):
     _state_names = ("accumulated_grad", "accumulated_delta_var")
 
     def __init__(
-        self, params: Any, learning_rate: Any = 0.001, rho: float = 0.95, epsilon: float = 1e-7, **kwargs: Any
+        self, params: ParamsT, learning_rate: Any = 0.001, rho: float = 0.95, epsilon: float = 1e-7, **kwargs: Any
     ) -> None:
         super().__init__(params, learning_rate, dict(rho=rho, epsilon=epsilon), **kwargs)
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.base import Group, GroupUpdate, KerasOptimizer
+
+if TYPE_CHECKING:
+    from torch.optim.optimizer import ParamsT
 
 Tensor = torch.Tensor
 
@@ -26,7 +29,7 @@ class Adagrad(KerasOptimizer):
 
     _state_names = ("accumulator",)
 
-    def __init__(self, params: Any, learning_rate: Any = 0.001, initial_accumulator_value: float = 0.1,
+    def __init__(self, params: ParamsT, learning_rate: Any = 0.001, initial_accumulator_value: float = 0.1,
                  epsilon: float = 1e-7, **kwargs: Any) -> None:  # fmt: skip
         hyper = dict(initial_accumulator_value=initial_accumulator_value, epsilon=epsilon)
         super().__init__(params, learning_rate, hyper, **kwargs)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.base import GroupUpdate, KerasOptimizer
+
+if TYPE_CHECKING:
+    from torch.optim.optimizer import ParamsT
 
 Tensor = torch.Tensor
 
@@ -27,7 +30,7 @@ class Adamax(KerasOptimizer):
 
     _state_names = ("momentum", "norm")
 
-    def __init__(self, params: Any, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+    def __init__(self, params: ParamsT, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-7, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(params, learning_rate, dict(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon), **kwargs)
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 import numbers
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
 import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.schedules import check_schedule, is_schedule, learning_rate_at
 from keras_bridge.utils.compat import foreach
+
+if TYPE_CHECKING:
+    from torch.optim.optimizer import ParamsT
 
 Tensor = torch.Tensor
 Group = Dict[str, Any]
@@ -48,7 +51,7 @@ class OptimizerSpec:
     def __post_init__(self) -> None:
         check_schedule(self.schedule)
 
-    def build(self, params: Any) -> Tuple[torch.optim.Optimizer, Optional[Any]]:
+    def build(self, params: ParamsT) -> Tuple[torch.optim.Optimizer, Optional[Any]]:
         """Return ``(optimizer, schedule_or_None)``; drive a schedule with ``KerasScheduleLR``.
 
         Args:
@@ -73,7 +76,7 @@ class _KerasClassFactory:
     def __init__(self, cls: type, args: tuple, kwargs: Dict[str, Any]) -> None:
         self.cls, self.args, self.kwargs = cls, args, kwargs
 
-    def __call__(self, params: Any) -> torch.optim.Optimizer:
+    def __call__(self, params: ParamsT) -> torch.optim.Optimizer:
         return self.cls(params, *self.args, **self.kwargs)
 
 
@@ -150,7 +153,7 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
 
     def __init__(
         self,
-        params: Any,
+        params: ParamsT,
         learning_rate: Any,
         hyper: Dict[str, Any],
         *,

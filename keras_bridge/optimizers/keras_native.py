@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,8 +31,11 @@ from keras_bridge.optimizers.schedules import check_schedule
 from keras_bridge.utils.compat import keras_learning_rate_setting
 from keras_bridge.utils.keras import import_keras
 
+if TYPE_CHECKING:
+    import keras
 
-def learning_rate_of(keras_optimizer: Any) -> float:
+
+def learning_rate_of(keras_optimizer: keras.optimizers.Optimizer) -> float:
     """The learning rate Keras's next update uses (a schedule evaluated at ``iterations``), as a float."""
     return float(np.asarray(import_keras().ops.convert_to_numpy(keras_optimizer.learning_rate)))
 
@@ -56,7 +59,7 @@ class KerasOptimizerStep(torch.optim.Optimizer):
         variables: the model's trainable Keras variables, in order.
     """
 
-    def __init__(self, keras_optimizer: Any, variables: Sequence[Any]) -> None:
+    def __init__(self, keras_optimizer: keras.optimizers.Optimizer, variables: Sequence[Any]) -> None:
         self.keras_optimizer = keras_optimizer
         self.variables = list(variables)
         params: List[torch.Tensor] = [v.value for v in self.variables]
@@ -116,7 +119,7 @@ class _KerasLearningRateGroup(dict):
     Read lazily (only when someone asks), so training itself makes no host synchronisation for it.
     """
 
-    def __init__(self, keras_optimizer: Any, group: Dict[str, Any]) -> None:
+    def __init__(self, keras_optimizer: keras.optimizers.Optimizer, group: Dict[str, Any]) -> None:
         super().__init__(group)
         self.keras_optimizer = keras_optimizer
 
@@ -146,7 +149,7 @@ class _KerasLearningRateGroup(dict):
 class KerasNativeSpec(OptimizerSpec):
     """A compile-time choice of a Keras optimizer object for a Keras model: built on its variables."""
 
-    def __init__(self, keras_optimizer: Any) -> None:
+    def __init__(self, keras_optimizer: keras.optimizers.Optimizer) -> None:
         name = type(keras_optimizer).__name__
         # A partial, not a lambda: launchers that start processes (ddp_spawn) pickle the spec.
         super().__init__(name, functools.partial(KerasOptimizerStep, keras_optimizer))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import sys
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from keras_bridge.optimizers.schedules import check_schedule, is_schedule, learn
 from keras_bridge.optimizers.sgd import SGD
 from keras_bridge.utils.errors import did_you_mean
 from keras_bridge.utils.keras import import_keras
+
+if TYPE_CHECKING:
+    import keras
 
 _KERAS_NAMES = ("SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "Nadam")
 _ACCEPTED_STRINGS = sorted(name.lower() for name in _KERAS_NAMES)
@@ -116,7 +119,7 @@ class _TorchFactory:
 class _ZeroArgLearningRate:
     """Keras calls a non-schedule callable ``learning_rate`` without arguments; adapt it to ``step -> lr``."""
 
-    def __init__(self, fn: Any) -> None:
+    def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
 
     def __call__(self, step: int) -> float:
@@ -236,7 +239,7 @@ def _from_string(identifier: str) -> OptimizerSpec:
     )
 
 
-def _keras_learning_rate(keras_optimizer: Any) -> Any:
+def _keras_learning_rate(keras_optimizer: keras.optimizers.Optimizer) -> Any:
     keras = import_keras()
     raw = getattr(keras_optimizer, "_learning_rate", None)
     if isinstance(raw, keras.optimizers.schedules.LearningRateSchedule):

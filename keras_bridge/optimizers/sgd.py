@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import TYPE_CHECKING, Any, Tuple
 
 import torch
 
 import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.base import Group, GroupUpdate, KerasOptimizer
+
+if TYPE_CHECKING:
+    from torch.optim.optimizer import ParamsT
 
 Tensor = torch.Tensor
 
@@ -25,7 +28,7 @@ class SGD(KerasOptimizer):
     """
 
     def __init__(
-        self, params: Any, learning_rate: Any = 0.01, momentum: float = 0.0, nesterov: bool = False, **kwargs: Any
+        self, params: ParamsT, learning_rate: Any = 0.01, momentum: float = 0.0, nesterov: bool = False, **kwargs: Any
     ) -> None:
         if not 0 <= momentum <= 1:
             raise ValueError(f"`momentum` must be a float between [0, 1]. Received: momentum={momentum}")

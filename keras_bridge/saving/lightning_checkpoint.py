@@ -33,6 +33,8 @@ from keras_bridge.saving.archive import bridge_entry, describe_torch_model
 from keras_bridge.utils.compat import attached_trainer, loader_states_lightning_skips
 
 if TYPE_CHECKING:
+    import keras
+
     from keras_bridge.module import KerasModule
 
 #: The key of the bridge's entry in a Lightning checkpoint dict.
@@ -44,7 +46,7 @@ def _keras(module: KerasModule) -> Any:
     return module.model  # a keras.Model: Any to the type checker
 
 
-def _keras_model_config(model: Any) -> Optional[Dict[str, Any]]:
+def _keras_model_config(model: keras.Model) -> Optional[Dict[str, Any]]:
     try:
         description = S.serialize(model)
     except Exception:  # a subclassed Keras model without get_config

@@ -75,7 +75,9 @@ def check_model(model: Any) -> None:
         )
 
 
-def model_names(model: Any, output_names: Any, input_names: Any) -> Tuple[Optional[List[str]], Optional[List[str]]]:
+def model_names(
+    model: torch.nn.Module, output_names: Any, input_names: Any
+) -> Tuple[Optional[List[str]], Optional[List[str]]]:
     """``(output_names, input_names)`` as given, else a Keras model's own (``None`` for a torch module)."""
     if is_keras_model(model):
         if output_names is None:
@@ -87,7 +89,7 @@ def model_names(model: Any, output_names: Any, input_names: Any) -> Tuple[Option
     )
 
 
-def forward_parameters(model: Any) -> Optional[List[str]]:
+def forward_parameters(model: torch.nn.Module) -> Optional[List[str]]:
     """The names a dict ``x`` may give a torch module's ``forward`` (None for ``**kwargs`` or no signature).
 
     Example:

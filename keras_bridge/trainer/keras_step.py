@@ -40,18 +40,19 @@ from keras_bridge.utils.compat import keras_flatten_metrics_in_order, keras_symb
 from keras_bridge.utils.keras import import_keras
 
 if TYPE_CHECKING:
+    import keras
     import lightning.pytorch as pl
 
 STEP_METHODS = ("train_step", "test_step", "predict_step")
 
 
-def overrides(model: Any, name: str) -> bool:
+def overrides(model: keras.Model, name: str) -> bool:
     """Whether the class of the Keras model ``model`` defines its own ``name`` (not ``keras.Model``'s)."""
     base = import_keras().Model
     return getattr(type(model), name, None) is not getattr(base, name, None)
 
 
-def runs_keras_steps(model: Any) -> bool:
+def runs_keras_steps(model: keras.Model) -> bool:
     """True for a Keras model whose class overrides ``train_step``, ``test_step``, ``predict_step`` or ``compile``."""
     return any(overrides(model, name) for name in (*STEP_METHODS, "compile"))
 
@@ -156,7 +157,7 @@ class KerasSteps:
         model: the Keras model (compiled by Keras).
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: keras.Model) -> None:
         self.model = model
         self.train_logs = StepLogs(self, training=True)
         self.eval_logs = StepLogs(self, training=False)
@@ -320,7 +321,7 @@ def _averaging(apply: Any, weight: float) -> Any:
     return averaged_apply
 
 
-def model_optimizers(model: Any) -> List[Any]:
+def model_optimizers(model: keras.Model) -> List[Any]:
     """The Keras optimizers the model holds as attributes (``optimizer``, a GAN's ``d_optimizer``...), once each."""
     base = import_keras().optimizers.Optimizer
     found: List[Any] = []

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from keras_bridge.utils.keras import import_keras
 
 if TYPE_CHECKING:
+    import keras
     import lightning.pytorch as pl
 
 CHECKED = {"lightning": "2.2.0 and 2.6.6", "keras": "3.11.0 and 3.15.1", "torch": "2.13.0"}
@@ -76,7 +77,7 @@ def dump_checkpoint(trainer: pl.Trainer, weights_only: bool) -> Dict[str, Any]:
     return connector.dump_checkpoint(weights_only)
 
 
-def keras_initial_epoch(model: Any) -> Optional[int]:
+def keras_initial_epoch(model: keras.Model) -> Optional[int]:
     """The epoch a Keras ``BackupAndRestore`` asked the fit to resume at (``model._initial_epoch``), or None.
 
     Checked: keras 3.11.0, 3.15.1 (Keras's ``Trainer`` sets it to None). Missing: None, as for a torch module
@@ -85,7 +86,7 @@ def keras_initial_epoch(model: Any) -> Optional[int]:
     return getattr(model, "_initial_epoch", None)
 
 
-def set_keras_initial_epoch(model: Any, epoch: Optional[int]) -> None:
+def set_keras_initial_epoch(model: keras.Model, epoch: Optional[int]) -> None:
     """Keras's ``model._initial_epoch``, which its ``BackupAndRestore`` sets to resume at ``epoch``.
 
     Checked: keras 3.11.0, 3.15.1. Missing: it is created (Keras reads it with a default).
@@ -207,7 +208,7 @@ def request_sigterm_stop(trainer: pl.Trainer) -> None:
     trainer._signal_connector.received_sigterm = True
 
 
-def keras_backup_save(callback: Any) -> None:
+def keras_backup_save(callback: keras.callbacks.Callback) -> None:
     """Have Keras's own ``BackupAndRestore`` write its backup now (its private ``_save_model``)."""
     callback._save_model()
 
@@ -284,7 +285,7 @@ def keras_registry_names(kind: str) -> List[str]:
     return list(_private(module, "ALL_OBJECTS_DICT", "keras", f"to list the names of Keras's {kind}"))
 
 
-def is_keras_builtin_loss(fn: Any) -> bool:
+def is_keras_builtin_loss(fn: Callable[..., Any]) -> bool:
     """True for one of Keras's own loss classes or functions (``keras.src.losses.ALL_OBJECTS``).
 
     Checked: keras 3.11.0, 3.15.1. Missing: :class:`PrivateAPIError`.
@@ -293,7 +294,7 @@ def is_keras_builtin_loss(fn: Any) -> bool:
     return fn in objects or type(fn) in objects
 
 
-def has_keras_monitor_op(callback: Any) -> bool:
+def has_keras_monitor_op(callback: keras.callbacks.Callback) -> bool:
     """True for a Keras ``MonitorCallback`` (not exported): it resolves ``monitor_op`` in ``_set_monitor_op``.
 
     Checked: keras 3.11.0, 3.15.1. Missing: False; Keras then resolves ``monitor_op`` itself at the first epoch end.
@@ -301,7 +302,7 @@ def has_keras_monitor_op(callback: Any) -> bool:
     return callable(getattr(callback, "_set_monitor_op", None))
 
 
-def set_keras_monitor_op(callback: Any) -> None:
+def set_keras_monitor_op(callback: keras.callbacks.Callback) -> None:
     """Let Keras resolve ``callback.monitor_op`` from an explicit ``mode`` now, not at the first epoch end.
 
     Checked: keras 3.11.0, 3.15.1. Missing: :class:`PrivateAPIError` (only called when :func:`has_keras_monitor_op`).
@@ -325,7 +326,7 @@ def progbar_due(bar: Any) -> bool:
     return bool(time.time() - _private(bar, "_last_update", "keras", "to draw as often as Keras") >= bar.interval)
 
 
-def keras_profile_batches(callback: Any) -> Tuple[int, int]:
+def keras_profile_batches(callback: keras.callbacks.Callback) -> Tuple[int, int]:
     """A Keras ``TensorBoard``'s parsed ``profile_batch`` range (kept only in private attributes).
 
     Checked: keras 3.11.0, 3.15.1. Missing: :class:`PrivateAPIError`.
@@ -342,7 +343,7 @@ def tensorboard_file_writer(writer: Any) -> Any:
     return _private(writer, "_get_file_writer", "torch", "to write Keras's TensorBoard summaries")()
 
 
-def keras_output_spec(model: Any, x: Any) -> Any:
+def keras_output_spec(model: keras.Model, x: Any) -> Any:
     """The output structure of ``model(x, training=False)`` as KerasTensors, without running it for real.
 
     Keras's own ``fit`` builds an unbuilt model this way (``backend.compute_output_spec`` in a stateless
@@ -367,7 +368,7 @@ def keras_learning_rate_setting(optimizer: Any) -> Any:
     return getattr(optimizer, "_learning_rate", None)
 
 
-def keras_symbolic_build(model: Any, batch: Any) -> Any:
+def keras_symbolic_build(model: keras.Model, batch: Any) -> Any:
     """Build a compiled Keras model's loss and metrics from one batch, as Keras's ``fit`` does first.
 
     Returns the output structure Keras computed on the way (``model(x, training=False)`` as
@@ -381,7 +382,7 @@ def keras_symbolic_build(model: Any, batch: Any) -> Any:
     original = backend.compute_output_spec
     outputs: List[Any] = []
 
-    def recording(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def recording(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         result = original(fn, *args, **kwargs)
         if fn is model and not outputs:
             outputs.append(result)
@@ -395,7 +396,7 @@ def keras_symbolic_build(model: Any, batch: Any) -> Any:
     return outputs[0] if outputs else None
 
 
-def keras_loss_tracker(model: Any) -> Any:
+def keras_loss_tracker(model: keras.Model) -> Any:
     """The ``Mean`` tracker behind a compiled Keras model's ``loss`` log (``model._loss_tracker``), or None.
 
     Keras's ``train_step`` feeds it; an overridden ``compute_metrics`` that calls Keras's reports it.
@@ -404,7 +405,7 @@ def keras_loss_tracker(model: Any) -> Any:
     return _private(model, "_loss_tracker", "keras", "to feed the `loss` that Keras's compute_metrics reports")
 
 
-def keras_flatten_metrics_in_order(model: Any, logs: Dict[str, Any]) -> Any:
+def keras_flatten_metrics_in_order(model: keras.Model, logs: Dict[str, Any]) -> Any:
     """``evaluate``'s return value from its logs, as Keras orders it (``model._flatten_metrics_in_order``).
 
     Checked: keras 3.15.1, present in 3.11. Missing: :class:`PrivateAPIError`.
@@ -412,7 +413,7 @@ def keras_flatten_metrics_in_order(model: Any, logs: Dict[str, Any]) -> Any:
     return _private(model, "_flatten_metrics_in_order", "keras", "to order evaluate's results as Keras")(logs)
 
 
-def set_keras_callback_model(callback: Any, model: Any) -> None:
+def set_keras_callback_model(callback: keras.callbacks.Callback, model: keras.Model) -> None:
     """Keras's ``callback._model``: ``set_model`` would do, but Keras's own needs TensorFlow for some callbacks.
 
     Checked: keras 3.15.1 (``Callback.model`` reads ``_model``). Missing: not applicable (it is set).
@@ -445,7 +446,7 @@ def pytree_flatten(tree: Any) -> Any:
     return tree_flatten(tree)
 
 
-def keras_loss_function_wrapper(fn: Any, name: str) -> Any:
+def keras_loss_function_wrapper(fn: Callable[..., Any], name: str) -> Any:
     """``fn`` wrapped the way Keras's ``compile`` wraps a loss function (``LossFunctionWrapper``, not exported).
 
     Checked: keras 3.15.1. Missing: :class:`PrivateAPIError`.

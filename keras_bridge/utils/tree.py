@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Iterator, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Mapping, Sequence, Tuple
 
 from keras_bridge.utils.keras import import_keras
 
@@ -132,7 +132,7 @@ def pack_sequence_as(structure: Any, flat: Sequence[Any]) -> Any:
     return build(structure)
 
 
-def map_leaves(fn: Any, obj: Any) -> Any:
+def map_leaves(fn: Callable[..., Any], obj: Any) -> Any:
     """Apply ``fn`` to every leaf of a ``compile`` argument, a serialized Keras object being one leaf.
 
     ``keras.tree`` would walk into a config dict (and its ``traverse`` does not keep dict order), hence
@@ -152,7 +152,7 @@ def same_structure(a: Any, b: Any) -> bool:
     return True
 
 
-def map_structure(fn: Any, obj: Any) -> Any:
+def map_structure(fn: Callable[..., Any], obj: Any) -> Any:
     """Apply ``fn`` to every leaf of a structure of lists, tuples, namedtuples and dicts (``keras.tree``)."""
     return _tree().map_structure(fn, obj)
 

@@ -25,13 +25,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 import keras_bridge.saving.formats as saving
 import keras_bridge.saving.state as _state
 from keras_bridge.callbacks.ports.base import BoundPort, lazy_ports, stand_in
 from keras_bridge.saving.atomic import atomic_write
 from keras_bridge.utils.compat import set_keras_initial_epoch, set_start_epoch
+
+if TYPE_CHECKING:
+    import keras
 
 
 class _BackupAndRestore(BoundPort):
@@ -117,7 +120,7 @@ def _copy(source: str, target: str) -> None:
         shutil.copyfile(source, tmp)
 
 
-def from_keras(callback: Any) -> Any:
+def from_keras(callback: keras.callbacks.Callback) -> Any:
     """The port configured as a ``keras.callbacks.BackupAndRestore`` instance."""
     return stand_in(
         __getattr__("BackupAndRestore"),

@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from keras_bridge.callbacks.ports.base import BoundPort, lazy_ports, stand_in
 from keras_bridge.utils.compat import keras_profile_batches, tensorboard_file_writer
+
+if TYPE_CHECKING:
+    import keras
 
 _TRAIN, _VAL = "train", "val"
 
@@ -84,7 +87,7 @@ class _TensorBoard(BoundPort):
         # Batch hooks matter only when something is written per batch.
         return self.update_freq != "epoch" or bool(self.write_steps_per_second)
 
-    def set_model(self, model: Any) -> None:
+    def set_model(self, model: keras.Model) -> None:
         self._model = model
         self._log_write_dir = self.log_dir
         self._train_dir = os.path.join(self._log_write_dir, "train")
@@ -290,7 +293,7 @@ def _write_text_tensor(writer: Any, tag: str, text: str, plugin: str, step: int)
     )
 
 
-def from_keras(callback: Any) -> Any:
+def from_keras(callback: keras.callbacks.Callback) -> Any:
     """The port configured as a ``keras.callbacks.TensorBoard`` instance (which needs TensorFlow)."""
     port = __getattr__("TensorBoard")
     profile = keras_profile_batches(callback)

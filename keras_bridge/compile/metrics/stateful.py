@@ -314,7 +314,7 @@ def check_metric(identifier: Any, argument: str = "metrics") -> None:
     )
 
 
-def _direction_of_function(fn: Any) -> Optional[str]:
+def _direction_of_function(fn: Callable[..., Any]) -> Optional[str]:
     """Keras's ``MeanMetricWrapper`` marks wrapped Keras *losses* as "down"."""
     try:
         if is_keras_builtin_loss(fn):

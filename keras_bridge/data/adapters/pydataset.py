@@ -36,7 +36,7 @@ import itertools
 import math
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Generator, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -46,6 +46,9 @@ from keras_bridge.data.contract import DataOptions
 from keras_bridge.data.distributed import GlobalBatchInfo, rank_world, shared_seed
 from keras_bridge.data.epoch_iterator import KerasLoader, StepsCarryOver
 from keras_bridge.utils.tree import first_batch_dim, map_structure
+
+if TYPE_CHECKING:
+    import keras
 
 Key = Tuple[int, bool]  # (batch index, give an empty batch instead)
 
@@ -103,7 +106,7 @@ def is_py_dataset(obj: Any) -> bool:
 
 
 def fetch_batch(
-    py_dataset: Any,
+    py_dataset: keras.utils.PyDataset,
     index: int,
     class_weight: Optional[Mapping[Any, float]] = None,
     empty: bool = False,
@@ -122,7 +125,7 @@ def fetch_batch(
 class PyDatasetBatches(Dataset):
     """A map-style view of a PyDataset whose items are whole, prepared batches (for worker processes)."""
 
-    def __init__(self, py_dataset: Any, class_weight: Optional[Mapping[Any, float]] = None) -> None:
+    def __init__(self, py_dataset: keras.utils.PyDataset, class_weight: Optional[Mapping[Any, float]] = None) -> None:
         self.py_dataset = py_dataset
         self.class_weight = class_weight
 
@@ -266,7 +269,7 @@ def start_method() -> str:
     return chosen or multiprocessing.get_all_start_methods()[0]
 
 
-def _check_picklable(py_dataset: Any) -> None:
+def _check_picklable(py_dataset: keras.utils.PyDataset) -> None:
     """Worker processes that do not fork receive the PyDataset pickled: refuse one that cannot be, up front."""
     import pickle
 
@@ -302,7 +305,7 @@ class PyDatasetLoader(KerasLoader):
         [0, 1, 4]
     """
 
-    def __init__(self, py_dataset: Any, options: DataOptions = DataOptions()) -> None:
+    def __init__(self, py_dataset: keras.utils.PyDataset, options: DataOptions = DataOptions()) -> None:
         super().__init__(options.steps, options.evaluation)
         self.py_dataset = py_dataset
         self.options = options
