@@ -39,7 +39,7 @@ _INDEX_TARGET_FUNCTIONS = (F.cross_entropy, F.nll_loss, F.multi_margin_loss, F.m
 _TORCH_TO_KERAS_REDUCTION = {"mean": "sum_over_batch_size", "sum": "sum", "none": "none", "batchmean": "batchmean"}
 
 
-def is_binary_or_sparse_categorical(y_true: Any, y_pred: Any) -> tuple:
+def is_binary_or_sparse_categorical(y_true: torch.Tensor, y_pred: torch.Tensor) -> tuple:
     """Keras's shape rule behind "accuracy"/"crossentropy": ``(is_binary, is_sparse_categorical)``."""
     t_shape, p_shape = tuple(y_true.shape), tuple(y_pred.shape)
     is_binary = p_shape[-1] == 1
@@ -121,7 +121,9 @@ class KerasLossTerm(LossTerm):
         """True when the loss runs as native torch code (no Keras ops)."""
         return not self.keras_ops and not self.keras_call
 
-    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Tensor:
+    def __call__(
+        self, y_true: torch.Tensor, y_pred: torch.Tensor, sample_weight: Optional[torch.Tensor] = None
+    ) -> Tensor:
         if self.keras_call or import_keras().tree.is_nested(y_pred):
             first = import_keras().tree.flatten(y_pred)[0]
             with L.keras_device(first):
