@@ -39,7 +39,7 @@ from keras_bridge.trainer import on_batch
 from keras_bridge.trainer.arguments import check_model, forward_parameters, model_names
 from keras_bridge.trainer.keras_step import KerasSteps
 from keras_bridge.utils.keras import is_keras_model
-from keras_bridge.utils.tree import first_batch_dim, unpack_batch
+from keras_bridge.utils.tree import first_batch_dim, unpack_x_y_sample_weight
 
 Tensor = torch.Tensor
 
@@ -216,7 +216,7 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
 
     def _step(self, batch: Any, training: bool) -> Tensor:
         batch, info = split_batch_info(batch)
-        x, y, sw = unpack_batch(batch)
+        x, y, sw = unpack_x_y_sample_weight(batch)
         y_pred = self(x, training=training)
         batch_size = first_batch_dim(x)
         if batch_size == 0:
@@ -258,7 +258,7 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
         if self.keras_step is not None:
             return self.keras_step.predict_step(batch)
-        x, _, _ = unpack_batch(batch)
+        x, _, _ = unpack_x_y_sample_weight(batch)
         return self(x, training=False)
 
     # ------------------------------------------------------------------ logs (keras_bridge.trainer.module_logs)

@@ -45,6 +45,7 @@ from keras_bridge.data.batches import check_class_weight, check_values, class_we
 from keras_bridge.data.contract import DataOptions, Loader
 from keras_bridge.data.distributed import group_in_use  # noqa: F401  (for the trainer)
 from keras_bridge.data.epoch_iterator import KerasLoader, unwrap
+from keras_bridge.utils.tree import unpack_x_y_sample_weight
 
 
 def make_loader(x: Any, y: Any = None, sample_weight: Any = None, options: DataOptions = DataOptions()) -> Loader:
@@ -206,26 +207,10 @@ def validation_loader(validation: Tuple[Any, Any, Any], options: DataOptions, fr
 
 
 def _unpack_validation(validation_data: Any) -> Tuple[Any, Any, Any]:
-    if isinstance(validation_data, tuple) and len(validation_data) in (2, 3) and is_array_structure(validation_data[0]):
-        x, y = validation_data[0], validation_data[1]
-        sw = validation_data[2] if len(validation_data) == 3 else None
-        return x, y, sw
-    if isinstance(validation_data, (tuple, list)) and is_array_structure(validation_data[0]):
-        raise ValueError(
-            "Expected `validation_data` to be a tuple `(x_val, y_val)` or `(x_val, y_val, "
-            f"val_sample_weight)`, or a dataset. Received a {type(validation_data).__name__} of "
-            f"length {len(validation_data)}."
-        )
-    return validation_data, None, None
-
-
-def split_tuple(data: Any) -> Tuple[Any, Any, Any]:
-    # A tuple is unpacked the way Keras unpacks dataset elements; a list or dict is a multi-input x.
-    if isinstance(data, tuple) and len(data) in (2, 3):
-        return data[0], data[1], data[2] if len(data) == 3 else None
-    if isinstance(data, tuple) and len(data) == 1:
-        return data[0], None, None
-    return data, None, None
+    try:  # Keras's trainer unpacks `validation_data` as it unpacks a batch
+        return unpack_x_y_sample_weight(validation_data)
+    except ValueError as err:
+        raise ValueError(f"Invalid `validation_data`: {err}") from None
 
 
 def loader_length(loader: Any) -> Optional[int]:

@@ -8,8 +8,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from keras_bridge.data.contract import DataOptions
-from keras_bridge.data.dispatch import make_loader, split_tuple
+from keras_bridge.data.dispatch import make_loader
 from keras_bridge.data.epoch_iterator import as_dataloader
+from keras_bridge.utils.tree import unpack_x_y_sample_weight
 
 
 def to_dataloader(data: Any, batch_size: Optional[int] = None, shuffle: Any = False) -> DataLoader:
@@ -39,6 +40,7 @@ def to_dataloader(data: Any, batch_size: Optional[int] = None, shuffle: Any = Fa
         ('DataLoader', 3, [4, 4, 2])
     """
     seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-    x, y, sw = split_tuple(data)
+    # A tuple is unpacked as Keras unpacks a batch; a list (or dict) is a multi-input `x`.
+    x, y, sw = unpack_x_y_sample_weight(data) if isinstance(data, tuple) else (data, None, None)
     loader = make_loader(x, y, sw, DataOptions(batch_size=batch_size, shuffle=shuffle, seed=seed))
     return as_dataloader(loader.as_keras_loader())

@@ -28,7 +28,7 @@ from keras_bridge.trainer.connector import TrainerArgument, TrainerConnector, qu
 from keras_bridge.utils.compat import keras_output_spec, keras_symbolic_build, set_start_epoch
 from keras_bridge.utils.errors import LabelRangeError, user_traceback
 from keras_bridge.utils.keras import import_keras
-from keras_bridge.utils.tree import map_structure, unpack_batch
+from keras_bridge.utils.tree import map_structure, unpack_x_y_sample_weight
 
 if TYPE_CHECKING:
     from keras_bridge.module import KerasModule
@@ -44,7 +44,7 @@ def _build(module: KerasModule, loader: Loader, stage: str = "train") -> None:
     if module.built:
         return
     batch = loader.peek()
-    x, y, sw = unpack_batch(batch)
+    x, y, sw = unpack_x_y_sample_weight(batch)
     check_input_names(module, x)
     require_targets(module, y, "the first batch of `x` holds no targets")
     if module.is_keras:
@@ -247,7 +247,7 @@ def predict(module: KerasModule, x: Any, batch_size: Optional[int] = None, verbo
     cbs = split_callbacks(callbacks)
     loader = data_dispatch.make_loader(x, options=DataOptions(batch_size=batch_size, steps=steps, mode="predict"))
     _prepare_keras_steps(module, "predict", predict=loader)
-    check_input_names(module, unpack_batch(loader.peek())[0])
+    check_input_names(module, unpack_x_y_sample_weight(loader.peek())[0])
     owned = {} if steps is None else {"limit_predict_batches": steps}
     driver_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="predict",
                         keras_rng=(False, _keras_rng(module, loader)))  # fmt: skip

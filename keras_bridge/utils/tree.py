@@ -7,7 +7,7 @@ is a leaf. Both the data path and the compile plans use these, so they live outs
 Example:
     >>> flatten({"b": 1, "a": (2, 3)})
     [2, 3, 1]
-    >>> unpack_batch((1, 2))
+    >>> unpack_x_y_sample_weight((1, 2))
     (1, 2, None)
 """
 
@@ -189,25 +189,32 @@ def first_batch_dim(x: Any) -> int:
     raise ValueError(f"Cannot tell the batch size: every input is None. Received: x={describe(x)}")
 
 
-def unpack_batch(batch: Any) -> Tuple[Any, Any, Any]:
-    """Split a batch into ``(x, y, sample_weight)`` the way Keras unpacks dataset elements.
+def unpack_x_y_sample_weight(data: Any) -> Tuple[Any, Any, Any]:
+    """``(x, y, sample_weight)`` of ``data`` by Keras's rules (``keras.utils.unpack_x_y_sample_weight``).
 
-    A tuple or list of length 1-3 is ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``; anything else
-    (a tensor, a dict) is all ``x``.
+    A list counts as a tuple; a tuple of length 1-3 is ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``;
+    anything else that is not a tuple (a tensor, a dict, a dataset) is all ``x``. Keras unpacks its dataset
+    elements (batches) and ``fit``'s ``validation_data`` this way.
+
+    Raises:
+        ValueError: a tuple or list of another length, with Keras's message.
 
     Example:
-        >>> unpack_batch((1, 2))
-        (1, 2, None)
+        >>> unpack_x_y_sample_weight((1, 2)), unpack_x_y_sample_weight([1]), unpack_x_y_sample_weight({"a": 1})
+        ((1, 2, None), (1, None, None), ({'a': 1}, None, None))
     """
-    if isinstance(batch, (tuple, list)):
-        if len(batch) == 1:
-            return batch[0], None, None
-        if len(batch) == 2:
-            return batch[0], batch[1], None
-        if len(batch) == 3:
-            return batch[0], batch[1], batch[2]
-        raise ValueError(
-            "A batch must be `x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)`; received a "
-            f"{type(batch).__name__} of length {len(batch)}."
-        )
-    return batch, None, None
+    kind = type(data).__name__
+    if isinstance(data, list):
+        data = tuple(data)
+    if not isinstance(data, tuple):
+        return data, None, None
+    if len(data) == 1:
+        return data[0], None, None
+    if len(data) == 2:
+        return data[0], data[1], None
+    if len(data) == 3:
+        return data[0], data[1], data[2]
+    raise ValueError(
+        "Data is expected to be in format `x`, `(x,)`, `(x, y)`, or `(x, y, sample_weight)`, found: "
+        f"a {kind} of {len(data)} elements"
+    )

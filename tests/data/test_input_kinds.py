@@ -182,3 +182,22 @@ def test_other_frameworks_arrays_match_keras(framework):
     # Keras reads them through NumPy too: the NumPy twin is its reference.
     assert_history_close(k_model.fit(x_np, y_np, **fit), module.fit(x, y, **fit), rtol=RTOL)
     np.testing.assert_allclose(module.predict(x, verbose=0), k_model.predict(x_np, verbose=0), rtol=RTOL, atol=1e-6)
+
+
+def test_validation_data_as_a_list_is_unpacked_as_keras_does():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(24, 4)).astype("float32"), rng.normal(size=(24, 1)).astype("float32")
+    x_val, y_val = rng.normal(size=(8, 4)).astype("float32"), rng.normal(size=(8, 1)).astype("float32")
+    k_model, b_model = twin_models(mlp())
+    module = compile_both(k_model, b_model)
+    fit = dict(batch_size=8, epochs=2, shuffle=False, verbose=0, validation_data=[x_val, y_val])
+    assert_history_close(k_model.fit(x, y, **fit), module.fit(x, y, **fit), rtol=RTOL)
+
+
+def test_validation_data_of_four_elements_is_refused_before_training():
+    x, y = np.zeros((8, 4), "float32"), np.zeros((8, 1), "float32")
+    module = kb.KerasModule(mlp()())
+    module.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="Invalid `validation_data`: Data is expected to be in format"):
+        module.fit(x, y, validation_data=(x, y, None, None), verbose=0)
+    assert module.history is None
