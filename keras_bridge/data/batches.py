@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
+from keras_bridge.utils.keras import import_keras
 from keras_bridge.utils.tree import map_structure
 
 Tensor = torch.Tensor
@@ -33,6 +34,14 @@ def _from_numpy(arr: np.ndarray) -> Tensor:
 def _floatx(t: Tensor) -> Tensor:
     # Keras feeds float64 data to the model as floatx (float32).
     return t.float() if t.dtype == torch.float64 else t
+
+
+def _array_floatx(t: Tensor) -> Tensor:
+    # Keras's array adapters hand every float array (float16, bfloat16, float64) to the model in floatx.
+    if not t.is_floating_point():
+        return t
+    floatx = getattr(torch, import_keras().config.floatx())
+    return t if t.dtype == floatx else t.to(floatx)
 
 
 def is_array(obj: Any) -> bool:
@@ -80,11 +89,12 @@ def as_numpy(value: Any) -> np.ndarray:
 
 
 def to_tensor(value: Any) -> Tensor:
-    """An array as a torch tensor (float64 becomes float32, as Keras feeds floatx); object arrays are refused.
+    """An array as a torch tensor (floats in Keras's floatx, as Keras's array adapters feed them); object arrays are
+    refused.
 
     Example:
-        >>> to_tensor(np.zeros((2, 3))).dtype
-        torch.float32
+        >>> to_tensor(np.zeros((2, 3))).dtype, to_tensor(np.zeros(2, np.float16)).dtype
+        (torch.float32, torch.float32)
     """
     if isinstance(value, torch.Tensor):
         t = value
@@ -99,7 +109,7 @@ def to_tensor(value: Any) -> Tensor:
                 f"Received an array of dtype {arr.dtype} (e.g. {example!r}) of shape {arr.shape}"
             )
         t = _from_numpy(np.ascontiguousarray(arr))
-    return _floatx(t)
+    return _array_floatx(t)
 
 
 def _leaves_with_paths(value: Any, path: str = "") -> Any:

@@ -210,7 +210,10 @@ def _unpack_validation(validation_data: Any) -> Tuple[Any, Any, Any]:
     try:  # Keras's trainer unpacks `validation_data` as it unpacks a batch
         return unpack_x_y_sample_weight(validation_data)
     except ValueError as err:
-        raise ValueError(f"Invalid `validation_data`: {err}") from None
+        raise ValueError(
+            "Expected `validation_data` to be a tuple `(x_val, y_val)` or `(x_val, y_val, val_sample_weight)`, or "
+            f"a dataset. {err}"
+        ) from None
 
 
 def loader_length(loader: Any) -> Optional[int]:

@@ -216,5 +216,5 @@ def unpack_x_y_sample_weight(data: Any) -> Tuple[Any, Any, Any]:
         return data[0], data[1], data[2]
     raise ValueError(
         "Data is expected to be in format `x`, `(x,)`, `(x, y)`, or `(x, y, sample_weight)`, found: "
-        f"a {kind} of {len(data)} elements"
+        f"a {kind} of length {len(data)}"
     )

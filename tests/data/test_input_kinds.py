@@ -11,6 +11,7 @@ import ml_dtypes
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from helpers import assert_history_close, twin_models
 from keras import layers
 
@@ -198,6 +199,54 @@ def test_validation_data_of_four_elements_is_refused_before_training():
     x, y = np.zeros((8, 4), "float32"), np.zeros((8, 1), "float32")
     module = kb.KerasModule(mlp()())
     module.compile(optimizer="sgd", loss="mse")
-    with pytest.raises(ValueError, match="Invalid `validation_data`: Data is expected to be in format"):
+    with pytest.raises(ValueError, match=r"`validation_data` to be a tuple .*Data is expected to be in format"):
         module.fit(x, y, validation_data=(x, y, None, None), verbose=0)
     assert module.history is None
+
+
+class _DtypeProbe(keras.layers.Layer):
+    """Passes its input through unchanged (``autocast=False``) and records the dtype it was called with."""
+
+    def __init__(self, **kwargs):
+        super().__init__(autocast=False, **kwargs)
+        self.seen = set()
+
+    def call(self, x):
+        self.seen.add(keras.backend.standardize_dtype(x.dtype))
+        return x
+
+
+class _ProbedModel(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.probe = _DtypeProbe()
+        self.dense = layers.Dense(1)
+
+    def call(self, x):
+        return self.dense(self.probe(x))
+
+
+def test_float16_arrays_reach_the_model_as_floatx_as_in_keras():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(16, 4)).astype(np.float16), rng.normal(size=(16, 1)).astype(np.float16)
+    k_model, b_model = twin_models(lambda: _ProbedModel())
+    for model in (k_model, b_model):
+        model(np.zeros((1, 4), "float32"))  # builds the subclassed model's weights
+        model.probe.seen = set()
+    b_model.set_weights(k_model.get_weights())
+    module = compile_both(k_model, b_model)
+    fit = dict(batch_size=8, epochs=2, shuffle=False, verbose=0)
+    assert_history_close(k_model.fit(x, y, **fit), module.fit(x, y, **fit), rtol=RTOL)
+    assert b_model.probe.seen == k_model.probe.seen == {keras.config.floatx()}
+
+
+def test_a_torch_module_trains_on_float16_arrays_as_on_their_floatx_copy():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(16, 4)).astype(np.float16), rng.normal(size=(16, 1)).astype(np.float16)
+    histories = []
+    for data in ((x, y), (x.astype(np.float32), y.astype(np.float32))):  # what Keras's array adapter feeds
+        torch.manual_seed(0)
+        module = kb.KerasModule(torch.nn.Linear(4, 1))
+        module.compile(optimizer="sgd", loss="mse")
+        histories.append(module.fit(*data, batch_size=8, epochs=2, shuffle=False, verbose=0))
+    assert_history_close(histories[1], histories[0], rtol=0, atol=0)

@@ -31,6 +31,6 @@ def test_a_tuple_of_four_is_refused_with_keras_message():
     data = (X, Y, W, W)
     with pytest.raises(ValueError) as keras_err:
         keras.utils.unpack_x_y_sample_weight(data)
-    with pytest.raises(ValueError, match="found: a tuple of 4 elements") as ours:
+    with pytest.raises(ValueError, match="found: a tuple of length 4") as ours:
         unpack_x_y_sample_weight(data)
     assert str(ours.value).split("found:")[0] == str(keras_err.value).split("found:")[0]
