@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import warnings
 from typing import Any, Optional, Tuple
 
@@ -116,17 +117,41 @@ def _dataset_loader(data: Any, options: DataOptions) -> Loader:
             options = dataclasses.replace(options, shuffle=False)
         return PyDatasetLoader(data, options)
     if isinstance(data, DataLoader):
+        _shuffle_ignored(options, "a torch DataLoader. The DataLoader is expected to already be shuffled.")
         return WrappedDataLoader(data, options)
     if is_map_dataset(data):
         return sample_loader(data, options)
     if isinstance(data, IterableDataset):
         return WrappedDataLoader(DataLoader(data, batch_size=options.batch_size or DEFAULT_BATCH_SIZE), options)
+    if _is_tf_dataset(data):
+        _shuffle_ignored(
+            options, "a tf.data.Dataset. The Dataset is expected to already be shuffled (via `.shuffle(buffer_size)`)."
+        )
+    elif isinstance(data, types.GeneratorType):
+        _shuffle_ignored(options, "a generator. The generator is expected to yield already-shuffled data.")
     if hasattr(data, "__iter__") and not isinstance(data, (str, bytes)):
         return IterableLoader(data, options)
     raise TypeError(
         "Expected `x` to be arrays (anything with `__array__`: NumPy, pandas, JAX, TensorFlow, torch; or "
         "lists/dicts of them), a keras.utils.PyDataset, a tf.data.Dataset, a torch Dataset or DataLoader, "
         f"or an iterable of batches. Received: x of type {type(data).__name__}"
+    )
+
+
+def _shuffle_ignored(options: DataOptions, provided_as: str) -> None:
+    """Keras's warning when ``fit`` gets ``shuffle=True`` (its default) with data that shuffles itself."""
+    if options.shuffle and not options.evaluation:
+        warnings.warn(
+            f"`shuffle=True` was passed, but will be ignored since the data `x` was provided as {provided_as}",
+            stacklevel=5,
+        )
+
+
+def _is_tf_dataset(data: Any) -> bool:
+    # By class, as Keras tells it: TensorFlow is never imported for it.
+    return any(
+        c.__module__.startswith("tensorflow.python.data") and c.__name__ in ("DatasetV2", "DistributedDataset")
+        for c in type(data).__mro__
     )
 
 

@@ -6,6 +6,8 @@ arrays (those tests skip cleanly otherwise). Each test trains one twin with Kera
 compares History, weights and evaluate/predict results.
 """
 
+import warnings
+
 import keras
 import ml_dtypes
 import numpy as np
@@ -250,3 +252,29 @@ def test_a_torch_module_trains_on_float16_arrays_as_on_their_floatx_copy():
         module.compile(optimizer="sgd", loss="mse")
         histories.append(module.fit(*data, batch_size=8, epochs=2, shuffle=False, verbose=0))
     assert_history_close(histories[1], histories[0], rtol=0, atol=0)
+
+
+def _shuffle_warnings(record):
+    return [str(w.message) for w in record if "`shuffle=True` was passed" in str(w.message)]
+
+
+@pytest.mark.parametrize("kind", ["generator", "dataloader"])
+def test_shuffle_ignored_warnings_match_keras(kind):
+    x, y = np.zeros((8, 4), "float32"), np.zeros((8, 1), "float32")
+
+    def data():
+        if kind == "generator":
+            return ((x[i : i + 4], y[i : i + 4]) for i in (0, 4))
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.tensor(x), torch.tensor(y)), 4)
+
+    k_model, b_model = twin_models(mlp())
+    module = compile_both(k_model, b_model)
+    with pytest.warns(UserWarning) as keras_record:
+        k_model.fit(data(), epochs=1, verbose=0)
+    with pytest.warns(UserWarning) as bridge_record:
+        module.fit(data(), epochs=1, verbose=0)
+    assert _shuffle_warnings(bridge_record) == _shuffle_warnings(keras_record) != []
+    with warnings.catch_warnings(record=True) as quiet:
+        warnings.simplefilter("always")
+        module.fit(data(), epochs=1, verbose=0, shuffle=False)
+    assert _shuffle_warnings(quiet) == []
