@@ -12,7 +12,7 @@ checkpoint state (:mod:`keras_bridge.saving.history_state`, :mod:`~keras_bridge.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import lightning.pytorch as pl
 import torch
@@ -77,7 +77,7 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         input_names: Optional[Sequence[str]] = None,
         *,
         optimizer: Any = None, loss: Any = None, loss_weights: Any = None, metrics: Any = None,
-        weighted_metrics: Any = None, jit_compile: Any = "auto",
+        weighted_metrics: Any = None, jit_compile: Union[bool,str] = "auto",
     ) -> None:  # fmt: skip
         super().__init__()
         given_names = {"output_names": output_names, "input_names": input_names}

@@ -233,8 +233,9 @@ def test_any_share_counts_any_parameters(tmp_path):
     assert any_share(tmp_path) == (3, 4)
 
 
-# The share of `Any` among annotated parameters may only go down (28.1% when measured first; the target is 15%).
-_ANY_SHARE_CEILING = 0.285
+# The share of `Any` among annotated parameters may only go down (38.1% before issue 18, 26.0% after;
+# the target is 15%).
+_ANY_SHARE_CEILING = 0.26
 
 
 def test_any_share_does_not_grow():

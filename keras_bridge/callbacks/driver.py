@@ -15,7 +15,7 @@ hooks, and weights restored by ``EarlyStopping(restore_best_weights=True)`` are 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback as LightningCallback
@@ -121,7 +121,7 @@ class KerasCallbackDriver(LightningCallback):
         params: Optional[Dict[str, Any]] = None,
         model: Any = None,
         mode: Optional[str] = "fit",
-        validation_freq: Any = 1,
+        validation_freq: Union[int, Sequence[int]] = 1,
         keras_rng: Tuple[bool, bool] = (False, False),
     ) -> None:
         keras = import_keras()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, MutableMapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, MutableMapping, Optional, Union
 
 from keras_bridge.capture import CapturedForward
 from keras_bridge.compile.keras_args import split_keras_arguments
@@ -134,7 +134,7 @@ def compile_from_constructor(
     loss_weights: Any,
     metrics: Any,
     weighted_metrics: Any,
-    jit_compile: Any,
+    jit_compile: Union[bool, str],
 ) -> None:
     """Compile with the constructor's arguments when any but ``jit_compile`` is given (``optimizer`` then
     defaults to ``"rmsprop"``).
@@ -170,7 +170,7 @@ def compile_for_bridge(
     weighted_metrics: Any,
     run_eagerly: bool,
     steps_per_execution: int,
-    jit_compile: Any,
+    jit_compile: Union[bool, str],
     auto_scale_loss: bool,
 ) -> CompileResult:
     """The bridge's compile of ``module`` with Keras's arguments (see the module docstring).

@@ -104,7 +104,7 @@ def check_keras_options(run_eagerly: Any, steps_per_execution: Any, jit_compile:
     return False if run_eagerly else jit_compile
 
 
-def compiled_by_keras(model: keras.Model, auto_scale_loss: Any = True) -> bool:
+def compiled_by_keras(model: keras.Model, auto_scale_loss: bool = True) -> bool:
     """Whether ``compile`` on this Keras model is the model's own business (see the module docstring)."""
     if runs_keras_steps(model):
         return True

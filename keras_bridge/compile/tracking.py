@@ -40,13 +40,13 @@ def _accepts_training(fn: Callable[..., Any]) -> bool:
     return any(p.name == "training" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
-def _detached(logs: Any) -> Any:
+def _detached(logs: Optional[Mapping[str, Any]]) -> Any:
     if isinstance(logs, Mapping):
         return {k: _detached(v) for k, v in logs.items()}
     return logs.detach() if isinstance(logs, Tensor) else logs
 
 
-def pythonify_logs(logs: Any) -> Dict[str, Any]:
+def pythonify_logs(logs: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     """Logs as Keras's ``fit`` records them: nested dicts flattened, values as Python floats where possible."""
     out: Dict[str, Any] = {}
     for key, value in (logs or {}).items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Union
+from typing import Any, List, Mapping, Optional, Union
 
 import lightning.pytorch as pl
 import torch
@@ -44,8 +44,8 @@ class KerasDataModule(pl.LightningDataModule):
         batch_size: Optional[int] = 32,
         validation_split: float = 0.0,
         validation_data: Any = None,
-        shuffle: Any = True,
-        class_weight: Any = None,
+        shuffle: Union[bool, str] = True,
+        class_weight: Optional[Mapping[int, float]] = None,
         sample_weight: Any = None,
     ) -> None:
         super().__init__()

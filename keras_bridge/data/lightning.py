@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from torch.utils.data import DataLoader
@@ -13,7 +13,7 @@ from keras_bridge.data.epoch_iterator import as_dataloader
 from keras_bridge.utils.tree import unpack_x_y_sample_weight
 
 
-def to_dataloader(data: Any, batch_size: Optional[int] = None, shuffle: Any = False) -> DataLoader:
+def to_dataloader(data: Any, batch_size: Optional[int] = None, shuffle: Union[bool, str] = False) -> DataLoader:
     """Turn Keras-style data into a loader that a plain ``lightning.Trainer`` can iterate.
 
     ``data`` may be a ``keras.utils.PyDataset`` (its workers settings apply, ``on_epoch_end()`` runs

@@ -76,7 +76,7 @@ def load_model(
     return module
 
 
-def _load_checkpoint(filepath: str, custom_objects: Any, compile: bool, safe_mode: bool) -> Any:
+def _load_checkpoint(filepath: str, custom_objects: Optional[Mapping[str, Any]], compile: bool, safe_mode: bool) -> Any:
     checkpoint = lightning_checkpoint.read_checkpoint(filepath)
     entry = checkpoint.get(lightning_checkpoint.KEY)
     if not isinstance(entry, dict):
@@ -92,7 +92,7 @@ def _load_checkpoint(filepath: str, custom_objects: Any, compile: bool, safe_mod
 
 
 def _compile_arguments(
-    bridge: Mapping[str, Any], config: Mapping[str, Any], custom_objects: Any, safe_mode: bool
+    bridge: Mapping[str, Any], config: Mapping[str, Any], custom_objects: Optional[Mapping[str, Any]], safe_mode: bool
 ) -> Optional[Dict[str, Any]]:
     if bridge.get("compile_config") is not None or bridge.get("compile_note"):
         return lightning_checkpoint.compile_arguments(bridge, custom_objects, safe_mode)

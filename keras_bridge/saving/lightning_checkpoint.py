@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, MutableMapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, MutableMapping, Optional, Union
 
 import torch
 
@@ -183,7 +183,7 @@ def load_loader_states(module: KerasModule) -> None:
             loader.load_state_dict(state)
 
 
-def read_checkpoint(filepath: Any) -> Dict[str, Any]:
+def read_checkpoint(filepath: Union[str, os.PathLike]) -> Dict[str, Any]:
     """A ``.ckpt`` file's dict, loaded without unpickling (``torch.load(weights_only=True)``).
 
     Raises:

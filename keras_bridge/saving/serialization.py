@@ -275,7 +275,9 @@ def deserialize(config: Any, custom_objects: Optional[Mapping[str, Any]] = None,
     raise ValueError(f"Unknown entry kind {kind!r} in the file's configuration.")
 
 
-def _rebuild_object(cls: Any, config: Dict[str, Any], custom_objects: Any, safe_mode: bool) -> Any:
+def _rebuild_object(
+    cls: Any, config: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]], safe_mode: bool
+) -> Any:
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ValueError(f"`{config['module']}.{config['name']}` is not a torch.nn.Module class.")
     if "children" in config:
@@ -290,7 +292,9 @@ def _rebuild_object(cls: Any, config: Dict[str, Any], custom_objects: Any, safe_
     return cls(**kwargs)
 
 
-def _rebuild_optimizer(cls: Any, config: Dict[str, Any], custom_objects: Any, safe_mode: bool) -> Any:
+def _rebuild_optimizer(
+    cls: Any, config: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]], safe_mode: bool
+) -> Any:
     import keras_bridge.optimizers as optimizers
 
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):

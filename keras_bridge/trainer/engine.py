@@ -9,7 +9,7 @@ callbacks ride on one :class:`~keras_bridge.callbacks.driver.KerasCallbackDriver
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -161,10 +161,11 @@ def _surface_user_errors(entry_point: F) -> F:
 
 @_surface_user_errors
 def fit(module: KerasModule, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
-        verbose: Any = "auto", callbacks: Any = None, validation_split: float = 0.0, validation_data: Any = None,
-        shuffle: Any = True, class_weight: Any = None, sample_weight: Any = None, initial_epoch: int = 0,
+        verbose: Union[int, str] = "auto", callbacks: Any = None, validation_split: float = 0.0,
+        validation_data: Any = None, shuffle: Union[bool, str] = True,
+        class_weight: Optional[Mapping[int, float]] = None, sample_weight: Any = None, initial_epoch: int = 0,
         steps_per_epoch: Optional[int] = None, validation_steps: Optional[int] = None,
-        validation_batch_size: Optional[int] = None, validation_freq: Any = 1,
+        validation_batch_size: Optional[int] = None, validation_freq: Union[int, Sequence[int]] = 1,
         trainer: TrainerArgument = None) -> Any:  # fmt: skip
     """Keras ``Model.fit`` on a ``lightning.Trainer``; returns a ``keras.callbacks.History``.
 
@@ -218,9 +219,9 @@ def fit(module: KerasModule, x: Any = None, y: Any = None, batch_size: Optional[
 
 
 @_surface_user_errors
-def evaluate(module: KerasModule, x: Any = None, y: Any = None, batch_size: Optional[int] = None, verbose: Any = "auto",
-             sample_weight: Any = None, steps: Optional[int] = None, return_dict: bool = False, callbacks: Any = None,
-             trainer: TrainerArgument = None) -> Any:  # fmt: skip
+def evaluate(module: KerasModule, x: Any = None, y: Any = None, batch_size: Optional[int] = None,
+             verbose: Union[int, str] = "auto", sample_weight: Any = None, steps: Optional[int] = None,
+             return_dict: bool = False, callbacks: Any = None, trainer: TrainerArgument = None) -> Any:  # fmt: skip
     """Keras ``Model.evaluate``: a scalar, a list in Keras's order, or (``return_dict``) a dict."""
     module.require_compiled()
     verbose = check_verbose(verbose)
@@ -239,7 +240,7 @@ def evaluate(module: KerasModule, x: Any = None, y: Any = None, batch_size: Opti
 
 
 @_surface_user_errors
-def predict(module: KerasModule, x: Any, batch_size: Optional[int] = None, verbose: Any = "auto",
+def predict(module: KerasModule, x: Any, batch_size: Optional[int] = None, verbose: Union[int, str] = "auto",
             steps: Optional[int] = None, callbacks: Any = None, trainer: TrainerArgument = None) -> Any:  # fmt: skip
     """Keras ``Model.predict``: NumPy arrays in the model's output structure (single, list or dict)."""
     verbose = check_verbose(verbose)

@@ -57,7 +57,7 @@ def runs_keras_steps(model: keras.Model) -> bool:
     return any(overrides(model, name) for name in (*STEP_METHODS, "compile"))
 
 
-def pythonify_logs(logs: Any) -> Dict[str, Any]:
+def pythonify_logs(logs: Mapping[str, Any]) -> Dict[str, Any]:
     """Logs as Keras's callbacks receive them: keys sorted, nested dicts flattened, values as Python floats."""
     out: Dict[str, Any] = {}
     for key, value in sorted((logs or {}).items()):
@@ -71,7 +71,7 @@ def pythonify_logs(logs: Any) -> Dict[str, Any]:
     return out
 
 
-def _as_numbers(logs: Any) -> Any:
+def _as_numbers(logs: Mapping[str, Any]) -> Any:
     # The values read now (the metrics change later), the nesting kept for Keras's flattening.
     if isinstance(logs, Mapping):
         return {k: _as_numbers(v) for k, v in logs.items()}
@@ -109,7 +109,7 @@ class StepLogs:
         self._last: Any = None
         self._epoch: Optional[Dict[str, Any]] = None
 
-    def record(self, logs: Any) -> None:
+    def record(self, logs: Mapping[str, Any]) -> None:
         self._last = logs
         self._epoch = None
         self.updated = True

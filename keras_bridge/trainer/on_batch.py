@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from keras_bridge.optimizers.keras_native import KerasNativeSpec
 from keras_bridge.utils.keras import import_keras
@@ -45,8 +45,8 @@ def _num_samples(x: Any) -> int:
     return int(leaves[0].shape[0])
 
 
-def train_on_batch(module: KerasModule, x: Any, y: Any = None, sample_weight: Any = None, class_weight: Any = None,
-                   return_dict: bool = False) -> Any:  # fmt: skip
+def train_on_batch(module: KerasModule, x: Any, y: Any = None, sample_weight: Any = None,
+                   class_weight: Optional[Mapping[int, float]] = None, return_dict: bool = False) -> Any:  # fmt: skip
     """Keras ``Model.train_on_batch``: one update on ``(x, y)``; the logs of that batch (metrics reset first).
 
     Returns:

@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Union
 
 from keras_bridge.callbacks.ports.base import Port, lazy_ports
 
@@ -43,7 +43,7 @@ class _ModelCheckpoint(Port):
 
     def __init__(
         self,
-        filepath: Any,
+        filepath: Union[str, os.PathLike],
         monitor: str = "val_loss",
         verbose: int = 0,
         save_best_only: bool = False,

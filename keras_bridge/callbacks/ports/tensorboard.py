@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -211,7 +211,7 @@ class _TensorBoard(BoundPort):
             writer.flush()
 
     # ---------------------------------------------------------------- what is written
-    def _log_epoch_metrics(self, epoch: int, logs: Any) -> None:
+    def _log_epoch_metrics(self, epoch: int, logs: Optional[Mapping[str, Any]]) -> None:
         if not logs:
             return
         train_logs = {k: v for k, v in logs.items() if not k.startswith("val_")}

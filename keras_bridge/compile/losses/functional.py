@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import numpy
 import torch
@@ -37,7 +37,7 @@ def floatx() -> torch.dtype:
     return torch_dtype(import_keras().config.floatx())
 
 
-def torch_dtype(dtype: Any) -> torch.dtype:
+def torch_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
     """A Keras dtype name ("float32") or torch dtype as a torch dtype."""
     if isinstance(dtype, torch.dtype):
         return dtype

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 import torchmetrics
@@ -58,7 +58,9 @@ class BridgeMetric(torchmetrics.Metric):
     full_state_update = False
     is_differentiable = False
 
-    def __init__(self, name: str, direction: Optional[str] = None, dtype: Any = None) -> None:
+    def __init__(
+        self, name: str, direction: Optional[str] = None, dtype: Optional[Union[str, torch.dtype]] = None
+    ) -> None:
         super().__init__()
         self.name = name
         self.direction = direction
@@ -94,7 +96,9 @@ class Mean(BridgeMetric):
     total: Tensor
     count: Tensor
 
-    def __init__(self, name: str = "mean", direction: Optional[str] = None, dtype: Any = None) -> None:
+    def __init__(
+        self, name: str = "mean", direction: Optional[str] = None, dtype: Optional[Union[str, torch.dtype]] = None
+    ) -> None:
         super().__init__(name, direction, dtype)
         self.add_state("total", torch.tensor(0.0, dtype=self.state_dtype), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0.0, dtype=self.state_dtype), dist_reduce_fx="sum")
@@ -122,7 +126,7 @@ class MeanMetricWrapper(Mean):
     """
 
     def __init__(
-        self, fn: Callable, name: str, direction: Optional[str] = None, dtype: Any = None,
+        self, fn: Callable, name: str, direction: Optional[str] = None, dtype: Optional[Union[str,torch.dtype]] = None,
         kwargs: Optional[Dict[str, Any]] = None, keras_ops: bool = False,
     ) -> None:  # fmt: skip
         super().__init__(name, direction, dtype)
@@ -149,7 +153,7 @@ class RootMeanSquaredError(Mean):
     per batch of the multi-I/O workload of ``bench/run.py`` (32 x 1).
     """
 
-    def __init__(self, name: str = "root_mean_squared_error", dtype: Any = None) -> None:
+    def __init__(self, name: str = "root_mean_squared_error", dtype: Optional[Union[str, torch.dtype]] = None) -> None:
         super().__init__(name, "down", dtype)
 
     def update(self, y_true: Any, y_pred: Any = None, sample_weight: Any = None) -> None:  # type: ignore[override]

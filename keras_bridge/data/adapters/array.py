@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, cast
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np  # noqa: F401  (the doctests use it)
 import torch
@@ -136,7 +136,7 @@ class GlobalBatchSampler(Sampler):
         self,
         num_samples: int,
         batch_size: int,
-        shuffle: Any = False,
+        shuffle: Union[bool, str] = False,
         seed: int = 0,
         steps_per_epoch: Optional[int] = None,
     ) -> None:
@@ -321,7 +321,7 @@ def array_loader(
     y: Any = None,
     sample_weight: Any = None,
     batch_size: int = 32,
-    shuffle: Any = False,
+    shuffle: Union[bool, str] = False,
     seed: int = 0,
     steps_per_epoch: Optional[int] = None,
     pin_memory: bool = False,
