@@ -26,7 +26,7 @@ import torch
 import keras_bridge.saving.formats as saving
 
 if TYPE_CHECKING:
-    from keras_bridge.callbacks.host import CallbackHost
+    from keras_bridge.protocols import CallbackHost
 
 
 def _size(n_bytes: int) -> str:

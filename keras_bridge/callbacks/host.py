@@ -22,10 +22,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Protocol, cast, runtime_checkable
 
-import numpy as np
-
 from keras_bridge.callbacks.model_facade import TorchModelFacade
 from keras_bridge.model_methods import KerasModelMethods
+from keras_bridge.protocols import CallbackHost
 from keras_bridge.utils.compat import attached_trainer, stage_logged_values
 
 if TYPE_CHECKING:
@@ -36,40 +35,6 @@ __all__ = ["CallbackHost", "LoggedMetricsHost", "callback_host", "logged_floats"
 # Lightning names an aggregate logged both per step and per epoch `<name>_step` / `<name>_epoch` beside
 # `<name>`: Keras's logs carry `<name>` once.
 _FORK_SUFFIXES = ("_step", "_epoch")
-
-
-class CallbackHost(Protocol):
-    """What :class:`~keras_bridge.callbacks.KerasCallbackDriver` reads from the module it serves.
-
-    ``is_keras`` and ``model`` (the network whose weights are saved and broadcast) are what the
-    bridge's savers read; ``history`` receives the run's ``History``.
-    """
-
-    is_keras: bool
-    model: Any
-    history: Any
-    compiled: bool
-    declared_output_names: Optional[List[str]]
-    input_names: Optional[List[str]]
-
-    @property
-    def callback_model(self) -> Any:
-        """What a Keras callback sees as ``self.model``."""
-
-    def batch_logs(self, training: bool = True) -> Dict[str, float]:
-        """Keras's batch-end logs."""
-
-    def finish_train_epoch(self) -> Dict[str, float]:
-        """Keras's epoch-end logs (training values and this epoch's ``val_*``), the same on every process."""
-
-    def finish_eval_epoch(self) -> Dict[str, float]:
-        """The logs of the evaluation pass that just ended (``on_test_end``)."""
-
-    def get_weights(self) -> List[np.ndarray]:
-        """The weights as NumPy arrays."""
-
-    def set_weights(self, weights: List[Any]) -> None:
-        """Set the weights from arrays in :meth:`get_weights`'s order."""
 
 
 @runtime_checkable

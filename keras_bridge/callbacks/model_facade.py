@@ -25,8 +25,8 @@ from keras_bridge.optimizers.keras_native import KerasNativeSpec
 from keras_bridge.utils.compat import attached_trainer
 
 if TYPE_CHECKING:
-    from keras_bridge.callbacks.host import CallbackHost
-    from keras_bridge.module import KerasModule
+    from keras_bridge.protocols import BridgeModule as KerasModule
+    from keras_bridge.protocols import CallbackHost
 
 _SAVE_METHODS = ("save", "save_weights", "load_weights")
 

@@ -20,7 +20,7 @@ from keras_bridge.utils.keras import import_keras
 if TYPE_CHECKING:
     import keras
 
-    from keras_bridge.callbacks.host import CallbackHost
+    from keras_bridge.protocols import CallbackHost
 
 
 def metric_direction(metric: keras.metrics.Metric) -> Optional[str]:

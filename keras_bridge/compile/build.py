@@ -26,7 +26,7 @@ from keras_bridge.compile.tracking import StageTracker
 from keras_bridge.optimizers.keras_native import KerasNativeSpec
 
 if TYPE_CHECKING:
-    from keras_bridge.module import KerasModule
+    from keras_bridge.protocols import BridgeModule as KerasModule
 
 __all__ = ["build_from_batch"]
 
@@ -40,7 +40,7 @@ def build_from_batch(module: KerasModule, x: Any, y: Any, y_pred: Any) -> None:
     """
     module.require_compiled()
     if module.keras_step is not None:
-        module.train_tracker, module.eval_tracker = module.keras_step.train_logs, module.keras_step.eval_logs  # type: ignore[assignment]
+        module.train_tracker, module.eval_tracker = module.keras_step.train_logs, module.keras_step.eval_logs
         return
     assert module.loss_plan is not None and module.metric_plan is not None
     outputs = output_structure(y_pred, module.declared_output_names)

@@ -44,7 +44,7 @@ from keras_bridge.utils.errors import NotCompiledError
 if TYPE_CHECKING:
     import keras
 
-    from keras_bridge.module import KerasModule
+    from keras_bridge.protocols import BridgeModule as KerasModule
 
 __all__ = [
     "CompileResult",

@@ -26,7 +26,7 @@ from keras_bridge.optimizers.keras_native import KerasNativeSpec
 from keras_bridge.optimizers.schedules import KerasScheduleLR
 
 if TYPE_CHECKING:
-    from keras_bridge.module import KerasModule
+    from keras_bridge.protocols import BridgeModule as KerasModule
 
 __all__ = [
     "OptimizerCache",

@@ -25,8 +25,8 @@ import keras_bridge.saving.state as _state
 from keras_bridge._version import __version__
 
 if TYPE_CHECKING:
-    from keras_bridge.callbacks.host import CallbackHost
-    from keras_bridge.module import KerasModule
+    from keras_bridge.protocols import BridgeModule as KerasModule
+    from keras_bridge.protocols import CallbackHost
 
 BRIDGE_JSON = "keras_bridge.json"
 BRIDGE_STATE = "keras_bridge.state.h5"

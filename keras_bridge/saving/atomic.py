@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Iterator
 from keras_bridge.utils.compat import attached_trainer
 
 if TYPE_CHECKING:
-    from keras_bridge.callbacks.host import CallbackHost
+    from keras_bridge.protocols import CallbackHost
 
 SUFFIXES = (".weights.h5", ".weights.pt", ".keras", ".ckpt", ".h5")
 # A temporary file from another host is only known dead by its age (its process cannot be asked).

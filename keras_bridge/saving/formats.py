@@ -39,7 +39,7 @@ from keras_bridge.saving.atomic import atomic_write, file_suffix, is_writer
 from keras_bridge.utils.compat import attached_trainer, dump_checkpoint
 
 if TYPE_CHECKING:
-    from keras_bridge.callbacks.host import CallbackHost
+    from keras_bridge.protocols import CallbackHost
 
 __all__ = [
     "hold_saves",

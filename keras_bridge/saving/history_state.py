@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 from keras_bridge.utils.keras import import_keras
 
 if TYPE_CHECKING:
-    from keras_bridge.module import KerasModule
+    from keras_bridge.protocols import BridgeModule as KerasModule
 
 __all__ = ["extra_state", "load_extra_state"]
 

@@ -35,7 +35,7 @@ from keras_bridge.utils.compat import attached_trainer, loader_states_lightning_
 if TYPE_CHECKING:
     import keras
 
-    from keras_bridge.module import KerasModule
+    from keras_bridge.protocols import BridgeModule as KerasModule
 
 #: The key of the bridge's entry in a Lightning checkpoint dict.
 KEY = "keras_bridge"

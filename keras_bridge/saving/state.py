@@ -34,7 +34,7 @@ from keras_bridge.utils.compat import attached_trainer
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
-    from keras_bridge.callbacks.host import CallbackHost
+    from keras_bridge.protocols import CallbackHost
 
 
 # ---------------------------------------------------------------------------- nested states in HDF5

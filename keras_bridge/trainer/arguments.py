@@ -17,7 +17,7 @@ from keras_bridge.configs import is_config_file
 from keras_bridge.utils.keras import import_keras, is_keras_model, keras_input_names
 
 if TYPE_CHECKING:
-    from keras_bridge.module import KerasModule
+    from keras_bridge.protocols import BridgeModule as KerasModule
 
 _VERBOSE = (0, 1, 2, "auto")
 

@@ -31,7 +31,13 @@ from keras_bridge.utils.keras import import_keras
 from keras_bridge.utils.tree import map_structure, unpack_x_y_sample_weight
 
 if TYPE_CHECKING:
-    from keras_bridge.module import KerasModule
+    from keras_bridge.protocols import BridgeModule as KerasModule
+
+
+def _lightning(module: KerasModule) -> pl.LightningModule:
+    """The module as Lightning's Trainer takes it (a ``KerasModule`` is a ``LightningModule``)."""
+    assert isinstance(module, pl.LightningModule)
+    return module
 
 
 def _build(module: KerasModule, loader: Loader, stage: str = "train") -> None:
@@ -213,7 +219,7 @@ def fit(module: KerasModule, x: Any = None, y: Any = None, batch_size: Optional[
     rng_points = (_keras_rng(module, train_loader) and steps_per_epoch is None, _keras_rng(module, val_loader))
     driver_args = dict(history=history, params=_params(verbose, epochs, steps), mode="fit",
                         validation_freq=validation_freq, initial_epoch=initial_epoch, keras_rng=rng_points)  # fmt: skip
-    fit_stage = lambda t: t.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)  # noqa: E731
+    fit_stage = lambda t: t.fit(_lightning(module), train_dataloaders=train_loader, val_dataloaders=val_loader)  # noqa: E731
     _run(module, trainer, (keras_cbs, lightning_cbs), owned, driver_args, fit_stage)
     return history
 
@@ -234,7 +240,14 @@ def evaluate(module: KerasModule, x: Any = None, y: Any = None, batch_size: Opti
     owned = {} if steps is None else {"limit_val_batches": steps}
     driver_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="evaluate",
                         keras_rng=(False, _keras_rng(module, loader)))  # fmt: skip
-    _run(module, trainer, cbs, owned, driver_args, lambda t: t.validate(module, dataloaders=loader, verbose=False))
+    _run(
+        module,
+        trainer,
+        cbs,
+        owned,
+        driver_args,
+        lambda t: t.validate(_lightning(module), dataloaders=loader, verbose=False),
+    )
     logs = dict(module.finish_eval_epoch())
     return logs if return_dict else module.ordered_results(logs)
 
@@ -254,7 +267,7 @@ def predict(module: KerasModule, x: Any, batch_size: Optional[int] = None, verbo
                         keras_rng=(False, _keras_rng(module, loader)))  # fmt: skip
     # Gathered inside the run: whether it is distributed is known there (a 1-device run ignores a process group).
     predict_stage = lambda t: _gather_predictions(  # noqa: E731
-        loader, t.predict(module, dataloaders=loader, return_predictions=True)
+        loader, t.predict(_lightning(module), dataloaders=loader, return_predictions=True)
     )
     outputs = _run(module, trainer, cbs, owned, driver_args, predict_stage)
     if not outputs:

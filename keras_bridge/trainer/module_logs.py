@@ -27,7 +27,7 @@ from keras_bridge.utils.compat import logging_due
 
 if TYPE_CHECKING:
     from keras_bridge.compile.tracking import StageTracker
-    from keras_bridge.module import KerasModule
+    from keras_bridge.protocols import BridgeModule as KerasModule
 
 __all__ = [
     "EpochLogs",

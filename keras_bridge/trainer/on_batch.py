@@ -23,7 +23,7 @@ from keras_bridge.optimizers.keras_native import KerasNativeSpec
 from keras_bridge.utils.keras import import_keras
 
 if TYPE_CHECKING:
-    from keras_bridge.module import KerasModule
+    from keras_bridge.protocols import BridgeModule as KerasModule
 
 
 def _keras(module: KerasModule) -> Any:

@@ -18,7 +18,7 @@ _built: Dict[str, type] = {}
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
-    from keras_bridge.callbacks.host import CallbackHost
+    from keras_bridge.protocols import CallbackHost
 
     # For the type checker a port is what it becomes: a Keras callback (typed Any: keras is untyped).
     KerasCallbackBase = Any
