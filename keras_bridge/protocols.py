@@ -123,8 +123,8 @@ class BridgeModule(CallbackHost, Protocol):
     def build_from_batch(self) -> Callable[[Any, Any, Any], None]:
         """Build the outputs, plans and trackers from the first batch."""
 
-    def next_shuffle_seed(self) -> int:
-        """The seed of the next fit's own shuffle."""
+    def next_shuffle_seed(self) -> Optional[int]:
+        """The seed of the next fit's independent shuffle; None: Keras's shuffle from the global generators."""
 
     def restore_training_state(self, states: Dict[str, Any]) -> None:
         """Restore the optimizer state a checkpoint carried."""

@@ -51,8 +51,8 @@ def _same_run_through_fit(config, csv_path):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy", keras.metrics.SparseCategoricalCrossentropy(name="crossentropy", from_logits=True)],
     )
-    # The DataModule draws its shuffle seed from torch's RNG, fit derives it from torch's initial seed
-    # (docs/keras-to-lightning.md, difference 8): the same seed makes the same batches.
+    # The DataModule shuffles with the bridge's independent seeded shuffle (its seed drawn from torch's RNG);
+    # given that seed, fit shuffles the same way instead of Keras's way: the same seed makes the same batches.
     module.next_shuffle_seed = lambda: data.seed
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True),

@@ -21,13 +21,13 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback as LightningCallback
 
 import keras_bridge.callbacks.model_facade as model_facade
-import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.callbacks.convert import runs_keras_callbacks, translate
 from keras_bridge.callbacks.host import CallbackHost, callback_host
 from keras_bridge.callbacks.monitor import check_logged, check_monitored, resolve_monitor_op
 from keras_bridge.callbacks.ports.base import Port
 from keras_bridge.callbacks.ports.registry import RANK_ZERO_ONLY
 from keras_bridge.callbacks.resumed_logs import drop_logged_epochs, mark_start
+from keras_bridge.data.keras_rng import NO_DRAWS, PassDraws
 from keras_bridge.optimizers.base import get_learning_rate, set_learning_rate
 from keras_bridge.trainer.preemption import note_saved, stop_agreed
 from keras_bridge.utils.compat import (
@@ -122,7 +122,7 @@ class KerasCallbackDriver(LightningCallback):
         model: Any = None,
         mode: Optional[str] = "fit",
         validation_freq: Union[int, Sequence[int]] = 1,
-        keras_rng: Tuple[bool, bool] = (False, False),
+        keras_rng: Tuple[PassDraws, PassDraws] = (NO_DRAWS, NO_DRAWS),
     ) -> None:
         keras = import_keras()
         # A ProgbarLogger in the list is replaced by the bridge's own bar (Keras keeps one bar too).
@@ -134,7 +134,7 @@ class KerasCallbackDriver(LightningCallback):
         self.model = model
         self.mode = mode
         self.validation_freq = validation_freq
-        # Take torch's global draws where Keras's array pipeline takes them (training, evaluation loaders).
+        # Take the draws Keras's DataLoader takes around a pass that our loaders do not (training, evaluation).
         self.keras_rng = keras_rng
         self.last_logs: Dict[str, float] = {}
         # The batch in flight, for error messages: (stage, epoch, batch index).
@@ -334,14 +334,14 @@ class KerasCallbackDriver(LightningCallback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._begin_epoch(trainer, trainer.current_epoch)
-        if self.keras_rng[0]:
-            keras_rng.draw()
+        self.keras_rng[0].start()
         self._sync_learning_rates(trainer)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self.position = ("training", trainer.current_epoch, batch_idx)
+        self.keras_rng[0].batch(batch)  # an in-batch shuffle Keras draws when it reads the batch
         for cb in self._batch_begin:
             cb.on_train_batch_begin(batch_idx, {})
 
@@ -361,8 +361,8 @@ class KerasCallbackDriver(LightningCallback):
                 model_facade.hold_saves(host)
         if self.progbar is not None:
             self.progbar.update_lazily(batch_idx, logs)
-        if self.keras_rng[0] and batch_idx + 1 == trainer.num_training_batches:
-            keras_rng.draw()  # Keras opens the next pass's iterator when a pass ends
+        if batch_idx + 1 == trainer.num_training_batches:
+            self.keras_rng[0].end()  # Keras opens the next pass's iterator when a pass ends
         if stop_agreed(trainer):
             self._save_for_preemption(trainer, at_epoch_end=False)
 
@@ -374,8 +374,7 @@ class KerasCallbackDriver(LightningCallback):
             self._params_from(trainer, sum(batches) if batches else None)
         for cb in self._test_callbacks(trainer):
             cb.on_test_begin({})
-        if self.keras_rng[1]:
-            keras_rng.draw(2)
+        self.keras_rng[1].start()
 
     def on_validation_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, *_: Any
@@ -402,6 +401,7 @@ class KerasCallbackDriver(LightningCallback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        self.keras_rng[1].end()  # Keras opens the next pass's iterator when a pass ends
         logs = dict(self._host_of(pl_module).finish_eval_epoch())
         self.last_logs = logs
         for cb in self._test_callbacks(trainer):
@@ -417,6 +417,7 @@ class KerasCallbackDriver(LightningCallback):
         return self.all if self._current_mode(trainer) == "evaluate" else self.active
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.keras_rng[0].end(epoch_over=True)  # a carried-over pass that ran out before the epoch's steps
         epoch = trainer.current_epoch
         logs = self._host_of(pl_module).finish_train_epoch()
         for cb in self.active:
@@ -440,8 +441,7 @@ class KerasCallbackDriver(LightningCallback):
         self._params_from(trainer, sum(trainer.num_predict_batches) if trainer.num_predict_batches else None)
         for cb in self.all:
             cb.on_predict_begin({})
-        if self.keras_rng[1]:
-            keras_rng.draw(2)
+        self.keras_rng[1].start()
 
     def on_predict_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, *_: Any
@@ -459,5 +459,6 @@ class KerasCallbackDriver(LightningCallback):
             self.progbar.update_lazily(batch_idx, None)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.keras_rng[1].end()
         for cb in self.all:
             cb.on_predict_end({})

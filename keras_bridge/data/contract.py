@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator, List, Mapping, Optional, Protoc
 
 if TYPE_CHECKING:
     from keras_bridge.data.epoch_iterator import KerasLoader
+    from keras_bridge.data.keras_rng import PassDraws
 
 MODES = ("fit", "evaluate", "predict")
 
@@ -29,7 +30,8 @@ class DataOptions:
         shuffle: ``True``, ``False`` or ``"batch"`` (training only).
         class_weight: ``{class: weight}``, the one place it is kept; checked once by ``make_loader``.
         steps: ``steps_per_epoch`` (fit) or ``steps`` (evaluate / predict).
-        seed: the shuffle seed of this call.
+        seed: None (default): shuffles drawn as Keras's torch backend draws them, from the global generators;
+            an int: the bridge's independent shuffle seeded with it (``kb.data.set_shuffle_order("seeded")``).
         batching_steps: sizes the default batch of arrays (``ceil(n / batching_steps)``) without limiting the
             batches: ``validation_steps``, which Lightning's ``limit_val_batches`` applies.
         mode: ``"fit"``, ``"evaluate"`` or ``"predict"``.
@@ -39,7 +41,7 @@ class DataOptions:
     shuffle: Any = False
     class_weight: Optional[Mapping[Any, float]] = None
     steps: Optional[int] = None
-    seed: int = 0
+    seed: Optional[int] = None
     batching_steps: Optional[int] = None
     mode: str = "fit"
 
@@ -73,3 +75,14 @@ class Loader(Protocol):
 
     def as_keras_loader(self, evaluation: bool = False) -> KerasLoader:
         """This loader as a :class:`~keras_bridge.data.epoch_iterator.KerasLoader` for a plain Trainer."""
+
+    def keras_pass_draws(self, steps: Optional[int] = None, evaluation: bool = False) -> PassDraws:
+        """The draws Keras's torch ``DataLoader`` takes around each pass that this loader does not take itself.
+
+        Args:
+            steps: ``steps_per_epoch`` of a training loader, ``steps`` of an evaluation one.
+            evaluation: an evaluation / prediction / validation loader.
+        """
+
+    def take_peek_draws(self) -> None:
+        """Take what Keras's build peek draws besides reading the first batch (it opens a fresh iterator)."""

@@ -70,12 +70,24 @@ def is_main_process() -> bool:
 
 def shared_seed(seed: int) -> int:
     """Rank 0's ``seed`` on every process, so that all draw the same shuffles (a collective under DDP)."""
+    return int(from_rank0(seed))
+
+
+def from_rank0(value: Any) -> Any:
+    """Rank 0's ``value`` (any picklable object) on every process: a shuffle drawn once, used by all.
+
+    A collective under DDP; ``value`` itself on one process.
+
+    Example:
+        >>> from_rank0([2, 0, 1])
+        [2, 0, 1]
+    """
     _, world = rank_world()
     if world == 1:
-        return seed
-    box = [seed]
+        return value
+    box = [value]
     torch.distributed.broadcast_object_list(box, src=0)
-    return int(box[0])
+    return box[0]
 
 
 def max_across_ranks(value: int) -> int:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, Generic, Iterator, List, Mapping, Option
 
 from torch.utils.data import DataLoader, IterableDataset
 
+import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.data.distributed import unshard_steps
 
 T = TypeVar("T")
@@ -62,6 +63,19 @@ class StepsCarryOver(Generic[T]):
         self._taken = 0  # items taken from the current pass
         self._yielded = 0  # items yielded in the current epoch
         self._resume: Optional[Dict[str, Any]] = None
+        self.passes_started = 0
+
+    def pass_read(self) -> bool:
+        """True when the next epoch starts a new pass: none is live, or the live one was read to its end.
+
+        Example:
+            >>> carry = StepsCarryOver(2)
+            >>> _ = list(carry.epoch(lambda: (iter("abc"), 3))); carry.pass_read()
+            False
+            >>> _ = list(carry.epoch(lambda: (iter("abc"), 3))); carry.pass_read()
+            True
+        """
+        return self._iterator is None or self._left == 0
 
     def restart(self) -> None:
         """Forget the carried-over pass: the next epoch starts a new one."""
@@ -125,6 +139,7 @@ class StepsCarryOver(Generic[T]):
     def _start(self, new_pass: Callable[[], Tuple[Iterator[T], Optional[int]]]) -> None:
         self._iterator, self._left = new_pass()
         self._taken = 0
+        self.passes_started += 1
 
     def _next(self) -> Any:
         assert self._iterator is not None
@@ -189,6 +204,13 @@ class KerasLoader:
 
     def as_keras_loader(self, evaluation: bool = False) -> KerasLoader:
         return self
+
+    def keras_pass_draws(self, steps: Optional[int] = None, evaluation: bool = False) -> keras_rng.PassDraws:
+        """No draws: Keras reads this kind without a torch ``DataLoader`` (a kind that has one overrides)."""
+        return keras_rng.NO_DRAWS
+
+    def take_peek_draws(self) -> None:
+        """Nothing: Keras's build peek into this kind draws nothing the peek itself does not."""
 
     # ------------------------------------------------------------------ the Keras epoch
     def reset(self) -> None:

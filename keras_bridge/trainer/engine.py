@@ -40,7 +40,7 @@ def _lightning(module: KerasModule) -> pl.LightningModule:
     return module
 
 
-def _build(module: KerasModule, loader: Loader, stage: str = "train") -> None:
+def _build(module: KerasModule, loader: Loader, stage: str = "train", keras_draws: bool = True) -> None:
     """Build the module's losses and metrics from the first batch, as Keras builds an unbuilt model.
 
     A Keras model is built symbolically, as Keras's ``fit`` does (nothing it can observe runs, and
@@ -50,12 +50,12 @@ def _build(module: KerasModule, loader: Loader, stage: str = "train") -> None:
     if module.built:
         return
     batch = loader.peek()
+    if keras_draws:
+        loader.take_peek_draws()  # Keras peeks its first batch through a fresh DataLoader iterator
     x, y, sw = unpack_x_y_sample_weight(batch)
     check_input_names(module, x)
     require_targets(module, y, "the first batch of `x` holds no targets")
     if module.is_keras:
-        if loader.mirrors_keras_rng:
-            keras_rng.draw()  # Keras peeks its first batch through a fresh DataLoader iterator
         if module.keras_step is not None:  # Keras's own build, then its own steps
             module.keras_step.build(batch, stage)
             module.build_from_batch(x, y, None)
@@ -86,14 +86,18 @@ def _prepare_keras_steps(module: KerasModule, mode: str, **loaders: Any) -> None
         module.keras_step.prepare(mode, packed)
 
 
-def next_shuffle_seed(module: KerasModule) -> int:
-    """The shuffle seed of the next fit: reproducible under ``keras.utils.set_random_seed``/``seed_everything``.
+def next_shuffle_seed(module: KerasModule) -> Optional[int]:
+    """The shuffle seed of the next fit (``KerasModule.next_shuffle_seed``): None (Keras's shuffle, drawn from
+    the global generators as Keras draws it) unless ``kb.data.set_shuffle_order("seeded")`` chose the
+    independent shuffle.
 
-    Derived from torch's initial seed and the module's fit count rather than drawn from the global RNG,
-    so calling fit does not shift the random stream that the model's own layers draw from
-    (``KerasModule.next_shuffle_seed``).
+    The independent shuffle's seed is reproducible under ``keras.utils.set_random_seed`` /
+    ``seed_everything``: derived from torch's initial seed and the module's fit count rather than drawn
+    from the global RNG, so calling fit does not shift the random stream of the model's layers.
     """
     module.fit_count += 1
+    if keras_rng.keras_stream():
+        return None
     return (torch.initial_seed() + 7919 * (module.fit_count - 1)) % (2**31 - 1)
 
 
@@ -188,18 +192,20 @@ def fit(module: KerasModule, x: Any = None, y: Any = None, batch_size: Optional[
         raise ValueError("`fit()` needs training data: pass `x` (arrays or a dataset).")
     # The trainer owns the validation arguments, as Keras's does; the data layer serves each part.
     train, validation = data_dispatch.split_validation(x, y, sample_weight, validation_split, validation_data)
+    seed = module.next_shuffle_seed()  # None: Keras's shuffle
     options = DataOptions(batch_size=batch_size, shuffle=shuffle, class_weight=class_weight, steps=steps_per_epoch,
-                          seed=module.next_shuffle_seed())  # fmt: skip
+                          seed=seed)  # fmt: skip
     train_loader = data_dispatch.make_loader(*train, options=options)
     val_loader = None
     if validation is not None:
         val_options = DataOptions(batch_size=validation_batch_size or batch_size, batching_steps=validation_steps,
                                   mode="evaluate")  # fmt: skip
         val_loader = data_dispatch.validation_loader(validation, val_options, from_split=validation_data is None)
+    draws = _keras_rng(module, seed)
     _prepare_keras_steps(module, "fit", train=train_loader, eval=val_loader)
     if y is None and module.built and train_loader.mirrors_keras_rng:  # arrays
         require_targets(module, y, "`x` is arrays and no `y` was passed")
-    _build(module, train_loader)
+    _build(module, train_loader, keras_draws=draws)
     steps = data_dispatch.loader_length(train_loader)
     if steps_per_epoch is not None:
         steps = steps_per_epoch if steps is None else min(steps, steps_per_epoch)
@@ -216,7 +222,10 @@ def fit(module: KerasModule, x: Any = None, y: Any = None, batch_size: Optional[
     module.fit_arguments = dict(batch_size=train_loader.global_batch_size or batch_size,
                                 epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                                 validation_split=validation_split, shuffle=shuffle)  # fmt: skip
-    rng_points = (_keras_rng(module, train_loader) and steps_per_epoch is None, _keras_rng(module, val_loader))
+    rng_points = (
+        _pass_draws(draws, train_loader, steps_per_epoch),
+        _pass_draws(draws, val_loader, validation_steps, True),
+    )
     driver_args = dict(history=history, params=_params(verbose, epochs, steps), mode="fit",
                         validation_freq=validation_freq, initial_epoch=initial_epoch, keras_rng=rng_points)  # fmt: skip
     fit_stage = lambda t: t.fit(_lightning(module), train_dataloaders=train_loader, val_dataloaders=val_loader)  # noqa: E731
@@ -236,10 +245,10 @@ def evaluate(module: KerasModule, x: Any = None, y: Any = None, batch_size: Opti
     loader = data_dispatch.make_loader(x, y, sample_weight, DataOptions(batch_size=batch_size, steps=steps,
                                                                         mode="evaluate"))  # fmt: skip
     _prepare_keras_steps(module, "evaluate", eval=loader)
-    _build(module, loader, "eval")
+    _build(module, loader, "eval", _keras_rng(module))
     owned = {} if steps is None else {"limit_val_batches": steps}
     driver_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="evaluate",
-                        keras_rng=(False, _keras_rng(module, loader)))  # fmt: skip
+                       keras_rng=_evaluation_draws(module, loader, steps))  # fmt: skip
     _run(
         module,
         trainer,
@@ -264,7 +273,7 @@ def predict(module: KerasModule, x: Any, batch_size: Optional[int] = None, verbo
     check_input_names(module, unpack_x_y_sample_weight(loader.peek())[0])
     owned = {} if steps is None else {"limit_predict_batches": steps}
     driver_args = dict(params=_params(verbose, 1, data_dispatch.loader_length(loader)), mode="predict",
-                        keras_rng=(False, _keras_rng(module, loader)))  # fmt: skip
+                       keras_rng=_evaluation_draws(module, loader, steps))  # fmt: skip
     # Gathered inside the run: whether it is distributed is known there (a 1-device run ignores a process group).
     predict_stage = lambda t: _gather_predictions(  # noqa: E731
         loader, t.predict(_lightning(module), dataloaders=loader, return_predictions=True)
@@ -280,9 +289,23 @@ def predict(module: KerasModule, x: Any, batch_size: Optional[int] = None, verbo
     return pack_outputs(arrays, names, kind if module.is_keras or kind.kind != "list" else "list")
 
 
-def _keras_rng(module: KerasModule, loader: Optional[Loader]) -> bool:
-    # Only a Keras model's randomness is compared with Keras's; only arrays go through Keras's DataLoader.
-    return bool(module.is_keras and loader is not None and loader.mirrors_keras_rng)
+def _keras_rng(module: KerasModule, seed: Optional[int] = None) -> bool:
+    # Keras's draws are taken wherever shuffles follow Keras's stream; with the independent seeded shuffle
+    # (a fit given a seed), only for a Keras model (whose randomness is compared with Keras's).
+    keras_stream = seed is None and keras_rng.keras_stream()
+    return bool(module.is_keras or keras_stream)
+
+
+def _evaluation_draws(module: KerasModule, loader: Loader, steps: Optional[int]) -> Tuple[Any, Any]:
+    return keras_rng.NO_DRAWS, _pass_draws(_keras_rng(module), loader, steps, True)
+
+
+def _pass_draws(
+    draws: bool, loader: Optional[Loader], steps: Optional[int], evaluation: bool = False
+) -> keras_rng.PassDraws:
+    if not draws or loader is None:
+        return keras_rng.NO_DRAWS
+    return loader.keras_pass_draws(steps, evaluation)
 
 
 def _params(verbose: int, epochs: int, steps: Optional[int]) -> Dict[str, Any]:

@@ -14,10 +14,10 @@ import numpy as np  # noqa: F401  (the doctests use it)
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.data.batches import is_array, to_tensor
-from keras_bridge.data.distributed import GlobalBatchInfo, rank_world, shared_seed, unshard_steps
+from keras_bridge.data.distributed import GlobalBatchInfo, from_rank0, rank_world, shared_seed, unshard_steps
 from keras_bridge.data.epoch_iterator import KerasLoader, StepsCarryOver
-from keras_bridge.data.keras_rng import private_generator
 from keras_bridge.utils.tree import map_structure
 
 Tensor = torch.Tensor
@@ -127,9 +127,13 @@ class GlobalBatchSampler(Sampler):
         batch_size: global batch size.
         shuffle: ``True`` (new sample permutation per epoch), ``"batch"`` (shuffle inside each
             batch) or ``False``.
-        seed: base seed; epoch ``e`` uses ``seed + e`` so every process draws the same permutation.
+        seed: None (default): every pass draws its shuffle as Keras's ``DataLoader`` does, from torch's
+            global generator (:mod:`keras_bridge.data.keras_rng`; rank 0's draw under DDP). An int: the
+            bridge's independent shuffle, pass ``p`` permuted by a private generator seeded ``seed + p``.
         steps_per_epoch: if set, each epoch takes this many batches from an iterator that carries
             over between epochs, as Keras does; an exhausted pass ends the epoch early.
+        generator: the generator Keras's sampler would draw its seed from (a user's ``DataLoader``
+            may have one); None: torch's global generator.
     """
 
     def __init__(
@@ -137,14 +141,22 @@ class GlobalBatchSampler(Sampler):
         num_samples: int,
         batch_size: int,
         shuffle: Union[bool, str] = False,
-        seed: int = 0,
+        seed: Optional[int] = None,
         steps_per_epoch: Optional[int] = None,
+        generator: Optional[torch.Generator] = None,
     ) -> None:
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.steps_per_epoch = steps_per_epoch
+        self.generator = generator
+        # What the live pass drew from the global generator (saved with the position, reused on resume).
+        self._pass_draw: Any = None
+        self._resume_draw: Any = None
+        # shuffle="batch" on one process: leave the in-batch draws to shuffle_rows (see there).
+        self.defer_in_batch = False
+        self._deferring = False
         self.epoch = 0
         self._carry: StepsCarryOver[Tensor] = StepsCarryOver(steps_per_epoch)
         self._passes = 0
@@ -152,6 +164,11 @@ class GlobalBatchSampler(Sampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    @property
+    def carry(self) -> StepsCarryOver[Tensor]:
+        """The passes drawn and read so far (``steps_per_epoch`` carries a pass over epochs)."""
+        return self._carry
 
     @property
     def batches_per_pass(self) -> int:
@@ -165,9 +182,11 @@ class GlobalBatchSampler(Sampler):
     def _new_pass(self) -> Tuple[Iterator[Tensor], int]:
         if self.steps_per_epoch is None:
             self._passes = self.epoch  # one pass per epoch: its shuffle follows the epoch number
-        g = torch.Generator()
-        g.manual_seed(self.seed + self._passes)
         self._passes += 1
+        if self.seed is None:
+            return self._keras_pass()
+        g = torch.Generator()
+        g.manual_seed(self.seed + self._passes - 1)
         if self.shuffle is True:
             order = torch.randperm(self.num_samples, generator=g)
         else:
@@ -177,9 +196,67 @@ class GlobalBatchSampler(Sampler):
             batches = [b[torch.randperm(len(b), generator=g)] for b in batches]
         return iter(batches), len(batches)
 
+    def _keras_pass(self) -> Tuple[Iterator[Tensor], int]:
+        """A pass in the order Keras's ``DataLoader`` draws: ``RandomSampler`` / in-batch ``randperm``.
+
+        The draws are taken when the pass starts, once: under DDP every process draws, so its global
+        generator moves as on one process, and all use rank 0's draw. With :attr:`defer_in_batch` on one
+        process, ``shuffle="batch"`` yields the batches in order and :meth:`shuffle_rows` draws and
+        applies each batch's permutation when its step starts.
+        """
+        drawn, self._resume_draw = self._resume_draw, None
+        self._deferring = bool(
+            drawn is None and self.shuffle == "batch" and self.defer_in_batch and rank_world()[1] == 1
+        )
+        if drawn is None and self.shuffle is True:
+            drawn = from_rank0(keras_rng.sampler_seed(self.generator))
+        elif drawn is None and self.shuffle == "batch" and not self._deferring:
+            sizes = [len(b) for b in torch.arange(self.num_samples).split(self.batch_size)]
+            drawn = from_rank0([keras_rng.batch_permutation(size) for size in sizes])
+        self._pass_draw = drawn
+        if self.shuffle is True:
+            order = keras_rng.sampler_permutation(self.num_samples, drawn)
+        else:
+            order = torch.arange(self.num_samples)
+        batches = list(torch.split(order, self.batch_size))
+        if self.shuffle == "batch" and not self._deferring:
+            batches = [b[torch.tensor(perm, dtype=torch.int64)] for b, perm in zip(batches, drawn)]
+        return iter(batches), len(batches)
+
+    def shuffle_rows(self, batch: Any) -> None:
+        """Permute the rows of a training batch in place, drawing the permutation now (``shuffle="batch"``).
+
+        Keras draws each batch's permutation from torch's global generator when it reads the batch, just
+        before the batch's step, so between the previous step's draws (an unseeded ``Dropout``) and this
+        one's. Lightning reads one batch ahead: the batch comes in order and is permuted here, at its
+        step. A no-op unless this pass defers its in-batch draws (see :meth:`_keras_pass`).
+        """
+        if not self._deferring:
+            return
+        perm: List[Tensor] = []
+
+        def permute(t: Any) -> Any:
+            if isinstance(t, torch.Tensor):
+                if not perm:
+                    perm.append(torch.tensor(keras_rng.batch_permutation(len(t)), dtype=torch.int64))
+                t.copy_(t.index_select(0, perm[0].to(t.device)))
+            return t
+
+        map_structure(permute, batch)
+
+    def take_peek_draws(self) -> None:
+        """The draws of Keras's build peek: it opens a ``DataLoader`` iterator and reads one batch of it."""
+        keras_rng.draw()
+        if self.seed is not None:
+            return  # the independent shuffle draws nothing from the global generator
+        if self.shuffle is True:
+            keras_rng.sampler_seed(self.generator)
+        elif self.shuffle == "batch":
+            keras_rng.batch_permutation(min(self.batch_size, self.num_samples))
+
     def __iter__(self) -> Iterator[Any]:
         rank, world = rank_world()
-        if not self._seed_shared:
+        if self.seed is not None and not self._seed_shared:
             # Every process must draw the same permutation: rank 0's seed.
             self.seed, self._seed_shared = shared_seed(self.seed), world > 1
         for batch in self._carry.epoch(self._new_pass):
@@ -189,8 +266,11 @@ class GlobalBatchSampler(Sampler):
                 yield batch.tensor_split(world)[rank], GlobalBatchInfo(len(batch), world)
 
     def state_dict(self) -> Dict[str, Any]:
-        """Where the batches stand: the shuffle seed, the passes drawn and the position in pass and epoch."""
-        return {"epoch": self.epoch, "passes": self._passes, "seed": self.seed, **self._carry.state_dict()}
+        """Where the batches stand: the shuffle seed (or the live pass's Keras draw), the passes drawn and the
+        position in pass and epoch.
+        """
+        return {"epoch": self.epoch, "passes": self._passes, "seed": self.seed, "pass_draw": self._pass_draw,
+                **self._carry.state_dict()}  # fmt: skip
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Make the next ``__iter__`` continue from :meth:`state_dict`: the rest of the saved epoch, or the
@@ -204,10 +284,14 @@ class GlobalBatchSampler(Sampler):
             >>> [t.tolist() for t in b] == [t.tolist() for t in first]
             True
         """
-        self.seed, self._seed_shared, self.epoch = int(state["seed"]), True, int(state["epoch"])
+        seed = state["seed"]
+        self.seed, self._seed_shared, self.epoch = None if seed is None else int(seed), True, int(state["epoch"])
         finished = bool(state.get("epoch_finished")) or int(state["epoch_position"]) >= len(self)
         live = self.steps_per_epoch is not None and state["pass_position"] is not None
         self._passes = int(state["passes"]) - 1 if live else int(state["passes"])
+        # The pass to re-create is the saved live one: its Keras draw is not taken again.
+        again = live or (self.steps_per_epoch is None and not finished)
+        self._resume_draw = state.get("pass_draw") if again else None
         self._carry.load_state_dict(state, epoch_finished=finished)
 
 
@@ -232,6 +316,23 @@ class BatchLoader(DataLoader):
 
     def reset(self) -> None:
         """Nothing to reset: the sampler starts each epoch itself."""
+
+    def keras_pass_draws(self, steps: Optional[int] = None, evaluation: bool = False) -> keras_rng.PassDraws:
+        """Keras's ``DataLoader`` opens an iterator when a pass starts and the next one when a pass has been
+        read to its end (one base-seed draw each); this loader's own iterators draw from a private generator.
+        """
+        sampler = cast(GlobalBatchSampler, self.sampler)
+        rows = None if evaluation else sampler.shuffle_rows
+        if steps is not None and not evaluation:
+            # A pass carried over between epochs: Keras opens the first iterator when the fit's first epoch
+            # starts, and the next one at the end of an epoch that read its pass to the end.
+            carry = sampler.carry
+            first = lambda: carry.passes_started == 0  # noqa: E731
+            return keras_rng.PassDraws(1, 1, rows=rows, start_if=first, end_if=carry.pass_read)
+        return keras_rng.PassDraws(1, int(steps is None or sampler.batches_per_pass <= steps), rows=rows)
+
+    def take_peek_draws(self) -> None:
+        cast(GlobalBatchSampler, self.sampler).take_peek_draws()
 
     def unshard(self, per_rank: Sequence[Sequence[Any]]) -> List[Any]:
         """Every global batch was split across the processes: step by step, rank by rank."""
@@ -322,15 +423,20 @@ def array_loader(
     sample_weight: Any = None,
     batch_size: int = 32,
     shuffle: Union[bool, str] = False,
-    seed: int = 0,
+    seed: Optional[int] = None,
     steps_per_epoch: Optional[int] = None,
     pin_memory: bool = False,
 ) -> BatchLoader:
-    """A DataLoader over tensors that yields ``(x,)`` or ``(x, y, sample_weight)`` batches."""
+    """A DataLoader over tensors that yields ``(x,)`` or ``(x, y, sample_weight)`` batches.
+
+    Its own iterators draw from a private generator: the base-seed draws of Keras's ``DataLoader`` are
+    taken at Keras's points instead (:class:`~keras_bridge.data.keras_rng.PassDraws`).
+    """
     dataset = ArrayBatchDataset(x, y, sample_weight)
     sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, seed, steps_per_epoch)
+    sampler.defer_in_batch = True  # its batches are fresh copies (indexed by index tensors): permutable in place
     return BatchLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_identity, pin_memory=pin_memory,
-                       generator=private_generator())  # fmt: skip
+                       generator=keras_rng.private_generator())  # fmt: skip
 
 
 def check_batch_size(batch_size: Any) -> None:

@@ -62,7 +62,9 @@ class IterableLoader(KerasLoader):
 
     def peek(self) -> Any:
         data = self.source()
-        if iter(data) is data:  # a one-shot iterator: keep what we took, replay it first
+        # A one-shot iterator: keep what we took, replay it first. Only an iterator is asked for iter():
+        # opening a DataLoader's iterator takes a draw of its generator, which Keras's peek takes once.
+        if isinstance(data, Iterator) and iter(data) is data:
             if not self._replay:
                 self._replay.append(next(data))
             raw = self._replay[0]

@@ -10,8 +10,10 @@ Mapping (keras-semantics 3, lightning-map 7.3):
   flight (``prefetch_factor * num_workers`` for processes) plus the one batch the loader holds ahead.
   Worker processes send NumPy batches through their pipe; this process turns them into tensors.
 * Batches always arrive in index order of the epoch's key list.
-* ``shuffle=True`` permutes the batch order every pass (a seeded torch generator, the same on every
-  process); an infinite PyDataset (``num_batches is None``) keeps counting indices across epochs.
+* ``shuffle=True`` permutes the batch order every pass as Keras does, with Python's global ``random``
+  when the pass starts (rank 0's order on every process), or with a private seeded generator
+  (``kb.data.set_shuffle_order("seeded")``); an infinite PyDataset (``num_batches is None``) keeps
+  counting indices across epochs.
 * ``on_epoch_end()`` runs in this process before the epoch's workers start: worker processes are
   started per epoch (non-persistent), so they see its effect.
 * Under DDP, :data:`DDP_BATCHES` decides (``kb.data.set_pydataset_ddp("split" | "deal")``):
@@ -41,9 +43,10 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, Iterable, Iter
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.data.batches import empty_like, prepare_batch, reraise_with_context, to_torch
 from keras_bridge.data.contract import DataOptions
-from keras_bridge.data.distributed import GlobalBatchInfo, rank_world, shared_seed
+from keras_bridge.data.distributed import GlobalBatchInfo, from_rank0, rank_world, shared_seed
 from keras_bridge.data.epoch_iterator import KerasLoader, StepsCarryOver
 from keras_bridge.utils.tree import first_batch_dim, map_structure
 
@@ -181,14 +184,17 @@ class BatchOrder:
 
     Args:
         shuffle: permute the indices of every new pass of a finite dataset.
-        seed: pass ``p`` is permuted with a torch generator seeded ``seed + p``.
+        seed: None: Keras's shuffle (Python's global ``random`` when the pass starts, rank 0's order
+            under DDP); an int: pass ``p`` is permuted with a torch generator seeded ``seed + p``.
         steps: ``steps_per_epoch`` (steps of ``world`` batches under DDP), or None.
     """
 
-    def __init__(self, shuffle: bool, seed: int, steps: Optional[int] = None) -> None:
+    def __init__(self, shuffle: bool, seed: Optional[int], steps: Optional[int] = None) -> None:
         self.shuffle = bool(shuffle)
         self.seed = seed
         self._seed_shared = False
+        self._pass_draw: Optional[List[int]] = None  # the live pass's Keras order (saved, reused on resume)
+        self._resume_draws: List[List[int]] = []
         self._passes = 0
         self._carry: StepsCarryOver[List[int]] = StepsCarryOver(steps)
         self._length: Optional[int] = None
@@ -198,30 +204,54 @@ class BatchOrder:
     def state_dict(self) -> Dict[str, Any]:
         """The seed, passes drawn, carried-over position and (infinite datasets) the next index."""
         return {"seed": self.seed, "passes": self._passes, "length": self._length, "next_index": self._next_index,
-                "carry": self._carry.state_dict()}  # fmt: skip
+                "carry": self._carry.state_dict(), "pass_draw": self._pass_draw}  # fmt: skip
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue from :meth:`state_dict`: the next :meth:`epoch` draws what followed it."""
-        self.seed, self._seed_shared = int(state["seed"]), True
+    def load_state_dict(self, state: Mapping[str, Any], later_draw: Optional[List[int]] = None) -> None:
+        """Continue from :meth:`state_dict`: the next :meth:`epoch` draws what followed it.
+
+        Keras's orders already drawn are reused rather than drawn again: the saved live pass's, then
+        ``later_draw`` (the order of a pass drawn after ``state`` was taken).
+        """
+        self.seed, self._seed_shared = None if state["seed"] is None else int(state["seed"]), True
         self._length, self._next_index = state["length"], int(state["next_index"])
         live = self._carry.steps is not None and state["carry"]["pass_position"] is not None
         self._passes = int(state["passes"]) - 1 if live else int(state["passes"])
+        self._resume_draws = [d for d in (state.get("pass_draw") if live else None, later_draw) if d is not None]
         self._carry.load_state_dict(state["carry"], epoch_finished=True)
 
     def _new_pass(self, n: int, world: int) -> Tuple[Iterator[List[int]], int]:
-        if not self._seed_shared:
-            self.seed, self._seed_shared = shared_seed(self.seed), True
-        g = torch.Generator()
-        g.manual_seed(self.seed + self._passes)
         self._passes += 1
-        order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
+        if not self.shuffle:
+            order = list(range(n))
+        elif self.seed is None:
+            if self._resume_draws:
+                order = self._resume_draws.pop(0)
+            else:  # every process shuffles (its global random moves as on one process); all use rank 0's
+                order = from_rank0(keras_rng.python_shuffle(n))
+            self._pass_draw = order
+        else:
+            if not self._seed_shared:
+                self.seed, self._seed_shared = shared_seed(self.seed), True
+            g = torch.Generator()
+            g.manual_seed(self.seed + self._passes - 1)
+            order = torch.randperm(n, generator=g).tolist()
         # One step takes `world` batches, one per process.
         steps = [order[i : i + world] for i in range(0, n, world)]
         return iter(steps), len(steps)
 
+    @property
+    def carry(self) -> StepsCarryOver[List[int]]:
+        """The passes drawn and read so far (``steps_per_epoch`` carries a pass over epochs)."""
+        return self._carry
+
     def restart(self) -> None:
         """Drop the current pass of a finite dataset (an infinite one keeps counting, as in Keras)."""
         self._carry.restart()
+
+    def take_peek_draws(self, n: Optional[int]) -> None:
+        """What Keras's build peek draws besides its iterator's base seed: the shuffle of the pass it opens."""
+        if self.shuffle and self.seed is None and n is not None:
+            keras_rng.python_shuffle(n)
 
     def epoch(self, n: Optional[int], world: int) -> Iterable[int]:
         """Global batch indices of the next epoch (all processes), or an endless iterator."""
@@ -294,7 +324,8 @@ class PyDatasetLoader(KerasLoader):
         py_dataset: the PyDataset (its ``workers``, ``use_multiprocessing`` and ``max_queue_size`` apply).
         options: ``shuffle`` (the batch order of every pass), ``class_weight`` (per-sample weights, batch by
             batch), ``steps`` (batches per epoch; the order carries over between epochs), ``seed`` (of the
-            batch-order shuffles), ``mode`` (evaluation runs ``on_epoch_end()`` before every pass).
+            batch-order shuffles; None: Keras's, see :class:`BatchOrder`), ``mode`` (evaluation runs
+            ``on_epoch_end()`` before every pass).
 
     Example:
         >>> import keras, numpy as np
@@ -359,7 +390,12 @@ class PyDatasetLoader(KerasLoader):
             finished = bool(state.get("epoch_finished")) or position >= len(self)
         except TypeError:  # an infinite dataset: only the flag tells
             finished = bool(state.get("epoch_finished"))
-        self.order.load_state_dict(state["after"] if finished else state["order"])
+        if finished:
+            self.order.load_state_dict(state["after"])
+        else:  # the epoch is drawn again from the state before it, reusing a Keras order it drew
+            before, after = state["order"], state["after"]
+            drawn = after.get("pass_draw") if int(after["passes"]) > int(before["passes"]) else None
+            self.order.load_state_dict(before, later_draw=drawn)
         self._skip = 0 if finished else position
         self._resume_position = self._skip
         self._resuming = True
@@ -368,6 +404,23 @@ class PyDatasetLoader(KerasLoader):
         # What Keras does to build an unbuilt model: on_epoch_begin(), then batch 0.
         self.py_dataset.on_epoch_begin()
         return fetch_batch(self.py_dataset, 0, self.options.class_weight)
+
+    def keras_pass_draws(self, steps: Optional[int] = None, evaluation: bool = False) -> keras_rng.PassDraws:
+        """Keras feeds a PyDataset through a torch ``DataLoader``: one base-seed draw when a pass starts and
+        one when it has been read to its end (this loader's own passes draw nothing from torch's generator).
+        """
+        length = self.num_batches()
+        if steps is not None and not evaluation:
+            # A pass carried over between epochs: the first iterator opens when the fit's first epoch
+            # starts, the next at the end of an epoch that read its pass to the end.
+            carry = self.order.carry
+            first = lambda: carry.passes_started == 0  # noqa: E731
+            return keras_rng.PassDraws(1, int(length is not None), start_if=first, end_if=carry.pass_read)
+        return keras_rng.PassDraws(1, int(length is not None and (steps is None or length <= steps)))
+
+    def take_peek_draws(self) -> None:
+        keras_rng.draw()  # the peek's DataLoader iterator
+        self.order.take_peek_draws(self.py_dataset.num_batches)
 
     def _window(self) -> int:
         # KerasLoader holds one finished batch ahead (to run on_epoch_end on time): together with the

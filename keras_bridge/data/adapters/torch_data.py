@@ -30,6 +30,7 @@ from torch.utils.data import (
     default_collate,
 )
 
+import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.data.adapters.array import DEFAULT_BATCH_SIZE, BatchLoader, GlobalBatchSampler
 from keras_bridge.data.adapters.iterable import IterableLoader
 from keras_bridge.data.batches import empty_like, prepare_batch, reraise_with_context
@@ -96,6 +97,10 @@ def sample_loader(dataset: Any, options: DataOptions = DataOptions(), collate_fn
                   **loader_kwargs: Any) -> BatchLoader:  # fmt: skip
     """Batch a map-style torch ``Dataset`` with Keras's array rules.
 
+    ``options.seed`` None shuffles as Keras's ``DataLoader`` over arrays does (see :class:`GlobalBatchSampler`).
+    The loader's own iterators draw from ``loader_kwargs["generator"]`` when given (a user's
+    ``DataLoader`` rebuilt under DDP draws where it did), else from a private generator.
+
     Example:
         >>> ds = torch.utils.data.TensorDataset(torch.arange(10.0), torch.arange(10))
         >>> [len(b[0]) for b in sample_loader(ds, DataOptions(batch_size=4))]
@@ -105,7 +110,10 @@ def sample_loader(dataset: Any, options: DataOptions = DataOptions(), collate_fn
     steps = None if options.evaluation else options.steps
     shuffle = False if options.evaluation else options.shuffle
     batch_size = options.batch_size or DEFAULT_BATCH_SIZE
-    sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, options.seed, steps)
+    # A rebuilt user's DataLoader: its RandomSampler drew its seed from the loader's generator.
+    sampler_generator = loader_kwargs.get("generator")
+    loader_kwargs.setdefault("generator", keras_rng.private_generator())
+    sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, options.seed, steps, sampler_generator)
     return BatchLoader(
         SampleBatches(dataset, collate_fn, options.class_weight),
         sampler=sampler,
@@ -138,7 +146,8 @@ class WrappedDataLoader(IterableLoader):
         loader: the ``DataLoader``.
         options: ``steps`` (batches per epoch; the loader's iterator carries over between epochs),
             ``class_weight`` (applied per batch: Keras refuses it for DataLoaders, the bridge does not), ``seed``
-            (shuffle seed of the rebuilt loader under DDP), ``mode`` (an evaluation loader resets before every pass).
+            (shuffle seed of the rebuilt loader under DDP; None: Keras's ``RandomSampler`` draw), ``mode`` (an
+            evaluation loader resets before every pass).
     """
 
     def __init__(self, loader: DataLoader, options: DataOptions = DataOptions()) -> None:
@@ -166,6 +175,19 @@ class WrappedDataLoader(IterableLoader):
     def source(self) -> Iterable[Any]:
         rebuilt = self.rebuilt()
         return self.data if rebuilt is None else rebuilt
+
+    def keras_pass_draws(self, steps: Optional[int] = None, evaluation: bool = False) -> keras_rng.PassDraws:
+        """The loader opens its own iterator when a pass starts; Keras opens the next one, eagerly, when a pass
+        has been read to its end (a carried-over training pass opens its next when the next epoch starts).
+        """
+        if steps is not None and not evaluation:
+            return keras_rng.NO_DRAWS
+        length = self.num_batches()
+        at_end = int(length is not None and (steps is None or length <= steps))
+        # A persistent-workers iterator is reused: reopening it draws nothing.
+        source = self.loader
+        reopens = not (source.persistent_workers and source.num_workers > 0)
+        return keras_rng.PassDraws(0, at_end * reopens, source.generator)
 
     def shards_itself(self) -> bool:
         return self.rebuilt() is not None or is_distributed(self.loader)
