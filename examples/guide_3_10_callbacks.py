@@ -70,6 +70,43 @@ class InterruptAfterEpoch(keras.callbacks.Callback):
             raise RuntimeError(f"simulated crash after epoch {epoch + 1}")
 
 
+def backup_and_restore(out_dir, x_train, y_train):
+    """Beyond the guide: ``BackupAndRestore`` resumes an interrupted ``fit`` at the epoch it reached.
+
+    It restores the weights, the optimizer and the epoch, not the global random streams: with
+    ``shuffle=True`` the resumed epochs draw other shuffles than the same epochs of an uninterrupted fit,
+    so their numbers are close to it, not equal (Keras gives the same numbers as here).
+    """
+    print("== BackupAndRestore: an interrupted fit resumes where it stopped")
+    backup_dir = os.path.join(out_dir, "backup")
+    keras.utils.set_random_seed(0)
+    model = get_compiled_model()
+    try:
+        model.fit(
+            x_train,
+            y_train,
+            epochs=4,
+            batch_size=64,
+            callbacks=[keras.callbacks.BackupAndRestore(backup_dir), InterruptAfterEpoch(1)],
+            verbose=2,
+        )
+    except RuntimeError as interruption:
+        print(interruption, "- backup files:", sorted(os.listdir(backup_dir)))
+    model = get_compiled_model()  # a new process would start from scratch, then restore the backup
+    resumed = model.fit(
+        x_train, y_train, epochs=4, batch_size=64, callbacks=[keras.callbacks.BackupAndRestore(backup_dir)], verbose=2
+    )
+    # For comparison: the same fit without interruption.
+    keras.utils.set_random_seed(0)
+    uninterrupted = get_compiled_model().fit(x_train, y_train, epochs=4, batch_size=64, verbose=0)
+    return {
+        "epoch": resumed.epoch,
+        "history": resumed.history,
+        "uninterrupted": uninterrupted.history,
+        "backup_dir": backup_dir,
+    }
+
+
 def main(out_dir=None, save_freq=20):
     """Run the guide's callbacks; every file goes under ``out_dir``. Returns a dict of results.
 
@@ -156,34 +193,7 @@ def main(out_dir=None, save_freq=20):
         runs.append(model.fit(x_train, y_train, epochs=1, callbacks=callbacks, verbose=2).history)
     results["fault_tolerance"] = {"runs": runs, "restored_model": model}
 
-    print("== BackupAndRestore: an interrupted fit resumes where it stopped")
-    backup_dir = os.path.join(out_dir, "backup")
-    keras.utils.set_random_seed(0)
-    model = get_compiled_model()
-    try:
-        model.fit(
-            x_train,
-            y_train,
-            epochs=4,
-            batch_size=64,
-            callbacks=[keras.callbacks.BackupAndRestore(backup_dir), InterruptAfterEpoch(1)],
-            verbose=2,
-        )
-    except RuntimeError as interruption:
-        print(interruption, "- backup files:", sorted(os.listdir(backup_dir)))
-    model = get_compiled_model()  # a new process would start from scratch, then restore the backup
-    resumed = model.fit(
-        x_train, y_train, epochs=4, batch_size=64, callbacks=[keras.callbacks.BackupAndRestore(backup_dir)], verbose=2
-    )
-    # For comparison: the same fit without interruption (the resumed epochs match it).
-    keras.utils.set_random_seed(0)
-    uninterrupted = get_compiled_model().fit(x_train, y_train, epochs=4, batch_size=64, verbose=0)
-    results["backup"] = {
-        "epoch": resumed.epoch,
-        "history": resumed.history,
-        "uninterrupted": uninterrupted.history,
-        "backup_dir": backup_dir,
-    }
+    results["backup"] = backup_and_restore(out_dir, x_train, y_train)
 
     print("Files written under", out_dir)
     return results

@@ -43,6 +43,7 @@ import lightning.pytorch as pl
 
 from keras_bridge.data.distributed import set_run_world
 from keras_bridge.trainer.preemption import PreemptionGuard, is_sigterm_exit, preempted
+from keras_bridge.trainer.random_streams import KeepRandomStreams
 from keras_bridge.utils.compat import (
     get_use_distributed_sampler,
     launched_processes,
@@ -182,6 +183,9 @@ class TrainerConnector:
     saved a resume point, and ends it with :class:`~keras_bridge.trainer.preemption.TrainingPreempted`
     (exit status 143), see :mod:`keras_bridge.trainer.preemption`.
 
+    The global random streams are those the call found, on every process, even where a distributed
+    strategy's setup reseeds them (:mod:`keras_bridge.trainer.random_streams`).
+
     Args:
         trainer: ``None``, a dict of ``lightning.Trainer`` options, or a ready ``lightning.Trainer``.
         callbacks: Lightning callbacks to run during the call (the bridge's driver first).
@@ -208,8 +212,10 @@ class TrainerConnector:
         self._given = trainer
         self._interrupts = _InterruptRecorder()
         self._preemption = PreemptionGuard()
-        # The guard first: the Keras callbacks of a batch see its stop decision (they save a resume point).
-        self._callbacks = [self._preemption, *callbacks, self._interrupts, _RunWorld()]
+        self._streams = KeepRandomStreams()
+        # The streams first: no callback's setup draws before they are put back. Then the guard: the Keras
+        # callbacks of a batch see its stop decision (they save a resume point).
+        self._callbacks = [self._streams, self._preemption, *callbacks, self._interrupts, _RunWorld()]
         self._sigint: Any = None
         self._owned = dict(owned)
         self._saved: Dict[str, Any] = {}
@@ -230,6 +236,7 @@ class TrainerConnector:
             self._trainer = self._make(self._given or {})
         self._outer_world = set_run_world(self._trainer.world_size)
         _check_script_can_rerun(self._trainer)
+        self._streams.capture()  # a distributed strategy's setup reseeds: see keras_bridge.trainer.random_streams
         return self._trainer
 
     def __exit__(
