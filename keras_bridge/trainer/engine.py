@@ -79,9 +79,10 @@ def _build(module: KerasModule, loader: Loader, stage: str = "train", keras_draw
     module.build_from_batch(x, move_data_to_device(y, device) if y is not None else None, y_pred)
 
 
-def _prepare_keras_steps(module: KerasModule, mode: str, **loaders: Any) -> None:
+def _prepare_keras_steps(module: KerasModule, mode: str, callbacks: Any = (), **loaders: Any) -> None:
     # Keras makes its step functions before running them; its refusals come out before training starts.
     if module.keras_step is not None:
+        module.keras_step.check_callbacks(callbacks)
         packed = {stage: loader is not None and loader.mirrors_keras_rng for stage, loader in loaders.items()}
         module.keras_step.prepare(mode, packed)
 
@@ -202,7 +203,7 @@ def fit(module: KerasModule, x: Any = None, y: Any = None, batch_size: Optional[
                                   mode="evaluate")  # fmt: skip
         val_loader = data_dispatch.validation_loader(validation, val_options, from_split=validation_data is None)
     draws = _keras_rng(module, seed)
-    _prepare_keras_steps(module, "fit", train=train_loader, eval=val_loader)
+    _prepare_keras_steps(module, "fit", [*keras_cbs, *lightning_cbs], train=train_loader, eval=val_loader)
     if y is None and module.built and train_loader.mirrors_keras_rng:  # arrays
         require_targets(module, y, "`x` is arrays and no `y` was passed")
     _build(module, train_loader, keras_draws=draws)

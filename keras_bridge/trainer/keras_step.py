@@ -189,9 +189,26 @@ class KerasSteps:
         """Build the model's unbuilt state from the first batch, as Keras's ``fit`` / ``evaluate`` do first."""
         keras_symbolic_build(self.model, keras_data(batch, self.packed[stage])[0])
 
-    @staticmethod
-    def check_trainer(trainer: pl.Trainer) -> None:
+    def check_callbacks(self, callbacks: Any) -> None:
+        """Refuse, before the Trainer is made, a callback that would write a Lightning checkpoint (``.ckpt``)."""
+        from lightning.pytorch.callbacks import Checkpoint
+
+        for callback in callbacks:
+            if isinstance(callback, Checkpoint):
+                self.refuse_lightning_checkpoint(f"a Lightning `{type(callback).__name__}` in `callbacks`")
+            filepath = str(getattr(callback, "filepath", "") or "")
+            if filepath.endswith(".ckpt"):
+                self.refuse_lightning_checkpoint(f"`{type(callback).__name__}(filepath={filepath!r})` in `callbacks`")
+
+    def check_trainer(self, trainer: pl.Trainer) -> None:
         """Refuse Trainer options a Keras step cannot honour, before training starts."""
+        checkpoints = list(getattr(trainer, "checkpoint_callbacks", None) or [])
+        if checkpoints:
+            names = ", ".join(type(cb).__name__ for cb in checkpoints)
+            self.refuse_lightning_checkpoint(
+                f"the Trainer's Lightning checkpoint callbacks ({names}; a Trainer made with "
+                "`enable_checkpointing=True` has one)"
+            )
         precision = str(getattr(trainer, "precision", "32"))
         if precision in ("16-mixed", "16"):
             raise ValueError(
@@ -290,13 +307,18 @@ class KerasSteps:
             for optimizer in optimizers:
                 del optimizer.apply
 
-    def refuse_lightning_checkpoint(self) -> None:
-        """Lightning checkpoints hold the optimizers Lightning steps: none here. Raise, naming what works."""
+    def refuse_lightning_checkpoint(self, received: str = "") -> None:
+        """Lightning checkpoints hold the optimizers Lightning steps: none here. Raise, naming what works.
+
+        Args:
+            received: what asked for one (a callback, the Trainer's checkpointing), for the message.
+        """
         raise ValueError(
             f"`{type(self.model).__name__}` trains with its own steps and optimizers, which a Lightning checkpoint "
             "(`.ckpt`, `trainer.save_checkpoint`, BackupAndRestore under DDP) cannot hold: resuming from one would "
             "restart the optimizers. Save Keras's own file instead: `module.save('model.keras')` or "
-            "`keras.callbacks.ModelCheckpoint('model.keras')` (weights and optimizer state, as Keras saves them)."
+            "`keras.callbacks.ModelCheckpoint('model.keras')` (weights and optimizer state, as Keras saves them); "
+            "pass a Trainer with `enable_checkpointing=False`." + (f" Received: {received}." if received else "")
         )
 
     def finish_fit(self, epochs_run: bool) -> None:

@@ -4,6 +4,7 @@ Usage: python tests/data/_ddp_keras_shuffle.py OUT_JSON keras|1|2
 
 Writes History, weights and the global random states after fit (each process of a DDP run writes its
 own states to ``OUT_JSON.rankR``). The model has no random layer: under DDP those draw per process.
+``seed_everything`` was called before (a reseed by Lightning's DDP setup must not move the streams).
 """
 
 import hashlib
@@ -27,6 +28,11 @@ def digest_states():
 
 
 def main(out_path: str, mode: str) -> None:
+    # An earlier seed_everything (LightningCLI calls it) leaves PL_GLOBAL_SEED in the environment, and
+    # Lightning's DDP setup reseeds every process with it: the fit must still draw from the streams below.
+    import lightning
+
+    lightning.seed_everything(7, verbose=False)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(70, 6)).astype("float32")
     y = (x[:, :3].sum(axis=1) > 0).astype("int64") + (x[:, 3] > 1).astype("int64")

@@ -5,7 +5,10 @@ once with ``kb.KerasModule(model).fit``, and compares History (keys and order), 
 ``predict``, the final weights (rtol 1e-5) and how many times each overridden method ran.
 """
 
+import re
+
 import keras
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -189,3 +192,31 @@ def test_saving_a_model_with_its_own_steps(tmp_path):
     assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy()) == 3
     with pytest.raises(ValueError, match="trains with its own steps and optimizers, which a Lightning checkpoint"):
         module.fit(x, y, epochs=1, verbose=0, callbacks=[kb.callbacks.ModelCheckpoint(str(tmp_path / "m.ckpt"))])
+
+
+@pytest.mark.parametrize(
+    "asks_for_a_ckpt, received",
+    [
+        (lambda tmp: {"callbacks": [kb.callbacks.ModelCheckpoint(str(tmp / "m.ckpt"))]}, "`ModelCheckpoint(filepath="),
+        (
+            lambda tmp: {"callbacks": [L.pytorch.callbacks.ModelCheckpoint(dirpath=str(tmp))]},
+            "a Lightning `ModelCheckpoint`",
+        ),
+        (
+            lambda tmp: {"trainer": {"enable_checkpointing": True, "default_root_dir": str(tmp)}},
+            "the Trainer's Lightning",
+        ),
+    ],
+    ids=["kb-ModelCheckpoint-ckpt", "lightning-ModelCheckpoint", "trainer-enable_checkpointing"],
+)
+def test_a_lightning_checkpoint_of_own_steps_is_refused_before_training(tmp_path, asks_for_a_ckpt, received):
+    x, y = regression_data()
+    model = dense(GuideModel)
+    compile_guide(model)
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=f"trains with its own steps.*Received: {re.escape(received)}"):
+        kb.KerasModule(model).fit(x, y, epochs=1, verbose=0, **asks_for_a_ckpt(tmp_path))
+    assert model.calls["train_step"] == 0  # refused before the first step
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not list(tmp_path.rglob("*.ckpt"))
