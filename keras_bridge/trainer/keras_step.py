@@ -108,8 +108,14 @@ class StepLogs:
         self.updated = False
         self._last: Any = None
         self._epoch: Optional[Dict[str, Any]] = None
+        self._checked = False
 
     def record(self, logs: Mapping[str, Any]) -> None:
+        if not self._checked:
+            # Under DDP, at the first step: logs that could not be combined over the processes are refused
+            # now (their keys are known only once the model's own step has run), not at the epoch's end.
+            self._checked = True
+            self.steps.check_logs(logs)
         self._last = logs
         self._epoch = None
         self.updated = True
@@ -144,7 +150,7 @@ class StepLogs:
             self.steps.train_logs.freeze()
         self.steps.model.reset_metrics()
         self._last = self._epoch = None
-        self.updated = False
+        self.updated = self._checked = False
 
     def to(self, device: Any) -> StepLogs:
         return self
@@ -250,15 +256,32 @@ class KerasSteps:
         if world > 1 and isinstance(last, Mapping) and set(last) <= set(by_name):
             # `{m.name: m.result() for m in self.metrics}`: the same results, of the summed states.
             return {name: by_name[name].result() for name in last}
-        if world > 1:
+        self.check_logs(last, results)
+        return last
+
+    def check_logs(self, logs: Any, results: Optional[Mapping[str, Any]] = None) -> None:
+        """Under DDP, refuse step logs that are not the model's metric results (the bridge sums those only)."""
+        if rank_world()[1] == 1:
+            return
+        results = self.model.get_metrics_result() if results is None else results
+        by_name = {m.name: m for m in self.model.metrics}
+        mapping = isinstance(logs, Mapping)
+        combinable = mapping and (set(logs) == set(results) or set(logs) <= set(by_name))
+        if combinable and set(logs) != set(results):
+            # Named like metrics, the epoch's values are those metrics' results: only if the step returned
+            # them (a loss tensor logged under the loss tracker's name would be replaced silently).
+            now = {name: by_name[name].result() for name in logs}
+            combinable = _as_numbers(dict(logs)) == _as_numbers(now)
+        if not combinable:
+            last = logs if mapping else {}
             raise RuntimeError(
                 f"Under DDP the logs of `{type(self.model).__name__}.train_step`/`test_step` must be the results of "
                 f"the model's metrics (`model.metrics`), which the bridge sums over the processes. Received logs "
-                f"with keys {sorted(last or {})}; the metrics give {sorted(results)}. Return "
+                f"with keys {sorted(last or {})} (values: {_as_numbers(dict(last or {}))}); the metrics give "
+                f"{_as_numbers(dict(results))}. Return "
                 "`{m.name: m.result() for m in self.metrics}` (tracking each value with a keras.metrics.Mean), "
                 "or train on one device."
             )
-        return last
 
     def ordered_results(self, logs: Dict[str, Any]) -> Any:
         """``evaluate``'s return value in Keras's order (the model's metrics first, then the other keys sorted)."""
