@@ -57,9 +57,14 @@ def load_digits_data():
 
 
 def subprocess_env(**extra):
-    """Environment for a test script run as a subprocess: one thread, the package and ``tests/`` importable."""
+    """Environment for a test script run as a subprocess: one thread, the package and ``tests/`` importable.
+
+    Lightning's seed variables are left out: an earlier test's ``seed_everything`` must not reach a script whose
+    numbers are compared (a script that wants them seeds itself).
+    """
     path = os.pathsep.join([str(REPO_ROOT), str(TESTS_DIR)])
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, **extra)
+    env = {k: v for k, v in os.environ.items() if k not in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    return dict(env, OMP_NUM_THREADS="1", PYTHONPATH=path, **extra)
 
 
 SHARED_DIR = REPO_ROOT.parent / "shared"
