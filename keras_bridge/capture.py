@@ -41,7 +41,8 @@ When the replay is used (the guard rule, checked before every call):
 
 Each fallback is logged once at INFO (``keras_bridge`` logger) with its reason. A model whose forward
 cannot be traced at all (Python control flow on tensor values, a layer with its own seed, whose seed
-Keras reads as a Python number) runs eagerly for that signature, and says so once as a warning.
+Keras reads as a Python number) runs eagerly for that signature, and says so once at INFO too, with the
+reason (an eager forward pass gives Keras's numbers, so it is not a warning).
 
 Example:
     >>> import keras, torch
@@ -216,9 +217,9 @@ class CapturedForward:
             self._told = True
             reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
             name = getattr(self.model, "name", type(self.model).__name__)
-            log.warning(
+            log.info(
                 "keras_bridge: %s runs eagerly (its forward pass could not be captured: %s). Pass "
-                "compile(jit_compile=False) to silence this.",
+                "compile(jit_compile=False) to skip the attempt.",
                 name,
                 reason,
             )
