@@ -11,6 +11,7 @@ checkpoint state (:mod:`keras_bridge.saving.history_state`, :mod:`~keras_bridge.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -38,13 +39,15 @@ from keras_bridge.saving.state import apply_training_state
 from keras_bridge.trainer import on_batch
 from keras_bridge.trainer.arguments import check_model, forward_parameters, model_names
 from keras_bridge.trainer.keras_step import KerasSteps
+from keras_bridge.utils.attributes import PlainAttributeWrites
+from keras_bridge.utils.compat import skip_no_op_batch_hooks
 from keras_bridge.utils.keras import is_keras_model
 from keras_bridge.utils.tree import first_batch_dim, unpack_x_y_sample_weight
 
 Tensor = torch.Tensor
 
 
-class KerasModule(KerasModelMethods, pl.LightningModule):
+class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
     """Wrap a torch module or a Keras 3 model (torch backend) for Keras-style training on Lightning.
 
     Args:
@@ -115,6 +118,7 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
         self.fit_count = 0  # fits started (engine.next_shuffle_seed)
         self.callback_facade: Any = None  # what Keras callbacks see of a torch module (model_facade.callback_model)
         self.hparams.update({k: list(v) if v is not None else None for k, v in given_names.items()})
+        skip_no_op_batch_hooks(self)  # Lightning need not call the batch hooks left as LightningModule's no-ops
         compiler.compile_from_constructor(self, optimizer, loss, loss_weights, metrics, weighted_metrics, jit_compile)
 
     # ------------------------------------------------------------------ compile (keras_bridge.compile)
@@ -348,3 +352,9 @@ class KerasModule(KerasModelMethods, pl.LightningModule):
     train_on_batch = on_batch.train_on_batch
     test_on_batch = on_batch.test_on_batch
     predict_on_batch = on_batch.predict_on_batch
+
+
+# Lightning reads the step methods' signatures at every batch (``inspect.getfullargspec``: does the step
+# take ``batch_idx``?); a signature stored on the function is returned without parsing it again.
+for _step_method in (KerasModule.training_step, KerasModule.validation_step, KerasModule.predict_step):
+    _step_method.__signature__ = inspect.signature(_step_method)  # type: ignore[union-attr]

@@ -36,6 +36,7 @@ from keras_bridge.utils.compat import (
     keras_initial_epoch,
     set_keras_initial_epoch,
     set_start_epoch,
+    skip_no_op_batch_hooks,
 )
 from keras_bridge.utils.keras import import_keras
 
@@ -141,6 +142,7 @@ class KerasCallbackDriver(LightningCallback):
         self.position: Optional[Tuple[str, int, int]] = None
         self._own_model = model is None  # to_lightning: found at setup
         self.host: Optional[CallbackHost] = None  # the running module's, from setup on
+        skip_no_op_batch_hooks(self)  # Lightning need not call the batch hooks it leaves to pl.Callback
         self._hosted: Any = None  # the module `host` serves
         self._first_epoch = 0  # of this run (a resumed run starts later)
         self._own_params = params is None

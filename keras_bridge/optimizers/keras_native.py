@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from keras_bridge.optimizers.base import OptimizerSpec
+from keras_bridge.optimizers.fused import FusedKerasUpdate
 from keras_bridge.optimizers.schedules import check_schedule
 from keras_bridge.utils.compat import keras_learning_rate_setting
 from keras_bridge.utils.keras import import_keras
@@ -43,10 +44,14 @@ def learning_rate_of(keras_optimizer: keras.optimizers.Optimizer) -> float:
 class KerasOptimizerStep(torch.optim.Optimizer):
     """``torch.optim.Optimizer`` whose ``step()`` applies a Keras optimizer to a Keras model's variables.
 
-    The param groups hold the variables' torch tensors, so ``zero_grad``, gradient clipping by
-    Lightning and mixed-precision unscaling work as for any torch optimizer. A model without trainable
-    variables gets a placeholder parameter (torch refuses an empty list) and ``step()`` does nothing,
-    as Keras's ``train_step`` skips the update.
+    Keras's RMSprop and SGD run the same update through :class:`~keras_bridge.optimizers.fused.FusedKerasUpdate`
+    when Keras's ``apply`` would do nothing more (no clipping, EMA, accumulation, weight decay): the same
+    kernels, constraints and ``iterations``, less Python per step.
+
+    The param groups hold the variables' torch tensors, so ``zero_grad``, gradient clipping by Lightning
+    and mixed-precision unscaling work as for any torch optimizer. A model without trainable variables
+    gets a placeholder parameter (torch refuses an empty list) and ``step()`` does nothing, as Keras's
+    ``train_step`` skips the update.
 
     ``param_groups[0]["lr"]`` *is* the Keras optimizer's learning rate (:class:`_KerasLearningRateGroup`):
     reading it gives the rate of the next update (a Keras schedule evaluated at ``iterations``), so
@@ -69,6 +74,9 @@ class KerasOptimizerStep(torch.optim.Optimizer):
             keras_optimizer.build(self.variables)
         super().__init__(params, {"lr": learning_rate_of(keras_optimizer)})
         self.param_groups = [_KerasLearningRateGroup(keras_optimizer, group) for group in self.param_groups]
+        self._tensors = params if self.variables else []
+        # Keras's RMSprop and SGD: the same update without apply's per-step Python (keras_bridge.optimizers.fused).
+        self._fused = FusedKerasUpdate.for_optimizer(keras_optimizer, self.variables)
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
@@ -78,7 +86,9 @@ class KerasOptimizerStep(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         if self.variables:
-            self.keras_optimizer.apply([v.value.grad for v in self.variables], self.variables)
+            grads = [t.grad for t in self._tensors]
+            if self._fused is None or not self._fused.apply(grads):
+                self.keras_optimizer.apply(grads, self.variables)
         return loss
 
     @property

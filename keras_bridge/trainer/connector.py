@@ -49,6 +49,7 @@ from keras_bridge.utils.compat import (
     launched_processes,
     reruns_the_script,
     set_use_distributed_sampler,
+    skip_no_op_batch_hooks,
     started_as_module,
 )
 
@@ -216,6 +217,8 @@ class TrainerConnector:
         # The streams first: no callback's setup draws before they are put back. Then the guard: the Keras
         # callbacks of a batch see its stop decision (they save a resume point).
         self._callbacks = [self._streams, self._preemption, *callbacks, self._interrupts, _RunWorld()]
+        for callback in (self._streams, self._preemption, self._interrupts, self._callbacks[-1]):
+            skip_no_op_batch_hooks(callback)  # the bridge's own: Lightning need not call their no-op hooks
         self._sigint: Any = None
         self._owned = dict(owned)
         self._saved: Dict[str, Any] = {}

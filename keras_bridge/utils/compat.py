@@ -468,3 +468,68 @@ def keras_wrapped_function(obj: Any) -> Optional[Tuple[Any, Dict[str, Any]]]:
     if isinstance(obj, keras.metrics.MeanMetricWrapper):
         return obj._fn, dict(obj._fn_kwargs)
     return None
+
+
+def keras_update_rule(optimizer: Any) -> Optional[str]:
+    """``"rmsprop"`` or ``"sgd"`` when ``optimizer`` is exactly Keras's torch-backend RMSprop / SGD, else None.
+
+    ``keras.optimizers.RMSprop()`` is built as ``keras.src.backend.torch.optimizers.torch_rmsprop.RMSprop``
+    (a private module); a user's subclass, which may change the update, is none of them.
+    Checked: keras 3.11.0, 3.15.1. Missing: None (Keras's own ``apply`` runs).
+    """
+    try:
+        from keras.src.backend.torch.optimizers import torch_rmsprop, torch_sgd
+    except ImportError:
+        return None
+    kinds = {getattr(torch_rmsprop, "RMSprop", None): "rmsprop", getattr(torch_sgd, "SGD", None): "sgd"}
+    return kinds.get(type(optimizer))
+
+
+def keras_optimizer_slots(optimizer: Any, attribute: str, variables: List[Any]) -> Optional[List[Any]]:
+    """The torch tensors of a Keras optimizer's slot (``_velocities``, ``momentums``, ...) for ``variables``.
+
+    Keras keeps one slot variable per model variable in a list indexed by ``_get_variable_index``.
+    Checked: keras 3.11.0, 3.15.1. Missing: None (Keras's own ``apply`` runs).
+    """
+    slots = getattr(optimizer, attribute, None)
+    index = getattr(optimizer, "_get_variable_index", None)
+    if slots is None or index is None:
+        return None
+    try:
+        found = [slots[index(v)] for v in variables]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return None if any(s is None for s in found) else [s.value for s in found]
+
+
+# Hooks Lightning calls at every training batch that LightningModule and Callback define as no-ops.
+_NO_OP_TRAIN_HOOKS = (
+    "on_train_batch_start", "on_before_zero_grad", "on_before_backward", "on_after_backward",
+    "on_before_optimizer_step",
+)  # fmt: skip
+# And those of Callback only: Lightning also reads the module's evaluation batch hooks' signatures.
+_NO_OP_CALLBACK_HOOKS = (
+    "on_train_batch_end", "on_validation_batch_start", "on_validation_batch_end", "on_test_batch_start",
+    "on_test_batch_end", "on_predict_batch_start", "on_predict_batch_end",
+)  # fmt: skip
+
+
+def skip_no_op_batch_hooks(obj: Any) -> None:
+    """Let Lightning skip the per-batch hooks ``obj`` (a LightningModule or a Callback) inherits as no-ops.
+
+    Lightning calls each per-batch hook of the module and of every callback, each under a profiler
+    context, whether it does anything or not (six per training step per callback); its dispatchers
+    (``_call_lightning_module_hook``, ``_call_callback_hooks``) skip an attribute that is not callable.
+    So each such hook that ``type(obj)`` inherits unchanged from ``LightningModule`` / ``Callback`` is set
+    to None on the instance; an overridden hook, in the class or a subclass, is left alone. A module's
+    evaluation batch hooks stay (Lightning reads their signatures before an evaluation loop).
+    Checked: lightning 2.2.0, 2.6.6. Missing: if a later Lightning called the hooks without that check,
+    fit would fail at the first batch (``'NoneType' object is not callable``), which the suite shows.
+    """
+    import lightning.pytorch as pl
+
+    module = isinstance(obj, pl.LightningModule)
+    base: Any = pl.LightningModule if module else pl.Callback
+    for name in _NO_OP_TRAIN_HOOKS + (() if module else _NO_OP_CALLBACK_HOOKS):
+        if getattr(type(obj), name, None) is getattr(base, name, None):
+            setattr(obj, name, None)

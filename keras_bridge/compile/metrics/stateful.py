@@ -32,6 +32,7 @@ from torch import Tensor
 import keras_bridge.compile.losses.functional as L
 import keras_bridge.compile.metrics.functional as metric_fns
 from keras_bridge.compile.losses.terms import is_binary_or_sparse_categorical
+from keras_bridge.utils.attributes import PlainAttributeWrites
 from keras_bridge.utils.compat import is_keras_builtin_loss, keras_registry_names, keras_wrapped_function
 from keras_bridge.utils.errors import did_you_mean
 from keras_bridge.utils.keras import import_keras
@@ -47,7 +48,7 @@ _CROSSENTROPY = ("crossentropy", "ce")
 _NOT_USABLE = ("Metric", "metric", "MeanMetricWrapper", "mean_metric_wrapper", "Mean", "mean", "Sum", "sum")
 
 
-class BridgeMetric(torchmetrics.Metric):
+class BridgeMetric(PlainAttributeWrites, torchmetrics.Metric):
     """A Keras-named metric with sum-reduced states.
 
     Attributes:
@@ -105,11 +106,12 @@ class Mean(BridgeMetric):
 
     def _accumulate(self, values: Tensor, sample_weight: Any = None, mask: Optional[Tensor] = None) -> None:
         values, weights = metric_fns.reduce_to_samplewise_values(values, sample_weight, self.state_dtype, mask)
-        self.total += values.sum().to(self.total.device)
+        # In place (what `+=` does before it rebinds the attribute): no module attribute write per batch.
+        self.total.add_(values.sum().to(self.total.device))
         if weights is not None:
-            self.count += weights.sum().to(self.count.device)
+            self.count.add_(weights.sum().to(self.count.device))
         else:
-            self.count += values.shape[0] if values.dim() >= 1 else 1
+            self.count.add_(values.shape[0] if values.dim() >= 1 else 1)
 
     def update(self, values: Any, sample_weight: Any = None) -> None:  # type: ignore[override]
         """Add a batch of values (any shape; reduced to one value per sample like Keras)."""
