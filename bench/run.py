@@ -11,6 +11,9 @@ Workloads (sizes for the default ``--samples 50000``; ``--quick`` divides them b
 
 * MLP: the guide's MLP (784-64-64-10), batch 64, 50k training + 10k validation samples, 1 epoch with
   validation, RMSprop, sparse categorical crossentropy from logits + accuracy (bare Lightning: no metric);
+* guard cost (row 5b): the Keras MLP for 3 epochs of a third of the data, with and without a Keras callback
+  that sets a Python attribute of a layer at each epoch start (the captured forward's guards see it and
+  capture the graph again);
 * multi-I/O: the guide's two-input / two-output Keras model (img_input 32x32x3 + ts_input 20x10 ->
   score_output + class_output), 5k samples, batch 32, 1 epoch, dict losses, 3 metrics;
 * callbacks: the MLP for 2 epochs of 25k samples with CSVLogger, EarlyStopping, ModelCheckpoint and a
