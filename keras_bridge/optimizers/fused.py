@@ -1,4 +1,4 @@
-"""Keras's ``optimizer.apply`` for Keras's own RMSprop and SGD, without its per-step Python bookkeeping.
+"""Keras's ``optimizer.apply`` for Keras's own RMSprop, SGD and Adam, without its per-step Python bookkeeping.
 
 Keras's ``apply`` on the torch backend spends more time in Python than in its update kernels for a small
 model: a name scope, a pass over the gradients to drop missing ones, one for variables that take
@@ -7,7 +7,7 @@ their gradient as their value, the learning rate cast, and in the update itself 
 resolves the torch tensors of the model variables and of the optimizer's slots once, then runs per step:
 
 1. the same multi-tensor kernels as Keras's torch backend, in the same order, with the same scalars
-   (:func:`keras_bridge.optimizers.functional.rmsprop` / ``sgd``), on the learning rate Keras would use
+   (:func:`keras_bridge.optimizers.functional.rmsprop` / ``sgd`` / ``adam``), on the learning rate Keras would use
    (``optimizer.learning_rate``: the variable, or the schedule evaluated at ``iterations``), cast to the
    variables' dtype as Keras casts it;
 2. each variable's ``constraint``, as Keras applies it after the update;
@@ -15,7 +15,8 @@ resolves the torch tensors of the model variables and of the optimizer's slots o
 
 So the weights, the slots, ``iterations`` and the learning rate are bit for bit Keras's. Whatever this
 path does not cover runs Keras's own ``apply`` for that step, decided before each step from the
-optimizer's current settings: another optimizer class (or a subclass of Keras's), gradient
+optimizer's current settings: another optimizer class (or a subclass of Keras's), Adam on another device
+than the CPU (Keras computes its bias corrections on the variables' device, the shared rule on the CPU), gradient
 accumulation, EMA, clipping (``clipnorm``, ``global_clipnorm``, ``clipvalue``), weight decay, a loss
 scale factor, a variable without a gradient or one that takes its gradient as its value (float8).
 
@@ -47,10 +48,16 @@ Tensor = torch.Tensor
 # The optimizer settings under which Keras's apply does more than the update rule: any of them set
 # (to anything Keras treats as on) sends the step to Keras's own apply.
 _OFF_WHEN_SET = ("gradient_accumulation_steps", "use_ema", "clipnorm", "global_clipnorm", "clipvalue")
+# Each rule's slot lists in the Keras optimizer, one slot variable per model variable.
+_SLOTS = {
+    "rmsprop": ("_velocities", "_momentums", "_average_gradients"),
+    "sgd": ("momentums",),
+    "adam": ("_momentums", "_velocities", "_velocity_hats"),
+}
 
 
 class FusedKerasUpdate:
-    """One Keras ``optimizer.apply(grads, variables)`` for Keras's RMSprop and SGD (see the module docstring).
+    """One Keras ``optimizer.apply(grads, variables)`` for Keras's RMSprop, SGD and Adam (see the module docstring).
 
     Build it with :meth:`for_optimizer` (None when the optimizer is not covered); :meth:`apply` returns
     False, having done nothing, when this step must run Keras's own ``apply``.
@@ -63,7 +70,7 @@ class FusedKerasUpdate:
         self.params: List[Tensor] = [v.value for v in self.variables]
         self.iterations = optimizer.iterations
         self._counter: Tensor = self.iterations.value
-        self.slot_names = {"rmsprop": ("_velocities", "_momentums", "_average_gradients"), "sgd": ("momentums",)}[rule]
+        self.slot_names = _SLOTS[rule]
         self._slots = {name: keras_optimizer_slots(optimizer, name, self.variables) for name in self.slot_names}
 
     @classmethod
@@ -74,6 +81,8 @@ class FusedKerasUpdate:
         if rule is None or not variables or not getattr(optimizer, "built", False):
             return None
         if any(getattr(v, "overwrite_with_gradient", False) for v in variables):
+            return None
+        if rule == "adam" and any(v.value.device.type != "cpu" for v in variables):
             return None
         return cls(optimizer, variables, rule)
 
@@ -91,6 +100,10 @@ class FusedKerasUpdate:
                 (optimizer.momentum <= 0 or self._slots["_momentums"] is not None)
                 and (not optimizer.centered or self._slots["_average_gradients"] is not None)
             )
+        if self.rule == "adam":
+            return (self._slots["_momentums"] is not None and self._slots["_velocities"] is not None) and (
+                not optimizer.amsgrad or self._slots["_velocity_hats"] is not None
+            )
         return optimizer.momentum == 0 or self._slots["momentums"] is not None
 
     @torch.no_grad()
@@ -107,6 +120,12 @@ class FusedKerasUpdate:
                 self._slots["_momentums"] if optimizer.momentum > 0 else None,
                 self._slots["_average_gradients"] if optimizer.centered else None,
                 lr=lr, rho=optimizer.rho, momentum=optimizer.momentum, epsilon=optimizer.epsilon,
+            )  # fmt: skip
+        elif self.rule == "adam":
+            rules.adam(
+                self.params, given, self._slots["_momentums"], self._slots["_velocities"],  # type: ignore[arg-type]
+                self._slots["_velocity_hats"] if optimizer.amsgrad else None, lr=lr, beta_1=optimizer.beta_1,
+                beta_2=optimizer.beta_2, epsilon=optimizer.epsilon, iteration=int(self._counter),
             )  # fmt: skip
         else:
             momentums = self._slots["momentums"] if optimizer.momentum != 0 else None

@@ -44,9 +44,10 @@ def learning_rate_of(keras_optimizer: keras.optimizers.Optimizer) -> float:
 class KerasOptimizerStep(torch.optim.Optimizer):
     """``torch.optim.Optimizer`` whose ``step()`` applies a Keras optimizer to a Keras model's variables.
 
-    Keras's RMSprop and SGD run the same update through :class:`~keras_bridge.optimizers.fused.FusedKerasUpdate`
-    when Keras's ``apply`` would do nothing more (no clipping, EMA, accumulation, weight decay): the same
-    kernels, constraints and ``iterations``, less Python per step.
+    Keras's RMSprop, SGD and Adam (on the CPU) run the same update through
+    :class:`~keras_bridge.optimizers.fused.FusedKerasUpdate` when Keras's ``apply`` would do nothing more (no
+    clipping, EMA, accumulation, weight decay): the same kernels, constraints and ``iterations``, less Python
+    per step.
 
     The param groups hold the variables' torch tensors, so ``zero_grad``, gradient clipping by Lightning
     and mixed-precision unscaling work as for any torch optimizer. A model without trainable variables
@@ -75,7 +76,7 @@ class KerasOptimizerStep(torch.optim.Optimizer):
         super().__init__(params, {"lr": learning_rate_of(keras_optimizer)})
         self.param_groups = [_KerasLearningRateGroup(keras_optimizer, group) for group in self.param_groups]
         self._tensors = params if self.variables else []
-        # Keras's RMSprop and SGD: the same update without apply's per-step Python (keras_bridge.optimizers.fused).
+        # Keras's RMSprop, SGD, Adam: the same update without apply's per-step Python (keras_bridge.optimizers.fused).
         self._fused = FusedKerasUpdate.for_optimizer(keras_optimizer, self.variables)
 
     @torch.no_grad()

@@ -471,17 +471,21 @@ def keras_wrapped_function(obj: Any) -> Optional[Tuple[Any, Dict[str, Any]]]:
 
 
 def keras_update_rule(optimizer: Any) -> Optional[str]:
-    """``"rmsprop"`` or ``"sgd"`` when ``optimizer`` is exactly Keras's torch-backend RMSprop / SGD, else None.
+    """``"rmsprop"``, ``"sgd"`` or ``"adam"`` when ``optimizer`` is exactly Keras's torch-backend class, else None.
 
     ``keras.optimizers.RMSprop()`` is built as ``keras.src.backend.torch.optimizers.torch_rmsprop.RMSprop``
     (a private module); a user's subclass, which may change the update, is none of them.
     Checked: keras 3.11.0, 3.15.1. Missing: None (Keras's own ``apply`` runs).
     """
     try:
-        from keras.src.backend.torch.optimizers import torch_rmsprop, torch_sgd
+        from keras.src.backend.torch.optimizers import torch_adam, torch_rmsprop, torch_sgd
     except ImportError:
         return None
-    kinds = {getattr(torch_rmsprop, "RMSprop", None): "rmsprop", getattr(torch_sgd, "SGD", None): "sgd"}
+    kinds = {
+        getattr(torch_rmsprop, "RMSprop", None): "rmsprop",
+        getattr(torch_sgd, "SGD", None): "sgd",
+        getattr(torch_adam, "Adam", None): "adam",
+    }
     return kinds.get(type(optimizer))
 
 

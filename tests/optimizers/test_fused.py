@@ -33,6 +33,8 @@ OPTIMIZERS = {
     "rmsprop": lambda: keras.optimizers.RMSprop(1e-2),
     "rmsprop_momentum_centered": lambda: keras.optimizers.RMSprop(1e-2, momentum=0.9, centered=True),
     "rmsprop_schedule": lambda: keras.optimizers.RMSprop(_schedule()),
+    "adam": lambda: keras.optimizers.Adam(1e-2),
+    "adam_amsgrad_schedule": lambda: keras.optimizers.Adam(_schedule(), beta_1=0.8, amsgrad=True),
     "sgd": lambda: keras.optimizers.SGD(0.1),
     "sgd_momentum": lambda: keras.optimizers.SGD(0.1, momentum=0.5),
     "sgd_nesterov": lambda: keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
@@ -84,10 +86,10 @@ def test_a_setting_apply_would_honour_sends_the_step_to_keras_apply():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: keras.optimizers.Adam(1e-3),  # another rule: Keras's apply
+        lambda: keras.optimizers.Nadam(1e-3),  # another rule: Keras's apply
         lambda: type("MyRMSprop", (keras.optimizers.RMSprop,), {})(1e-3),  # a subclass may change the update
     ],
-    ids=["adam", "rmsprop_subclass"],
+    ids=["nadam", "rmsprop_subclass"],
 )
 def test_optimizers_it_does_not_cover_get_no_fused_update(make):
     model = _model()
