@@ -34,12 +34,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 import torch
 
 import keras_bridge.optimizers.functional as rules
 from keras_bridge.utils.compat import keras_optimizer_slots, keras_update_rule
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = ["FusedKerasUpdate"]
 
@@ -63,7 +66,7 @@ class FusedKerasUpdate:
     False, having done nothing, when this step must run Keras's own ``apply``.
     """
 
-    def __init__(self, optimizer: Any, variables: Sequence[Any], rule: str) -> None:
+    def __init__(self, optimizer: keras.optimizers.Optimizer, variables: Sequence[keras.Variable], rule: str) -> None:
         self.optimizer = optimizer
         self.variables = list(variables)
         self.rule = rule
@@ -74,7 +77,9 @@ class FusedKerasUpdate:
         self._slots = {name: keras_optimizer_slots(optimizer, name, self.variables) for name in self.slot_names}
 
     @classmethod
-    def for_optimizer(cls, optimizer: Any, variables: Sequence[Any]) -> Optional[FusedKerasUpdate]:
+    def for_optimizer(
+        cls, optimizer: keras.optimizers.Optimizer, variables: Sequence[keras.Variable]
+    ) -> Optional[FusedKerasUpdate]:
         """The fused update of a built Keras optimizer on ``variables``, or None when it is not covered."""
         rule = keras_update_rule(optimizer)
         variables = list(variables)

@@ -31,8 +31,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 __all__ = ["PlainAttributeWrites"]
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
@@ -44,7 +42,7 @@ class PlainAttributeWrites:
     Put it before ``torch.nn.Module`` (or the LightningModule / torchmetrics class) in the bases.
     """
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def __setattr__(self, name: str, value: object) -> None:
         if type(value) in _PLAIN and name in self.__dict__:
             object.__setattr__(self, name, value)
         else:

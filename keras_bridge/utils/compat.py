@@ -470,7 +470,7 @@ def keras_wrapped_function(obj: Any) -> Optional[Tuple[Any, Dict[str, Any]]]:
     return None
 
 
-def keras_update_rule(optimizer: Any) -> Optional[str]:
+def keras_update_rule(optimizer: keras.optimizers.Optimizer) -> Optional[str]:
     """``"rmsprop"``, ``"sgd"`` or ``"adam"`` when ``optimizer`` is exactly Keras's torch-backend class, else None.
 
     ``keras.optimizers.RMSprop()`` is built as ``keras.src.backend.torch.optimizers.torch_rmsprop.RMSprop``
@@ -489,7 +489,9 @@ def keras_update_rule(optimizer: Any) -> Optional[str]:
     return kinds.get(type(optimizer))
 
 
-def keras_optimizer_slots(optimizer: Any, attribute: str, variables: List[Any]) -> Optional[List[Any]]:
+def keras_optimizer_slots(
+    optimizer: keras.optimizers.Optimizer, attribute: str, variables: List[keras.Variable]
+) -> Optional[List[Any]]:
     """The torch tensors of a Keras optimizer's slot (``_velocities``, ``momentums``, ...) for ``variables``.
 
     Keras keeps one slot variable per model variable in a list indexed by ``_get_variable_index``.
@@ -518,7 +520,7 @@ _NO_OP_CALLBACK_HOOKS = (
 )  # fmt: skip
 
 
-def skip_no_op_batch_hooks(obj: Any) -> None:
+def skip_no_op_batch_hooks(obj: pl.LightningModule | pl.Callback) -> None:
     """Let Lightning skip the per-batch hooks ``obj`` (a LightningModule or a Callback) inherits as no-ops.
 
     Lightning calls each per-batch hook of the module and of every callback, each under a profiler
@@ -530,10 +532,10 @@ def skip_no_op_batch_hooks(obj: Any) -> None:
     Checked: lightning 2.2.0, 2.6.6. Missing: if a later Lightning called the hooks without that check,
     fit would fail at the first batch (``'NoneType' object is not callable``), which the suite shows.
     """
-    import lightning.pytorch as pl
+    import lightning.pytorch as lightning
 
-    module = isinstance(obj, pl.LightningModule)
-    base: Any = pl.LightningModule if module else pl.Callback
+    module = isinstance(obj, lightning.LightningModule)
+    base: Any = lightning.LightningModule if module else lightning.Callback
     for name in _NO_OP_TRAIN_HOOKS + (() if module else _NO_OP_CALLBACK_HOOKS):
         if getattr(type(obj), name, None) is getattr(base, name, None):
             setattr(obj, name, None)
