@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import keras_bridge.saving.serialization as S
 from keras_bridge.utils.errors import did_you_mean
-from keras_bridge.utils.keras import import_keras
+from keras_bridge.utils.keras import import_keras, keras_loaded
 
 #: The keys of ``keras.saving.serialize_keras_object``'s output.
 CONFIG_KEYS = ("class_name", "config", "module", "registered_name")
@@ -289,6 +289,8 @@ def resolve_compile_arguments(
 
 # ---------------------------------------------------------------------------- describing
 def _is_keras_describable(value: Any) -> bool:
+    if not keras_loaded():  # no Keras object, nor a function registered with Keras, exists before keras is loaded
+        return False
     keras = import_keras()
     if isinstance(value, S.keras_object_kinds(layers=False)):
         return True

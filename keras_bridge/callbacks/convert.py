@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, List, Mapping, Optional
 from keras_bridge.callbacks.ports.registry import PORTS, TRANSLATED, port_class, port_module
 from keras_bridge.configs import check_config_keys, constructor_arguments, find_class, read_config_file
 from keras_bridge.utils.errors import did_you_mean
-from keras_bridge.utils.keras import import_keras
+from keras_bridge.utils.keras import import_keras, is_keras_object
 
 if TYPE_CHECKING:
     import keras
@@ -33,8 +33,8 @@ _UNSUPPORTED = {
 
 def runs_keras_callbacks(model: keras.Model) -> bool:
     """True for a Keras model compiled with a Keras optimizer: Keras's own BackupAndRestore then works as is."""
-    keras = import_keras()
-    return isinstance(model, keras.Model) and isinstance(getattr(model, "optimizer", None), keras.optimizers.Optimizer)
+    optimizer = getattr(model, "optimizer", None)
+    return is_keras_object(model, "Model") and is_keras_object(optimizer, "optimizers.Optimizer")
 
 
 def translate(callback: keras.callbacks.Callback, native: bool = False) -> Any:

@@ -38,7 +38,7 @@ from keras_bridge.utils.compat import (
     set_start_epoch,
     skip_no_op_batch_hooks,
 )
-from keras_bridge.utils.keras import import_keras
+from keras_bridge.utils.keras import is_keras_object
 
 if TYPE_CHECKING:
     import keras
@@ -57,15 +57,14 @@ def _overrides(cb: keras.callbacks.Callback, names: Sequence[str]) -> bool:
 def _reads(cb: keras.callbacks.Callback, names: Sequence[str]) -> bool:
     if isinstance(cb, Port) and cb._kb_batch_logs is not None:  # a port saying whether its batch hooks matter
         return bool(cb._kb_batch_logs)
-    keras = import_keras()
-    if isinstance(cb, (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore)) and cb.save_freq == "epoch":
+    saves = is_keras_object(cb, "callbacks.ModelCheckpoint") or is_keras_object(cb, "callbacks.BackupAndRestore")
+    if saves and cb.save_freq == "epoch":
         return False  # their batch hooks only count batches for an integer save_freq
     return _overrides(cb, names)
 
 
 def _rank_zero_only(cb: keras.callbacks.Callback) -> bool:
-    keras = import_keras()
-    return any(isinstance(cb, getattr(keras.callbacks, name)) for name in RANK_ZERO_ONLY)
+    return any(is_keras_object(cb, f"callbacks.{name}") for name in RANK_ZERO_ONLY)
 
 
 def _continue_history(history: Any, epochs: List[int], start_epoch: int) -> None:
@@ -125,9 +124,8 @@ class KerasCallbackDriver(LightningCallback):
         validation_freq: Union[int, Sequence[int]] = 1,
         keras_rng: Tuple[PassDraws, PassDraws] = (NO_DRAWS, NO_DRAWS),
     ) -> None:
-        keras = import_keras()
         # A ProgbarLogger in the list is replaced by the bridge's own bar (Keras keeps one bar too).
-        self._given = [cb for cb in callbacks if not isinstance(cb, keras.callbacks.ProgbarLogger)]
+        self._given = [cb for cb in callbacks if not is_keras_object(cb, "callbacks.ProgbarLogger")]
         self.user_callbacks = [translate(cb, native=runs_keras_callbacks(model)) for cb in self._given]
         self.history = history
         self.progbar = progbar
@@ -165,7 +163,7 @@ class KerasCallbackDriver(LightningCallback):
         self.active = users
         self.all: List[Any] = users + [c for c in (self.history, self.progbar) if c is not None]
         self._batch_readers = [c for c in users if _reads(c, _BATCH_END_HOOKS)]
-        self._nan_guards = [c for c in self._batch_readers if isinstance(c, import_keras().callbacks.TerminateOnNaN)]
+        self._nan_guards = [c for c in self._batch_readers if is_keras_object(c, "callbacks.TerminateOnNaN")]
         self._batch_begin = [c for c in users if _reads(c, _BATCH_BEGIN_HOOKS)]
         self._test_batch_readers = [c for c in users if _overrides(c, _TEST_BATCH_END_HOOKS)]
 
@@ -234,7 +232,7 @@ class KerasCallbackDriver(LightningCallback):
             text = None
             if isinstance(cb, Port):
                 text = cb._kb_save_for_preemption(at_epoch_end)
-            elif isinstance(cb, import_keras().callbacks.BackupAndRestore) and trainer.is_global_zero:
+            elif is_keras_object(cb, "callbacks.BackupAndRestore") and trainer.is_global_zero:
                 if not at_epoch_end or cb.save_freq != "epoch":  # Keras's own callback, on a Keras model
                     keras_backup_save(cb)
                 text = f"BackupAndRestore saved a backup in {cb.backup_dir} (resumes at the start of its epoch)."

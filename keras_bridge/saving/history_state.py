@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from keras_bridge.utils.keras import import_keras
+from keras_bridge.callbacks.history import new_history
 
 if TYPE_CHECKING:
     from keras_bridge.protocols import BridgeModule as KerasModule
@@ -49,6 +49,6 @@ def load_extra_state(module: KerasModule, state: Optional[Dict[str, Any]]) -> No
     if not state or state.get("history") is None:
         return
     if module.history is None:
-        module.history = import_keras().callbacks.History()
+        module.history = new_history()
     module.history.history = state["history"]
     module.history.epoch = state["epoch"] or []

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import move_data_to_device
 import keras_bridge.data.dispatch as data_dispatch
 import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.callbacks.driver import KerasCallbackDriver
+from keras_bridge.callbacks.history import new_history
 from keras_bridge.callbacks.progbar import make_progbar_logger
 from keras_bridge.compile.structure import flatten_outputs, output_structure, pack_outputs, resolve_output_names
 from keras_bridge.compile.tracking import KerasHooks
@@ -27,7 +28,7 @@ from keras_bridge.trainer.arguments import check_fit_args, check_input_names, ch
 from keras_bridge.trainer.connector import TrainerArgument, TrainerConnector, quiet_lightning
 from keras_bridge.utils.compat import keras_output_spec, keras_symbolic_build, set_start_epoch
 from keras_bridge.utils.errors import LabelRangeError, user_traceback
-from keras_bridge.utils.keras import import_keras
+from keras_bridge.utils.keras import is_keras_object
 from keras_bridge.utils.tree import map_structure, unpack_x_y_sample_weight
 
 if TYPE_CHECKING:
@@ -210,8 +211,7 @@ def fit(module: KerasModule, x: Any = None, y: Any = None, batch_size: Optional[
     steps = data_dispatch.loader_length(train_loader)
     if steps_per_epoch is not None:
         steps = steps_per_epoch if steps is None else min(steps, steps_per_epoch)
-    history_cls = import_keras().callbacks.History
-    history = next((cb for cb in keras_cbs if isinstance(cb, history_cls)), None) or history_cls()
+    history = next((cb for cb in keras_cbs if is_keras_object(cb, "callbacks.History")), None) or new_history()
     keras_cbs = [cb for cb in keras_cbs if cb is not history]
     check_val = 1 if isinstance(validation_freq, (list, tuple, set)) else validation_freq
     # Every loader applies steps_per_epoch itself (carrying its iterator over epochs, as Keras does).

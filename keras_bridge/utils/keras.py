@@ -7,6 +7,7 @@ first import and refuses to go on when keras was already imported with another b
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from types import ModuleType
@@ -70,6 +71,51 @@ def import_keras() -> ModuleType:
 
     _keras = keras
     return keras
+
+
+def keras_loaded() -> bool:
+    """True once keras is imported (by the user or by the bridge): Keras objects can exist only then."""
+    return "keras" in sys.modules
+
+
+_configured_floatx: Optional[str] = None
+
+
+def keras_floatx() -> str:
+    """``keras.config.floatx()``, without importing keras while it is not loaded.
+
+    Until keras is imported nobody can have called ``keras.config.set_floatx``, so the value is the one
+    Keras will read at its import: the ``floatx`` of ``keras.json`` in ``$KERAS_HOME`` (else ``~/.keras``, or
+    ``/tmp/.keras`` when the home directory is not writable), "float32" when the file or the key is missing.
+    A file keras itself would reject (unreadable, another value) imports keras, which raises its own error.
+
+    Example:
+        >>> keras_floatx()
+        'float32'
+    """
+    global _configured_floatx
+    if keras_loaded():
+        return import_keras().config.floatx()
+    if _configured_floatx is None:
+        home = os.environ.get("KERAS_HOME")
+        if home is None:
+            base = os.path.expanduser("~")
+            home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
+        path = os.path.expanduser(os.path.join(home, "keras.json"))
+        config: Any = {}
+        if os.path.exists(path):
+            try:
+                with open(path) as f:
+                    config = json.load(f)
+            except ValueError:  # Keras ignores a file that is not JSON
+                config = {}
+            except OSError:
+                config = None
+        value = config.get("floatx", "float32") if isinstance(config, dict) else None
+        if value not in ("float16", "float32", "float64"):
+            return import_keras().config.floatx()
+        _configured_floatx = value
+    return _configured_floatx
 
 
 def is_keras_model(obj: Any) -> bool:

@@ -13,10 +13,11 @@ Example:
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Any, Callable, Iterator, List, Mapping, Sequence, Tuple
+from collections import OrderedDict, defaultdict
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from keras_bridge.utils.keras import import_keras
+from keras_bridge.utils.compat import pytree_children, pytree_map
+from keras_bridge.utils.keras import import_keras, keras_loaded
 
 Path = Tuple[Any, ...]
 
@@ -70,10 +71,31 @@ def flatten_with_paths(obj: Any, prefix: Path = ()) -> List[Tuple[Path, Any]]:
     return out
 
 
+def _torch_backend_leaves(obj: Any, is_leaf: Optional[Callable[[Any], bool]] = None, sort: bool = True) -> List[Any]:
+    """``keras.tree.flatten`` as Keras computes it on the torch backend, without importing keras.
+
+    Keras walks torch's pytree after giving the outermost plain ``dict``/``defaultdict`` on each path sorted
+    keys; the dicts inside a sorted one keep their insertion order (Keras 3.15 sorts no further). Without
+    keras loaded no Keras container (its tracked lists and dicts) can exist, so this walk is the same.
+    """
+    if is_leaf is not None and is_leaf(obj):
+        return [obj]
+    nodes: Optional[List[Any]]
+    if sort and type(obj) in (dict, defaultdict):
+        nodes, sort = [obj[key] for key in sorted(obj)], False
+    else:
+        nodes = pytree_children(obj)
+        if nodes is None:
+            return [obj]
+    return [leaf for node in nodes for leaf in _torch_backend_leaves(node, is_leaf, sort)]
+
+
 def flatten(obj: Any) -> List[Any]:
     """The leaves of ``obj`` in Keras's order (``keras.tree.flatten``; a serialized Keras object is one leaf)."""
     if is_config(obj):
         return [obj]
+    if not keras_loaded():
+        return _torch_backend_leaves(obj, is_config)
     tree = _tree()
     boxed = tree.traverse(lambda node: _Config(node) if is_config(node) else None, obj)
     return [leaf.config if isinstance(leaf, _Config) else leaf for leaf in tree.flatten(boxed)]
@@ -81,6 +103,8 @@ def flatten(obj: Any) -> List[Any]:
 
 def flatten_values(obj: Any) -> List[Any]:
     """The leaves of a structure of values (tensors, arrays, ``None``): ``keras.tree.flatten``, for every batch."""
+    if not keras_loaded():
+        return _torch_backend_leaves(obj)
     return _tree().flatten(obj)
 
 
@@ -154,6 +178,8 @@ def same_structure(a: Any, b: Any) -> bool:
 
 def map_structure(fn: Callable[..., Any], obj: Any) -> Any:
     """Apply ``fn`` to every leaf of a structure of lists, tuples, namedtuples and dicts (``keras.tree``)."""
+    if not keras_loaded():  # Keras's torch backend maps with torch's pytree, which this is
+        return pytree_map(fn, obj)
     return _tree().map_structure(fn, obj)
 
 
@@ -176,7 +202,7 @@ def describe(obj: Any, leaf: str = "*") -> str:
 
 
 def count_leaves(obj: Any) -> int:
-    return len(_tree().flatten(obj))
+    return len(flatten_values(obj))
 
 
 def first_batch_dim(x: Any) -> int:

@@ -204,6 +204,11 @@ def test_accuracy_resolution_table(true_shape, pred_shape, expected):
         ours = get_metric(ident, y_true, y_pred)
         assert isinstance(ours, MeanMetricWrapper) and ours.fn is fn[expected] and ours.name == ident
         assert type(compile_utils.get_metric(ident, y_true, y_pred)).__name__ == ref_cls[expected]
+        # Resolved without keras, the string gives what Keras's own metric object gives.
+        keras_object = get_metric(getattr(keras.metrics, ref_cls[expected])(name=ident), y_true, y_pred)
+        assert (ours.fn, ours.fn_kwargs, ours.direction, ours.state_dtype) == (
+            keras_object.fn, keras_object.fn_kwargs, keras_object.direction, keras_object.state_dtype
+        )  # fmt: skip
     assert get_metric("accuracy", y_true, y_pred).fn_kwargs.get("threshold", 0.5) == 0.5
 
 

@@ -39,3 +39,25 @@ def test_other_backend_is_a_clear_error(code, backend, named):
     assert proc.returncode != 0
     assert "KerasBackendError" in proc.stderr
     assert named in proc.stderr and "KERAS_BACKEND=torch" in proc.stderr
+
+
+FLOATX = (
+    "import sys, keras_bridge; from keras_bridge.utils.keras import keras_floatx; before = keras_floatx();"
+    "loaded = 'keras' in sys.modules; import keras; print(before, loaded, keras.config.floatx())"
+)
+
+
+@pytest.mark.parametrize("config", [None, '{"floatx": "float64"}', "not json"])
+def test_floatx_before_keras_is_what_keras_reads(tmp_path, config):
+    """The bridge reads floatx from Keras's config file while keras is not loaded, as Keras does at import."""
+    if config is not None:
+        (tmp_path / "keras.json").write_text(config)
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    proc = subprocess.run(
+        [sys.executable, "-c", FLOATX], capture_output=True, text=True, env=dict(env, KERAS_HOME=str(tmp_path)),
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    before, loaded, keras_value = proc.stdout.split()
+    assert loaded == "False"
+    assert before == keras_value

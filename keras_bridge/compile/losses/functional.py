@@ -24,7 +24,7 @@ from torch import Tensor
 
 from keras_bridge.utils.compat import get_keras_mask
 from keras_bridge.utils.errors import LabelRangeError
-from keras_bridge.utils.keras import import_keras
+from keras_bridge.utils.keras import import_keras, keras_floatx
 
 
 def epsilon() -> float:
@@ -34,7 +34,7 @@ def epsilon() -> float:
 
 def floatx() -> torch.dtype:
     """``keras.config.floatx()`` as a torch dtype."""
-    return torch_dtype(import_keras().config.floatx())
+    return torch_dtype(keras_floatx())
 
 
 def torch_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:

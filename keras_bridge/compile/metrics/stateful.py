@@ -294,11 +294,17 @@ def check_metric(identifier: Any, argument: str = "metrics") -> None:
         ValueError: None or an unknown string.
         TypeError: an object that cannot be a metric.
     """
-    keras = import_keras()
     if identifier is None:
         raise ValueError(f"Invalid `{argument}` entry: None. Expected a metric identifier.")
+    if isinstance(identifier, str) and identifier.lower() in _ACCURACY + _CROSSENTROPY:
+        return
+    if isinstance(identifier, torchmetrics.Metric) or (
+        isinstance(identifier, type) and issubclass(identifier, torchmetrics.Metric)
+    ):
+        return
+    keras = import_keras()
     if isinstance(identifier, str):
-        if identifier.lower() in _ACCURACY + _CROSSENTROPY or identifier in _keras_metric_names():
+        if identifier in _keras_metric_names():
             return
         hint = did_you_mean(identifier, list(_ACCURACY) + list(_keras_metric_names()))
         raise ValueError(
@@ -346,6 +352,20 @@ def _from_keras_metric(metric: Any, name: str, y_true: Any, y_pred: Any) -> Brid
     return KerasMetricWrapper(metric, name, y_true, y_pred)
 
 
+def _accuracy(name: str, y_true: Any, y_pred: Any) -> BridgeMetric:
+    """The metric of "accuracy"/"acc": the ``Binary``, ``SparseCategorical`` or ``Categorical`` accuracy Keras
+    picks from the shapes, as the torch twin of its function (without importing keras).
+
+    Keras's accuracy metrics are ``MeanMetricWrapper`` objects of direction "up" and dtype floatx;
+    ``BinaryAccuracy`` passes its default ``threshold=0.5`` to its function.
+    """
+    is_binary, is_sparse = is_binary_or_sparse_categorical(y_true, y_pred)
+    if is_binary:
+        return MeanMetricWrapper(metric_fns.binary_accuracy, name, "up", kwargs={"threshold": 0.5})
+    fn = metric_fns.sparse_categorical_accuracy if is_sparse else metric_fns.categorical_accuracy
+    return MeanMetricWrapper(fn, name, "up")
+
+
 def get_metric(identifier: Any, y_true: Tensor, y_pred: Tensor, argument: str = "metrics") -> BridgeMetric:
     """Resolve one metric identifier using an example batch; returned on ``y_pred``'s device.
 
@@ -354,14 +374,15 @@ def get_metric(identifier: Any, y_true: Tensor, y_pred: Tensor, argument: str = 
     snake_case class name.
     """
     check_metric(identifier, argument)
-    keras = import_keras()
-    if isinstance(identifier, str):
+    if isinstance(identifier, str) and identifier.lower() in _ACCURACY:
+        result: BridgeMetric = _accuracy(identifier, y_true, y_pred)
+    elif isinstance(identifier, str):
+        keras = import_keras()
         lowered = identifier.lower()
-        if lowered in _ACCURACY or lowered in _CROSSENTROPY:
+        if lowered in _CROSSENTROPY:
             is_binary, is_sparse = is_binary_or_sparse_categorical(y_true, y_pred)
             kind = "Binary" if is_binary else ("SparseCategorical" if is_sparse else "Categorical")
-            cls = getattr(keras.metrics, kind + ("Accuracy" if lowered in _ACCURACY else "Crossentropy"))
-            obj = cls()
+            obj = getattr(keras.metrics, kind + "Crossentropy")()
         else:
             obj = keras.metrics.get(identifier)
         result = _from_keras_metric(obj, identifier, y_true, y_pred)
@@ -374,6 +395,7 @@ def get_metric(identifier: Any, y_true: Tensor, y_pred: Tensor, argument: str = 
             metric, name if isinstance(name, str) and name else L.snake_case(type(metric).__name__)
         )
     else:
+        keras = import_keras()
         obj = keras.metrics.get(identifier)  # instantiates classes, deserializes dicts
         if isinstance(obj, keras.metrics.Metric):
             result = _from_keras_metric(obj, obj.name, y_true, y_pred)
