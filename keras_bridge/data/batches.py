@@ -119,7 +119,7 @@ def _leaves_with_paths(value: Any, path: str = "") -> Any:
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             yield from _leaves_with_paths(item, f"{path}[{index}]")
-    elif isinstance(value, Tensor):
+    elif isinstance(value, Tensor) or hasattr(value, "iter_chunks"):  # a tensor, or rows read lazily (an HDF5 file)
         yield path, value
 
 
@@ -144,37 +144,63 @@ def check_values(x: Any = None, sample_weight: Any = None) -> None:
         for path, leaf in _leaves_with_paths(value):
             # Streamed in chunks of samples: an input larger than memory (a np.memmap) is read once, and
             # the only temporaries are one chunk's.
-            floating = leaf.is_floating_point() or leaf.is_complex()
-            for chunk in _sample_chunks(leaf):
+            for _, chunk in _sample_chunks(leaf):
+                floating = chunk.is_floating_point() or chunk.is_complex()
                 # The sum is one pass without a copy and is finite whenever every value is (an overflow
                 # only sends it to the exact check).
                 if floating and not bool(torch.isfinite(chunk.sum())) and bool((~torch.isfinite(chunk)).any()):
-                    _refuse(name, path, leaf, ~torch.isfinite(leaf), "hold finite numbers", "NaN or infinite value(s)")
-                if name == "sample_weight" and leaf.dtype != torch.bool and bool((chunk < 0).any()):
-                    _refuse(name, path, leaf, leaf < 0, "be >= 0 (a weight of 0 ignores a sample)", "negative value(s)")
+                    _refuse(
+                        name,
+                        path,
+                        leaf,
+                        "hold finite numbers",
+                        "NaN or infinite value(s)",
+                        lambda t: ~torch.isfinite(t),
+                    )
+                if name == "sample_weight" and chunk.dtype != torch.bool and bool((chunk < 0).any()):
+                    _refuse(
+                        name,
+                        path,
+                        leaf,
+                        "be >= 0 (a weight of 0 ignores a sample)",
+                        "negative value(s)",
+                        lambda t: t < 0,
+                    )
 
 
 #: Values per chunk of the input checks (64 MB of float32).
 _CHUNK_VALUES = 1 << 24
 
 
-def _sample_chunks(leaf: Tensor) -> Any:
-    """Consecutive slices (views) of ``leaf`` along its samples, each about :data:`_CHUNK_VALUES` values."""
-    if leaf.dim() == 0 or leaf.numel() <= _CHUNK_VALUES:
-        yield leaf
+def _sample_chunks(leaf: Any) -> Any:
+    """``(first sample, chunk)``: consecutive slices of ``leaf`` along its samples, each about
+    :data:`_CHUNK_VALUES` values (views of a tensor; reads of rows kept on disk).
+    """
+    per_sample = int(np.prod(leaf.shape[1:])) if len(leaf.shape) > 1 else 1
+    rows = max(1, _CHUNK_VALUES // max(1, per_sample))
+    if hasattr(leaf, "iter_chunks"):
+        yield from leaf.iter_chunks(rows)
         return
-    rows = max(1, _CHUNK_VALUES // max(1, leaf[0].numel()))
+    if leaf.dim() == 0 or leaf.numel() <= _CHUNK_VALUES:
+        yield 0, leaf
+        return
     for start in range(0, len(leaf), rows):
-        yield leaf[start : start + rows]
+        yield start, leaf[start : start + rows]
 
 
-def _refuse(name: str, path: str, leaf: Tensor, bad: Tensor, accepted: str, what: str) -> None:
-    first = int(bad.flatten().nonzero()[0])
-    per_sample = leaf[0].numel() if leaf.dim() > 1 and len(leaf) else 1
-    value = leaf.flatten()[first].item()
+def _refuse(name: str, path: str, leaf: Any, accepted: str, what: str, is_bad: Any) -> None:
+    """Raise for the values ``is_bad`` marks, naming the first (counted chunk by chunk: no full-size temporary)."""
+    count, first, value = 0, None, None
+    for offset, chunk in _sample_chunks(leaf):
+        bad = is_bad(chunk)
+        count += int(bad.sum())
+        if first is None and bool(bad.any()):
+            position = int(bad.flatten().nonzero()[0])
+            per_sample = chunk[0].numel() if chunk.dim() > 1 and len(chunk) else 1
+            first, value = offset + position // per_sample, chunk.flatten()[position].item()
     raise ValueError(
         f"Expected `{name}` to {accepted}. "
-        f"Received: {name}{path} with {int(bad.sum())} {what}, the first at sample {first // per_sample}: {value}"
+        f"Received: {name}{path} with {count} {what}, the first at sample {first}: {value}"
     )
 
 

@@ -8,8 +8,8 @@ As Keras's ``get_data_adapter`` does, it picks one adapter per input kind and ha
 input                                    loader (modules under :mod:`keras_bridge.data.adapters`)
 =======================================  =============================================================
 arrays: anything with ``__array__``      ``array.BatchLoader`` over ``array.GlobalBatchSampler``
-(NumPy, pandas, JAX, TF, torch), and
-lists / tuples / dicts of them
+(NumPy, pandas, JAX, TF, torch), and     (an ``h5py.Dataset`` stays on disk:
+lists / tuples / dicts of them           ``lazy_rows.LazyRows``, read a batch at a time)
 ``keras.utils.PyDataset``                ``pydataset.PyDatasetLoader``
 ``torch.utils.data.DataLoader``          ``torch_data.WrappedDataLoader`` (as given)
 map-style ``torch.utils.data.Dataset``   batched by ``batch_size`` (``torch_data.sample_loader``)

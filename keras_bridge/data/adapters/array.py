@@ -18,6 +18,7 @@ import keras_bridge.data.keras_rng as keras_rng
 from keras_bridge.data.batches import is_array, to_tensor
 from keras_bridge.data.distributed import GlobalBatchInfo, from_rank0, rank_world, shared_seed, unshard_steps
 from keras_bridge.data.epoch_iterator import KerasLoader, StepsCarryOver
+from keras_bridge.data.lazy_rows import LazyRows, is_lazy_array
 from keras_bridge.utils.tree import map_structure
 
 Tensor = torch.Tensor
@@ -36,8 +37,17 @@ def is_array_structure(obj: Any) -> bool:
 
 
 def to_tensors(data: Any) -> Any:
-    """Convert an array structure to torch tensors (float64 becomes float32, as in Keras)."""
-    return map_structure(lambda v: None if v is None else to_tensor(v), data)
+    """Convert an array structure to torch tensors (float64 becomes float32, as in Keras).
+
+    An HDF5 dataset stays on disk: it becomes :class:`~keras_bridge.data.lazy_rows.LazyRows`, read a batch at a time.
+    """
+    return map_structure(_to_tensor, data)
+
+
+def _to_tensor(value: Any) -> Any:
+    if value is None or isinstance(value, LazyRows):
+        return value
+    return LazyRows(value) if is_lazy_array(value) else to_tensor(value)
 
 
 def _lengths(data: Any) -> List[int]:
