@@ -125,13 +125,14 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _child(folder, name, env):
+def _child(folder, name, env, target):
     os.environ.update(env)
-    exit_as_python_would(run, folder, name, 2 if "SLURM_NTASKS" in env else 1)
+    exit_as_python_would(target, folder, name, 2 if "SLURM_NTASKS" in env else 1)
 
 
-def launch(folder, name, processes=2):
-    """Start ``processes`` forked processes as ``srun`` would; wait for them; return their exit statuses."""
+def launch(folder, name, processes=2, target=None):
+    """Start ``processes`` forked processes as ``srun`` would, each calling ``target(folder, name, devices)``
+    (default :func:`run`); wait for them; return their exit statuses."""
     port = str(_free_port())
     pids = []
     for rank in range(processes):
@@ -143,7 +144,7 @@ def launch(folder, name, processes=2):
                    "MASTER_PORT": port}  # fmt: skip
         pid = os.fork()
         if pid == 0:
-            _child(folder, name, env)
+            _child(folder, name, env, target or run)
         pids.append(pid)
     if processes > 1:
         with open(os.path.join(folder, "rank1.pid"), "w") as f:

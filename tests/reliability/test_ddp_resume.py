@@ -62,3 +62,26 @@ def test_a_ddp_fit_killed_three_ways_resumes_to_the_uninterrupted_numbers(tmp_pa
     warned = (tmp_path / "dealt_warning.txt").read_text()
     assert "Under DDP with 2 processes, the batches of this generator are dealt out whole" in warned
     assert "every optimizer step trains on 2 of its batches" in warned and "torch Dataset with `batch_size`" in warned
+
+
+@pytest.mark.ddp
+@pytest.mark.timeout(300)
+def test_keras_backup_and_restore_killed_under_ddp_resumes_to_the_uninterrupted_numbers(tmp_path):
+    """Keras's ``BackupAndRestore`` (translated by the bridge), 2 processes, rank 1 SIGKILLed in epoch 3: the same
+    script rerun resumes at epoch 3 from the backup of epoch 2 (Keras's rule) and ends as the uninterrupted run."""
+    done = subprocess.run([sys.executable, str(DRIVER.with_name("_ddp_backup.py")), str(tmp_path)],
+                          env=subprocess_env(), capture_output=True, text=True, timeout=280)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    ends = json.loads(done.stdout.strip().splitlines()[-1])
+    assert ends["killed"][1] == -9 and ends["killed"][0] != 0
+    assert ends["resumed"] == ends["reference"] == [0, 0]
+    (got, resumed), (want, reference) = _load(tmp_path, "resumed"), _load(tmp_path, "reference")
+    assert sorted(got) == sorted(want)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-7, err_msg=key)
+    # As in Keras, the resumed fit's History holds the epochs it ran: the uninterrupted run's last two.
+    assert resumed["epoch"] == [2, 3] and reference["epoch"] == [0, 1, 2, 3]
+    assert list(resumed["history"]) == list(reference["history"])
+    for key, values in reference["history"].items():
+        np.testing.assert_allclose(resumed["history"][key], values[2:], rtol=1e-6, err_msg=key)
+    assert not (tmp_path / "backup").exists()  # deleted by the completed run
