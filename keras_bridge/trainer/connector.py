@@ -349,10 +349,20 @@ def _check_script_can_rerun(trainer: pl.Trainer) -> None:
 
     if started_as_module():
         return  # python -m package.module: rerun as such
+    import __main__
+
     program = sys.argv[0] if sys.argv else ""
-    if program and program != "-c" and os.path.isfile(program):
+    # The code running must be the file that would be rerun: a notebook kernel's sys.argv[0] is a file (its
+    # launcher), but its __main__ has no __file__.
+    main_file = getattr(__main__, "__file__", None)
+    if program and program != "-c" and os.path.isfile(program) and main_file and os.path.isfile(main_file):
         return
-    started = "`python -c`" if program == "-c" else "an interactive session, a notebook or exec()"
+    if program == "-c":
+        started = "`python -c`"
+    elif program and os.path.isfile(program):
+        started = "code that is not the program's file (a notebook, or exec() in a __main__ without __file__)"
+    else:
+        started = "an interactive session, standard input, a notebook or exec()"
     raise RuntimeError(
         f"strategy='ddp' starts the other processes by running this program again, but it was started from "
         f"{started} (sys.argv[0]={program!r}), which cannot be run again. Put the code in a script file and "

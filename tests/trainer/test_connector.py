@@ -133,21 +133,39 @@ def test_new_trainer_is_quiet_and_does_not_reshard_our_loaders():
         assert trainer.progress_bar_callback is None
 
 
-def test_ddp_from_python_c_fails_before_training_naming_the_cause_and_the_fix(tmp_path):
+DDP_FIT = (
+    "import numpy as np, torch, keras_bridge as kb\n"
+    "m = kb.KerasModule(torch.nn.Linear(3, 1)); m.compile(optimizer='sgd', loss='mse')\n"
+    "m.fit(np.zeros((8, 3), 'float32'), np.zeros((8, 1), 'float32'), verbose=0,\n"
+    "      trainer={'accelerator': 'cpu', 'devices': 2, 'strategy': 'ddp'})\n"
+)
+# A notebook kernel: sys.argv[0] is a real file (its launcher), the code runs in a __main__ without __file__.
+NOTEBOOK_LIKE = "import __main__; del __main__.__file__; exec(compile(CODE, '<cell>', 'exec'), vars(__main__))\n"
+
+
+@pytest.mark.parametrize(
+    "how, named",
+    [("python -c", "started from `python -c`"), ("stdin", "an interactive session, standard input"),
+     ("notebook-like exec", "a __main__ without __file__")],
+)  # fmt: skip
+def test_ddp_from_code_that_cannot_rerun_fails_before_training_naming_the_cause_and_the_fix(tmp_path, how, named):
     import subprocess
     import sys
 
     from helpers import subprocess_env
 
-    code = (
-        "import numpy as np, torch, keras_bridge as kb\n"
-        "m = kb.KerasModule(torch.nn.Linear(3, 1)); m.compile(optimizer='sgd', loss='mse')\n"
-        "m.fit(np.zeros((8, 3), 'float32'), np.zeros((8, 1), 'float32'), verbose=0,\n"
-        "      trainer={'accelerator': 'cpu', 'devices': 2, 'strategy': 'ddp'})\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=subprocess_env(), capture_output=True,
-                          text=True, timeout=240)  # fmt: skip
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    command, stdin = [sys.executable, "-c", DDP_FIT], None
+    if how == "stdin":
+        command, stdin = [sys.executable, "-"], DDP_FIT
+    elif how == "notebook-like exec":
+        launcher = tmp_path / "kernel_launcher.py"
+        launcher.write_text(f"CODE = {DDP_FIT!r}\n{NOTEBOOK_LIKE}")
+        command = [sys.executable, str(launcher)]
+    done = subprocess.run(command, input=stdin, cwd=workdir, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=240)  # fmt: skip
     assert done.returncode == 1, (done.returncode, done.stderr[-2000:])  # an error, not a kill (137)
-    assert "started from `python -c`" in done.stderr and "strategy='ddp_spawn'" in done.stderr
+    assert named in done.stderr and "strategy='ddp_spawn'" in done.stderr and "ddp_notebook" in done.stderr
     assert "script file" in done.stderr
-    assert list(tmp_path.iterdir()) == []  # no child process ever started
+    assert list(workdir.iterdir()) == []  # no child process ever started
