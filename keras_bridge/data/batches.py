@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from keras_bridge.utils.keras import import_keras
+from keras_bridge.utils.keras import keras_floatx
 from keras_bridge.utils.tree import map_structure
 
 Tensor = torch.Tensor
@@ -40,7 +40,7 @@ def _array_floatx(t: Tensor) -> Tensor:
     # Keras's array adapters hand every float array (float16, bfloat16, float64) to the model in floatx.
     if not t.is_floating_point():
         return t
-    floatx = getattr(torch, import_keras().config.floatx())
+    floatx = getattr(torch, keras_floatx())
     return t if t.dtype == floatx else t.to(floatx)
 
 
