@@ -47,6 +47,7 @@ from keras_bridge.trainer.random_streams import KeepRandomStreams
 from keras_bridge.utils.compat import (
     get_use_distributed_sampler,
     launched_processes,
+    main_file,
     reruns_the_script,
     set_use_distributed_sampler,
     skip_no_op_batch_hooks,
@@ -349,13 +350,11 @@ def _check_script_can_rerun(trainer: pl.Trainer) -> None:
 
     if started_as_module():
         return  # python -m package.module: rerun as such
-    import __main__
-
     program = sys.argv[0] if sys.argv else ""
     # The code running must be the file that would be rerun: a notebook kernel's sys.argv[0] is a file (its
     # launcher), but its __main__ has no __file__.
-    main_file = getattr(__main__, "__file__", None)
-    if program and program != "-c" and os.path.isfile(program) and main_file and os.path.isfile(main_file):
+    running = main_file()
+    if program and program != "-c" and os.path.isfile(program) and running and os.path.isfile(running):
         return
     if program == "-c":
         started = "`python -c`"

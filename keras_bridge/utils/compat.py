@@ -245,6 +245,15 @@ def reruns_the_script(trainer: pl.Trainer) -> bool:
     return not bool(getattr(environment, "creates_processes_externally", True))
 
 
+def main_file() -> Optional[str]:
+    """The file the running ``__main__`` came from, or None (``python -c``, standard input, a notebook kernel,
+    code ``exec``'d in a ``__main__`` without ``__file__``).
+    """
+    import __main__
+
+    return getattr(__main__, "__file__", None)
+
+
 def started_as_module() -> bool:
     """True when this program was started with ``python -m package.module`` (``__main__.__spec__`` is set)."""
     import __main__

@@ -12,36 +12,12 @@ import json
 import os
 import resource
 import sys
-import warnings
 
 import h5py
 import numpy as np
-import torch
 
-import keras_bridge as kb  # isort: split
-
-import keras  # noqa: F401  (loaded before the limit: the growth measured is the fit's, not keras's import)
-
-HEADROOM = 200 * 2**20
-FEATURES = 64
-
-
-def status(field):
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
-
-
-def fit(x, y):
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(FEATURES, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
-    module = kb.KerasModule(net)
-    module.compile(optimizer="adam", loss="mse", metrics=["mae"])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        history = module.fit(x, y, batch_size=1024, epochs=2, steps_per_epoch=20, shuffle="batch",
-                             validation_split=0.001, verbose=0)  # fmt: skip
-    weights = [p.detach().numpy().tolist() for p in net.parameters()]
-    return {"history": history.history, "weights": weights, "warnings": [str(w.message) for w in caught]}
+# The memmap script's fit, limit and sizes; it imports keras (before the limit: the growth measured is the fit's).
+from _memmap_fit import FEATURES, HEADROOM, fit, status
 
 
 def main(folder):
@@ -61,11 +37,11 @@ def main(folder):
         resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
         try:
             anon_before = status("RssAnon")
-            limited = fit(x, y)
+            limited = fit(x, y, shuffle="batch", validation_split=0.001)
             limited["anon_growth"] = status("RssAnon") - anon_before
         finally:
             resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
-        in_memory = fit(x[:], y)
+        in_memory = fit(x[:], y, shuffle="batch", validation_split=0.001)
     print(
         json.dumps(
             {"limited": limited, "memory": in_memory, "data_bytes": rows * FEATURES * 4, "limit_headroom": HEADROOM}

@@ -30,14 +30,15 @@ def status(field):
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
 
 
-def fit(x, y):
+def fit(x, y, **options):
+    """The fit of both runs; ``options`` are more ``fit`` arguments (``_h5_fit.py``'s)."""
     keras.utils.set_random_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(FEATURES, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
     module = kb.KerasModule(net)
     module.compile(optimizer="adam", loss="mse", metrics=["mae"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        history = module.fit(x, y, batch_size=1024, epochs=2, steps_per_epoch=20, verbose=0)
+        history = module.fit(x, y, batch_size=1024, epochs=2, steps_per_epoch=20, verbose=0, **options)
     weights = [p.detach().numpy().tolist() for p in net.parameters()]
     return {"history": history.history, "weights": weights, "warnings": [str(w.message) for w in caught]}
 

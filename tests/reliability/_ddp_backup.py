@@ -19,15 +19,12 @@ import os
 import signal
 import sys
 
-import numpy as np
 import torch
 
 import keras_bridge as kb  # isort: split
 
 import keras
-from _ddp_resume import BATCH, DDP, EPOCHS, data, launch
-
-import keras_bridge.saving.state as kb_state
+from _ddp_resume import BATCH, DDP, EPOCHS, data, launch, save_results
 
 
 class KillRank1(keras.callbacks.Callback):
@@ -50,14 +47,7 @@ def run(folder, name, devices):
     x, y = data()
     history = module.fit(x, y, batch_size=BATCH, epochs=EPOCHS, validation_split=0.2, verbose=0,
                          callbacks=callbacks, trainer=DDP)  # fmt: skip
-    if kb.is_main_process():
-        state = kb_state.training_state(module)["optimizer"]["state"]
-        arrays = {f"w{i}": p.detach().numpy() for i, p in enumerate(net.parameters())}
-        moments = [v for _, entry in sorted(state.items()) for _, v in sorted(entry.items()) if hasattr(v, "numpy")]
-        arrays.update({f"opt{i}": v.numpy() for i, v in enumerate(moments)})
-        np.savez(os.path.join(folder, f"{name}.npz"), **arrays)
-        with open(os.path.join(folder, f"{name}.json"), "w") as f:
-            json.dump({"epoch": history.epoch, "history": history.history}, f)
+    save_results(folder, name, module, net, history)
 
 
 def main(folder):

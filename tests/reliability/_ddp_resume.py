@@ -84,6 +84,19 @@ class Stop(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def save_results(folder, name, module, net, history):
+    """On rank 0: ``<name>.npz`` (weights, optimizer moments) and ``<name>.json`` (History)."""
+    if not kb.is_main_process():
+        return
+    state = kb_state.training_state(module)["optimizer"]["state"]
+    arrays = {f"w{i}": p.detach().numpy() for i, p in enumerate(net.parameters())}
+    moments = [v for _, entry in sorted(state.items()) for _, v in sorted(entry.items()) if hasattr(v, "numpy")]
+    arrays.update({f"opt{i}": v.numpy() for i, v in enumerate(moments)})
+    np.savez(os.path.join(folder, f"{name}.npz"), **arrays)
+    with open(os.path.join(folder, f"{name}.json"), "w") as f:
+        json.dump({"epoch": history.epoch, "history": history.history}, f)
+
+
 def run(folder, name, devices):
     keras.utils.set_random_seed(0 if name in ("kill_rank1", "reference", "plain1", "plain2", "torchrun") else 1)
     dropout = [] if name.startswith("plain") else [torch.nn.Dropout(0.2)]
@@ -101,14 +114,7 @@ def run(folder, name, devices):
     x, y = data()
     history = module.fit(x, y, batch_size=BATCH, epochs=EPOCHS, validation_split=0.2, verbose=0,
                          callbacks=callbacks, trainer=DDP if devices == 2 else None)  # fmt: skip
-    if kb.is_main_process():
-        state = kb_state.training_state(module)["optimizer"]["state"]
-        arrays = {f"w{i}": p.detach().numpy() for i, p in enumerate(net.parameters())}
-        moments = [v for _, entry in sorted(state.items()) for _, v in sorted(entry.items()) if hasattr(v, "numpy")]
-        arrays.update({f"opt{i}": v.numpy() for i, v in enumerate(moments)})
-        np.savez(os.path.join(folder, f"{name}.npz"), **arrays)
-        with open(os.path.join(folder, f"{name}.json"), "w") as f:
-            json.dump({"epoch": history.epoch, "history": history.history}, f)
+    save_results(folder, name, module, net, history)
     if name == "plain2":
         # A generator of batches under DDP is dealt out whole: fit says so, before training, on rank 0.
         with warnings.catch_warnings(record=True) as caught:
