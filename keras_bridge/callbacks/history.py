@@ -18,7 +18,7 @@ from keras_bridge.utils.keras import import_keras, keras_loaded
 __all__ = ["History", "new_history"]
 
 
-def _no_op(self: Any, *args: Any, **kwargs: Any) -> None:
+def _no_op(self: object, *args: object, **kwargs: object) -> None:
     return None
 
 
@@ -45,7 +45,7 @@ class History:
     def model(self) -> Any:
         return self._model
 
-    def set_model(self, model: Any) -> None:
+    def set_model(self, model: object) -> None:
         self._model = model
 
     def set_params(self, params: Dict[str, Any]) -> None:

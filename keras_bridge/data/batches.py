@@ -7,7 +7,7 @@ through :func:`prepare_batch`, so the rules and the error messages are the same 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Callable, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -188,7 +188,7 @@ def _sample_chunks(leaf: Any) -> Any:
         yield start, leaf[start : start + rows]
 
 
-def _refuse(name: str, path: str, leaf: Any, accepted: str, what: str, is_bad: Any) -> None:
+def _refuse(name: str, path: str, leaf: Any, accepted: str, what: str, is_bad: Callable[[Tensor], Tensor]) -> None:
     """Raise for the values ``is_bad`` marks, naming the first (counted chunk by chunk: no full-size temporary)."""
     count, first, value = 0, None, None
     for offset, chunk in _sample_chunks(leaf):

@@ -17,10 +17,11 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Tuple
+from typing import Any, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from numpy.typing import DTypeLike
 
 from keras_bridge.data.batches import to_tensor
 
@@ -30,7 +31,7 @@ __all__ = ["READ_VALUES", "LazyRows", "is_lazy_array"]
 READ_VALUES = 1 << 21
 
 
-def is_lazy_array(value: Any) -> bool:
+def is_lazy_array(value: object) -> bool:
     """True for an ``h5py.Dataset`` (recognised without importing h5py)."""
     return type(value).__module__.partition(".")[0] == "h5py" and hasattr(value, "shape") and hasattr(value, "dtype")
 
@@ -43,7 +44,7 @@ class LazyRows:
         start, stop: the rows it stands for (a validation split takes the last rows of the same file).
     """
 
-    def __init__(self, source: Any, start: int = 0, stop: Any = None) -> None:
+    def __init__(self, source: Any, start: int = 0, stop: Optional[int] = None) -> None:
         self.source = source
         self.start = start
         self.stop = len(source) if stop is None else stop
@@ -55,7 +56,7 @@ class LazyRows:
     def __len__(self) -> int:
         return self.stop - self.start
 
-    def __getitem__(self, index: Any) -> Any:
+    def __getitem__(self, index: Union[slice, torch.Tensor, Sequence[int]]) -> Any:
         if isinstance(index, slice):
             start, stop, step = index.indices(len(self))
             if step != 1:
@@ -72,7 +73,7 @@ class LazyRows:
         distinct, inverse = torch.unique(rows, sorted=True, return_inverse=True)
         return to_tensor(self.source[distinct.numpy()])[inverse]
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+    def __array__(self, dtype: Optional[DTypeLike] = None, copy: Optional[bool] = None) -> np.ndarray:
         """Every row in memory: for what needs its input whole and is small (the labels behind ``class_weight``)."""
         rows = np.asarray(self.source[self.start : self.stop])
         return rows if dtype is None else rows.astype(dtype)

@@ -455,7 +455,7 @@ def pytree_flatten(tree: Any) -> Any:
     return tree_flatten(tree)
 
 
-def pytree_children(node: Any) -> Optional[List[Any]]:
+def pytree_children(node: object) -> Optional[List[Any]]:
     """The children of ``node`` one level down as torch's pytree walks it, or None when ``node`` is a leaf.
 
     ``torch.utils._pytree`` is what ``keras.tree`` walks on the torch backend: lists, tuples, namedtuples,
@@ -471,7 +471,7 @@ def pytree_children(node: Any) -> Optional[List[Any]]:
     return children
 
 
-def pytree_map(fn: Any, tree: Any) -> Any:
+def pytree_map(fn: Callable[[Any], Any], tree: object) -> Any:
     """``torch.utils._pytree.tree_map``: what ``keras.tree.map_structure`` runs on the torch backend.
 
     Checked: torch 2.13.0. Missing: an ``ImportError`` naming ``torch.utils._pytree``.

@@ -71,7 +71,7 @@ def flatten_with_paths(obj: Any, prefix: Path = ()) -> List[Tuple[Path, Any]]:
     return out
 
 
-def _torch_backend_leaves(obj: Any, is_leaf: Optional[Callable[[Any], bool]] = None, sort: bool = True) -> List[Any]:
+def _torch_backend_leaves(obj: object, is_leaf: Optional[Callable[[Any], bool]] = None, sort: bool = True) -> List[Any]:
     """``keras.tree.flatten`` as Keras computes it on the torch backend, without importing keras.
 
     Keras walks torch's pytree after giving the outermost plain ``dict``/``defaultdict`` on each path sorted
@@ -81,7 +81,7 @@ def _torch_backend_leaves(obj: Any, is_leaf: Optional[Callable[[Any], bool]] = N
     if is_leaf is not None and is_leaf(obj):
         return [obj]
     nodes: Optional[List[Any]]
-    if sort and type(obj) in (dict, defaultdict):
+    if sort and isinstance(obj, dict) and type(obj) in (dict, defaultdict):
         nodes, sort = [obj[key] for key in sorted(obj)], False
     else:
         nodes = pytree_children(obj)

@@ -352,7 +352,7 @@ def _from_keras_metric(metric: Any, name: str, y_true: Any, y_pred: Any) -> Brid
     return KerasMetricWrapper(metric, name, y_true, y_pred)
 
 
-def _accuracy(name: str, y_true: Any, y_pred: Any) -> BridgeMetric:
+def _accuracy(name: str, y_true: Tensor, y_pred: Tensor) -> BridgeMetric:
     """The metric of "accuracy"/"acc": the ``Binary``, ``SparseCategorical`` or ``Categorical`` accuracy Keras
     picks from the shapes, as the torch twin of its function (without importing keras).
 

@@ -44,7 +44,7 @@ def to_tensors(data: Any) -> Any:
     return map_structure(_to_tensor, data)
 
 
-def _to_tensor(value: Any) -> Any:
+def _to_tensor(value: object) -> object:
     if value is None or isinstance(value, LazyRows):
         return value
     return LazyRows(value) if is_lazy_array(value) else to_tensor(value)
