@@ -2,7 +2,7 @@
 record without importing keras (about 130 MB of resident memory a torch-module fit does not otherwise need).
 
 Example:
-    >>> history = new_history()
+    >>> history = History()
     >>> history.on_train_begin()
     >>> history.on_epoch_end(0, {"loss": 0.5})
     >>> history.history, history.epoch
