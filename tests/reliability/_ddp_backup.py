@@ -2,7 +2,7 @@
 
 Usage: python _ddp_backup.py OUT_DIR
 
-A user script (``keras.callbacks.BackupAndRestore(backup_dir)``, translated by the bridge; shuffled arrays; a
+A user script (``keras.callbacks.BackupAndRestore(backup_dir)``, translated by the bridge; unshuffled arrays; a
 2-process fit started as ``srun`` starts it, see ``_ddp_resume.launch``) is run three times with the same code:
 
 * ``killed``: rank 1 SIGKILLs itself in the middle of epoch 3 (rank 0 then fails on its own, or is ended);
@@ -45,7 +45,10 @@ def run(folder, name, devices):
     backup = os.path.join(folder, "backup_reference" if name == "reference" else "backup")
     callbacks = [keras.callbacks.BackupAndRestore(backup)] + ([KillRank1()] if name == "killed" else [])
     x, y = data()
-    history = module.fit(x, y, batch_size=BATCH, epochs=EPOCHS, validation_split=0.2, verbose=0,
+    # shuffle=False: Keras's BackupAndRestore restores weights, optimizer and epoch, not torch's global generator,
+    # from which Keras (and the bridge, by default) draws each epoch's shuffle; a shuffled epoch after a restore is
+    # drawn anew, in Keras as here (kb.callbacks.ResumableCheckpoint keeps the draws: _ddp_resume.py).
+    history = module.fit(x, y, batch_size=BATCH, epochs=EPOCHS, validation_split=0.2, verbose=0, shuffle=False,
                          callbacks=callbacks, trainer=DDP)  # fmt: skip
     save_results(folder, name, module, net, history)
 
