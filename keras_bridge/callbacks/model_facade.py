@@ -25,8 +25,7 @@ from keras_bridge.optimizers.keras_native import KerasNativeSpec
 from keras_bridge.utils.compat import attached_trainer
 
 if TYPE_CHECKING:
-    from keras_bridge.protocols import BridgeModule as KerasModule
-    from keras_bridge.protocols import CallbackHost
+    from keras_bridge.protocols import BridgeModule, CallbackHost
 
 _SAVE_METHODS = ("save", "save_weights", "load_weights")
 
@@ -141,7 +140,7 @@ class TorchModelFacade:
         saving.load_weights(self._module, filepath)
 
 
-def callback_model_for(module: KerasModule) -> Any:
+def callback_model_for(module: BridgeModule) -> Any:
     """The object to hand to ``callback.set_model``: the Keras model, or a facade of the module."""
     if module.is_keras:
         model = module.model
@@ -154,7 +153,7 @@ def callback_model_for(module: KerasModule) -> Any:
     return TorchModelFacade(module)
 
 
-def callback_model(module: KerasModule) -> Any:
+def callback_model(module: BridgeModule) -> Any:
     """What Keras callbacks see as ``self.model``: the Keras model, or a Keras-like facade of a torch module.
 
     ``KerasModule.callback_model``; a torch module's facade is made once (``module.callback_facade``).

@@ -26,12 +26,12 @@ from keras_bridge.compile.tracking import StageTracker
 from keras_bridge.optimizers.keras_native import KerasNativeSpec
 
 if TYPE_CHECKING:
-    from keras_bridge.protocols import BridgeModule as KerasModule
+    from keras_bridge.protocols import BridgeModule
 
 __all__ = ["build_from_batch"]
 
 
-def build_from_batch(module: KerasModule, x: Any, y: Any, y_pred: Any) -> None:
+def build_from_batch(module: BridgeModule, x: Any, y: Any, y_pred: Any) -> None:
     """Resolve the output structure and instantiate losses/metrics from one batch (Keras's lazy build).
 
     The outputs may be any nesting of lists, tuples, namedtuples and dicts (Keras's rules, see

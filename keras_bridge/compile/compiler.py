@@ -44,7 +44,7 @@ from keras_bridge.utils.errors import NotCompiledError
 if TYPE_CHECKING:
     import keras
 
-    from keras_bridge.protocols import BridgeModule as KerasModule
+    from keras_bridge.protocols import BridgeModule
 
 __all__ = [
     "CompileResult",
@@ -77,7 +77,7 @@ class CompileResult:
     hparams: Dict[str, Any] = field(default_factory=dict)
 
 
-def compile(module: KerasModule, *args: Any, **kwargs: Any) -> None:
+def compile(module: BridgeModule, *args: Any, **kwargs: Any) -> None:
     """Configure training the Keras way: Keras's ``compile(optimizer="rmsprop", loss=None, loss_weights=None,
     metrics=None, weighted_metrics=None, run_eagerly=False, steps_per_execution=1, jit_compile="auto",
     auto_scale_loss=True)``.
@@ -128,7 +128,7 @@ def compile(module: KerasModule, *args: Any, **kwargs: Any) -> None:
 
 
 def compile_from_constructor(
-    module: KerasModule,
+    module: BridgeModule,
     optimizer: Any,
     loss: Any,
     loss_weights: Any,
@@ -147,7 +147,7 @@ def compile_from_constructor(
         module.compile(**arguments, jit_compile=jit_compile)
 
 
-def require_compiled(module: KerasModule) -> None:
+def require_compiled(module: BridgeModule) -> None:
     """Raise :class:`~keras_bridge.utils.errors.NotCompiledError` unless ``compile()`` was called.
 
     A Keras model compiled by Keras before it was wrapped is trained as Keras compiled it.
@@ -162,7 +162,7 @@ def require_compiled(module: KerasModule) -> None:
 
 
 def compile_for_bridge(
-    module: KerasModule,
+    module: BridgeModule,
     optimizer: Any,
     loss: Any,
     loss_weights: Any,
@@ -229,7 +229,7 @@ def set_compile_hparams(hparams: MutableMapping[str, Any], compiled: Mapping[str
     hparams.update(compiled)
 
 
-def keep_keras_optimizer_only(module: KerasModule, reason: BaseException) -> None:
+def keep_keras_optimizer_only(module: BridgeModule, reason: BaseException) -> None:
     """Compile the Keras model with its optimizer only, when Keras refuses arguments the bridge accepts.
 
     The bridge trains with the arguments as given; plain Keras then finds the model compiled without

@@ -26,7 +26,7 @@ from keras_bridge.optimizers.keras_native import KerasNativeSpec
 from keras_bridge.optimizers.schedules import KerasScheduleLR
 
 if TYPE_CHECKING:
-    from keras_bridge.protocols import BridgeModule as KerasModule
+    from keras_bridge.protocols import BridgeModule
 
 __all__ = [
     "OptimizerCache",
@@ -90,7 +90,7 @@ def apply_constraints(keras_model: Any) -> None:
             variable.assign(variable.constraint(variable))
 
 
-def restore_training_state(module: KerasModule, states: Dict[str, Any]) -> None:
+def restore_training_state(module: BridgeModule, states: Dict[str, Any]) -> None:
     """Keep optimizer/LR-scheduler states (as saved in a file) to load when the next ``fit`` starts."""
     module.optimizer_cache.restored_state = dict(states)
 
@@ -103,7 +103,7 @@ def finalize_optimizers(optimizers: Iterable[Any]) -> None:
             finalize()
 
 
-def learning_rate(module: KerasModule) -> float:
+def learning_rate(module: BridgeModule) -> float:
     """The compiled optimizer's learning rate, as Keras's ``model.optimizer.learning_rate``.
 
     Lightning's ``Tuner.lr_find`` reads it and sets its suggestion here; setting it sets the rate of
@@ -122,7 +122,7 @@ def learning_rate(module: KerasModule) -> float:
     return get_learning_rate(module.optimizer_cache.optimizer)
 
 
-def set_module_learning_rate(module: KerasModule, value: float) -> None:
+def set_module_learning_rate(module: BridgeModule, value: float) -> None:
     """Set the learning rate ``module.learning_rate`` reads (see :func:`learning_rate`)."""
     module.configure_optimizers()
     module.optimizer_cache.set_learning_rate(value)

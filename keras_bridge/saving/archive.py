@@ -25,8 +25,7 @@ import keras_bridge.saving.state as _state
 from keras_bridge._version import __version__
 
 if TYPE_CHECKING:
-    from keras_bridge.protocols import BridgeModule as KerasModule
-    from keras_bridge.protocols import CallbackHost
+    from keras_bridge.protocols import BridgeModule, CallbackHost
 
 BRIDGE_JSON = "keras_bridge.json"
 BRIDGE_STATE = "keras_bridge.state.h5"
@@ -38,7 +37,7 @@ _checked: weakref.WeakKeyDictionary[torch.nn.Module, Tuple[Optional[dict], str]]
 _warned: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-def compile_arguments(module: KerasModule) -> Dict[str, Any]:
+def compile_arguments(module: BridgeModule) -> Dict[str, Any]:
     """The arguments of the module's last ``compile()`` call, as given."""
     assert module.loss_plan is not None and module.metric_plan is not None
     return {"optimizer": module.optimizer_spec, **module.loss_plan.arguments, **module.metric_plan.arguments}
@@ -47,7 +46,7 @@ def compile_arguments(module: KerasModule) -> Dict[str, Any]:
 def _bridge_json(module: CallbackHost) -> Dict[str, Any]:
     config, note = None, None
     if module.compiled:
-        args = compile_arguments(cast("KerasModule", module))  # only a KerasModule is compiled
+        args = compile_arguments(cast("BridgeModule", module))  # only a KerasModule is compiled
         try:
             config = S.serialize(args)
         except S.NotSerializable as err:

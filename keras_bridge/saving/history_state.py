@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 from keras_bridge.callbacks.history import new_history
 
 if TYPE_CHECKING:
-    from keras_bridge.protocols import BridgeModule as KerasModule
+    from keras_bridge.protocols import BridgeModule
 
 __all__ = ["extra_state", "load_extra_state"]
 
 
-def extra_state(module: KerasModule) -> Dict[str, Any]:
+def extra_state(module: BridgeModule) -> Dict[str, Any]:
     """The History's values and epochs, and a Keras model's variable paths."""
     history = getattr(module.history, "history", None)
     epochs = getattr(module.history, "epoch", None)
@@ -44,7 +44,7 @@ def extra_state(module: KerasModule) -> Dict[str, Any]:
     return {"history": history, "epoch": epochs, "keras_variable_paths": paths}
 
 
-def load_extra_state(module: KerasModule, state: Optional[Dict[str, Any]]) -> None:
+def load_extra_state(module: BridgeModule, state: Optional[Dict[str, Any]]) -> None:
     """Restore the History from :func:`extra_state`'s output (a module without one gets a ``History``)."""
     if not state or state.get("history") is None:
         return

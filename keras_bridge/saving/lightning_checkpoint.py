@@ -35,14 +35,14 @@ from keras_bridge.utils.compat import attached_trainer, loader_states_lightning_
 if TYPE_CHECKING:
     import keras
 
-    from keras_bridge.protocols import BridgeModule as KerasModule
+    from keras_bridge.protocols import BridgeModule
 
 #: The key of the bridge's entry in a Lightning checkpoint dict.
 KEY = "keras_bridge"
 _PARAMS = "_torch_params."  # where Keras's torch backend registers a layer's variables as torch parameters
 
 
-def _keras(module: KerasModule) -> Any:
+def _keras(module: BridgeModule) -> Any:
     return module.model  # a keras.Model: Any to the type checker
 
 
@@ -57,7 +57,7 @@ def _keras_model_config(model: keras.Model) -> Optional[Dict[str, Any]]:
     return description
 
 
-def checkpoint_entry(module: KerasModule) -> Dict[str, Any]:
+def checkpoint_entry(module: BridgeModule) -> Dict[str, Any]:
     """The ``"keras_bridge"`` entry of a checkpoint of ``module`` (JSON only, so ``weights_only`` loading works)."""
     entry = dict(bridge_entry(module))
     if module.is_keras:
@@ -70,7 +70,7 @@ def checkpoint_entry(module: KerasModule) -> Dict[str, Any]:
     return entry
 
 
-def add_checkpoint_entry(module: KerasModule, checkpoint: Dict[str, Any]) -> None:
+def add_checkpoint_entry(module: BridgeModule, checkpoint: Dict[str, Any]) -> None:
     """Add the bridge's entry to a Lightning checkpoint dict (``KerasModule.on_save_checkpoint``).
 
     A model trained with its own steps refuses Lightning checkpoints (see
@@ -82,7 +82,7 @@ def add_checkpoint_entry(module: KerasModule, checkpoint: Dict[str, Any]) -> Non
 
 
 def rename_keras_state(
-    module: KerasModule, state_dict: MutableMapping[str, Any], saved_paths: Optional[List[str]]
+    module: BridgeModule, state_dict: MutableMapping[str, Any], saved_paths: Optional[List[str]]
 ) -> None:
     """Rename a Keras model's saved ``state_dict`` keys to this instance's variable paths, by position."""
     if not module.is_keras or not saved_paths:
@@ -103,7 +103,7 @@ def rename_keras_state(
     state_dict.update(items)
 
 
-def match_keras_state(module: KerasModule, state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
+def match_keras_state(module: BridgeModule, state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
     """``state_dict`` with a Keras model's keys renamed to this instance's, when they are another instance's.
 
     Keras gives a model it rebuilds (unpickled in a ``ddp_spawn`` worker, say) new variable paths; the
@@ -134,7 +134,7 @@ def compile_arguments(
 
 
 def restore_from_checkpoint(
-    module: KerasModule,
+    module: BridgeModule,
     checkpoint: MutableMapping[str, Any],
     custom_objects: Optional[Mapping[str, Any]] = None,
     safe_mode: bool = True,
@@ -169,7 +169,7 @@ def restore_from_checkpoint(
             module.restore_training_state(states)
 
 
-def load_loader_states(module: KerasModule) -> None:
+def load_loader_states(module: BridgeModule) -> None:
     """Give the running fit's training loaders the positions a checkpoint held (``KerasModule.on_train_start``).
 
     ``trainer.fit(ckpt_path=...)`` from an epoch's end: the array loaders' shuffle seed and epoch come back

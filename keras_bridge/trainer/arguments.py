@@ -17,7 +17,7 @@ from keras_bridge.configs import is_config_file
 from keras_bridge.utils.keras import import_keras, is_keras_model, keras_input_names
 
 if TYPE_CHECKING:
-    from keras_bridge.protocols import BridgeModule as KerasModule
+    from keras_bridge.protocols import BridgeModule
 
 _VERBOSE = (0, 1, 2, "auto")
 
@@ -106,7 +106,7 @@ def forward_parameters(model: torch.nn.Module) -> Optional[List[str]]:
     return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
-def check_input_names(module: KerasModule, x: Any) -> None:
+def check_input_names(module: BridgeModule, x: Any) -> None:
     """A dict ``x`` must name exactly the model's inputs (a torch ``forward``'s defaulted ones may be left out)."""
     if not isinstance(x, dict):
         return

@@ -32,16 +32,16 @@ from keras_bridge.utils.keras import is_keras_object
 from keras_bridge.utils.tree import map_structure, unpack_x_y_sample_weight
 
 if TYPE_CHECKING:
-    from keras_bridge.protocols import BridgeModule as KerasModule
+    from keras_bridge.protocols import BridgeModule
 
 
-def _lightning(module: KerasModule) -> pl.LightningModule:
+def _lightning(module: BridgeModule) -> pl.LightningModule:
     """The module as Lightning's Trainer takes it (a ``KerasModule`` is a ``LightningModule``)."""
     assert isinstance(module, pl.LightningModule)
     return module
 
 
-def _build(module: KerasModule, loader: Loader, stage: str = "train", keras_draws: bool = True) -> None:
+def _build(module: BridgeModule, loader: Loader, stage: str = "train", keras_draws: bool = True) -> None:
     """Build the module's losses and metrics from the first batch, as Keras builds an unbuilt model.
 
     A Keras model is built symbolically, as Keras's ``fit`` does (nothing it can observe runs, and
@@ -80,7 +80,7 @@ def _build(module: KerasModule, loader: Loader, stage: str = "train", keras_draw
     module.build_from_batch(x, move_data_to_device(y, device) if y is not None else None, y_pred)
 
 
-def _prepare_keras_steps(module: KerasModule, mode: str, callbacks: Any = (), **loaders: Any) -> None:
+def _prepare_keras_steps(module: BridgeModule, mode: str, callbacks: Any = (), **loaders: Any) -> None:
     # Keras makes its step functions before running them; its refusals come out before training starts.
     if module.keras_step is not None:
         module.keras_step.check_callbacks(callbacks)
@@ -88,7 +88,7 @@ def _prepare_keras_steps(module: KerasModule, mode: str, callbacks: Any = (), **
         module.keras_step.prepare(mode, packed)
 
 
-def next_shuffle_seed(module: KerasModule) -> Optional[int]:
+def next_shuffle_seed(module: BridgeModule) -> Optional[int]:
     """The shuffle seed of the next fit (``KerasModule.next_shuffle_seed``): None (Keras's shuffle, drawn from
     the global generators as Keras draws it) unless ``kb.data.set_shuffle_order("seeded")`` chose the
     independent shuffle.
@@ -103,7 +103,7 @@ def next_shuffle_seed(module: KerasModule) -> Optional[int]:
     return (torch.initial_seed() + 7919 * (module.fit_count - 1)) % (2**31 - 1)
 
 
-def require_targets(module: KerasModule, y: Any, where: str) -> None:
+def require_targets(module: BridgeModule, y: Any, where: str) -> None:
     """Refuse, before training, data without targets for a compiled loss that needs them.
 
     Keras itself fails inside its loss with an ``AttributeError`` on ``None``. A model that computes its
@@ -130,7 +130,7 @@ Callbacks = Tuple[List[Any], List[Any]]  # (Keras callbacks, Lightning callbacks
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _run(module: KerasModule, trainer: TrainerArgument, cbs: Callbacks, owned: Dict[str, Any],
+def _run(module: BridgeModule, trainer: TrainerArgument, cbs: Callbacks, owned: Dict[str, Any],
          driver_args: Dict[str, Any], stage: Callable[[pl.Trainer], Any]) -> Any:  # fmt: skip
     """One Trainer stage with the Keras callbacks attached: the skeleton every entry point shares.
 
@@ -172,7 +172,7 @@ def _surface_user_errors(entry_point: F) -> F:
 
 
 @_surface_user_errors
-def fit(module: KerasModule, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
+def fit(module: BridgeModule, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
         verbose: Union[int, str] = "auto", callbacks: Any = None, validation_split: float = 0.0,
         validation_data: Any = None, shuffle: Union[bool, str] = True,
         class_weight: Optional[Mapping[int, float]] = None, sample_weight: Any = None, initial_epoch: int = 0,
@@ -235,7 +235,7 @@ def fit(module: KerasModule, x: Any = None, y: Any = None, batch_size: Optional[
 
 
 @_surface_user_errors
-def evaluate(module: KerasModule, x: Any = None, y: Any = None, batch_size: Optional[int] = None,
+def evaluate(module: BridgeModule, x: Any = None, y: Any = None, batch_size: Optional[int] = None,
              verbose: Union[int, str] = "auto", sample_weight: Any = None, steps: Optional[int] = None,
              return_dict: bool = False, callbacks: Any = None, trainer: TrainerArgument = None) -> Any:  # fmt: skip
     """Keras ``Model.evaluate``: a scalar, a list in Keras's order, or (``return_dict``) a dict."""
@@ -263,7 +263,7 @@ def evaluate(module: KerasModule, x: Any = None, y: Any = None, batch_size: Opti
 
 
 @_surface_user_errors
-def predict(module: KerasModule, x: Any, batch_size: Optional[int] = None, verbose: Union[int, str] = "auto",
+def predict(module: BridgeModule, x: Any, batch_size: Optional[int] = None, verbose: Union[int, str] = "auto",
             steps: Optional[int] = None, callbacks: Any = None, trainer: TrainerArgument = None) -> Any:  # fmt: skip
     """Keras ``Model.predict``: NumPy arrays in the model's output structure (single, list or dict)."""
     verbose = check_verbose(verbose)
@@ -290,14 +290,14 @@ def predict(module: KerasModule, x: Any, batch_size: Optional[int] = None, verbo
     return pack_outputs(arrays, names, kind if module.is_keras or kind.kind != "list" else "list")
 
 
-def _keras_rng(module: KerasModule, seed: Optional[int] = None) -> bool:
+def _keras_rng(module: BridgeModule, seed: Optional[int] = None) -> bool:
     # Keras's draws are taken wherever shuffles follow Keras's stream; with the independent seeded shuffle
     # (a fit given a seed), only for a Keras model (whose randomness is compared with Keras's).
     keras_stream = seed is None and keras_rng.keras_stream()
     return bool(module.is_keras or keras_stream)
 
 
-def _evaluation_draws(module: KerasModule, loader: Loader, steps: Optional[int]) -> Tuple[Any, Any]:
+def _evaluation_draws(module: BridgeModule, loader: Loader, steps: Optional[int]) -> Tuple[Any, Any]:
     return keras_rng.NO_DRAWS, _pass_draws(_keras_rng(module), loader, steps, True)
 
 

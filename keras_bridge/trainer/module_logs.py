@@ -27,7 +27,7 @@ from keras_bridge.utils.compat import logging_due
 
 if TYPE_CHECKING:
     from keras_bridge.compile.tracking import StageTracker
-    from keras_bridge.protocols import BridgeModule as KerasModule
+    from keras_bridge.protocols import BridgeModule
 
 __all__ = [
     "EpochLogs",
@@ -54,17 +54,17 @@ class EpochLogs:
     val: Dict[str, float] = field(default_factory=dict)  # this epoch's val_* values
 
 
-def _tracker(module: KerasModule, training: bool) -> Optional[StageTracker]:
+def _tracker(module: BridgeModule, training: bool) -> Optional[StageTracker]:
     return module.train_tracker if training else module.eval_tracker
 
 
-def batch_logs(module: KerasModule, training: bool = True) -> Dict[str, float]:
+def batch_logs(module: BridgeModule, training: bool = True) -> Dict[str, float]:
     """Running means since the epoch started, from this process only (Keras batch-end logs)."""
     tracker = _tracker(module, training)
     return tracker.results(sync=False) if tracker is not None and tracker.updated else {}
 
 
-def stage_results(module: KerasModule, training: bool) -> Dict[str, float]:
+def stage_results(module: BridgeModule, training: bool) -> Dict[str, float]:
     """Synchronised results of a stage (a collective under DDP: call on every process)."""
     tracker = _tracker(module, training)
     if tracker is None or (not tracker.updated and module.trainer.world_size == 1):
@@ -72,14 +72,14 @@ def stage_results(module: KerasModule, training: bool) -> Dict[str, float]:
     return tracker.results(sync=True)
 
 
-def reset_stage(module: KerasModule, training: bool) -> None:
+def reset_stage(module: BridgeModule, training: bool) -> None:
     """Start a stage's running means afresh."""
     tracker = _tracker(module, training)
     if tracker is not None:
         tracker.reset()
 
 
-def finish_eval_epoch(module: KerasModule) -> Dict[str, float]:
+def finish_eval_epoch(module: BridgeModule) -> Dict[str, float]:
     """Synchronised results of the evaluation pass that just ended (computed once)."""
     logs = module.epoch_logs
     if logs.eval is None:
@@ -88,7 +88,7 @@ def finish_eval_epoch(module: KerasModule) -> Dict[str, float]:
     return logs.eval
 
 
-def finish_train_epoch(module: KerasModule) -> Dict[str, float]:
+def finish_train_epoch(module: BridgeModule) -> Dict[str, float]:
     """Keras epoch logs: synchronised training results plus this epoch's ``val_*`` (computed once)."""
     logs = module.epoch_logs
     if logs.train is None:
@@ -102,7 +102,7 @@ def finish_train_epoch(module: KerasModule) -> Dict[str, float]:
     return logs.train
 
 
-def log_eval_epoch(module: KerasModule) -> None:
+def log_eval_epoch(module: BridgeModule) -> None:
     """Send the evaluation pass's logs to the loggers (as ``val_*`` within a fit)."""
     logs = module.finish_eval_epoch()
     trainer = module.trainer
@@ -115,13 +115,13 @@ def log_eval_epoch(module: KerasModule) -> None:
         module.log_dict(logs, sync_dist=False)
 
 
-def log_train_epoch(module: KerasModule) -> None:
+def log_train_epoch(module: BridgeModule) -> None:
     """Send the training epoch's logs to the loggers (its ``val_*`` went when the validation ended)."""
     logs = module.finish_train_epoch()
     module.log_dict({k: v for k, v in logs.items() if not k.startswith("val_")}, sync_dist=False)
 
 
-def log_hyperparameters(module: KerasModule) -> None:
+def log_hyperparameters(module: BridgeModule) -> None:
     """Send the compile arguments (as configs), the batch size and the epochs to the Trainer's loggers, once."""
     trainer = module.trainer
     fit_arguments, module.fit_arguments = module.fit_arguments, None
@@ -136,7 +136,7 @@ def log_hyperparameters(module: KerasModule) -> None:
         logger.log_hyperparams(params)
 
 
-def log_batch_logs(module: KerasModule) -> None:
+def log_batch_logs(module: BridgeModule) -> None:
     """Keras's batch logs (running means) to the loggers as ``batch_<name>``, on the steps Lightning logs.
 
     Lightning logs every ``log_every_n_steps`` steps; 0, the bridge's default, is never.
@@ -149,7 +149,7 @@ def log_batch_logs(module: KerasModule) -> None:
             module.log_dict(logs, on_step=True, on_epoch=False, sync_dist=False, batch_size=1)
 
 
-def ordered_results(module: KerasModule, logs: Dict[str, float]) -> Any:
+def ordered_results(module: BridgeModule, logs: Dict[str, float]) -> Any:
     """``evaluate``'s return value from its logs: a scalar, or a list in Keras's order."""
     if module.keras_step is not None:
         return module.keras_step.ordered_results(logs)

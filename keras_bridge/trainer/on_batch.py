@@ -23,14 +23,14 @@ from keras_bridge.optimizers.keras_native import KerasNativeSpec
 from keras_bridge.utils.keras import import_keras
 
 if TYPE_CHECKING:
-    from keras_bridge.protocols import BridgeModule as KerasModule
+    from keras_bridge.protocols import BridgeModule
 
 
-def _keras(module: KerasModule) -> Any:
+def _keras(module: BridgeModule) -> Any:
     return module.model  # a keras.Model: Any to the type checker
 
 
-def _keras_runs_it(module: KerasModule) -> bool:
+def _keras_runs_it(module: BridgeModule) -> bool:
     if not module.is_keras:
         return False
     if module.keras_step is not None:
@@ -45,7 +45,7 @@ def _num_samples(x: Any) -> int:
     return int(leaves[0].shape[0])
 
 
-def train_on_batch(module: KerasModule, x: Any, y: Any = None, sample_weight: Any = None,
+def train_on_batch(module: BridgeModule, x: Any, y: Any = None, sample_weight: Any = None,
                    class_weight: Optional[Mapping[int, float]] = None, return_dict: bool = False) -> Any:  # fmt: skip
     """Keras ``Model.train_on_batch``: one update on ``(x, y)``; the logs of that batch (metrics reset first).
 
@@ -68,7 +68,7 @@ def train_on_batch(module: KerasModule, x: Any, y: Any = None, sample_weight: An
 
 
 def test_on_batch(
-    module: KerasModule, x: Any, y: Any = None, sample_weight: Any = None, return_dict: bool = False
+    module: BridgeModule, x: Any, y: Any = None, sample_weight: Any = None, return_dict: bool = False
 ) -> Any:
     """Keras ``Model.test_on_batch``: the loss and metrics of one batch (metrics reset first)."""
     module.require_compiled()
@@ -78,7 +78,7 @@ def test_on_batch(
                            return_dict=return_dict)  # fmt: skip
 
 
-def predict_on_batch(module: KerasModule, x: Any) -> Any:
+def predict_on_batch(module: BridgeModule, x: Any) -> Any:
     """Keras ``Model.predict_on_batch``: the model's outputs for one batch, as NumPy arrays."""
     if module.is_keras and (module.keras_step is not None or not module.compiled):
         return _keras(module).predict_on_batch(x)
