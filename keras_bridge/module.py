@@ -11,7 +11,6 @@ checkpoint state (:mod:`keras_bridge.saving.history_state`, :mod:`~keras_bridge.
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -39,7 +38,7 @@ from keras_bridge.saving.state import apply_training_state
 from keras_bridge.trainer import on_batch
 from keras_bridge.trainer.arguments import check_model, forward_parameters, model_names
 from keras_bridge.trainer.keras_step import KerasSteps
-from keras_bridge.utils.attributes import PlainAttributeWrites
+from keras_bridge.utils.attributes import PlainAttributeWrites, store_signatures
 from keras_bridge.utils.compat import skip_no_op_batch_hooks
 from keras_bridge.utils.keras import is_keras_model
 from keras_bridge.utils.tree import first_batch_dim, unpack_x_y_sample_weight
@@ -236,8 +235,7 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
         self._step_inputs = None
         if info is not None and training:
             total = total * (info.world_size * batch_size / info.global_size)
-        if training and not total.requires_grad:
-            # Nothing to train (no trainable weights): Keras skips the update and says so.
+        if training and not total.requires_grad:  # no trainable weights: Keras skips the update and says so
             if not self._warned_untrainable:
                 self._warned_untrainable = True
                 warnings.warn("The model does not have any trainable weights.", stacklevel=2)
@@ -294,8 +292,7 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
     def on_fit_start(self) -> None:
         if self.keras_step is not None:
             self.keras_step.check_trainer(self.trainer)
-        # After the optimizers exist and before any callback's on_train_begin (BackupAndRestore may
-        # then replace this state with its own).
+        # Optimizers exist, no callback's on_train_begin ran yet (BackupAndRestore may replace this state).
         if self.optimizer_cache.restored_state is not None:
             apply_training_state(self.trainer, self.optimizer_cache.restored_state, self)
             self.optimizer_cache.restored_state = None
@@ -337,11 +334,7 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
     set_extra_state = history_state.load_extra_state
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """The module's ``load_state_dict``, matching another instance's Keras variable paths by position.
-
-        Lightning loads a ``ddp_spawn`` worker's weights back with ``strict=False``: without the match, a
-        subclassed Keras model rebuilt in the worker would silently load nothing.
-        """
+        """``load_state_dict``, another instance's Keras variable paths matched by position (ddp_spawn's workers)."""
         return super().load_state_dict(checkpoints.match_keras_state(self, state_dict), strict=strict, assign=assign)
 
     # ------------------------------------------------------------------ Keras-style API
@@ -354,7 +347,4 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
     predict_on_batch = on_batch.predict_on_batch
 
 
-# Lightning reads the step methods' signatures at every batch (``inspect.getfullargspec``: does the step
-# take ``batch_idx``?); a signature stored on the function is returned without parsing it again.
-for _step_method in (KerasModule.training_step, KerasModule.validation_step, KerasModule.predict_step):
-    _step_method.__signature__ = inspect.signature(_step_method)  # type: ignore[union-attr]
+store_signatures(KerasModule.training_step, KerasModule.validation_step, KerasModule.predict_step)

@@ -31,7 +31,10 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["PlainAttributeWrites"]
+import inspect
+from typing import Any, Callable
+
+__all__ = ["PlainAttributeWrites", "store_signatures"]
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
@@ -47,3 +50,19 @@ class PlainAttributeWrites:
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
+
+
+def store_signatures(*functions: Callable[..., Any]) -> None:
+    """Store each function's signature on it (``__signature__``): ``inspect`` then returns it without parsing.
+
+    Lightning reads the step methods' signatures at every batch (``inspect.getfullargspec``: does the step
+    take ``batch_idx``?).
+
+    Example:
+        >>> def step(batch, batch_idx): ...
+        >>> store_signatures(step)
+        >>> str(step.__signature__)
+        '(batch, batch_idx)'
+    """
+    for function in functions:
+        function.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
