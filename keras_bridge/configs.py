@@ -58,7 +58,7 @@ _NOT_ACCEPTED = {"Optimizer", "LearningRateSchedule", "Loss", "Metric", "Callbac
 _NOT_FUNCTIONS = {"deserialize", "get", "serialize"}
 
 
-def is_keras_config(value: Any) -> bool:
+def is_keras_config(value: object) -> bool:
     """True for a dict in Keras's serialized form (it has a ``class_name``): one object, not a structure."""
     return isinstance(value, Mapping) and "class_name" in value and S.TAG not in value
 
@@ -253,7 +253,7 @@ def deserialize_config(
         raise _argument_error(target, kwargs, argument, err) from err
 
 
-def _contains_config(value: Any) -> bool:
+def _contains_config(value: object) -> bool:
     if isinstance(value, Mapping):
         return is_keras_config(value) or S.TAG in value or any(_contains_config(v) for v in value.values())
     if isinstance(value, (list, tuple)):
@@ -288,7 +288,7 @@ def resolve_compile_arguments(
 
 
 # ---------------------------------------------------------------------------- describing
-def _is_keras_describable(value: Any) -> bool:
+def _is_keras_describable(value: object) -> bool:
     if not keras_loaded():  # no Keras object, nor a function registered with Keras, exists before keras is loaded
         return False
     keras = import_keras()
@@ -357,7 +357,7 @@ def read_config_file(path: Any) -> Any:
         raise ValueError(f"Could not parse {path}: {err}") from err
 
 
-def is_config_file(value: Any) -> bool:
+def is_config_file(value: object) -> bool:
     """True for a path (``str`` or ``os.PathLike``) ending in ``.json``, ``.yaml`` or ``.yml``."""
     if not isinstance(value, (str, os.PathLike)):
         return False

@@ -69,12 +69,12 @@ def _same_value(a: Any, b: Any) -> bool:
     return False
 
 
-def _is_user_code(obj: Any) -> bool:
+def _is_user_code(obj: object) -> bool:
     module = getattr(obj, "__module__", None) or ""
     return module.split(".")[0] not in _LIBRARIES
 
 
-def _is_plain_object(value: Any) -> bool:
+def _is_plain_object(value: object) -> bool:
     """An object whose attributes a forward pass may read (not a module, class, function or tensor)."""
     if isinstance(value, (types.ModuleType, type, types.FunctionType, types.MethodType, types.BuiltinFunctionType)):
         return False
@@ -383,7 +383,7 @@ class PythonState:
 _values = operator.methodcaller("values")
 
 
-def _is_layer(value: Any) -> bool:
+def _is_layer(value: object) -> bool:
     # Keras layers (and models) are always followed, however deep: the forward pass calls them.
     return hasattr(value, "_flatten_layers") and hasattr(value, "call")
 

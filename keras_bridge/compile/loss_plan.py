@@ -78,7 +78,7 @@ def _weighted(loss: Any, weight: Any) -> Optional[_Weighted]:
     return _Weighted(loss, None if weight is None else float(weight))
 
 
-def _is_flat_mapping(value: Any) -> bool:
+def _is_flat_mapping(value: object) -> bool:
     """A dict whose values are single entries: keyed by flat output names rather than by a structure."""
     return isinstance(value, Mapping) and not is_config(value) and all(not is_nested(v) for v in value.values())
 

@@ -44,7 +44,7 @@ def _array_floatx(t: Tensor) -> Tensor:
     return t if t.dtype == floatx else t.to(floatx)
 
 
-def is_array(obj: Any) -> bool:
+def is_array(obj: object) -> bool:
     """Keras's rule for an array: a torch tensor or anything NumPy can read (``__array__``).
 
     NumPy arrays, pandas ``DataFrame`` / ``Series``, JAX arrays and TensorFlow tensors all qualify, so they
@@ -57,7 +57,7 @@ def is_array(obj: Any) -> bool:
     return isinstance(obj, torch.Tensor) or hasattr(obj, "__array__")
 
 
-def _is_pandas(value: Any) -> bool:
+def _is_pandas(value: object) -> bool:
     return type(value).__module__.partition(".")[0] == "pandas" and hasattr(value, "to_numpy")
 
 

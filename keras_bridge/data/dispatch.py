@@ -147,7 +147,7 @@ def _shuffle_ignored(options: DataOptions, provided_as: str) -> None:
         )
 
 
-def _is_tf_dataset(data: Any) -> bool:
+def _is_tf_dataset(data: object) -> bool:
     # By class, as Keras tells it: TensorFlow is never imported for it.
     return any(
         c.__module__.startswith("tensorflow.python.data") and c.__name__ in ("DatasetV2", "DistributedDataset")

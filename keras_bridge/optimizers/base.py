@@ -80,7 +80,7 @@ class _KerasClassFactory:
         return self.cls(params, *self.args, **self.kwargs)
 
 
-def _is_lr_like(obj: Any) -> bool:
+def _is_lr_like(obj: object) -> bool:
     if isinstance(obj, numbers.Real) and not isinstance(obj, bool):
         return True
     if isinstance(obj, (torch.Tensor, torch.nn.Module)) or hasattr(obj, "__iter__"):

@@ -126,7 +126,7 @@ class _ZeroArgLearningRate:
         return float(self.fn())
 
 
-def _is_schedule_like(obj: Any) -> bool:
+def _is_schedule_like(obj: object) -> bool:
     return obj is not None and not isinstance(obj, numbers.Real) and (is_schedule(obj) or callable(obj))
 
 
@@ -216,7 +216,7 @@ def get_optimizer(identifier: Any) -> OptimizerSpec:
     )
 
 
-def _is_keras_optimizer(obj: Any) -> bool:
+def _is_keras_optimizer(obj: object) -> bool:
     """A Keras optimizer instance or class (Keras is imported only if it is already loaded)."""
     if "keras" not in sys.modules:
         return False

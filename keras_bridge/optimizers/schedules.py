@@ -183,7 +183,7 @@ def check_schedule(schedule: Any) -> None:
         )
 
 
-def is_schedule(obj: Any) -> bool:
+def is_schedule(obj: object) -> bool:
     """True if ``obj`` is a Keras ``LearningRateSchedule`` (without importing Keras when it is not loaded)."""
     schedules = _keras_schedules()
     return schedules is not None and isinstance(obj, schedules.LearningRateSchedule)

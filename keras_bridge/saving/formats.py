@@ -68,7 +68,7 @@ def release_saves(module: CallbackHost) -> None:
     _HELD.discard(module)
 
 
-def saves_held(module: CallbackHost, path: Any = None) -> bool:
+def saves_held(module: CallbackHost, path: object = None) -> bool:
     """True (and a warning naming ``path``) while the saves of ``module`` are held."""
     if module not in _HELD:
         return False

@@ -93,7 +93,7 @@ def serialize(obj: Any) -> Any:
     raise NotSerializable(f"{obj!r} of type {type(obj).__name__} cannot be described as JSON")
 
 
-def _is_keras_serializable(obj: Any) -> bool:
+def _is_keras_serializable(obj: object) -> bool:
     import sys
 
     if "keras" not in sys.modules or isinstance(obj, type):

@@ -22,16 +22,16 @@ from keras_bridge.utils.keras import import_keras, keras_loaded
 Path = Tuple[Any, ...]
 
 
-def is_namedtuple(obj: Any) -> bool:
+def is_namedtuple(obj: object) -> bool:
     return isinstance(obj, tuple) and hasattr(type(obj), "_fields")
 
 
-def is_config(obj: Any) -> bool:
+def is_config(obj: object) -> bool:
     """A serialized Keras object (``{"class_name": ..., "config": ...}``): a leaf, not a dict of outputs."""
     return isinstance(obj, Mapping) and "class_name" in obj
 
 
-def is_nested(obj: Any) -> bool:
+def is_nested(obj: object) -> bool:
     """True for a list, tuple (namedtuples included) or dict: the containers Keras's tree walks into."""
     return isinstance(obj, (list, tuple)) or (isinstance(obj, Mapping) and not is_config(obj))
 
@@ -167,7 +167,7 @@ def map_leaves(fn: Callable[..., Any], obj: Any) -> Any:
     return _rebuild(obj, [(k, map_leaves(fn, v)) for k, v in children(obj)])
 
 
-def same_structure(a: Any, b: Any) -> bool:
+def same_structure(a: object, b: object) -> bool:
     """True when ``a`` and ``b`` nest alike (``keras.tree.assert_same_structure``)."""
     try:
         _tree().assert_same_structure(a, b)

@@ -25,7 +25,7 @@ Tensor = torch.Tensor
 DEFAULT_BATCH_SIZE = 32
 
 
-def is_array_structure(obj: Any) -> bool:
+def is_array_structure(obj: object) -> bool:
     """True for an array, or a non-empty list/tuple/dict whose leaves are all arrays."""
     if is_array(obj):
         return True

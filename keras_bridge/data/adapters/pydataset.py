@@ -101,7 +101,7 @@ def split_rows(batch: Any, rank: int, world: int) -> Any:
 MULTIPROCESSING_CONTEXT: Optional[str] = None
 
 
-def is_py_dataset(obj: Any) -> bool:
+def is_py_dataset(obj: object) -> bool:
     """True for a ``keras.utils.PyDataset`` (without importing keras if it is not loaded)."""
     from keras_bridge.utils.keras import is_keras_object
 

@@ -38,7 +38,7 @@ from keras_bridge.data.contract import DataOptions
 from keras_bridge.data.distributed import rank_world
 
 
-def is_map_dataset(obj: Any) -> bool:
+def is_map_dataset(obj: object) -> bool:
     """A sized, map-style torch ``Dataset`` (not an ``IterableDataset``)."""
     return isinstance(obj, Dataset) and not isinstance(obj, IterableDataset) and hasattr(obj, "__len__")
 
