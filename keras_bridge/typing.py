@@ -20,21 +20,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = [
-    "ArrayLike",
-    "ArrayTree",
-    "DataInput",
-    "LearningRate",
-    "OptionalTensor",
-    "SupportsArray",
-    "TensorTree",
-]
+__all__ = ["ArrayLike", "ArrayTree", "DataInput", "LearningRate", "OptionalTensor", "SupportsArray", "TensorTree"]
 
 
 @runtime_checkable
 class SupportsArray(Protocol):
     """Anything NumPy can read as an array (``__array__``): NumPy arrays and scalars, pandas ``DataFrame`` /
-    ``Series``, JAX arrays, TensorFlow tensors."""
+    ``Series``, JAX arrays, TensorFlow tensors.
+    """
 
     def __array__(self) -> np.ndarray: ...
 

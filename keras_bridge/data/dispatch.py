@@ -46,10 +46,13 @@ from keras_bridge.data.batches import check_class_weight, check_values, class_we
 from keras_bridge.data.contract import DataOptions, Loader
 from keras_bridge.data.distributed import group_in_use  # noqa: F401  (for the trainer)
 from keras_bridge.data.epoch_iterator import KerasLoader, unwrap
+from keras_bridge.typing import DataInput
 from keras_bridge.utils.tree import unpack_x_y_sample_weight
 
 
-def make_loader(x: Any, y: Any = None, sample_weight: Any = None, options: DataOptions = DataOptions()) -> Loader:
+def make_loader(
+    x: DataInput, y: DataInput = None, sample_weight: DataInput = None, options: DataOptions = DataOptions()
+) -> Loader:
     """The loader of one call's data, whatever its kind (see the module table).
 
     ``class_weight`` and ``batch_size`` are checked here, once, for every kind.
@@ -166,7 +169,7 @@ def _arrays(**named: Any) -> Tuple[Any, ...]:
     return tuple(out)
 
 
-def _refuse_y(y: Any, sample_weight: Any, x: Any) -> None:
+def _refuse_y(y: object, sample_weight: object, x: object) -> None:
     for name, value in (("y", y), ("sample_weight", sample_weight)):
         if value is not None:
             raise ValueError(
@@ -185,7 +188,7 @@ def _single(y: Any) -> Any:
 
 
 def split_validation(
-    x: Any, y: Any, sample_weight: Any, validation_split: float, validation_data: Any
+    x: DataInput, y: DataInput, sample_weight: DataInput, validation_split: float, validation_data: DataInput
 ) -> Tuple[Tuple[Any, Any, Any], Optional[Tuple[Any, Any, Any]]]:
     """``fit``'s training and validation data, as Keras's trainer splits them (its caller owns the arguments).
 
@@ -231,7 +234,7 @@ def validation_loader(validation: Tuple[Any, Any, Any], options: DataOptions, fr
         raise type(err)(f"Invalid `validation_data`: {err}") from None
 
 
-def _unpack_validation(validation_data: Any) -> Tuple[Any, Any, Any]:
+def _unpack_validation(validation_data: object) -> Tuple[Any, Any, Any]:
     try:  # Keras's trainer unpacks `validation_data` as it unpacks a batch
         return unpack_x_y_sample_weight(validation_data)
     except ValueError as err:

@@ -114,7 +114,7 @@ class GlobalBatchInfo:
         self.world_size = world_size
 
 
-def split_batch_info(batch: Any) -> Tuple[Any, Optional[GlobalBatchInfo]]:
+def split_batch_info(batch: object) -> Tuple[Any, Optional[GlobalBatchInfo]]:
     """``(batch, info)``: the batch without the :class:`GlobalBatchInfo` riding at its end (``None`` when none does).
 
     Example:

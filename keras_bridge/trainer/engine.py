@@ -26,6 +26,7 @@ from keras_bridge.compile.tracking import KerasHooks
 from keras_bridge.data.contract import DataOptions, Loader
 from keras_bridge.trainer.arguments import check_fit_args, check_input_names, check_int, check_verbose, split_callbacks
 from keras_bridge.trainer.connector import TrainerArgument, TrainerConnector, quiet_lightning
+from keras_bridge.typing import DataInput
 from keras_bridge.utils.compat import keras_output_spec, keras_symbolic_build, set_start_epoch
 from keras_bridge.utils.errors import LabelRangeError, user_traceback
 from keras_bridge.utils.keras import is_keras_object
@@ -103,7 +104,7 @@ def next_shuffle_seed(module: BridgeModule) -> Optional[int]:
     return (torch.initial_seed() + 7919 * (module.fit_count - 1)) % (2**31 - 1)
 
 
-def require_targets(module: BridgeModule, y: Any, where: str) -> None:
+def require_targets(module: BridgeModule, y: object, where: str) -> None:
     """Refuse, before training, data without targets for a compiled loss that needs them.
 
     Keras itself fails inside its loss with an ``AttributeError`` on ``None``. A model that computes its
@@ -159,7 +160,7 @@ def _surface_user_errors(entry_point: F) -> F:
     """
 
     @functools.wraps(entry_point)
-    def call(*args: Any, **kwargs: Any) -> Any:
+    def call(*args: object, **kwargs: object) -> Any:
         try:
             return entry_point(*args, **kwargs)
         except Exception as err:
@@ -172,10 +173,10 @@ def _surface_user_errors(entry_point: F) -> F:
 
 
 @_surface_user_errors
-def fit(module: BridgeModule, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
-        verbose: Union[int, str] = "auto", callbacks: Any = None, validation_split: float = 0.0,
-        validation_data: Any = None, shuffle: Union[bool, str] = True,
-        class_weight: Optional[Mapping[int, float]] = None, sample_weight: Any = None, initial_epoch: int = 0,
+def fit(module: BridgeModule, x: DataInput = None, y: DataInput = None, batch_size: Optional[int] = None,
+        epochs: int = 1, verbose: Union[int, str] = "auto", callbacks: Any = None, validation_split: float = 0.0,
+        validation_data: DataInput = None, shuffle: Union[bool, str] = True,
+        class_weight: Optional[Mapping[int, float]] = None, sample_weight: DataInput = None, initial_epoch: int = 0,
         steps_per_epoch: Optional[int] = None, validation_steps: Optional[int] = None,
         validation_batch_size: Optional[int] = None, validation_freq: Union[int, Sequence[int]] = 1,
         trainer: TrainerArgument = None) -> Any:  # fmt: skip
@@ -235,8 +236,8 @@ def fit(module: BridgeModule, x: Any = None, y: Any = None, batch_size: Optional
 
 
 @_surface_user_errors
-def evaluate(module: BridgeModule, x: Any = None, y: Any = None, batch_size: Optional[int] = None,
-             verbose: Union[int, str] = "auto", sample_weight: Any = None, steps: Optional[int] = None,
+def evaluate(module: BridgeModule, x: DataInput = None, y: DataInput = None, batch_size: Optional[int] = None,
+             verbose: Union[int, str] = "auto", sample_weight: DataInput = None, steps: Optional[int] = None,
              return_dict: bool = False, callbacks: Any = None, trainer: TrainerArgument = None) -> Any:  # fmt: skip
     """Keras ``Model.evaluate``: a scalar, a list in Keras's order, or (``return_dict``) a dict."""
     module.require_compiled()
@@ -263,7 +264,7 @@ def evaluate(module: BridgeModule, x: Any = None, y: Any = None, batch_size: Opt
 
 
 @_surface_user_errors
-def predict(module: BridgeModule, x: Any, batch_size: Optional[int] = None, verbose: Union[int, str] = "auto",
+def predict(module: BridgeModule, x: DataInput, batch_size: Optional[int] = None, verbose: Union[int, str] = "auto",
             steps: Optional[int] = None, callbacks: Any = None, trainer: TrainerArgument = None) -> Any:  # fmt: skip
     """Keras ``Model.predict``: NumPy arrays in the model's output structure (single, list or dict)."""
     verbose = check_verbose(verbose)
@@ -320,7 +321,7 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.cpu().numpy()
 
 
-def _gather_predictions(loader: Loader, outputs: Any) -> Any:
+def _gather_predictions(loader: Loader, outputs: Optional[List[object]]) -> Any:
     """Under DDP, every process's per-batch predictions, in input order, on every process (a collective)."""
     dist = torch.distributed
     if not data_dispatch.group_in_use():  # no process group, or one this (1-device) run does not use

@@ -90,7 +90,7 @@ def _torch_backend_leaves(obj: object, is_leaf: Optional[Callable[[Any], bool]] 
     return [leaf for node in nodes for leaf in _torch_backend_leaves(node, is_leaf, sort)]
 
 
-def flatten(obj: Any) -> List[Any]:
+def flatten(obj: object) -> List[Any]:
     """The leaves of ``obj`` in Keras's order (``keras.tree.flatten``; a serialized Keras object is one leaf)."""
     if is_config(obj):
         return [obj]
@@ -101,7 +101,7 @@ def flatten(obj: Any) -> List[Any]:
     return [leaf.config if isinstance(leaf, _Config) else leaf for leaf in tree.flatten(boxed)]
 
 
-def flatten_values(obj: Any) -> List[Any]:
+def flatten_values(obj: object) -> List[Any]:
     """The leaves of a structure of values (tensors, arrays, ``None``): ``keras.tree.flatten``, for every batch."""
     if not keras_loaded():
         return _torch_backend_leaves(obj)
@@ -113,7 +113,7 @@ class _Config:
 
     __slots__ = ("config",)
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Mapping[str, object]) -> None:
         self.config = config
 
 
@@ -134,7 +134,7 @@ def _rebuild(node: Any, items: Sequence[Tuple[Any, Any]]) -> Any:
     return values
 
 
-def pack_sequence_as(structure: Any, flat: Sequence[Any]) -> Any:
+def pack_sequence_as(structure: object, flat: Sequence[Any]) -> Any:
     """Put the leaves ``flat`` (in Keras's order) into the shape of ``structure``, its dicts in their own order.
 
     ``keras.tree.pack_sequence_as`` would return each dict with sorted keys, where Keras's own outputs
@@ -145,7 +145,7 @@ def pack_sequence_as(structure: Any, flat: Sequence[Any]) -> Any:
     """
     leaves: Iterator[Any] = iter(flat)
 
-    def build(node: Any) -> Any:
+    def build(node: object) -> Any:
         if not is_nested(node):
             return next(leaves)
         return _rebuild(node, [(k, build(v)) for k, v in children(node)])
@@ -156,7 +156,7 @@ def pack_sequence_as(structure: Any, flat: Sequence[Any]) -> Any:
     return build(structure)
 
 
-def map_leaves(fn: Callable[..., Any], obj: Any) -> Any:
+def map_leaves(fn: Callable[..., Any], obj: object) -> Any:
     """Apply ``fn`` to every leaf of a ``compile`` argument, a serialized Keras object being one leaf.
 
     ``keras.tree`` would walk into a config dict (and its ``traverse`` does not keep dict order), hence
@@ -176,14 +176,14 @@ def same_structure(a: object, b: object) -> bool:
     return True
 
 
-def map_structure(fn: Callable[..., Any], obj: Any) -> Any:
+def map_structure(fn: Callable[..., Any], obj: object) -> Any:
     """Apply ``fn`` to every leaf of a structure of lists, tuples, namedtuples and dicts (``keras.tree``)."""
     if not keras_loaded():  # Keras's torch backend maps with torch's pytree, which this is
         return pytree_map(fn, obj)
     return _tree().map_structure(fn, obj)
 
 
-def describe(obj: Any, leaf: str = "*") -> str:
+def describe(obj: object, leaf: str = "*") -> str:
     """The shape of ``obj`` with every leaf shown as ``leaf``, as Keras prints structures in its errors.
 
     Example:
@@ -191,7 +191,7 @@ def describe(obj: Any, leaf: str = "*") -> str:
         "{'s': '*', 'c': ('*', '*')}"
     """
 
-    def shape(node: Any) -> Any:
+    def shape(node: object) -> Any:
         if not is_nested(node):
             return leaf
         if isinstance(node, Mapping):
@@ -201,7 +201,7 @@ def describe(obj: Any, leaf: str = "*") -> str:
     return str(shape(obj))
 
 
-def count_leaves(obj: Any) -> int:
+def count_leaves(obj: object) -> int:
     return len(flatten_values(obj))
 
 
@@ -215,7 +215,7 @@ def first_batch_dim(x: Any) -> int:
     raise ValueError(f"Cannot tell the batch size: every input is None. Received: x={describe(x)}")
 
 
-def unpack_x_y_sample_weight(data: Any) -> Tuple[Any, Any, Any]:
+def unpack_x_y_sample_weight(data: object) -> Tuple[Any, Any, Any]:
     """``(x, y, sample_weight)`` of ``data`` by Keras's rules (``keras.utils.unpack_x_y_sample_weight``).
 
     A list counts as a tuple; a tuple of length 1-3 is ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``;
