@@ -35,6 +35,7 @@ from keras_bridge.compile.structure import (
     flatten_outputs,
     flatten_targets,
 )
+from keras_bridge.typing import TensorTree
 from keras_bridge.utils.tree import (
     Path,
     describe,
@@ -335,7 +336,9 @@ class LossPlan:
             return []
         return [f"{t.log_name or t.output_name}_loss" for t in self.terms]
 
-    def flatten_batch(self, y: Any, y_pred: Any, sample_weight: Any) -> Tuple[List[Any], List[Any], List[Any]]:
+    def flatten_batch(
+        self, y: TensorTree, y_pred: TensorTree, sample_weight: TensorTree
+    ) -> Tuple[List[Any], List[Any], List[Any]]:
         """A batch's targets, outputs and sample weights as the flat lists :meth:`__call__` takes (once built)."""
         outputs = self.outputs
         assert outputs is not None

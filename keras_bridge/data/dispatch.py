@@ -179,7 +179,7 @@ def _refuse_y(y: object, sample_weight: object, x: object) -> None:
             )
 
 
-def _single(y: Any) -> Any:
+def _single(y: object) -> Any:
     if isinstance(y, (list, tuple)):
         return y[0]
     if isinstance(y, dict):

@@ -381,14 +381,14 @@ def _check_extra(extra: Dict[str, Any]) -> None:
 
 
 def _check_common(
-    clipnorm: Any,
-    clipvalue: Any,
-    global_clipnorm: Any,
-    use_ema: Any,
-    ema_momentum: Any,
-    ema_overwrite_frequency: Any,
-    loss_scale_factor: Any,
-    gradient_accumulation_steps: Any,
+    clipnorm: Optional[float],
+    clipvalue: Optional[float],
+    global_clipnorm: Optional[float],
+    use_ema: bool,
+    ema_momentum: float,
+    ema_overwrite_frequency: Optional[int],
+    loss_scale_factor: Optional[float],
+    gradient_accumulation_steps: Optional[int],
 ) -> None:
     if sum(a is not None for a in (clipnorm, clipvalue, global_clipnorm)) > 1:
         raise ValueError(

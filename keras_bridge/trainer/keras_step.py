@@ -191,7 +191,7 @@ class KerasSteps:
         else:
             model.make_predict_function()
 
-    def build(self, batch: Any, stage: str) -> None:
+    def build(self, batch: object, stage: str) -> None:
         """Build the model's unbuilt state from the first batch, as Keras's ``fit`` / ``evaluate`` do first."""
         keras_symbolic_build(self.model, keras_data(batch, self.packed[stage])[0])
 
@@ -225,18 +225,18 @@ class KerasSteps:
             )
 
     # ------------------------------------------------------------------ steps
-    def train_step(self, batch: Any, trainer: pl.Trainer) -> None:
+    def train_step(self, batch: object, trainer: pl.Trainer) -> None:
         data, info = keras_data(batch, self.packed["train"])
         with self._averaging_gradients(trainer, data, info):
             logs = self.model.train_function([data])
         self.train_logs.record(logs)
 
-    def test_step(self, batch: Any) -> None:
+    def test_step(self, batch: object) -> None:
         data, _ = keras_data(batch, self.packed["eval"])
         with torch.inference_mode(False):  # Keras's test step runs under no_grad only
             self.eval_logs.record(self.model.test_function([data]))
 
-    def predict_step(self, batch: Any) -> Any:
+    def predict_step(self, batch: object) -> Any:
         data, _ = keras_data(batch, self.packed["predict"])
         if self.packed["predict"] and isinstance(data, tuple):
             data = data[:1]
