@@ -215,7 +215,7 @@ def constructor_arguments(cls: type) -> Tuple[List[str], bool]:
     return sorted(set(names)), False
 
 
-def _argument_error(cls: Any, kwargs: Mapping[str, Any], argument: str, err: BaseException) -> ValueError:
+def _argument_error(cls: type, kwargs: Mapping[str, Any], argument: str, err: BaseException) -> ValueError:
     name = getattr(cls, "__name__", repr(cls))
     names, open_ended = constructor_arguments(cls) if isinstance(cls, type) else ([], True)
     unknown = [k for k in kwargs if k not in names]
@@ -301,7 +301,7 @@ def _is_keras_describable(value: object) -> bool:
     return registered or module.split(".")[0] == "keras"
 
 
-def to_config(value: Any) -> Any:
+def to_config(value: object) -> Any:
     """A JSON-able description of a ``compile`` argument that :func:`resolve` turns back into it.
 
     Keras objects and functions get Keras's own form (``keras.saving.serialize_keras_object``); torch

@@ -53,7 +53,7 @@ def _tree() -> Any:
     return import_keras().tree
 
 
-def flatten_with_paths(obj: Any, prefix: Path = ()) -> List[Tuple[Path, Any]]:
+def flatten_with_paths(obj: object, prefix: Path = ()) -> List[Tuple[Path, Any]]:
     """Every leaf of ``obj`` with its path of keys/indices, in Keras's order (``None`` is a leaf).
 
     ``keras.tree.flatten_with_path`` is not used: on a namedtuple (Keras 3.15) it orders the paths by
@@ -117,7 +117,7 @@ class _Config:
         self.config = config
 
 
-def _rebuild(node: Any, items: Sequence[Tuple[Any, Any]]) -> Any:
+def _rebuild(node: object, items: Sequence[Tuple[Any, Any]]) -> Any:
     """A container of ``node``'s type holding ``items`` (``(key, value)`` pairs in flattening order).
 
     A dict keeps ``node``'s own key order, as ``keras.tree.map_structure`` does.

@@ -287,7 +287,7 @@ def _accepted_text() -> str:
     )
 
 
-def check_metric(identifier: Any, argument: str = "metrics") -> None:
+def check_metric(identifier: object, argument: str = "metrics") -> None:
     """Compile-time check (no tensors): raise for unknown strings and unsupported types.
 
     ``argument`` ("metrics" or "weighted_metrics") is the compile argument named in error messages.

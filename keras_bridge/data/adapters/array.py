@@ -234,7 +234,7 @@ class GlobalBatchSampler(Sampler):
             batches = [b[torch.tensor(perm, dtype=torch.int64)] for b, perm in zip(batches, drawn)]
         return iter(batches), len(batches)
 
-    def shuffle_rows(self, batch: Any) -> None:
+    def shuffle_rows(self, batch: object) -> None:
         """Permute the rows of a training batch in place, drawing the permutation now (``shuffle="batch"``).
 
         Keras draws each batch's permutation from torch's global generator when it reads the batch, just
@@ -424,7 +424,7 @@ class _GeneratorState:
         return generator
 
 
-def _identity(batch: Any) -> Any:
+def _identity(batch: object) -> Any:
     return batch
 
 

@@ -150,7 +150,7 @@ class _Keys:
         return len(self.keys)  # type: ignore[arg-type]
 
 
-def _identity(batch: Any) -> Any:
+def _identity(batch: object) -> Any:
     return batch
 
 
