@@ -34,9 +34,10 @@ import importlib
 import inspect
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, TypeGuard
 
 import keras_bridge.saving.serialization as S
+from keras_bridge.typing import PathLike
 from keras_bridge.utils.errors import did_you_mean
 from keras_bridge.utils.keras import import_keras, keras_loaded
 
@@ -333,7 +334,7 @@ def compile_config(arguments: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------- files
-def read_config_file(path: Any) -> Any:
+def read_config_file(path: PathLike) -> Any:
     """The content of a ``.json``, ``.yaml`` or ``.yml`` file (e.g. a list of callback configs).
 
     Raises:
@@ -357,7 +358,7 @@ def read_config_file(path: Any) -> Any:
         raise ValueError(f"Could not parse {path}: {err}") from err
 
 
-def is_config_file(value: object) -> bool:
+def is_config_file(value: object) -> TypeGuard[PathLike]:
     """True for a path (``str`` or ``os.PathLike``) ending in ``.json``, ``.yaml`` or ``.yml``."""
     if not isinstance(value, (str, os.PathLike)):
         return False

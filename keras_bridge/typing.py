@@ -14,13 +14,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
+import os
+from typing import Callable, Iterable, Mapping, Protocol, Sequence, SupportsFloat, Union, runtime_checkable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ArrayLike", "ArrayTree", "DataInput", "LearningRate", "OptionalTensor", "SupportsArray", "TensorTree"]
+__all__ = ["ArrayLike", "ArrayTree", "DataInput", "LearningRate", "PathLike", "Schedule", "SupportsArray", "TensorTree"]
 
 
 @runtime_checkable
@@ -42,18 +43,15 @@ ArrayTree = Union[ArrayLike, None, Sequence["ArrayTree"], Mapping[str, "ArrayTre
 #: Torch tensors nested in lists, tuples and dicts: a batch, or a model's outputs, once converted.
 TensorTree = Union[torch.Tensor, None, Sequence["TensorTree"], Mapping[str, "TensorTree"]]
 
-#: A tensor, or nothing (a ``sample_weight`` not given).
-OptionalTensor = Optional[torch.Tensor]
-
 #: What ``fit`` / ``evaluate`` / ``predict`` take as data: arrays, or a dataset (a torch ``Dataset`` or
 #: ``DataLoader``, a Keras ``PyDataset``, a ``tf.data.Dataset``, a generator or any iterable of batches).
 DataInput = Union[ArrayTree, Dataset[object], Iterable[object]]
 
-#: A learning rate: a number, a tensor, or a schedule (a Keras ``LearningRateSchedule`` or a callable of the step).
-LearningRate = Union[float, torch.Tensor, "SupportsSchedule"]
+#: A learning-rate schedule: a Keras ``LearningRateSchedule`` or any callable ``step -> lr``.
+Schedule = Callable[[int], SupportsFloat]
 
+#: An optimizer's ``learning_rate``: a number or a :data:`Schedule`.
+LearningRate = Union[float, Schedule]
 
-class SupportsSchedule(Protocol):
-    """A learning-rate schedule: called with the step (Keras's ``LearningRateSchedule`` and plain callables)."""
-
-    def __call__(self, step: int) -> object: ...
+#: A file path, as ``open`` takes it.
+PathLike = Union[str, "os.PathLike[str]"]

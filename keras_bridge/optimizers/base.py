@@ -17,6 +17,7 @@ import torch
 
 import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.schedules import check_schedule, is_schedule, learning_rate_at
+from keras_bridge.typing import LearningRate
 from keras_bridge.utils.compat import foreach
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
     def __init__(
         self,
         params: ParamsT,
-        learning_rate: Any,
+        learning_rate: LearningRate,
         hyper: Dict[str, Any],
         *,
         weight_decay: Optional[float] = None,

@@ -130,7 +130,7 @@ def check_input_names(module: BridgeModule, x: object) -> None:
         )
 
 
-def split_callbacks(callbacks: Any) -> Tuple[List[Any], List[Any]]:
+def split_callbacks(callbacks: object) -> Tuple[List[Any], List[Any]]:
     """``callbacks`` as ``(keras_callbacks, lightning_callbacks)``.
 
     Config dicts become Keras callbacks, and so does each config of a ``.json`` / ``.yaml`` file named

@@ -9,7 +9,21 @@ callbacks ride on one :class:`~keras_bridge.callbacks.driver.KerasCallbackDriver
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+    cast,
+)
 
 import lightning.pytorch as pl
 import numpy as np
@@ -81,7 +95,9 @@ def _build(module: BridgeModule, loader: Loader, stage: str = "train", keras_dra
     module.build_from_batch(x, move_data_to_device(y, device) if y is not None else None, y_pred)
 
 
-def _prepare_keras_steps(module: BridgeModule, mode: str, callbacks: Any = (), **loaders: Any) -> None:
+def _prepare_keras_steps(
+    module: BridgeModule, mode: str, callbacks: Iterable[object] = (), **loaders: Optional[Loader]
+) -> None:
     # Keras makes its step functions before running them; its refusals come out before training starts.
     if module.keras_step is not None:
         module.keras_step.check_callbacks(callbacks)
@@ -174,7 +190,7 @@ def _surface_user_errors(entry_point: F) -> F:
 
 @_surface_user_errors
 def fit(module: BridgeModule, x: DataInput = None, y: DataInput = None, batch_size: Optional[int] = None,
-        epochs: int = 1, verbose: Union[int, str] = "auto", callbacks: Any = None, validation_split: float = 0.0,
+        epochs: int = 1, verbose: Union[int, str] = "auto", callbacks: object = None, validation_split: float = 0.0,
         validation_data: DataInput = None, shuffle: Union[bool, str] = True,
         class_weight: Optional[Mapping[int, float]] = None, sample_weight: DataInput = None, initial_epoch: int = 0,
         steps_per_epoch: Optional[int] = None, validation_steps: Optional[int] = None,
@@ -238,7 +254,7 @@ def fit(module: BridgeModule, x: DataInput = None, y: DataInput = None, batch_si
 @_surface_user_errors
 def evaluate(module: BridgeModule, x: DataInput = None, y: DataInput = None, batch_size: Optional[int] = None,
              verbose: Union[int, str] = "auto", sample_weight: DataInput = None, steps: Optional[int] = None,
-             return_dict: bool = False, callbacks: Any = None, trainer: TrainerArgument = None) -> Any:  # fmt: skip
+             return_dict: bool = False, callbacks: object = None, trainer: TrainerArgument = None) -> Any:  # fmt: skip
     """Keras ``Model.evaluate``: a scalar, a list in Keras's order, or (``return_dict``) a dict."""
     module.require_compiled()
     verbose = check_verbose(verbose)
@@ -265,7 +281,7 @@ def evaluate(module: BridgeModule, x: DataInput = None, y: DataInput = None, bat
 
 @_surface_user_errors
 def predict(module: BridgeModule, x: DataInput, batch_size: Optional[int] = None, verbose: Union[int, str] = "auto",
-            steps: Optional[int] = None, callbacks: Any = None, trainer: TrainerArgument = None) -> Any:  # fmt: skip
+            steps: Optional[int] = None, callbacks: object = None, trainer: TrainerArgument = None) -> Any:  # fmt: skip
     """Keras ``Model.predict``: NumPy arrays in the model's output structure (single, list or dict)."""
     verbose = check_verbose(verbose)
     check_int("steps", steps, 1, allow_none=True)

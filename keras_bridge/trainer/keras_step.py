@@ -31,7 +31,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -195,7 +195,7 @@ class KerasSteps:
         """Build the model's unbuilt state from the first batch, as Keras's ``fit`` / ``evaluate`` do first."""
         keras_symbolic_build(self.model, keras_data(batch, self.packed[stage])[0])
 
-    def check_callbacks(self, callbacks: Any) -> None:
+    def check_callbacks(self, callbacks: Iterable[object]) -> None:
         """Refuse, before the Trainer is made, a callback that would write a Lightning checkpoint (``.ckpt``)."""
         from lightning.pytorch.callbacks import Checkpoint
 
