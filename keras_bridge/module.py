@@ -39,7 +39,7 @@ from keras_bridge.saving.state import apply_training_state
 from keras_bridge.trainer import on_batch
 from keras_bridge.trainer.arguments import check_model, forward_parameters, model_names
 from keras_bridge.trainer.keras_step import KerasSteps
-from keras_bridge.typing import TensorTree
+from keras_bridge.typing import ArrayTree, TensorTree
 from keras_bridge.utils.attributes import PlainAttributeWrites, store_signatures
 from keras_bridge.utils.compat import skip_no_op_batch_hooks
 from keras_bridge.utils.keras import is_keras_model
@@ -157,7 +157,7 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
 
     restore_training_state = configure.restore_training_state
 
-    def forward(self, x: TensorTree, training: bool = False) -> Any:
+    def forward(self, x: ArrayTree, training: bool = False) -> Any:
         """Call the wrapped model as Keras would (``training`` only reaches Keras models)."""
         if self.is_keras:
             if self._capture is None:
@@ -171,14 +171,8 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
         return self.model(x)
 
     # ------------------------------------------------------------------ steps
-    def compute_loss(
-        self,
-        x: TensorTree = None,
-        y: TensorTree = None,
-        y_pred: TensorTree = None,
-        sample_weight: TensorTree = None,
-        training: bool = True,
-    ) -> Tensor:
+    def compute_loss(self, x: TensorTree = None, y: TensorTree = None, y_pred: TensorTree = None,
+                     sample_weight: TensorTree = None, training: bool = True) -> Tensor:  # fmt: skip
         """Keras's ``compute_loss``: the compiled losses, weighted and summed, plus the model's own losses.
 
         Override it in a subclass as in Keras (``x`` is given for losses that need the inputs). A Keras
@@ -206,15 +200,8 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
             )
         return total
 
-    def update_metrics(
-        self,
-        y: TensorTree,
-        y_pred: TensorTree,
-        sample_weight: TensorTree,
-        loss: Tensor,
-        batch_size: int,
-        training: bool = True,
-    ) -> None:
+    def update_metrics(self, y: TensorTree, y_pred: TensorTree, sample_weight: TensorTree, loss: Tensor,
+                       batch_size: int, training: bool = True) -> None:  # fmt: skip
         """Add one batch to the stage's loss trackers and compiled metrics (Keras's ``update_state``).
 
         For a Keras model that overrides ``compute_loss`` or ``compute_metrics``, the model's

@@ -9,7 +9,7 @@ import torch
 
 from keras_bridge.data.contract import DataOptions
 from keras_bridge.data.dispatch import make_loader, split_validation, validation_loader
-from keras_bridge.typing import DataInput
+from keras_bridge.typing import ArrayTree, DataInput
 
 
 class KerasDataModule(pl.LightningDataModule):
@@ -41,13 +41,13 @@ class KerasDataModule(pl.LightningDataModule):
     def __init__(
         self,
         x: DataInput,
-        y: DataInput = None,
+        y: ArrayTree = None,
         batch_size: Optional[int] = 32,
         validation_split: float = 0.0,
         validation_data: DataInput = None,
         shuffle: Union[bool, str] = True,
         class_weight: Optional[Mapping[int, float]] = None,
-        sample_weight: DataInput = None,
+        sample_weight: ArrayTree = None,
     ) -> None:
         super().__init__()
         self.x, self.y, self.sample_weight = x, y, sample_weight

@@ -46,12 +46,12 @@ from keras_bridge.data.batches import check_class_weight, check_values, class_we
 from keras_bridge.data.contract import DataOptions, Loader
 from keras_bridge.data.distributed import group_in_use  # noqa: F401  (for the trainer)
 from keras_bridge.data.epoch_iterator import KerasLoader, unwrap
-from keras_bridge.typing import DataInput
+from keras_bridge.typing import ArrayTree, DataInput
 from keras_bridge.utils.tree import unpack_x_y_sample_weight
 
 
 def make_loader(
-    x: DataInput, y: DataInput = None, sample_weight: DataInput = None, options: DataOptions = DataOptions()
+    x: DataInput, y: ArrayTree = None, sample_weight: ArrayTree = None, options: DataOptions = DataOptions()
 ) -> Loader:
     """The loader of one call's data, whatever its kind (see the module table).
 
@@ -188,7 +188,7 @@ def _single(y: object) -> Any:
 
 
 def split_validation(
-    x: DataInput, y: DataInput, sample_weight: DataInput, validation_split: float, validation_data: DataInput
+    x: DataInput, y: ArrayTree, sample_weight: ArrayTree, validation_split: float, validation_data: DataInput
 ) -> Tuple[Tuple[Any, Any, Any], Optional[Tuple[Any, Any, Any]]]:
     """``fit``'s training and validation data, as Keras's trainer splits them (its caller owns the arguments).
 

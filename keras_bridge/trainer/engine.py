@@ -40,7 +40,7 @@ from keras_bridge.compile.tracking import KerasHooks
 from keras_bridge.data.contract import DataOptions, Loader
 from keras_bridge.trainer.arguments import check_fit_args, check_input_names, check_int, check_verbose, split_callbacks
 from keras_bridge.trainer.connector import TrainerArgument, TrainerConnector, quiet_lightning
-from keras_bridge.typing import DataInput
+from keras_bridge.typing import ArrayTree, DataInput
 from keras_bridge.utils.compat import keras_output_spec, keras_symbolic_build, set_start_epoch
 from keras_bridge.utils.errors import LabelRangeError, user_traceback
 from keras_bridge.utils.keras import is_keras_object
@@ -189,10 +189,10 @@ def _surface_user_errors(entry_point: F) -> F:
 
 
 @_surface_user_errors
-def fit(module: BridgeModule, x: DataInput = None, y: DataInput = None, batch_size: Optional[int] = None,
+def fit(module: BridgeModule, x: DataInput = None, y: ArrayTree = None, batch_size: Optional[int] = None,
         epochs: int = 1, verbose: Union[int, str] = "auto", callbacks: object = None, validation_split: float = 0.0,
         validation_data: DataInput = None, shuffle: Union[bool, str] = True,
-        class_weight: Optional[Mapping[int, float]] = None, sample_weight: DataInput = None, initial_epoch: int = 0,
+        class_weight: Optional[Mapping[int, float]] = None, sample_weight: ArrayTree = None, initial_epoch: int = 0,
         steps_per_epoch: Optional[int] = None, validation_steps: Optional[int] = None,
         validation_batch_size: Optional[int] = None, validation_freq: Union[int, Sequence[int]] = 1,
         trainer: TrainerArgument = None) -> Any:  # fmt: skip
@@ -252,8 +252,8 @@ def fit(module: BridgeModule, x: DataInput = None, y: DataInput = None, batch_si
 
 
 @_surface_user_errors
-def evaluate(module: BridgeModule, x: DataInput = None, y: DataInput = None, batch_size: Optional[int] = None,
-             verbose: Union[int, str] = "auto", sample_weight: DataInput = None, steps: Optional[int] = None,
+def evaluate(module: BridgeModule, x: DataInput = None, y: ArrayTree = None, batch_size: Optional[int] = None,
+             verbose: Union[int, str] = "auto", sample_weight: ArrayTree = None, steps: Optional[int] = None,
              return_dict: bool = False, callbacks: object = None, trainer: TrainerArgument = None) -> Any:  # fmt: skip
     """Keras ``Model.evaluate``: a scalar, a list in Keras's order, or (``return_dict``) a dict."""
     module.require_compiled()
