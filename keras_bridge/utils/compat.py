@@ -58,7 +58,7 @@ def _private(owner: Any, name: str, library: str, purpose: str) -> Any:
         ) from None
 
 
-def attached_trainer(module: Any) -> Optional[Any]:
+def attached_trainer(module: object) -> Optional[Any]:
     """The Trainer a LightningModule is attached to, or None.
 
     ``LightningModule.trainer`` raises when no Trainer is attached; ``_trainer`` answers None instead.

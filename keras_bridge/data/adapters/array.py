@@ -450,7 +450,7 @@ def array_loader(
                        generator=keras_rng.private_generator())  # fmt: skip
 
 
-def check_batch_size(batch_size: Any) -> None:
+def check_batch_size(batch_size: object) -> None:
     if batch_size is None:
         return
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
