@@ -169,7 +169,7 @@ def _arrays(**named: Any) -> Tuple[Any, ...]:
     return tuple(out)
 
 
-def _refuse_y(y: object, sample_weight: object, x: object) -> None:
+def _refuse_y(y: ArrayTree, sample_weight: ArrayTree, x: DataInput) -> None:
     for name, value in (("y", y), ("sample_weight", sample_weight)):
         if value is not None:
             raise ValueError(

@@ -18,11 +18,11 @@ from typing import (
     List,
     Mapping,
     Optional,
+    ParamSpec,
     Sequence,
     Tuple,
     TypeVar,
     Union,
-    cast,
 )
 
 import lightning.pytorch as pl
@@ -120,7 +120,7 @@ def next_shuffle_seed(module: BridgeModule) -> Optional[int]:
     return (torch.initial_seed() + 7919 * (module.fit_count - 1)) % (2**31 - 1)
 
 
-def require_targets(module: BridgeModule, y: object, where: str) -> None:
+def require_targets(module: BridgeModule, y: ArrayTree, where: str) -> None:
     """Refuse, before training, data without targets for a compiled loss that needs them.
 
     Keras itself fails inside its loss with an ``AttributeError`` on ``None``. A model that computes its
@@ -144,7 +144,8 @@ def _zeros_like_spec(spec: Any) -> Any:
 
 
 Callbacks = Tuple[List[Any], List[Any]]  # (Keras callbacks, Lightning callbacks)
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _run(module: BridgeModule, trainer: TrainerArgument, cbs: Callbacks, owned: Dict[str, Any],
@@ -169,14 +170,14 @@ def _run(module: BridgeModule, trainer: TrainerArgument, cbs: Callbacks, owned: 
         raise err.in_batch(driver.describe_position()).with_traceback(None) from None
 
 
-def _surface_user_errors(entry_point: F) -> F:
+def _surface_user_errors(entry_point: Callable[P, R]) -> Callable[P, R]:
     """An entry point whose errors raised in the user's code (a loss, a metric, a callback, a dataset) reach
     the caller as they are, with the user's frames directly under the call: Lightning's and the bridge's
     frames in between are cut, as Keras's traceback filtering does (see :func:`user_traceback`).
     """
 
     @functools.wraps(entry_point)
-    def call(*args: object, **kwargs: object) -> Any:
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return entry_point(*args, **kwargs)
         except Exception as err:
@@ -185,7 +186,7 @@ def _surface_user_errors(entry_point: F) -> F:
                 raise
             raise err.with_traceback(tb)  # noqa: B904  (the same exception, re-raised)
 
-    return cast(F, call)
+    return call
 
 
 @_surface_user_errors
