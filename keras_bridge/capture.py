@@ -64,6 +64,7 @@ import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from keras_bridge.python_state import PythonState, watch_side_effects
+from keras_bridge.typing import ArrayTree
 from keras_bridge.utils.compat import pytree_flatten
 from keras_bridge.utils.keras import import_keras
 
@@ -82,7 +83,7 @@ def _unguarded_types() -> Tuple[type, ...]:
     return (keras.optimizers.Optimizer, keras.metrics.Metric, keras.callbacks.Callback)
 
 
-def _signature(x: Any, training: bool) -> Tuple[Any, ...]:
+def _signature(x: ArrayTree, training: bool) -> Tuple[Any, ...]:
     leaves, spec = pytree_flatten(x)
     described = tuple(
         (tuple(v.shape), v.dtype, v.device) if isinstance(v, torch.Tensor) else (type(v), v) for v in leaves
@@ -136,7 +137,7 @@ class CapturedForward:
         """Why the forward pass runs eagerly for good (a side effect, ever-changing state), or None."""
         return self._eager_reason
 
-    def __call__(self, x: Any, training: bool) -> Tuple[Any, List[Any]]:
+    def __call__(self, x: ArrayTree, training: bool) -> Tuple[Any, List[Any]]:
         if self._eager_reason is None and self._state is not None:
             if self._state.changed():
                 self._state_changed()
@@ -159,7 +160,7 @@ class CapturedForward:
         y_pred, losses = graph(x)
         return y_pred, list(losses)
 
-    def _eager(self, x: Any, training: bool) -> Tuple[Any, List[Any]]:
+    def _eager(self, x: ArrayTree, training: bool) -> Tuple[Any, List[Any]]:
         return self.model(x, training=training), list(self.model.losses)
 
     def _state_changed(self) -> None:
@@ -179,7 +180,7 @@ class CapturedForward:
         name = getattr(self.model, "name", type(self.model).__name__)
         log.info("keras_bridge: %s runs eagerly from now on: %s.", name, reason)
 
-    def _capture(self, x: Any, training: bool) -> Any:
+    def _capture(self, x: ArrayTree, training: bool) -> Any:
         model = self.model
 
         def forward(inputs: Any) -> Tuple[Any, List[Any]]:

@@ -34,9 +34,10 @@ import importlib
 import inspect
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, TypeGuard
 
 import keras_bridge.saving.serialization as S
+from keras_bridge.typing import PathLike
 from keras_bridge.utils.errors import did_you_mean
 from keras_bridge.utils.keras import import_keras, keras_loaded
 
@@ -58,7 +59,7 @@ _NOT_ACCEPTED = {"Optimizer", "LearningRateSchedule", "Loss", "Metric", "Callbac
 _NOT_FUNCTIONS = {"deserialize", "get", "serialize"}
 
 
-def is_keras_config(value: Any) -> bool:
+def is_keras_config(value: object) -> bool:
     """True for a dict in Keras's serialized form (it has a ``class_name``): one object, not a structure."""
     return isinstance(value, Mapping) and "class_name" in value and S.TAG not in value
 
@@ -215,7 +216,7 @@ def constructor_arguments(cls: type) -> Tuple[List[str], bool]:
     return sorted(set(names)), False
 
 
-def _argument_error(cls: Any, kwargs: Mapping[str, Any], argument: str, err: BaseException) -> ValueError:
+def _argument_error(cls: type, kwargs: Mapping[str, Any], argument: str, err: BaseException) -> ValueError:
     name = getattr(cls, "__name__", repr(cls))
     names, open_ended = constructor_arguments(cls) if isinstance(cls, type) else ([], True)
     unknown = [k for k in kwargs if k not in names]
@@ -253,7 +254,7 @@ def deserialize_config(
         raise _argument_error(target, kwargs, argument, err) from err
 
 
-def _contains_config(value: Any) -> bool:
+def _contains_config(value: object) -> bool:
     if isinstance(value, Mapping):
         return is_keras_config(value) or S.TAG in value or any(_contains_config(v) for v in value.values())
     if isinstance(value, (list, tuple)):
@@ -288,7 +289,7 @@ def resolve_compile_arguments(
 
 
 # ---------------------------------------------------------------------------- describing
-def _is_keras_describable(value: Any) -> bool:
+def _is_keras_describable(value: object) -> bool:
     if not keras_loaded():  # no Keras object, nor a function registered with Keras, exists before keras is loaded
         return False
     keras = import_keras()
@@ -301,7 +302,7 @@ def _is_keras_describable(value: Any) -> bool:
     return registered or module.split(".")[0] == "keras"
 
 
-def to_config(value: Any) -> Any:
+def to_config(value: object) -> Any:
     """A JSON-able description of a ``compile`` argument that :func:`resolve` turns back into it.
 
     Keras objects and functions get Keras's own form (``keras.saving.serialize_keras_object``); torch
@@ -333,7 +334,7 @@ def compile_config(arguments: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------- files
-def read_config_file(path: Any) -> Any:
+def read_config_file(path: PathLike) -> Any:
     """The content of a ``.json``, ``.yaml`` or ``.yml`` file (e.g. a list of callback configs).
 
     Raises:
@@ -357,7 +358,7 @@ def read_config_file(path: Any) -> Any:
         raise ValueError(f"Could not parse {path}: {err}") from err
 
 
-def is_config_file(value: Any) -> bool:
+def is_config_file(value: object) -> TypeGuard[PathLike]:
     """True for a path (``str`` or ``os.PathLike``) ending in ``.json``, ``.yaml`` or ``.yml``."""
     if not isinstance(value, (str, os.PathLike)):
         return False

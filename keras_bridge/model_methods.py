@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import keras_bridge.saving.formats as saving
+from keras_bridge.typing import PathLike
 
 if TYPE_CHECKING:
     from keras_bridge.protocols import CallbackHost
@@ -47,7 +48,7 @@ class KerasModelMethods:
     def _host(self) -> CallbackHost:
         return cast("CallbackHost", self)  # the mixin's classes are callback hosts (KerasModule, LoggedMetricsHost)
 
-    def save(self, filepath: Any, overwrite: bool = True, **kwargs: Any) -> None:
+    def save(self, filepath: PathLike, overwrite: bool = True, **kwargs: object) -> None:
         """Save the model, its compile arguments and optimizer state, as Keras's ``model.save``.
 
         Args:
@@ -58,11 +59,11 @@ class KerasModelMethods:
         """
         saving.save_model(self._host, filepath, overwrite=overwrite)
 
-    def save_weights(self, filepath: Any, overwrite: bool = True, **kwargs: Any) -> None:
+    def save_weights(self, filepath: PathLike, overwrite: bool = True, **kwargs: object) -> None:
         """Save the weights to ``*.weights.h5`` (Keras's layout for a Keras model), ``*.weights.pt`` or ``*.ckpt``."""
         saving.save_weights(self._host, filepath, overwrite=overwrite)
 
-    def load_weights(self, filepath: Any, skip_mismatch: bool = False, **kwargs: Any) -> None:
+    def load_weights(self, filepath: PathLike, skip_mismatch: bool = False, **kwargs: object) -> None:
         """Load weights written by :meth:`save_weights` (or by Keras's ``save_weights`` for a Keras model)."""
         if skip_mismatch and self.is_keras:
             type(self.model).load_weights(self.model, filepath, skip_mismatch=True)  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
 import keras_bridge.callbacks.model_facade as model_facade
@@ -38,6 +39,7 @@ from keras_bridge.saving.state import apply_training_state
 from keras_bridge.trainer import on_batch
 from keras_bridge.trainer.arguments import check_model, forward_parameters, model_names
 from keras_bridge.trainer.keras_step import KerasSteps
+from keras_bridge.typing import ArrayTree, TensorTree
 from keras_bridge.utils.attributes import PlainAttributeWrites, store_signatures
 from keras_bridge.utils.compat import skip_no_op_batch_hooks
 from keras_bridge.utils.keras import is_keras_model
@@ -155,7 +157,7 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
 
     restore_training_state = configure.restore_training_state
 
-    def forward(self, x: Any, training: bool = False) -> Any:
+    def forward(self, x: ArrayTree, training: bool = False) -> Any:
         """Call the wrapped model as Keras would (``training`` only reaches Keras models)."""
         if self.is_keras:
             if self._capture is None:
@@ -169,9 +171,8 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
         return self.model(x)
 
     # ------------------------------------------------------------------ steps
-    def compute_loss(
-        self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None, training: bool = True
-    ) -> Tensor:
+    def compute_loss(self, x: TensorTree = None, y: TensorTree = None, y_pred: TensorTree = None,
+                     sample_weight: TensorTree = None, training: bool = True) -> Tensor:  # fmt: skip
         """Keras's ``compute_loss``: the compiled losses, weighted and summed, plus the model's own losses.
 
         Override it in a subclass as in Keras (``x`` is given for losses that need the inputs). A Keras
@@ -199,9 +200,8 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
             )
         return total
 
-    def update_metrics(
-        self, y: Any, y_pred: Any, sample_weight: Any, loss: Tensor, batch_size: int, training: bool = True
-    ) -> None:
+    def update_metrics(self, y: TensorTree, y_pred: TensorTree, sample_weight: TensorTree, loss: Tensor,
+                       batch_size: int, training: bool = True) -> None:  # fmt: skip
         """Add one batch to the stage's loss trackers and compiled metrics (Keras's ``update_state``).
 
         For a Keras model that overrides ``compute_loss`` or ``compute_metrics``, the model's
@@ -217,7 +217,7 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
                 return
         tracker.update_metrics(*plan.flatten_batch(y, y_pred, sample_weight))
 
-    def _step(self, batch: Any, training: bool) -> Tensor:
+    def _step(self, batch: object, training: bool) -> Tensor:
         batch, info = split_batch_info(batch)
         x, y, sw = unpack_x_y_sample_weight(batch)
         y_pred = self(x, training=training)
@@ -242,13 +242,13 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
             return None  # type: ignore[return-value]
         return total
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def training_step(self, batch: object, batch_idx: int) -> Tensor:
         if self.keras_step is not None:
             self.keras_step.train_step(batch, self.trainer)
             return None  # type: ignore[return-value]
         return self._step(batch, training=True)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def validation_step(self, batch: object, batch_idx: int) -> None:
         if self.keras_step is not None:
             if not self.trainer.sanity_checking:  # Keras runs no sanity check
                 self.keras_step.test_step(batch)
@@ -257,7 +257,7 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
 
     test_step = validation_step
 
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+    def predict_step(self, batch: object, batch_idx: int, dataloader_idx: int = 0) -> Any:
         if self.keras_step is not None:
             return self.keras_step.predict_step(batch)
         x, _, _ = unpack_x_y_sample_weight(batch)
@@ -301,7 +301,7 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
     def on_train_start(self) -> None:
         checkpoints.load_loader_states(self)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(self, outputs: STEP_OUTPUT, batch: object, batch_idx: int) -> None:
         module_logs.log_batch_logs(self)
 
     def on_train_end(self) -> None:

@@ -69,12 +69,12 @@ def _same_value(a: Any, b: Any) -> bool:
     return False
 
 
-def _is_user_code(obj: Any) -> bool:
+def _is_user_code(obj: object) -> bool:
     module = getattr(obj, "__module__", None) or ""
     return module.split(".")[0] not in _LIBRARIES
 
 
-def _is_plain_object(value: Any) -> bool:
+def _is_plain_object(value: object) -> bool:
     """An object whose attributes a forward pass may read (not a module, class, function or tensor)."""
     if isinstance(value, (types.ModuleType, type, types.FunctionType, types.MethodType, types.BuiltinFunctionType)):
         return False
@@ -88,7 +88,7 @@ class _Slots:
 
     __slots__ = ("keys", "mapping", "names", "owner", "values")
 
-    def __init__(self, mapping: Any, names: Optional[Tuple[str, ...]] = None, owner: Any = None) -> None:
+    def __init__(self, mapping: Any, names: Optional[Tuple[str, ...]] = None, owner: object = None) -> None:
         self.mapping = mapping
         self.names = names
         self.owner = owner  # a class or module: its mapping is read-only, restored with setattr
@@ -257,7 +257,7 @@ class PythonState:
         self._freeze()
 
     # ------------------------------------------------------------------ collecting
-    def _add_object(self, obj: Any, depth: int) -> None:
+    def _add_object(self, obj: object, depth: int) -> None:
         if id(obj) in self._seen or isinstance(obj, self._skip):
             return
         self._seen.add(id(obj))
@@ -275,7 +275,7 @@ class PythonState:
             if name not in _TORCH_MODULE_BOOKKEEPING:
                 self._add_value(value, depth)
 
-    def _add_value(self, value: Any, depth: int, in_container: bool = False) -> None:
+    def _add_value(self, value: object, depth: int, in_container: bool = False) -> None:
         if isinstance(value, np.ndarray):
             self.slots.append(_Array(value))
         elif isinstance(value, (list, dict, set)):
@@ -290,7 +290,7 @@ class PythonState:
         elif _is_plain_object(value) and (depth < 2 or _is_layer(value)):
             self._add_object(value, depth + 1)
 
-    def _add_function(self, member: Any) -> None:
+    def _add_function(self, member: object) -> None:
         if isinstance(member, (staticmethod, classmethod)):
             member = member.__func__
         elif isinstance(member, property):
@@ -383,7 +383,7 @@ class PythonState:
 _values = operator.methodcaller("values")
 
 
-def _is_layer(value: Any) -> bool:
+def _is_layer(value: object) -> bool:
     # Keras layers (and models) are always followed, however deep: the forward pass calls them.
     return hasattr(value, "_flatten_layers") and hasattr(value, "call")
 

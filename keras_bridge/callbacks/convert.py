@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, List, Mapping, Optional
 
 from keras_bridge.callbacks.ports.registry import PORTS, TRANSLATED, port_class, port_module
 from keras_bridge.configs import check_config_keys, constructor_arguments, find_class, read_config_file
+from keras_bridge.typing import PathLike
 from keras_bridge.utils.errors import did_you_mean
 from keras_bridge.utils.keras import import_keras, is_keras_object
 
@@ -140,7 +141,7 @@ def from_config(config: Mapping[str, Any], custom_objects: Optional[Mapping[str,
         raise ValueError(f"{class_name}: invalid config {kwargs!r}: {err}") from err
 
 
-def callbacks_from_file(path: Any, custom_objects: Optional[Mapping[str, Any]] = None) -> List[Any]:
+def callbacks_from_file(path: PathLike, custom_objects: Optional[Mapping[str, Any]] = None) -> List[Any]:
     """The callbacks of a ``.json`` / ``.yaml`` file holding a list of callback configs (or one config).
 
     Raises:

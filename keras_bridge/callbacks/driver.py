@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback as LightningCallback
+from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 import keras_bridge.callbacks.model_facade as model_facade
 from keras_bridge.callbacks.convert import runs_keras_callbacks, translate
@@ -180,7 +181,7 @@ class KerasCallbackDriver(LightningCallback):
     def _current_mode(self, trainer: pl.Trainer) -> str:
         return self.mode or _MODES.get(str(trainer.state.fn.value if trainer.state.fn else "fit"), "fit")
 
-    def _params_from(self, trainer: pl.Trainer, steps: Any) -> None:
+    def _params_from(self, trainer: pl.Trainer, steps: Optional[float]) -> None:
         if self._own_params:
             verbose = 1 if self.progbar is not None else 0
             epochs = trainer.max_epochs if self._current_mode(trainer) == "fit" else 1
@@ -338,7 +339,7 @@ class KerasCallbackDriver(LightningCallback):
         self._sync_learning_rates(trainer)
 
     def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object, batch_idx: int
     ) -> None:
         self.position = ("training", trainer.current_epoch, batch_idx)
         self.keras_rng[0].batch(batch)  # an in-batch shuffle Keras draws when it reads the batch
@@ -346,7 +347,7 @@ class KerasCallbackDriver(LightningCallback):
             cb.on_train_batch_begin(batch_idx, {})
 
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: STEP_OUTPUT, batch: object, batch_idx: int
     ) -> None:
         host = self._host_of(pl_module)
         logs = _LazyLogs(lambda: host.batch_logs(training=True))
@@ -377,7 +378,7 @@ class KerasCallbackDriver(LightningCallback):
         self.keras_rng[1].start()
 
     def on_validation_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, *_: Any
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object, batch_idx: int, *_: int
     ) -> None:
         if trainer.sanity_checking:
             return
@@ -387,7 +388,13 @@ class KerasCallbackDriver(LightningCallback):
             cb.on_test_batch_begin(batch_idx, {})
 
     def on_validation_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: Any
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: STEP_OUTPUT,
+        batch: object,
+        batch_idx: int,
+        *_: int,
     ) -> None:
         if trainer.sanity_checking:
             return
@@ -444,14 +451,20 @@ class KerasCallbackDriver(LightningCallback):
         self.keras_rng[1].start()
 
     def on_predict_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, *_: Any
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object, batch_idx: int, *_: int
     ) -> None:
         self.position = ("prediction", 0, batch_idx)
         for cb in self.active:
             cb.on_predict_batch_begin(batch_idx, {})
 
     def on_predict_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: Any
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: object,
+        batch: object,
+        batch_idx: int,
+        *_: int,
     ) -> None:
         for cb in self.active:
             cb.on_predict_batch_end(batch_idx, {"outputs": outputs})

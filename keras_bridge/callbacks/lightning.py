@@ -13,7 +13,7 @@ from keras_bridge.configs import is_config_file
 from keras_bridge.utils.keras import import_keras
 
 
-def _split(callbacks: Any) -> Tuple[List[Any], List[pl.Callback], Any, bool]:
+def _split(callbacks: object) -> Tuple[List[Any], List[pl.Callback], Any, bool]:
     """``(keras_callbacks, lightning_callbacks, history, wants_progress_bar)`` of a callbacks argument."""
     keras = import_keras()
     if callbacks is None:
@@ -45,7 +45,7 @@ def _split(callbacks: Any) -> Tuple[List[Any], List[pl.Callback], Any, bool]:
     return keras_cbs, lightning_cbs, history or keras.callbacks.History(), want_bar
 
 
-def to_lightning(callbacks: Any) -> List[pl.Callback]:
+def to_lightning(callbacks: object) -> List[pl.Callback]:
     """Lightning callbacks that run Keras callbacks with Keras's hooks, logs and rules.
 
     Use with a plain ``lightning.Trainer`` and a :class:`~keras_bridge.KerasModule` or any other

@@ -128,15 +128,15 @@ class TorchModelFacade:
     def set_weights(self, weights: List[np.ndarray]) -> None:
         self._module.set_weights(weights)
 
-    def save(self, filepath: str, overwrite: bool = True, **kwargs: Any) -> None:
+    def save(self, filepath: str, overwrite: bool = True, **kwargs: object) -> None:
         """Save the module (``.keras``, ``.ckpt``); see :func:`keras_bridge.saving.formats.save_model`."""
         saving.save_model(self._module, filepath, overwrite=overwrite)
 
-    def save_weights(self, filepath: str, overwrite: bool = True, **kwargs: Any) -> None:
+    def save_weights(self, filepath: str, overwrite: bool = True, **kwargs: object) -> None:
         """Save the weights (``.weights.h5``, ``.weights.pt`` or ``.ckpt``); see ``keras_bridge.saving``."""
         saving.save_weights(self._module, filepath, overwrite=overwrite)
 
-    def load_weights(self, filepath: str, **kwargs: Any) -> None:
+    def load_weights(self, filepath: str, **kwargs: object) -> None:
         saving.load_weights(self._module, filepath)
 
 

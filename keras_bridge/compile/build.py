@@ -17,13 +17,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from keras_bridge.compile.structure import flatten_outputs, flatten_targets, output_structure
 from keras_bridge.compile.tracking import StageTracker
 from keras_bridge.optimizers.keras_native import KerasNativeSpec
+from keras_bridge.typing import TensorTree
 
 if TYPE_CHECKING:
     from keras_bridge.protocols import BridgeModule
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["build_from_batch"]
 
 
-def build_from_batch(module: BridgeModule, x: Any, y: Any, y_pred: Any) -> None:
+def build_from_batch(module: BridgeModule, x: TensorTree, y: TensorTree, y_pred: TensorTree) -> None:
     """Resolve the output structure and instantiate losses/metrics from one batch (Keras's lazy build).
 
     The outputs may be any nesting of lists, tuples, namedtuples and dicts (Keras's rules, see

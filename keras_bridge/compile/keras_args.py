@@ -21,7 +21,7 @@ import torch
 from keras_bridge.utils.keras import import_keras
 
 
-def is_keras_argument(value: Any) -> bool:
+def is_keras_argument(value: object) -> bool:
     """True when Keras's ``compile`` understands ``value`` (a loss, metric or weight, or a structure of them)."""
     if value is None or isinstance(value, (str, numbers.Number)):
         return True

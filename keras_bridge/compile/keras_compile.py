@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from typing import TYPE_CHECKING, Any, Dict, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Tuple, Union
 
 from keras_bridge.trainer.keras_step import runs_keras_steps
 
@@ -66,8 +66,8 @@ def bind_compile_arguments(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Dic
     return bound
 
 
-def check_keras_options(run_eagerly: Any, steps_per_execution: Any, jit_compile: Any, auto_scale_loss: Any,
-                        is_keras: bool = True) -> Any:  # fmt: skip
+def check_keras_options(run_eagerly: object, steps_per_execution: object, jit_compile: Union[bool, str],
+                        auto_scale_loss: object, is_keras: bool = True) -> Any:  # fmt: skip
     """Check Keras's execution options of ``compile`` and return the ``jit_compile`` to use.
 
     ``run_eagerly=True`` turns ``jit_compile=True`` off (with Keras's warning). A ``steps_per_execution``

@@ -35,6 +35,7 @@ from keras_bridge.compile.structure import (
     flatten_outputs,
     flatten_targets,
 )
+from keras_bridge.typing import TensorTree
 from keras_bridge.utils.tree import (
     Path,
     describe,
@@ -78,7 +79,7 @@ def _weighted(loss: Any, weight: Any) -> Optional[_Weighted]:
     return _Weighted(loss, None if weight is None else float(weight))
 
 
-def _is_flat_mapping(value: Any) -> bool:
+def _is_flat_mapping(value: object) -> bool:
     """A dict whose values are single entries: keyed by flat output names rather than by a structure."""
     return isinstance(value, Mapping) and not is_config(value) and all(not is_nested(v) for v in value.values())
 
@@ -335,7 +336,9 @@ class LossPlan:
             return []
         return [f"{t.log_name or t.output_name}_loss" for t in self.terms]
 
-    def flatten_batch(self, y: Any, y_pred: Any, sample_weight: Any) -> Tuple[List[Any], List[Any], List[Any]]:
+    def flatten_batch(
+        self, y: TensorTree, y_pred: TensorTree, sample_weight: TensorTree
+    ) -> Tuple[List[Any], List[Any], List[Any]]:
         """A batch's targets, outputs and sample weights as the flat lists :meth:`__call__` takes (once built)."""
         outputs = self.outputs
         assert outputs is not None

@@ -25,7 +25,7 @@ from keras_bridge.utils.tree import Path, children, flatten, is_config, is_neste
 Tensor = torch.Tensor
 
 
-def metric_name(metric: Any) -> str:
+def metric_name(metric: object) -> str:
     """Keras-style name of a built metric object."""
     name = getattr(metric, "name", None)
     if isinstance(name, str) and name:
@@ -42,7 +42,7 @@ class _Entry:
     weighted: bool
 
 
-def _check_container(value: Any, argument: str) -> None:
+def _check_container(value: object, argument: str) -> None:
     if value is None or is_nested(value):
         return
     raise ValueError(
@@ -99,7 +99,7 @@ class MetricPlan:
                 f"list matching the output names of the model {list(names)}. Received: {argument}={value}"
             )
 
-    def _per_output(self, value: Any, outputs: OutputStructure, argument: str) -> List[List[Any]]:
+    def _per_output(self, value: object, outputs: OutputStructure, argument: str) -> List[List[Any]]:
         n = len(outputs)
         if not value:
             return [[] for _ in range(n)]
@@ -127,7 +127,7 @@ class MetricPlan:
             ) from None
         return per
 
-    def _mirror(self, value: Any, path: Path, outputs: OutputStructure, per: List[List[Any]]) -> None:
+    def _mirror(self, value: object, path: Path, outputs: OutputStructure, per: List[List[Any]]) -> None:
         """Put the metrics of ``value`` (the part of the argument at ``path``) on the outputs below ``path``."""
         node = outputs.node(path)
         if value is None:

@@ -22,6 +22,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Union
 
 import torch
 
+from keras_bridge.typing import TensorTree
 from keras_bridge.utils.tree import (
     Path,
     children,
@@ -70,7 +71,7 @@ class OutputStructure:
         template: ``y_pred`` with ``None`` in place of every leaf.
     """
 
-    def __init__(self, y_pred: Any, declared: Optional[Sequence[str]] = None) -> None:
+    def __init__(self, y_pred: TensorTree, declared: Optional[Sequence[str]] = None) -> None:
         flat = flatten_with_paths(y_pred)
         self.paths: List[Path] = [p for p, _ in flat]
         self.template: Any = map_structure(lambda _: None, y_pred)
@@ -164,7 +165,7 @@ class OutputStructure:
         return pack_sequence_as(self.template, flat)
 
     # ---- targets and sample weights -------------------------------------------------------------
-    def targets(self, y: Any, argument: str = "y", with_loss: Optional[Sequence[bool]] = None) -> List[Any]:
+    def targets(self, y: TensorTree, argument: str = "y", with_loss: Optional[Sequence[bool]] = None) -> List[Any]:
         """Align targets (or sample weights) with the leaves; ``None`` where an output has none.
 
         Accepted, as by Keras: the structure of the outputs (lists, tuples and namedtuples alike; a
@@ -183,7 +184,7 @@ class OutputStructure:
                 raise self.mismatch(y, argument, missing=missing)
         return out
 
-    def _targets(self, y: Any, argument: str, with_loss: Optional[Sequence[bool]]) -> List[Any]:
+    def _targets(self, y: TensorTree, argument: str, with_loss: Optional[Sequence[bool]]) -> List[Any]:
         n = len(self.paths)
         if y is None:
             return [None] * n
@@ -230,7 +231,7 @@ class OutputStructure:
             raise self.mismatch(y, argument, unknown)
         return [y.get(name) for name in self.names]
 
-    def _partial(self, flat: List[Any], y: Any, argument: str, with_loss: Optional[Sequence[bool]]) -> List[Any]:
+    def _partial(self, flat: List[Any], y: TensorTree, argument: str, with_loss: Optional[Sequence[bool]]) -> List[Any]:
         active = [i for i, has in enumerate(with_loss or ()) if has]
         if not active or len(flat) != len(active):
             raise self.mismatch(y, argument)
@@ -240,7 +241,11 @@ class OutputStructure:
         return out
 
     def mismatch(
-        self, y: Any, argument: str = "y", unknown: Optional[List[Any]] = None, missing: Optional[List[str]] = None
+        self,
+        y: TensorTree,
+        argument: str = "y",
+        unknown: Optional[List[Any]] = None,
+        missing: Optional[List[str]] = None,
     ) -> ValueError:
         """Keras's error for targets (or sample weights) that do not fit the outputs."""
         label = "y_true" if argument == "y" else argument
@@ -266,12 +271,12 @@ def as_output_structure(outputs: Outputs) -> OutputStructure:
 
 
 # ---------------------------------------------------------------------------------------- module API
-def output_structure(y_pred: Any, declared: Optional[Sequence[str]] = None) -> OutputStructure:
+def output_structure(y_pred: TensorTree, declared: Optional[Sequence[str]] = None) -> OutputStructure:
     """The :class:`OutputStructure` of one batch of model outputs (``.kind`` classifies it)."""
     return OutputStructure(y_pred, declared)
 
 
-def resolve_output_names(y_pred: Any, declared: Optional[Sequence[str]]) -> List[str]:
+def resolve_output_names(y_pred: TensorTree, declared: Optional[Sequence[str]]) -> List[str]:
     """Names for each flattened output of ``y_pred`` (see :attr:`OutputStructure.names`).
 
     Example:
@@ -281,7 +286,7 @@ def resolve_output_names(y_pred: Any, declared: Optional[Sequence[str]]) -> List
     return OutputStructure(y_pred, declared).names
 
 
-def flatten_outputs(y_pred: Any, outputs: Outputs) -> List[Any]:
+def flatten_outputs(y_pred: TensorTree, outputs: Outputs) -> List[Any]:
     """Flatten model outputs in Keras's order (a flat dict in the order of the given names)."""
     if isinstance(outputs, OutputStructure):
         return outputs.flatten(y_pred)
@@ -291,7 +296,7 @@ def flatten_outputs(y_pred: Any, outputs: Outputs) -> List[Any]:
 
 
 def flatten_targets(
-    y: Any, outputs: Outputs, argument: str = "y", with_loss: Optional[Sequence[bool]] = None
+    y: TensorTree, outputs: Outputs, argument: str = "y", with_loss: Optional[Sequence[bool]] = None
 ) -> List[Any]:
     """Align targets (or per-output sample weights) with the outputs: :meth:`OutputStructure.targets`."""
     return as_output_structure(outputs).targets(y, argument, with_loss)
@@ -308,7 +313,7 @@ def pack_outputs(flat: Sequence[Any], names: Sequence[str], kind: Any) -> Any:
     return flat[0]
 
 
-def check_output_keys(value: Any, names: Sequence[str], argument: str) -> None:
+def check_output_keys(value: object, names: Sequence[str], argument: str) -> None:
     """Refuse a dict ``value`` (targets, losses, metrics, weights) with keys that are not output names.
 
     Example:

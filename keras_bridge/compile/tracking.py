@@ -23,6 +23,7 @@ from torch import nn
 from keras_bridge.compile.loss_plan import LossPlan
 from keras_bridge.compile.metric_plan import MetricPlan
 from keras_bridge.compile.metrics.stateful import BridgeMetric, Mean
+from keras_bridge.typing import TensorTree
 from keras_bridge.utils.compat import keras_loss_tracker
 from keras_bridge.utils.keras import import_keras
 
@@ -104,13 +105,17 @@ class KerasHooks:
         """Whether ``compute_metrics`` runs each step (its override, or Keras's for Keras's logs)."""
         return self.metrics or self.keras_logs
 
-    def compute_loss(self, x: Any, y: Any, y_pred: Any, sample_weight: Any, training: bool) -> Tensor:
+    def compute_loss(
+        self, x: TensorTree, y: TensorTree, y_pred: TensorTree, sample_weight: TensorTree, training: bool
+    ) -> Tensor:
         """The model's ``compute_loss`` (an override written before Keras 3.3 has no ``training``)."""
         if self._loss_has_training:
             return self.model.compute_loss(x, y, y_pred, sample_weight, training=training)
         return self.model.compute_loss(x, y, y_pred, sample_weight)
 
-    def step_logs(self, x: Any, y: Any, y_pred: Any, sample_weight: Any, loss: Tensor, batch_size: int) -> tuple:
+    def step_logs(
+        self, x: TensorTree, y: TensorTree, y_pred: TensorTree, sample_weight: TensorTree, loss: Tensor, batch_size: int
+    ) -> tuple:
         """Keras's end of a step: ``(logs of this step, logs if the epoch ended now)``."""
         if self.keras_logs:
             # Keras's train_step feeds its own loss tracker, which Keras's compute_metrics reports as "loss".
@@ -181,7 +186,9 @@ class StageTracker(nn.Module):
             metric.update(y_true[i], y_pred[i].detach(), sample_weight[i] if weighted else None)  # type: ignore[operator]
         self.updated = True
 
-    def update_keras_logs(self, x: Any, y: Any, y_pred: Any, sample_weight: Any, loss: Tensor, batch_size: int) -> None:
+    def update_keras_logs(
+        self, x: TensorTree, y: TensorTree, y_pred: TensorTree, sample_weight: TensorTree, loss: Tensor, batch_size: int
+    ) -> None:
         """Run the model's ``compute_metrics`` for one batch and keep its logs (with :class:`KerasHooks`)."""
         assert self.hooks is not None
         step, epoch = self.hooks.step_logs(x, y, y_pred, sample_weight, loss, batch_size)

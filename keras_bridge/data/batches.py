@@ -7,11 +7,12 @@ through :func:`prepare_batch`, so the rules and the error messages are the same 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Mapping, Optional, Tuple
+from typing import Any, Callable, Mapping, Optional, Protocol, Tuple, TypeGuard, Union
 
 import numpy as np
 import torch
 
+from keras_bridge.typing import ArrayTree, SupportsArray
 from keras_bridge.utils.keras import keras_floatx
 from keras_bridge.utils.tree import map_structure
 
@@ -44,7 +45,7 @@ def _array_floatx(t: Tensor) -> Tensor:
     return t if t.dtype == floatx else t.to(floatx)
 
 
-def is_array(obj: Any) -> bool:
+def is_array(obj: object) -> TypeGuard[Union[Tensor, SupportsArray]]:
     """Keras's rule for an array: a torch tensor or anything NumPy can read (``__array__``).
 
     NumPy arrays, pandas ``DataFrame`` / ``Series``, JAX arrays and TensorFlow tensors all qualify, so they
@@ -57,7 +58,11 @@ def is_array(obj: Any) -> bool:
     return isinstance(obj, torch.Tensor) or hasattr(obj, "__array__")
 
 
-def _is_pandas(value: Any) -> bool:
+class _Pandas(Protocol):
+    def to_numpy(self) -> np.ndarray: ...
+
+
+def _is_pandas(value: object) -> TypeGuard[_Pandas]:
     return type(value).__module__.partition(".")[0] == "pandas" and hasattr(value, "to_numpy")
 
 
@@ -74,7 +79,7 @@ def _torch_dtype_for(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def as_numpy(value: Any) -> np.ndarray:
+def as_numpy(value: object) -> np.ndarray:
     """An array-like as NumPy, the way Keras reads it: a ``DataFrame`` by its columns in their order, a ``Series``
     as one column ``(N, 1)``, anything else through ``np.asarray`` (no copy where the source allows).
 
@@ -88,7 +93,7 @@ def as_numpy(value: Any) -> np.ndarray:
     return _torch_dtype_for(np.asarray(value))
 
 
-def to_tensor(value: Any) -> Tensor:
+def to_tensor(value: object) -> Tensor:
     """An array as a torch tensor (floats in Keras's floatx, as Keras's array adapters feed them); object arrays are
     refused.
 
@@ -112,7 +117,7 @@ def to_tensor(value: Any) -> Tensor:
     return _array_floatx(t)
 
 
-def _leaves_with_paths(value: Any, path: str = "") -> Any:
+def _leaves_with_paths(value: object, path: str = "") -> Any:
     if isinstance(value, Mapping):
         for key, item in value.items():
             yield from _leaves_with_paths(item, f"{path}[{key!r}]")
@@ -123,7 +128,7 @@ def _leaves_with_paths(value: Any, path: str = "") -> Any:
         yield path, value
 
 
-def check_values(x: Any = None, sample_weight: Any = None) -> None:
+def check_values(x: ArrayTree = None, sample_weight: ArrayTree = None) -> None:
     """Refuse NaN or infinite values in ``x`` or ``sample_weight`` and negative sample weights.
 
     Keras trains on them without a word, and the loss and then every weight become NaN (or the
@@ -204,7 +209,7 @@ def _refuse(name: str, path: str, leaf: Any, accepted: str, what: str, is_bad: C
     )
 
 
-def _leaf_to_torch(value: Any) -> Any:
+def _leaf_to_torch(value: object) -> Any:
     if isinstance(value, torch.Tensor):
         t = value
     elif isinstance(value, (np.ndarray, np.generic)) or (is_array(value) and not isinstance(value, (str, bytes))):
@@ -218,7 +223,7 @@ def _leaf_to_torch(value: Any) -> Any:
     return _floatx(t)
 
 
-def to_torch(batch: Any) -> Any:
+def to_torch(batch: object) -> Any:
     """Convert the NumPy leaves of a batch to torch tensors (float64 becomes float32, as in Keras).
 
     Example:
@@ -228,7 +233,7 @@ def to_torch(batch: Any) -> Any:
     return map_structure(_leaf_to_torch, batch)
 
 
-def standardize(batch: Any, where: str) -> Any:
+def standardize(batch: object, where: str) -> Any:
     """Apply Keras's rules for a dataset element: an array is ``(x,)``, a list is a tuple, a dict is ``x``.
 
     Args:
@@ -355,20 +360,20 @@ def add_class_weight(batch: Tuple[Any, ...], class_weight: Mapping[Any, float], 
 
 
 def prepare_batch(
-    batch: Any, where: str, class_weight: Optional[Mapping[Any, float]] = None, convert: bool = True
+    batch: object, where: str, class_weight: Optional[Mapping[Any, float]] = None, convert: bool = True
 ) -> Any:
     """Standardize, apply ``class_weight`` and convert to torch: what every dataset batch goes through.
 
     ``convert=False`` leaves NumPy leaves as they are: a worker process sends NumPy arrays through its
     pipe faster than torch tensors through shared memory, and the main process converts them.
     """
-    batch = standardize(batch, where)
+    standard = standardize(batch, where)
     if class_weight is not None:
-        batch = add_class_weight(batch, class_weight, where)
-    return to_torch(batch) if convert else batch
+        standard = add_class_weight(standard, class_weight, where)
+    return to_torch(standard) if convert else standard
 
 
-def empty_like(batch: Any) -> Any:
+def empty_like(batch: object) -> Any:
     """The same structure with zero rows: what a DDP process gets when it has no batch left this step."""
     sliceable = (torch.Tensor, np.ndarray)
     return map_structure(lambda v: v[:0] if isinstance(v, sliceable) and v.ndim > 0 else v, batch)

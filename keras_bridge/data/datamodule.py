@@ -9,6 +9,7 @@ import torch
 
 from keras_bridge.data.contract import DataOptions
 from keras_bridge.data.dispatch import make_loader, split_validation, validation_loader
+from keras_bridge.typing import ArrayTree, DataInput
 
 
 class KerasDataModule(pl.LightningDataModule):
@@ -39,14 +40,14 @@ class KerasDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        x: Any,
-        y: Any = None,
+        x: DataInput,
+        y: ArrayTree = None,
         batch_size: Optional[int] = 32,
         validation_split: float = 0.0,
-        validation_data: Any = None,
+        validation_data: DataInput = None,
         shuffle: Union[bool, str] = True,
         class_weight: Optional[Mapping[int, float]] = None,
-        sample_weight: Any = None,
+        sample_weight: ArrayTree = None,
     ) -> None:
         super().__init__()
         self.x, self.y, self.sample_weight = x, y, sample_weight

@@ -46,10 +46,13 @@ from keras_bridge.data.batches import check_class_weight, check_values, class_we
 from keras_bridge.data.contract import DataOptions, Loader
 from keras_bridge.data.distributed import group_in_use  # noqa: F401  (for the trainer)
 from keras_bridge.data.epoch_iterator import KerasLoader, unwrap
+from keras_bridge.typing import ArrayTree, DataInput
 from keras_bridge.utils.tree import unpack_x_y_sample_weight
 
 
-def make_loader(x: Any, y: Any = None, sample_weight: Any = None, options: DataOptions = DataOptions()) -> Loader:
+def make_loader(
+    x: DataInput, y: ArrayTree = None, sample_weight: ArrayTree = None, options: DataOptions = DataOptions()
+) -> Loader:
     """The loader of one call's data, whatever its kind (see the module table).
 
     ``class_weight`` and ``batch_size`` are checked here, once, for every kind.
@@ -147,7 +150,7 @@ def _shuffle_ignored(options: DataOptions, provided_as: str) -> None:
         )
 
 
-def _is_tf_dataset(data: Any) -> bool:
+def _is_tf_dataset(data: object) -> bool:
     # By class, as Keras tells it: TensorFlow is never imported for it.
     return any(
         c.__module__.startswith("tensorflow.python.data") and c.__name__ in ("DatasetV2", "DistributedDataset")
@@ -166,7 +169,7 @@ def _arrays(**named: Any) -> Tuple[Any, ...]:
     return tuple(out)
 
 
-def _refuse_y(y: Any, sample_weight: Any, x: Any) -> None:
+def _refuse_y(y: ArrayTree, sample_weight: ArrayTree, x: DataInput) -> None:
     for name, value in (("y", y), ("sample_weight", sample_weight)):
         if value is not None:
             raise ValueError(
@@ -176,7 +179,7 @@ def _refuse_y(y: Any, sample_weight: Any, x: Any) -> None:
             )
 
 
-def _single(y: Any) -> Any:
+def _single(y: object) -> Any:
     if isinstance(y, (list, tuple)):
         return y[0]
     if isinstance(y, dict):
@@ -185,7 +188,7 @@ def _single(y: Any) -> Any:
 
 
 def split_validation(
-    x: Any, y: Any, sample_weight: Any, validation_split: float, validation_data: Any
+    x: DataInput, y: ArrayTree, sample_weight: ArrayTree, validation_split: float, validation_data: DataInput
 ) -> Tuple[Tuple[Any, Any, Any], Optional[Tuple[Any, Any, Any]]]:
     """``fit``'s training and validation data, as Keras's trainer splits them (its caller owns the arguments).
 
@@ -231,7 +234,7 @@ def validation_loader(validation: Tuple[Any, Any, Any], options: DataOptions, fr
         raise type(err)(f"Invalid `validation_data`: {err}") from None
 
 
-def _unpack_validation(validation_data: Any) -> Tuple[Any, Any, Any]:
+def _unpack_validation(validation_data: object) -> Tuple[Any, Any, Any]:
     try:  # Keras's trainer unpacks `validation_data` as it unpacks a batch
         return unpack_x_y_sample_weight(validation_data)
     except ValueError as err:

@@ -8,9 +8,11 @@ when ``fit`` builds them.
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 #: World size of the Trainer of the ``fit`` / ``evaluate`` / ``predict`` call running in this process, set
 #: by the trainer connector for the call; None outside calls (and in a ``ddp_spawn`` worker): trust the group.
@@ -73,7 +75,7 @@ def shared_seed(seed: int) -> int:
     return int(from_rank0(seed))
 
 
-def from_rank0(value: Any) -> Any:
+def from_rank0(value: T) -> T:
     """Rank 0's ``value`` (any picklable object) on every process: a shuffle drawn once, used by all.
 
     A collective under DDP; ``value`` itself on one process.
@@ -114,7 +116,7 @@ class GlobalBatchInfo:
         self.world_size = world_size
 
 
-def split_batch_info(batch: Any) -> Tuple[Any, Optional[GlobalBatchInfo]]:
+def split_batch_info(batch: object) -> Tuple[Any, Optional[GlobalBatchInfo]]:
     """``(batch, info)``: the batch without the :class:`GlobalBatchInfo` riding at its end (``None`` when none does).
 
     Example:

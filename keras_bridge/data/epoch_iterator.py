@@ -277,7 +277,7 @@ def as_dataloader(loader: KerasLoader) -> DataLoader:
     return DataLoader(KerasEpochs(loader), batch_size=None)
 
 
-def unwrap(data: Any) -> Any:
+def unwrap(data: object) -> Any:
     """The :class:`KerasLoader` behind a DataLoader made by :func:`as_dataloader`, else ``data``."""
     if isinstance(data, DataLoader) and isinstance(data.dataset, KerasEpochs):
         return data.dataset.loader

@@ -143,7 +143,7 @@ class PassDraws:
             self._ended = True
             draw(self.at_end, self.generator)
 
-    def batch(self, batch: Any) -> None:
+    def batch(self, batch: object) -> None:
         if self.rows is not None:
             self.rows(batch)
 

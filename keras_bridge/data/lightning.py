@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import torch
 from torch.utils.data import DataLoader
@@ -10,10 +10,11 @@ from torch.utils.data import DataLoader
 from keras_bridge.data.contract import DataOptions
 from keras_bridge.data.dispatch import make_loader
 from keras_bridge.data.epoch_iterator import as_dataloader
+from keras_bridge.typing import DataInput
 from keras_bridge.utils.tree import unpack_x_y_sample_weight
 
 
-def to_dataloader(data: Any, batch_size: Optional[int] = None, shuffle: Union[bool, str] = False) -> DataLoader:
+def to_dataloader(data: DataInput, batch_size: Optional[int] = None, shuffle: Union[bool, str] = False) -> DataLoader:
     """Turn Keras-style data into a loader that a plain ``lightning.Trainer`` can iterate.
 
     ``data`` may be a ``keras.utils.PyDataset`` (its workers settings apply, ``on_epoch_end()`` runs

@@ -8,6 +8,7 @@ import torch
 
 import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.base import GroupUpdate, KerasOptimizer
+from keras_bridge.typing import LearningRate
 
 if TYPE_CHECKING:
     from torch.optim.optimizer import ParamsT
@@ -30,7 +31,12 @@ class Adadelta(KerasOptimizer):
     _state_names = ("accumulated_grad", "accumulated_delta_var")
 
     def __init__(
-        self, params: ParamsT, learning_rate: Any = 0.001, rho: float = 0.95, epsilon: float = 1e-7, **kwargs: Any
+        self,
+        params: ParamsT,
+        learning_rate: LearningRate = 0.001,
+        rho: float = 0.95,
+        epsilon: float = 1e-7,
+        **kwargs: Any,
     ) -> None:
         super().__init__(params, learning_rate, dict(rho=rho, epsilon=epsilon), **kwargs)
 

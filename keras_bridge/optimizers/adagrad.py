@@ -8,6 +8,7 @@ import torch
 
 import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.base import Group, GroupUpdate, KerasOptimizer
+from keras_bridge.typing import LearningRate
 
 if TYPE_CHECKING:
     from torch.optim.optimizer import ParamsT
@@ -29,7 +30,7 @@ class Adagrad(KerasOptimizer):
 
     _state_names = ("accumulator",)
 
-    def __init__(self, params: ParamsT, learning_rate: Any = 0.001, initial_accumulator_value: float = 0.1,
+    def __init__(self, params: ParamsT, learning_rate: LearningRate = 0.001, initial_accumulator_value: float = 0.1,
                  epsilon: float = 1e-7, **kwargs: Any) -> None:  # fmt: skip
         hyper = dict(initial_accumulator_value=initial_accumulator_value, epsilon=epsilon)
         super().__init__(params, learning_rate, hyper, **kwargs)

@@ -17,6 +17,7 @@ import torch
 
 import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.schedules import check_schedule, is_schedule, learning_rate_at
+from keras_bridge.typing import LearningRate
 from keras_bridge.utils.compat import foreach
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ class _KerasClassFactory:
         return self.cls(params, *self.args, **self.kwargs)
 
 
-def _is_lr_like(obj: Any) -> bool:
+def _is_lr_like(obj: object) -> bool:
     if isinstance(obj, numbers.Real) and not isinstance(obj, bool):
         return True
     if isinstance(obj, (torch.Tensor, torch.nn.Module)) or hasattr(obj, "__iter__"):
@@ -154,7 +155,7 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
     def __init__(
         self,
         params: ParamsT,
-        learning_rate: Any,
+        learning_rate: LearningRate,
         hyper: Dict[str, Any],
         *,
         weight_decay: Optional[float] = None,
@@ -381,14 +382,14 @@ def _check_extra(extra: Dict[str, Any]) -> None:
 
 
 def _check_common(
-    clipnorm: Any,
-    clipvalue: Any,
-    global_clipnorm: Any,
-    use_ema: Any,
-    ema_momentum: Any,
-    ema_overwrite_frequency: Any,
-    loss_scale_factor: Any,
-    gradient_accumulation_steps: Any,
+    clipnorm: Optional[float],
+    clipvalue: Optional[float],
+    global_clipnorm: Optional[float],
+    use_ema: bool,
+    ema_momentum: float,
+    ema_overwrite_frequency: Optional[int],
+    loss_scale_factor: Optional[float],
+    gradient_accumulation_steps: Optional[int],
 ) -> None:
     if sum(a is not None for a in (clipnorm, clipvalue, global_clipnorm)) > 1:
         raise ValueError(

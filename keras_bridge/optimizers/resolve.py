@@ -22,6 +22,7 @@ from keras_bridge.optimizers.nadam import Nadam
 from keras_bridge.optimizers.rmsprop import RMSprop
 from keras_bridge.optimizers.schedules import check_schedule, is_schedule, learning_rate_at
 from keras_bridge.optimizers.sgd import SGD
+from keras_bridge.typing import LearningRate
 from keras_bridge.utils.errors import did_you_mean
 from keras_bridge.utils.keras import import_keras
 
@@ -98,7 +99,7 @@ def _flatten(params: Any) -> List[torch.Tensor]:
 class _TorchFactory:
     """``params -> cls(params, lr=schedule(0), **kwargs)`` with ``keras_schedule`` set on the result."""
 
-    def __init__(self, cls: Any, learning_rate: Any, kwargs: Dict[str, Any]) -> None:
+    def __init__(self, cls: Any, learning_rate: Optional[LearningRate], kwargs: Dict[str, Any]) -> None:
         self.cls, self.learning_rate, self.kwargs = cls, learning_rate, kwargs
 
     def __call__(self, params: Any) -> torch.optim.Optimizer:
@@ -126,11 +127,11 @@ class _ZeroArgLearningRate:
         return float(self.fn())
 
 
-def _is_schedule_like(obj: Any) -> bool:
+def _is_schedule_like(obj: object) -> bool:
     return obj is not None and not isinstance(obj, numbers.Real) and (is_schedule(obj) or callable(obj))
 
 
-def from_torch(optimizer_cls: type, learning_rate: Any = None, **kwargs: Any) -> OptimizerSpec:
+def from_torch(optimizer_cls: type, learning_rate: Optional[LearningRate] = None, **kwargs: Any) -> OptimizerSpec:
     """A spec for a torch optimizer class whose lr may be a Keras schedule.
 
     Args:
@@ -216,7 +217,7 @@ def get_optimizer(identifier: Any) -> OptimizerSpec:
     )
 
 
-def _is_keras_optimizer(obj: Any) -> bool:
+def _is_keras_optimizer(obj: object) -> bool:
     """A Keras optimizer instance or class (Keras is imported only if it is already loaded)."""
     if "keras" not in sys.modules:
         return False

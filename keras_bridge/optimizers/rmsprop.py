@@ -8,6 +8,7 @@ import torch
 
 import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.base import Group, GroupUpdate, KerasOptimizer
+from keras_bridge.typing import LearningRate
 
 if TYPE_CHECKING:
     from torch.optim.optimizer import ParamsT
@@ -29,7 +30,7 @@ class RMSprop(KerasOptimizer):
             :class:`~keras_bridge.optimizers.base.KerasOptimizer`.
     """
 
-    def __init__(self, params: ParamsT, learning_rate: Any = 0.001, rho: float = 0.9, momentum: float = 0.0,
+    def __init__(self, params: ParamsT, learning_rate: LearningRate = 0.001, rho: float = 0.9, momentum: float = 0.0,
                  epsilon: float = 1e-7, centered: bool = False, **kwargs: Any) -> None:  # fmt: skip
         hyper = dict(rho=rho, momentum=momentum, epsilon=epsilon, centered=bool(centered))
         super().__init__(params, learning_rate, hyper, **kwargs)

@@ -30,12 +30,14 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from keras_bridge.typing import Schedule
+
 __all__ = ["KerasScheduleLR", "is_schedule", "learning_rate_at"]
 
 Tensor = torch.Tensor
 
 
-def _t(value: Any) -> Tensor:
+def _t(value: float) -> Tensor:
     """A float32 CPU scalar, as ``ops.convert_to_tensor`` / ``ops.cast(x, "float32")`` give Keras."""
     return torch.tensor(value, dtype=torch.float32, device="cpu")
 
@@ -138,7 +140,7 @@ def _keras_schedules() -> Optional[Any]:
     return import_keras().optimizers.schedules
 
 
-def _builtin_formula(schedule: Any) -> Optional[Tuple[str, Callable[[Dict[str, Any], int], Tensor]]]:
+def _builtin_formula(schedule: object) -> Optional[Tuple[str, Callable[[Dict[str, Any], int], Tensor]]]:
     """``(name, formula)`` of a built-in Keras schedule, or ``None`` for anything else (custom ``__call__``)."""
     schedules = _keras_schedules()
     if schedules is None:
@@ -156,7 +158,7 @@ def _is_float32_config(name: str, cfg: Dict[str, Any]) -> bool:
     return all(type(v) is float for v in values)
 
 
-def check_schedule(schedule: Any) -> None:
+def check_schedule(schedule: object) -> None:
     """Refuse a schedule Keras accepts but cannot mean: ``PiecewiseConstantDecay`` boundaries that do not increase.
 
     Keras takes the first boundary the step has not passed, so with ``boundaries=[10, 5]`` the value
@@ -183,7 +185,7 @@ def check_schedule(schedule: Any) -> None:
         )
 
 
-def is_schedule(obj: Any) -> bool:
+def is_schedule(obj: object) -> bool:
     """True if ``obj`` is a Keras ``LearningRateSchedule`` (without importing Keras when it is not loaded)."""
     schedules = _keras_schedules()
     return schedules is not None and isinstance(obj, schedules.LearningRateSchedule)
@@ -252,7 +254,7 @@ class KerasScheduleLR(LRScheduler):
         [0.1, 0.2, 0.3]
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, schedule: Any, last_epoch: int = -1) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule, last_epoch: int = -1) -> None:
         if not callable(schedule):
             raise TypeError(
                 "Expected argument `schedule` to be a Keras LearningRateSchedule or a callable `step -> lr`, "

@@ -8,6 +8,7 @@ import torch
 
 import keras_bridge.optimizers.functional as rules
 from keras_bridge.optimizers.base import Group, GroupUpdate, KerasOptimizer
+from keras_bridge.typing import LearningRate
 
 if TYPE_CHECKING:
     from torch.optim.optimizer import ParamsT
@@ -28,7 +29,12 @@ class SGD(KerasOptimizer):
     """
 
     def __init__(
-        self, params: ParamsT, learning_rate: Any = 0.01, momentum: float = 0.0, nesterov: bool = False, **kwargs: Any
+        self,
+        params: ParamsT,
+        learning_rate: LearningRate = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        **kwargs: Any,
     ) -> None:
         if not 0 <= momentum <= 1:
             raise ValueError(f"`momentum` must be a float between [0, 1]. Received: momentum={momentum}")

@@ -36,6 +36,7 @@ import torch
 import keras_bridge.saving.state as _state
 from keras_bridge.saving.archive import append_bridge_entries, write_torch_archive
 from keras_bridge.saving.atomic import atomic_write, file_suffix, is_writer
+from keras_bridge.typing import PathLike
 from keras_bridge.utils.compat import attached_trainer, dump_checkpoint
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def release_saves(module: CallbackHost) -> None:
     _HELD.discard(module)
 
 
-def saves_held(module: CallbackHost, path: Any = None) -> bool:
+def saves_held(module: CallbackHost, path: object = None) -> bool:
     """True (and a warning naming ``path``) while the saves of ``module`` are held."""
     if module not in _HELD:
         return False
@@ -115,7 +116,7 @@ def _check_target(path: str, overwrite: bool, allowed: Tuple[str, ...], what: st
 
 
 # ---------------------------------------------------------------------------- saving
-def save_model(module: CallbackHost, filepath: str, overwrite: bool = True) -> None:
+def save_model(module: CallbackHost, filepath: PathLike, overwrite: bool = True) -> None:
     """Save a :class:`~keras_bridge.KerasModule` (model, compile arguments, optimizer state) to one file.
 
     Args:
@@ -141,7 +142,7 @@ def save_model(module: CallbackHost, filepath: str, overwrite: bool = True) -> N
             write_torch_archive(tmp, module)
 
 
-def save_weights(module: CallbackHost, filepath: str, overwrite: bool = True) -> None:
+def save_weights(module: CallbackHost, filepath: PathLike, overwrite: bool = True) -> None:
     """Save the wrapped model's weights to ``*.weights.h5``, ``*.weights.pt`` or ``*.ckpt`` (weights only)."""
     filepath = os.fspath(filepath)
     suffix = _check_target(filepath, overwrite, (".weights.h5", ".weights.pt", ".ckpt"), "saved weights")
@@ -159,7 +160,7 @@ def save_weights(module: CallbackHost, filepath: str, overwrite: bool = True) ->
                 _state.write_tree(f, "model", module.model.state_dict())
 
 
-def load_weights(module: CallbackHost, filepath: str) -> None:
+def load_weights(module: CallbackHost, filepath: PathLike) -> None:
     """Load weights written by :func:`save_weights` (any of its formats) into ``module.model``."""
     filepath = os.fspath(filepath)
     suffix = _check_target(filepath, True, (".weights.h5", ".weights.pt", ".ckpt"), "weights to load")

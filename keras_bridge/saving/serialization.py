@@ -50,7 +50,7 @@ class NotSerializable(ValueError):
 NOT_PLAIN: Any = object()  # what plain_data returns for anything but plain data
 
 
-def plain_data(obj: Any, describe: Callable[[Any], Any]) -> Any:
+def plain_data(obj: object, describe: Callable[[Any], Any]) -> Any:
     """``obj`` as JSON data when it is None, a string, a bool, a number, or a list or string-keyed dict of
     values (each described by ``describe``); :data:`NOT_PLAIN` otherwise.
 
@@ -72,7 +72,7 @@ def plain_data(obj: Any, describe: Callable[[Any], Any]) -> Any:
     return NOT_PLAIN
 
 
-def serialize(obj: Any) -> Any:
+def serialize(obj: object) -> Any:
     """A JSON-able description of ``obj`` (see the module docstring for what is accepted).
 
     Raises:
@@ -93,7 +93,7 @@ def serialize(obj: Any) -> Any:
     raise NotSerializable(f"{obj!r} of type {type(obj).__name__} cannot be described as JSON")
 
 
-def _is_keras_serializable(obj: Any) -> bool:
+def _is_keras_serializable(obj: object) -> bool:
     import sys
 
     if "keras" not in sys.modules or isinstance(obj, type):
@@ -113,7 +113,7 @@ def keras_object_kinds(layers: bool = True) -> Tuple[type, ...]:
     return kinds + ((keras.layers.Layer,) if layers else ())
 
 
-def _path(obj: Any) -> Dict[str, str]:
+def _path(obj: object) -> Dict[str, str]:
     module, name = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
     if not module or not name or "<locals>" in name or "<lambda>" in name:
         raise NotSerializable(f"{obj!r} has no import path (a lambda or a local definition)")
@@ -135,7 +135,7 @@ def _init_signature(cls: type) -> Optional[inspect.Signature]:
         return None
 
 
-def _constructor_config(obj: Any) -> Dict[str, Any]:
+def _constructor_config(obj: object) -> Dict[str, Any]:
     get_config = getattr(obj, "get_config", None)
     if callable(get_config):
         return serialize(get_config())
@@ -173,7 +173,7 @@ def _describe_module(module: nn.Module) -> Dict[str, Any]:
     return description
 
 
-def _describe_optimizer_spec(obj: Any) -> Optional[Dict[str, Any]]:
+def _describe_optimizer_spec(obj: object) -> Optional[Dict[str, Any]]:
     """An ``OptimizerSpec`` as ``{class, args, kwargs}``, or None for anything else."""
     from keras_bridge.optimizers.base import OptimizerSpec, _KerasClassFactory
     from keras_bridge.optimizers.resolve import _TorchFactory, _UseInstance
@@ -309,7 +309,7 @@ def _rebuild_optimizer(
 
 
 # ---------------------------------------------------------------------------- nested state
-def flatten_state(obj: Any, arrays: List[torch.Tensor]) -> Any:
+def flatten_state(obj: object, arrays: List[torch.Tensor]) -> Any:
     """``obj`` as JSON with every tensor replaced by ``{TAG: "tensor", "index": i}`` (appended to ``arrays``).
 
     Used for optimizer and scheduler ``state_dict()``s, whose dicts have int keys (kept as such).
@@ -333,7 +333,7 @@ def flatten_state(obj: Any, arrays: List[torch.Tensor]) -> Any:
     raise NotSerializable(f"state value {obj!r} of type {type(obj).__name__} cannot be saved without pickle")
 
 
-def unflatten_state(obj: Any, arrays: List[torch.Tensor]) -> Any:
+def unflatten_state(obj: object, arrays: List[torch.Tensor]) -> Any:
     """Inverse of :func:`flatten_state`."""
     if isinstance(obj, list):
         return [unflatten_state(v, arrays) for v in obj]

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 
 # ---------------------------------------------------------------------------- nested states in HDF5
-def write_tree(parent: Any, name: str, obj: Any) -> None:
+def write_tree(parent: Any, name: str, obj: object) -> None:
     """Store a nested state (dicts, lists, tensors, numbers) as group ``name``: JSON + one dataset per tensor."""
     arrays: List[torch.Tensor] = []
     tree = S.flatten_state(obj, arrays)

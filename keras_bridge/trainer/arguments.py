@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Tuple, Union
 
 import lightning.pytorch as pl
 import torch
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 _VERBOSE = (0, 1, 2, "auto")
 
 
-def check_verbose(verbose: Any) -> int:
+def check_verbose(verbose: Union[int, str]) -> int:
     """``verbose`` as 0, 1 or 2 (``"auto"`` is 1, as in Keras).
 
     Example:
@@ -34,7 +34,7 @@ def check_verbose(verbose: Any) -> int:
     return 1 if verbose == "auto" else int(verbose)
 
 
-def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
+def check_int(name: str, value: object, minimum: int, allow_none: bool = False) -> None:
     """Refuse anything but an integer ``>= minimum`` (or None when allowed), naming the argument."""
     if value is None and allow_none:
         return
@@ -43,7 +43,12 @@ def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> 
 
 
 def check_fit_args(
-    epochs: int, initial_epoch: int, validation_split: Any, steps_per_epoch: Any, validation_freq: Any, shuffle: Any
+    epochs: int,
+    initial_epoch: int,
+    validation_split: object,
+    steps_per_epoch: object,
+    validation_freq: object,
+    shuffle: object,
 ) -> None:
     """The scalar arguments of ``fit``."""
     check_int("epochs", epochs, 0)
@@ -66,7 +71,7 @@ def check_fit_args(
         raise ValueError(f"Expected `shuffle` to be True, False or 'batch'. Received: shuffle={shuffle!r}")
 
 
-def check_model(model: Any) -> None:
+def check_model(model: object) -> None:
     """Refuse a ``model`` that is neither a torch module nor a Keras model built with the torch backend."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(
@@ -76,7 +81,7 @@ def check_model(model: Any) -> None:
 
 
 def model_names(
-    model: torch.nn.Module, output_names: Any, input_names: Any
+    model: torch.nn.Module, output_names: Optional[Iterable[str]], input_names: Optional[Iterable[str]]
 ) -> Tuple[Optional[List[str]], Optional[List[str]]]:
     """``(output_names, input_names)`` as given, else a Keras model's own (``None`` for a torch module)."""
     if is_keras_model(model):
@@ -106,7 +111,7 @@ def forward_parameters(model: torch.nn.Module) -> Optional[List[str]]:
     return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
-def check_input_names(module: BridgeModule, x: Any) -> None:
+def check_input_names(module: BridgeModule, x: object) -> None:
     """A dict ``x`` must name exactly the model's inputs (a torch ``forward``'s defaulted ones may be left out)."""
     if not isinstance(x, dict):
         return
@@ -125,7 +130,7 @@ def check_input_names(module: BridgeModule, x: Any) -> None:
         )
 
 
-def split_callbacks(callbacks: Any) -> Tuple[List[Any], List[Any]]:
+def split_callbacks(callbacks: object) -> Tuple[List[Any], List[Any]]:
     """``callbacks`` as ``(keras_callbacks, lightning_callbacks)``.
 
     Config dicts become Keras callbacks, and so does each config of a ``.json`` / ``.yaml`` file named

@@ -9,7 +9,21 @@ callbacks ride on one :class:`~keras_bridge.callbacks.driver.KerasCallbackDriver
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    ParamSpec,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 import lightning.pytorch as pl
 import numpy as np
@@ -26,6 +40,7 @@ from keras_bridge.compile.tracking import KerasHooks
 from keras_bridge.data.contract import DataOptions, Loader
 from keras_bridge.trainer.arguments import check_fit_args, check_input_names, check_int, check_verbose, split_callbacks
 from keras_bridge.trainer.connector import TrainerArgument, TrainerConnector, quiet_lightning
+from keras_bridge.typing import ArrayTree, DataInput
 from keras_bridge.utils.compat import keras_output_spec, keras_symbolic_build, set_start_epoch
 from keras_bridge.utils.errors import LabelRangeError, user_traceback
 from keras_bridge.utils.keras import is_keras_object
@@ -80,7 +95,9 @@ def _build(module: BridgeModule, loader: Loader, stage: str = "train", keras_dra
     module.build_from_batch(x, move_data_to_device(y, device) if y is not None else None, y_pred)
 
 
-def _prepare_keras_steps(module: BridgeModule, mode: str, callbacks: Any = (), **loaders: Any) -> None:
+def _prepare_keras_steps(
+    module: BridgeModule, mode: str, callbacks: Iterable[object] = (), **loaders: Optional[Loader]
+) -> None:
     # Keras makes its step functions before running them; its refusals come out before training starts.
     if module.keras_step is not None:
         module.keras_step.check_callbacks(callbacks)
@@ -103,7 +120,7 @@ def next_shuffle_seed(module: BridgeModule) -> Optional[int]:
     return (torch.initial_seed() + 7919 * (module.fit_count - 1)) % (2**31 - 1)
 
 
-def require_targets(module: BridgeModule, y: Any, where: str) -> None:
+def require_targets(module: BridgeModule, y: ArrayTree, where: str) -> None:
     """Refuse, before training, data without targets for a compiled loss that needs them.
 
     Keras itself fails inside its loss with an ``AttributeError`` on ``None``. A model that computes its
@@ -127,7 +144,8 @@ def _zeros_like_spec(spec: Any) -> Any:
 
 
 Callbacks = Tuple[List[Any], List[Any]]  # (Keras callbacks, Lightning callbacks)
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _run(module: BridgeModule, trainer: TrainerArgument, cbs: Callbacks, owned: Dict[str, Any],
@@ -152,14 +170,14 @@ def _run(module: BridgeModule, trainer: TrainerArgument, cbs: Callbacks, owned: 
         raise err.in_batch(driver.describe_position()).with_traceback(None) from None
 
 
-def _surface_user_errors(entry_point: F) -> F:
+def _surface_user_errors(entry_point: Callable[P, R]) -> Callable[P, R]:
     """An entry point whose errors raised in the user's code (a loss, a metric, a callback, a dataset) reach
     the caller as they are, with the user's frames directly under the call: Lightning's and the bridge's
     frames in between are cut, as Keras's traceback filtering does (see :func:`user_traceback`).
     """
 
     @functools.wraps(entry_point)
-    def call(*args: Any, **kwargs: Any) -> Any:
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return entry_point(*args, **kwargs)
         except Exception as err:
@@ -168,14 +186,14 @@ def _surface_user_errors(entry_point: F) -> F:
                 raise
             raise err.with_traceback(tb)  # noqa: B904  (the same exception, re-raised)
 
-    return cast(F, call)
+    return call
 
 
 @_surface_user_errors
-def fit(module: BridgeModule, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
-        verbose: Union[int, str] = "auto", callbacks: Any = None, validation_split: float = 0.0,
-        validation_data: Any = None, shuffle: Union[bool, str] = True,
-        class_weight: Optional[Mapping[int, float]] = None, sample_weight: Any = None, initial_epoch: int = 0,
+def fit(module: BridgeModule, x: DataInput = None, y: ArrayTree = None, batch_size: Optional[int] = None,
+        epochs: int = 1, verbose: Union[int, str] = "auto", callbacks: object = None, validation_split: float = 0.0,
+        validation_data: DataInput = None, shuffle: Union[bool, str] = True,
+        class_weight: Optional[Mapping[int, float]] = None, sample_weight: ArrayTree = None, initial_epoch: int = 0,
         steps_per_epoch: Optional[int] = None, validation_steps: Optional[int] = None,
         validation_batch_size: Optional[int] = None, validation_freq: Union[int, Sequence[int]] = 1,
         trainer: TrainerArgument = None) -> Any:  # fmt: skip
@@ -235,9 +253,9 @@ def fit(module: BridgeModule, x: Any = None, y: Any = None, batch_size: Optional
 
 
 @_surface_user_errors
-def evaluate(module: BridgeModule, x: Any = None, y: Any = None, batch_size: Optional[int] = None,
-             verbose: Union[int, str] = "auto", sample_weight: Any = None, steps: Optional[int] = None,
-             return_dict: bool = False, callbacks: Any = None, trainer: TrainerArgument = None) -> Any:  # fmt: skip
+def evaluate(module: BridgeModule, x: DataInput = None, y: ArrayTree = None, batch_size: Optional[int] = None,
+             verbose: Union[int, str] = "auto", sample_weight: ArrayTree = None, steps: Optional[int] = None,
+             return_dict: bool = False, callbacks: object = None, trainer: TrainerArgument = None) -> Any:  # fmt: skip
     """Keras ``Model.evaluate``: a scalar, a list in Keras's order, or (``return_dict``) a dict."""
     module.require_compiled()
     verbose = check_verbose(verbose)
@@ -263,8 +281,8 @@ def evaluate(module: BridgeModule, x: Any = None, y: Any = None, batch_size: Opt
 
 
 @_surface_user_errors
-def predict(module: BridgeModule, x: Any, batch_size: Optional[int] = None, verbose: Union[int, str] = "auto",
-            steps: Optional[int] = None, callbacks: Any = None, trainer: TrainerArgument = None) -> Any:  # fmt: skip
+def predict(module: BridgeModule, x: DataInput, batch_size: Optional[int] = None, verbose: Union[int, str] = "auto",
+            steps: Optional[int] = None, callbacks: object = None, trainer: TrainerArgument = None) -> Any:  # fmt: skip
     """Keras ``Model.predict``: NumPy arrays in the model's output structure (single, list or dict)."""
     verbose = check_verbose(verbose)
     check_int("steps", steps, 1, allow_none=True)
@@ -320,7 +338,7 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.cpu().numpy()
 
 
-def _gather_predictions(loader: Loader, outputs: Any) -> Any:
+def _gather_predictions(loader: Loader, outputs: Optional[List[object]]) -> Any:
     """Under DDP, every process's per-batch predictions, in input order, on every process (a collective)."""
     dist = torch.distributed
     if not data_dispatch.group_in_use():  # no process group, or one this (1-device) run does not use

@@ -31,7 +31,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -191,11 +191,11 @@ class KerasSteps:
         else:
             model.make_predict_function()
 
-    def build(self, batch: Any, stage: str) -> None:
+    def build(self, batch: object, stage: str) -> None:
         """Build the model's unbuilt state from the first batch, as Keras's ``fit`` / ``evaluate`` do first."""
         keras_symbolic_build(self.model, keras_data(batch, self.packed[stage])[0])
 
-    def check_callbacks(self, callbacks: Any) -> None:
+    def check_callbacks(self, callbacks: Iterable[object]) -> None:
         """Refuse, before the Trainer is made, a callback that would write a Lightning checkpoint (``.ckpt``)."""
         from lightning.pytorch.callbacks import Checkpoint
 
@@ -225,18 +225,18 @@ class KerasSteps:
             )
 
     # ------------------------------------------------------------------ steps
-    def train_step(self, batch: Any, trainer: pl.Trainer) -> None:
+    def train_step(self, batch: object, trainer: pl.Trainer) -> None:
         data, info = keras_data(batch, self.packed["train"])
         with self._averaging_gradients(trainer, data, info):
             logs = self.model.train_function([data])
         self.train_logs.record(logs)
 
-    def test_step(self, batch: Any) -> None:
+    def test_step(self, batch: object) -> None:
         data, _ = keras_data(batch, self.packed["eval"])
         with torch.inference_mode(False):  # Keras's test step runs under no_grad only
             self.eval_logs.record(self.model.test_function([data]))
 
-    def predict_step(self, batch: Any) -> Any:
+    def predict_step(self, batch: object) -> Any:
         data, _ = keras_data(batch, self.packed["predict"])
         if self.packed["predict"] and isinstance(data, tuple):
             data = data[:1]

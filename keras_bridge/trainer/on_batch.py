@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from keras_bridge.optimizers.keras_native import KerasNativeSpec
+from keras_bridge.typing import ArrayTree
 from keras_bridge.utils.keras import import_keras
 
 if TYPE_CHECKING:
@@ -38,14 +39,14 @@ def _keras_runs_it(module: BridgeModule) -> bool:
     return isinstance(module.optimizer_spec, KerasNativeSpec) and not module.keras_incompatible_arguments
 
 
-def _num_samples(x: Any) -> int:
+def _num_samples(x: ArrayTree) -> int:
     leaves = [v for v in import_keras().tree.flatten(x) if hasattr(v, "shape")]
     if not leaves:
         raise ValueError(f"Expected `x` to hold arrays or tensors. Received: x of type {type(x).__name__}")
     return int(leaves[0].shape[0])
 
 
-def train_on_batch(module: BridgeModule, x: Any, y: Any = None, sample_weight: Any = None,
+def train_on_batch(module: BridgeModule, x: ArrayTree, y: ArrayTree = None, sample_weight: ArrayTree = None,
                    class_weight: Optional[Mapping[int, float]] = None, return_dict: bool = False) -> Any:  # fmt: skip
     """Keras ``Model.train_on_batch``: one update on ``(x, y)``; the logs of that batch (metrics reset first).
 
@@ -68,7 +69,7 @@ def train_on_batch(module: BridgeModule, x: Any, y: Any = None, sample_weight: A
 
 
 def test_on_batch(
-    module: BridgeModule, x: Any, y: Any = None, sample_weight: Any = None, return_dict: bool = False
+    module: BridgeModule, x: ArrayTree, y: ArrayTree = None, sample_weight: ArrayTree = None, return_dict: bool = False
 ) -> Any:
     """Keras ``Model.test_on_batch``: the loss and metrics of one batch (metrics reset first)."""
     module.require_compiled()
@@ -78,7 +79,7 @@ def test_on_batch(
                            return_dict=return_dict)  # fmt: skip
 
 
-def predict_on_batch(module: BridgeModule, x: Any) -> Any:
+def predict_on_batch(module: BridgeModule, x: ArrayTree) -> Any:
     """Keras ``Model.predict_on_batch``: the model's outputs for one batch, as NumPy arrays."""
     if module.is_keras and (module.keras_step is not None or not module.compiled):
         return _keras(module).predict_on_batch(x)

@@ -30,6 +30,7 @@ import threading
 from typing import Any, List, Optional
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from keras_bridge.utils.compat import request_sigterm_stop
 
@@ -87,7 +88,7 @@ class PreemptionGuard(pl.Callback):
             request_sigterm_stop(trainer)
 
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: STEP_OUTPUT, batch: object, batch_idx: int
     ) -> None:
         self._decide(trainer)
 

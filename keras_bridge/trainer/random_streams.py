@@ -62,7 +62,7 @@ class KeepRandomStreams(pl.Callback):
     def capture(self) -> None:
         self._states = capture_states()
 
-    def setup(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._states:
             restore_states(self._states)
         self._states = {}

@@ -58,7 +58,7 @@ def _private(owner: Any, name: str, library: str, purpose: str) -> Any:
         ) from None
 
 
-def attached_trainer(module: Any) -> Optional[Any]:
+def attached_trainer(module: object) -> Optional[Any]:
     """The Trainer a LightningModule is attached to, or None.
 
     ``LightningModule.trainer`` raises when no Trainer is attached; ``_trainer`` answers None instead.
@@ -94,7 +94,7 @@ def set_keras_initial_epoch(model: keras.Model, epoch: Optional[int]) -> None:
     object.__setattr__(model, "_initial_epoch", epoch)
 
 
-def is_default_keras_hook(method: Any) -> bool:
+def is_default_keras_hook(method: object) -> bool:
     """True when a callback hook is Keras's own no-op (Keras marks those with ``_is_default``).
 
     Checked: keras 3.11.0, 3.15.1. Missing: False, so every hook is called (slower, never wrong).

@@ -118,7 +118,7 @@ def keras_floatx() -> str:
     return _configured_floatx
 
 
-def is_keras_model(obj: Any) -> bool:
+def is_keras_model(obj: object) -> bool:
     """True if ``obj`` is a Keras 3 ``Layer``/``Model`` (imports keras only if it is loaded)."""
     if "keras" not in sys.modules:
         return False
@@ -126,7 +126,7 @@ def is_keras_model(obj: Any) -> bool:
     return isinstance(obj, keras.layers.Layer)
 
 
-def is_keras_object(obj: Any, kind: str) -> bool:
+def is_keras_object(obj: object, kind: str) -> bool:
     """True if ``obj`` is an instance of ``keras.<kind>`` (e.g. ``"losses.Loss"``) without importing keras."""
     if "keras" not in sys.modules:
         return False

@@ -22,16 +22,16 @@ from keras_bridge.utils.keras import import_keras, keras_loaded
 Path = Tuple[Any, ...]
 
 
-def is_namedtuple(obj: Any) -> bool:
+def is_namedtuple(obj: object) -> bool:
     return isinstance(obj, tuple) and hasattr(type(obj), "_fields")
 
 
-def is_config(obj: Any) -> bool:
+def is_config(obj: object) -> bool:
     """A serialized Keras object (``{"class_name": ..., "config": ...}``): a leaf, not a dict of outputs."""
     return isinstance(obj, Mapping) and "class_name" in obj
 
 
-def is_nested(obj: Any) -> bool:
+def is_nested(obj: object) -> bool:
     """True for a list, tuple (namedtuples included) or dict: the containers Keras's tree walks into."""
     return isinstance(obj, (list, tuple)) or (isinstance(obj, Mapping) and not is_config(obj))
 
@@ -53,7 +53,7 @@ def _tree() -> Any:
     return import_keras().tree
 
 
-def flatten_with_paths(obj: Any, prefix: Path = ()) -> List[Tuple[Path, Any]]:
+def flatten_with_paths(obj: object, prefix: Path = ()) -> List[Tuple[Path, Any]]:
     """Every leaf of ``obj`` with its path of keys/indices, in Keras's order (``None`` is a leaf).
 
     ``keras.tree.flatten_with_path`` is not used: on a namedtuple (Keras 3.15) it orders the paths by
@@ -90,7 +90,7 @@ def _torch_backend_leaves(obj: object, is_leaf: Optional[Callable[[Any], bool]] 
     return [leaf for node in nodes for leaf in _torch_backend_leaves(node, is_leaf, sort)]
 
 
-def flatten(obj: Any) -> List[Any]:
+def flatten(obj: object) -> List[Any]:
     """The leaves of ``obj`` in Keras's order (``keras.tree.flatten``; a serialized Keras object is one leaf)."""
     if is_config(obj):
         return [obj]
@@ -101,7 +101,7 @@ def flatten(obj: Any) -> List[Any]:
     return [leaf.config if isinstance(leaf, _Config) else leaf for leaf in tree.flatten(boxed)]
 
 
-def flatten_values(obj: Any) -> List[Any]:
+def flatten_values(obj: object) -> List[Any]:
     """The leaves of a structure of values (tensors, arrays, ``None``): ``keras.tree.flatten``, for every batch."""
     if not keras_loaded():
         return _torch_backend_leaves(obj)
@@ -113,11 +113,11 @@ class _Config:
 
     __slots__ = ("config",)
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Mapping[str, object]) -> None:
         self.config = config
 
 
-def _rebuild(node: Any, items: Sequence[Tuple[Any, Any]]) -> Any:
+def _rebuild(node: object, items: Sequence[Tuple[Any, Any]]) -> Any:
     """A container of ``node``'s type holding ``items`` (``(key, value)`` pairs in flattening order).
 
     A dict keeps ``node``'s own key order, as ``keras.tree.map_structure`` does.
@@ -134,7 +134,7 @@ def _rebuild(node: Any, items: Sequence[Tuple[Any, Any]]) -> Any:
     return values
 
 
-def pack_sequence_as(structure: Any, flat: Sequence[Any]) -> Any:
+def pack_sequence_as(structure: object, flat: Sequence[Any]) -> Any:
     """Put the leaves ``flat`` (in Keras's order) into the shape of ``structure``, its dicts in their own order.
 
     ``keras.tree.pack_sequence_as`` would return each dict with sorted keys, where Keras's own outputs
@@ -145,7 +145,7 @@ def pack_sequence_as(structure: Any, flat: Sequence[Any]) -> Any:
     """
     leaves: Iterator[Any] = iter(flat)
 
-    def build(node: Any) -> Any:
+    def build(node: object) -> Any:
         if not is_nested(node):
             return next(leaves)
         return _rebuild(node, [(k, build(v)) for k, v in children(node)])
@@ -156,7 +156,7 @@ def pack_sequence_as(structure: Any, flat: Sequence[Any]) -> Any:
     return build(structure)
 
 
-def map_leaves(fn: Callable[..., Any], obj: Any) -> Any:
+def map_leaves(fn: Callable[..., Any], obj: object) -> Any:
     """Apply ``fn`` to every leaf of a ``compile`` argument, a serialized Keras object being one leaf.
 
     ``keras.tree`` would walk into a config dict (and its ``traverse`` does not keep dict order), hence
@@ -167,7 +167,7 @@ def map_leaves(fn: Callable[..., Any], obj: Any) -> Any:
     return _rebuild(obj, [(k, map_leaves(fn, v)) for k, v in children(obj)])
 
 
-def same_structure(a: Any, b: Any) -> bool:
+def same_structure(a: object, b: object) -> bool:
     """True when ``a`` and ``b`` nest alike (``keras.tree.assert_same_structure``)."""
     try:
         _tree().assert_same_structure(a, b)
@@ -176,14 +176,14 @@ def same_structure(a: Any, b: Any) -> bool:
     return True
 
 
-def map_structure(fn: Callable[..., Any], obj: Any) -> Any:
+def map_structure(fn: Callable[..., Any], obj: object) -> Any:
     """Apply ``fn`` to every leaf of a structure of lists, tuples, namedtuples and dicts (``keras.tree``)."""
     if not keras_loaded():  # Keras's torch backend maps with torch's pytree, which this is
         return pytree_map(fn, obj)
     return _tree().map_structure(fn, obj)
 
 
-def describe(obj: Any, leaf: str = "*") -> str:
+def describe(obj: object, leaf: str = "*") -> str:
     """The shape of ``obj`` with every leaf shown as ``leaf``, as Keras prints structures in its errors.
 
     Example:
@@ -191,7 +191,7 @@ def describe(obj: Any, leaf: str = "*") -> str:
         "{'s': '*', 'c': ('*', '*')}"
     """
 
-    def shape(node: Any) -> Any:
+    def shape(node: object) -> Any:
         if not is_nested(node):
             return leaf
         if isinstance(node, Mapping):
@@ -201,7 +201,7 @@ def describe(obj: Any, leaf: str = "*") -> str:
     return str(shape(obj))
 
 
-def count_leaves(obj: Any) -> int:
+def count_leaves(obj: object) -> int:
     return len(flatten_values(obj))
 
 
@@ -215,7 +215,7 @@ def first_batch_dim(x: Any) -> int:
     raise ValueError(f"Cannot tell the batch size: every input is None. Received: x={describe(x)}")
 
 
-def unpack_x_y_sample_weight(data: Any) -> Tuple[Any, Any, Any]:
+def unpack_x_y_sample_weight(data: object) -> Tuple[Any, Any, Any]:
     """``(x, y, sample_weight)`` of ``data`` by Keras's rules (``keras.utils.unpack_x_y_sample_weight``).
 
     A list counts as a tuple; a tuple of length 1-3 is ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``;

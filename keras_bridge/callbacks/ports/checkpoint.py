@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import os
-from typing import Any, Union
+from typing import Optional, Union
 
 from keras_bridge.callbacks.ports.base import Port, lazy_ports
 
@@ -49,8 +49,8 @@ class _ModelCheckpoint(Port):
         save_best_only: bool = False,
         save_weights_only: bool = False,
         mode: str = "auto",
-        save_freq: Any = "epoch",
-        initial_value_threshold: Any = None,
+        save_freq: Union[str, int] = "epoch",
+        initial_value_threshold: Optional[float] = None,
     ) -> None:
         filepath = os.fspath(filepath)
         allowed = WEIGHTS_SUFFIXES if save_weights_only else MODEL_SUFFIXES

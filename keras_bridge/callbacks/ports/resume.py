@@ -108,7 +108,7 @@ def _gathered(trainer: pl.Trainer, local: Dict[str, Any]) -> List[Dict[str, Any]
     return parts
 
 
-def _is_resumable(loader: Any) -> bool:
+def _is_resumable(loader: object) -> bool:
     return callable(getattr(loader, "state_dict", None)) and callable(getattr(loader, "load_state_dict", None))
 
 

@@ -51,7 +51,7 @@ def snake_case(name: str) -> str:
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def object_name(obj: Any) -> str:
+def object_name(obj: object) -> str:
     """Keras's ``get_object_name``: ``.name``, else snake_case of ``__name__``, else of the class name."""
     if hasattr(obj, "name") and isinstance(obj.name, str):
         return obj.name

@@ -253,7 +253,7 @@ def _accepts(fn: Callable, parameter: str) -> bool:
         return False
 
 
-def _is_torch_functional(obj: Any) -> bool:
+def _is_torch_functional(obj: object) -> bool:
     if not callable(obj) or getattr(obj, "__module__", None) != "torch.nn.functional":
         return False
     return getattr(F, getattr(obj, "__name__", ""), None) is obj

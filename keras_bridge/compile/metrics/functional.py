@@ -8,7 +8,7 @@ because Keras's own function costs 2x to 5x it per batch on the shapes of ``benc
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -20,7 +20,7 @@ from keras_bridge.utils.keras import import_keras
 
 
 def reduce_to_samplewise_values(
-    values: Tensor, sample_weight: Optional[Tensor], dtype: torch.dtype, mask: Optional[Tensor] = None
+    values: Tensor, sample_weight: Union[Tensor, float, None], dtype: torch.dtype, mask: Optional[Tensor] = None
 ) -> Tuple[Tensor, Optional[Tensor]]:
     """Keras's ``reduce_to_samplewise_values`` with ``reduce_fn=mean``: one value (and weight) per sample."""
     values = as_tensor(values).to(dtype)

@@ -67,7 +67,7 @@ class BridgeMetric(PlainAttributeWrites, torchmetrics.Metric):
         self.direction = direction
         self.state_dtype = L.torch_dtype(dtype) if dtype is not None else L.floatx()
 
-    def update(self, y_true: Any, y_pred: Any = None, sample_weight: Any = None) -> None:
+    def update(self, y_true: Tensor, y_pred: Optional[Tensor] = None, sample_weight: Optional[Tensor] = None) -> None:
         raise NotImplementedError
 
     def _result(self) -> Tensor:
@@ -104,7 +104,9 @@ class Mean(BridgeMetric):
         self.add_state("total", torch.tensor(0.0, dtype=self.state_dtype), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0.0, dtype=self.state_dtype), dist_reduce_fx="sum")
 
-    def _accumulate(self, values: Tensor, sample_weight: Any = None, mask: Optional[Tensor] = None) -> None:
+    def _accumulate(
+        self, values: Tensor, sample_weight: Union[Tensor, float, None] = None, mask: Optional[Tensor] = None
+    ) -> None:
         values, weights = metric_fns.reduce_to_samplewise_values(values, sample_weight, self.state_dtype, mask)
         # In place (what `+=` does before it rebinds the attribute): no module attribute write per batch.
         self.total.add_(values.sum().to(self.total.device))
@@ -113,7 +115,7 @@ class Mean(BridgeMetric):
         else:
             self.count.add_(values.shape[0] if values.dim() >= 1 else 1)
 
-    def update(self, values: Any, sample_weight: Any = None) -> None:  # type: ignore[override]
+    def update(self, values: Tensor, sample_weight: Union[Tensor, float, None] = None) -> None:  # type: ignore[override]
         """Add a batch of values (any shape; reduced to one value per sample like Keras)."""
         self._accumulate(L.as_tensor(values, self.total), sample_weight, L.get_mask(values))
 
@@ -134,7 +136,7 @@ class MeanMetricWrapper(Mean):
         super().__init__(name, direction, dtype)
         self.fn, self.fn_kwargs, self.keras_ops = fn, dict(kwargs or {}), keras_ops
 
-    def update(self, y_true: Any, y_pred: Any = None, sample_weight: Any = None) -> None:  # type: ignore[override]
+    def update(self, y_true: Tensor, y_pred: Optional[Tensor] = None, sample_weight: Optional[Tensor] = None) -> None:  # type: ignore[override]
         in_mask = L.get_mask(y_pred)
         if self.keras_ops:
             with L.keras_device(y_pred):
@@ -158,7 +160,7 @@ class RootMeanSquaredError(Mean):
     def __init__(self, name: str = "root_mean_squared_error", dtype: Optional[Union[str, torch.dtype]] = None) -> None:
         super().__init__(name, "down", dtype)
 
-    def update(self, y_true: Any, y_pred: Any = None, sample_weight: Any = None) -> None:  # type: ignore[override]
+    def update(self, y_true: Tensor, y_pred: Optional[Tensor] = None, sample_weight: Optional[Tensor] = None) -> None:  # type: ignore[override]
         y_pred = L.as_tensor(y_pred).to(self.state_dtype)
         y_true = L.as_tensor(y_true, y_pred).to(device=y_pred.device, dtype=self.state_dtype)
         y_true, y_pred = L.squeeze_or_expand_to_same_rank(y_true, y_pred)
@@ -171,7 +173,7 @@ class RootMeanSquaredError(Mean):
 class _Shared:
     """Holds an object that ``copy.deepcopy`` must share, not copy (a Keras metric used statelessly)."""
 
-    def __init__(self, obj: Any) -> None:
+    def __init__(self, obj: object) -> None:
         self.obj = obj
 
     def __deepcopy__(self, memo: Dict[int, Any]) -> _Shared:
@@ -185,7 +187,7 @@ class KerasMetricWrapper(BridgeMetric):
     on their first update): if needed the Keras metric is updated once and reset.
     """
 
-    def __init__(self, keras_metric: Any, name: str, y_true: Any, y_pred: Any) -> None:
+    def __init__(self, keras_metric: Any, name: str, y_true: Tensor, y_pred: Tensor) -> None:
         super().__init__(name, getattr(keras_metric, "_direction", None), keras_metric.dtype)
         if getattr(keras_metric, "_built", True) is False:
             with L.keras_device(y_pred):
@@ -207,7 +209,7 @@ class KerasMetricWrapper(BridgeMetric):
     def _states(self) -> List[Tensor]:
         return [getattr(self, n) for n in self._state_names]
 
-    def update(self, y_true: Any, y_pred: Any = None, sample_weight: Any = None) -> None:
+    def update(self, y_true: Tensor, y_pred: Optional[Tensor] = None, sample_weight: Optional[Tensor] = None) -> None:
         with L.keras_device(y_pred):
             new = self.keras_metric.stateless_update_state(self._states(), y_true, y_pred, sample_weight=sample_weight)
         for name, old, value in zip(self._state_names, self._states(), new):
@@ -243,7 +245,7 @@ class TorchmetricsWrapper(BridgeMetric):
     def _wrap_compute(self, compute: Callable) -> Callable:
         return compute
 
-    def update(self, y_true: Any, y_pred: Any = None, sample_weight: Any = None) -> None:
+    def update(self, y_true: Tensor, y_pred: Optional[Tensor] = None, sample_weight: Optional[Tensor] = None) -> None:
         self._update_count += 1
         if sample_weight is not None and self._weight_kw:
             self.metric.update(y_pred, y_true, sample_weight=sample_weight)
@@ -285,7 +287,7 @@ def _accepted_text() -> str:
     )
 
 
-def check_metric(identifier: Any, argument: str = "metrics") -> None:
+def check_metric(identifier: object, argument: str = "metrics") -> None:
     """Compile-time check (no tensors): raise for unknown strings and unsupported types.
 
     ``argument`` ("metrics" or "weighted_metrics") is the compile argument named in error messages.
@@ -336,7 +338,7 @@ def _direction_of_function(fn: Callable[..., Any]) -> Optional[str]:
     return None
 
 
-def _from_keras_metric(metric: Any, name: str, y_true: Any, y_pred: Any) -> BridgeMetric:
+def _from_keras_metric(metric: Any, name: str, y_true: Tensor, y_pred: Tensor) -> BridgeMetric:
     keras = import_keras()
     direction = getattr(metric, "_direction", None)
     if type(metric) is keras.metrics.RootMeanSquaredError:

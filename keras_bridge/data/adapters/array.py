@@ -19,13 +19,14 @@ from keras_bridge.data.batches import is_array, to_tensor
 from keras_bridge.data.distributed import GlobalBatchInfo, from_rank0, rank_world, shared_seed, unshard_steps
 from keras_bridge.data.epoch_iterator import KerasLoader, StepsCarryOver
 from keras_bridge.data.lazy_rows import LazyRows, is_lazy_array
+from keras_bridge.typing import ArrayTree
 from keras_bridge.utils.tree import map_structure
 
 Tensor = torch.Tensor
 DEFAULT_BATCH_SIZE = 32
 
 
-def is_array_structure(obj: Any) -> bool:
+def is_array_structure(obj: object) -> bool:
     """True for an array, or a non-empty list/tuple/dict whose leaves are all arrays."""
     if is_array(obj):
         return True
@@ -36,7 +37,7 @@ def is_array_structure(obj: Any) -> bool:
     return False
 
 
-def to_tensors(data: Any) -> Any:
+def to_tensors(data: ArrayTree) -> Any:
     """Convert an array structure to torch tensors (float64 becomes float32, as in Keras).
 
     An HDF5 dataset stays on disk: it becomes :class:`~keras_bridge.data.lazy_rows.LazyRows`, read a batch at a time.
@@ -50,13 +51,13 @@ def _to_tensor(value: object) -> object:
     return LazyRows(value) if is_lazy_array(value) else to_tensor(value)
 
 
-def _lengths(data: Any) -> List[int]:
+def _lengths(data: ArrayTree) -> List[int]:
     out: List[int] = []
     map_structure(lambda v: out.append(int(v.shape[0])) if v is not None else None, data)
     return out
 
 
-def check_cardinality(x: Any, y: Any = None, sample_weight: Any = None) -> int:
+def check_cardinality(x: ArrayTree, y: ArrayTree = None, sample_weight: ArrayTree = None) -> int:
     """Return the common number of samples, or raise naming every mismatched length.
 
     Example:
@@ -84,7 +85,7 @@ def check_cardinality(x: Any, y: Any = None, sample_weight: Any = None) -> int:
     return n
 
 
-def slice_structure(data: Any, start: int, stop: Optional[int]) -> Any:
+def slice_structure(data: ArrayTree, start: int, stop: Optional[int]) -> Any:
     return map_structure(lambda v: None if v is None else v[start:stop], data)
 
 
@@ -106,7 +107,7 @@ def train_validation_split(arrays: Tuple[Any, ...], validation_split: float) -> 
 class ArrayBatchDataset(Dataset):
     """A dataset of in-memory tensors whose items are whole batches, indexed by index tensors."""
 
-    def __init__(self, x: Any, y: Any = None, sample_weight: Any = None) -> None:
+    def __init__(self, x: ArrayTree, y: ArrayTree = None, sample_weight: ArrayTree = None) -> None:
         self.x, self.y, self.sample_weight = x, y, sample_weight
         self.num_samples = check_cardinality(x, y, sample_weight)
 
@@ -233,7 +234,7 @@ class GlobalBatchSampler(Sampler):
             batches = [b[torch.tensor(perm, dtype=torch.int64)] for b, perm in zip(batches, drawn)]
         return iter(batches), len(batches)
 
-    def shuffle_rows(self, batch: Any) -> None:
+    def shuffle_rows(self, batch: object) -> None:
         """Permute the rows of a training batch in place, drawing the permutation now (``shuffle="batch"``).
 
         Keras draws each batch's permutation from torch's global generator when it reads the batch, just
@@ -423,14 +424,14 @@ class _GeneratorState:
         return generator
 
 
-def _identity(batch: Any) -> Any:
+def _identity(batch: object) -> Any:
     return batch
 
 
 def array_loader(
-    x: Any,
-    y: Any = None,
-    sample_weight: Any = None,
+    x: ArrayTree,
+    y: ArrayTree = None,
+    sample_weight: ArrayTree = None,
     batch_size: int = 32,
     shuffle: Union[bool, str] = False,
     seed: Optional[int] = None,
@@ -449,7 +450,7 @@ def array_loader(
                        generator=keras_rng.private_generator())  # fmt: skip
 
 
-def check_batch_size(batch_size: Any) -> None:
+def check_batch_size(batch_size: object) -> None:
     if batch_size is None:
         return
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:

@@ -47,7 +47,7 @@ class IterableLoader(KerasLoader):
         """True when :meth:`source` already yields only this process's batches."""
         return False
 
-    def _prepare(self, batch: Any, index: int) -> Any:
+    def _prepare(self, batch: object, index: int) -> Any:
         return prepare_batch(batch, f"batch {index} of the {self.name}", self.options.class_weight)
 
     def num_batches(self) -> Optional[int]:
@@ -118,7 +118,7 @@ class IterableLoader(KerasLoader):
             stacklevel=2,
         )
 
-    def _emit(self, index: int, raw: Any) -> Any:
+    def _emit(self, index: int, raw: object) -> Any:
         if raw is None:
             template = self._last if self._last is not None else self.peek()
             return empty_like(template)

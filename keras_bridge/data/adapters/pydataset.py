@@ -101,7 +101,7 @@ def split_rows(batch: Any, rank: int, world: int) -> Any:
 MULTIPROCESSING_CONTEXT: Optional[str] = None
 
 
-def is_py_dataset(obj: Any) -> bool:
+def is_py_dataset(obj: object) -> bool:
     """True for a ``keras.utils.PyDataset`` (without importing keras if it is not loaded)."""
     from keras_bridge.utils.keras import is_keras_object
 
@@ -150,7 +150,7 @@ class _Keys:
         return len(self.keys)  # type: ignore[arg-type]
 
 
-def _identity(batch: Any) -> Any:
+def _identity(batch: object) -> Any:
     return batch
 
 

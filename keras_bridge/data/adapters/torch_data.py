@@ -38,7 +38,7 @@ from keras_bridge.data.contract import DataOptions
 from keras_bridge.data.distributed import rank_world
 
 
-def is_map_dataset(obj: Any) -> bool:
+def is_map_dataset(obj: object) -> bool:
     """A sized, map-style torch ``Dataset`` (not an ``IterableDataset``)."""
     return isinstance(obj, Dataset) and not isinstance(obj, IterableDataset) and hasattr(obj, "__len__")
 
@@ -89,7 +89,7 @@ class SampleBatches(Dataset):
         return (batch if isinstance(batch, tuple) else (batch,)) + (info,)
 
 
-def _identity(batch: Any) -> Any:
+def _identity(batch: object) -> Any:
     return batch
 
 
@@ -205,7 +205,7 @@ class WrappedDataLoader(IterableLoader):
             return [result for results in per_rank for result in results]
         return super().unshard(per_rank)
 
-    def _prepare(self, batch: Any, index: int) -> Any:
+    def _prepare(self, batch: object, index: int) -> Any:
         if self.rebuilt() is not None:
             return batch  # SampleBatches prepared it (and appended the global batch info)
         return super()._prepare(batch, index)
