@@ -25,6 +25,7 @@ import keras_bridge.optimizers.configure as configure
 import keras_bridge.saving.history_state as history_state
 import keras_bridge.saving.lightning_checkpoint as checkpoints
 import keras_bridge.trainer.engine as engine
+import keras_bridge.trainer.fused_step as fused_step
 import keras_bridge.trainer.module_logs as module_logs
 from keras_bridge.capture import CapturedForward
 from keras_bridge.compile import compiler
@@ -118,6 +119,10 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
         self.fit_arguments: Optional[Dict[str, Any]] = None  # of the fit in flight, logged with the hyperparameters
         self.fit_count = 0  # fits started (engine.next_shuffle_seed)
         self.callback_facade: Any = None  # what Keras callbacks see of a torch module (model_facade.callback_model)
+        # The fused training step (keras_bridge.trainer.fused_step), chosen when a fit starts; False: never.
+        self.allow_fused_step = True
+        self.fused_step_refusal: Optional[str] = None  # why the last fit kept Lightning's automatic optimization
+        self._fused_step: Optional[fused_step.FusedStep] = None
         self.hparams.update({k: list(v) if v is not None else None for k, v in given_names.items()})
         skip_no_op_batch_hooks(self)  # Lightning need not call the batch hooks left as LightningModule's no-ops
         compiler.compile_from_constructor(self, optimizer, loss, loss_weights, metrics, weighted_metrics, jit_compile)
@@ -243,6 +248,8 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
         return total
 
     def training_step(self, batch: object, batch_idx: int) -> Tensor:
+        if self._fused_step is not None:
+            return self._fused_step(batch)  # type: ignore[return-value]
         if self.keras_step is not None:
             self.keras_step.train_step(batch, self.trainer)
             return None  # type: ignore[return-value]
@@ -272,6 +279,10 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
     ordered_results = module_logs.ordered_results
 
     def on_train_epoch_start(self) -> None:
+        # After the callbacks' epoch start (one may add a scheduler), before the epoch's first step.
+        if self._fused_step is not None and self._fused_step.still_exact() is not None:
+            self.fused_step_refusal = self._fused_step.still_exact()
+            self._end_fused_step()
         self.reset_stage(training=True)
         self.epoch_logs.train, self.epoch_logs.val = None, {}
 
@@ -289,9 +300,22 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         module_logs.log_train_epoch(self)
 
+    def configure_callbacks(self) -> List[pl.Callback]:
+        # Lightning calls this first in every run, before it checks the loop configuration: a fused step
+        # left by a fit that raised must not make the next run look like manual optimization.
+        self._end_fused_step()
+        return []
+
+    def _end_fused_step(self) -> None:
+        self._fused_step = None
+        self.automatic_optimization = self.keras_step is None
+
     def on_fit_start(self) -> None:
         if self.keras_step is not None:
             self.keras_step.check_trainer(self.trainer)
+        else:  # decided once, before the first batch: the fused step, or Lightning's automatic optimization
+            self._fused_step = fused_step.choose(self, self.trainer, KerasModule, self._step)
+            self.automatic_optimization = self._fused_step is None
         # Optimizers exist, no callback's on_train_begin ran yet (BackupAndRestore may replace this state).
         if self.optimizer_cache.restored_state is not None:
             apply_training_state(self.trainer, self.optimizer_cache.restored_state, self)
@@ -300,6 +324,8 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
 
     def on_train_start(self) -> None:
         checkpoints.load_loader_states(self)
+        if self._fused_step is not None:  # loops restored: the step count of a checkpoint of either kind
+            self._fused_step.counts.align()
 
     def on_train_batch_end(self, outputs: STEP_OUTPUT, batch: object, batch_idx: int) -> None:
         module_logs.log_batch_logs(self)
@@ -309,6 +335,9 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
         if self.keras_step is not None:
             self.keras_step.finish_fit(bool(self.trainer.max_epochs))
         configure.finalize_optimizers(self.trainer.optimizers)
+
+    def on_fit_end(self) -> None:
+        self._end_fused_step()
 
     # ------------------------------------------------------------------ optimizers (keras_bridge.optimizers.configure)
     def configure_optimizers(self) -> Any:

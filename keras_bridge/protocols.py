@@ -89,6 +89,8 @@ class BridgeModule(CallbackHost, Protocol):
     fit_arguments: Optional[Dict[str, Any]]
     fit_count: int
     callback_facade: Any
+    allow_fused_step: bool
+    fused_step_refusal: Optional[str]
 
     @property
     def trainer(self) -> pl.Trainer:

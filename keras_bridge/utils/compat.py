@@ -574,3 +574,87 @@ def skip_no_op_batch_hooks(obj: pl.LightningModule | pl.Callback) -> None:
     for name in _NO_OP_TRAIN_HOOKS + (() if module else _NO_OP_CALLBACK_HOOKS):
         if getattr(type(obj), name, None) is getattr(base, name, None):
             setattr(obj, name, None)
+
+
+class OptimizerStepCounts:
+    """Lightning's counts of optimizer steps, for a training step that runs backward and the update itself.
+
+    Lightning counts the steps of automatic optimization in its training loop's
+    ``automatic_optimization.optim_progress`` (step ready / completed, zero_grad ready / started / completed)
+    and those of manual optimization in ``manual_optimization.optim_step_progress``, which
+    ``LightningOptimizer.step`` advances; ``trainer.global_step`` reads the one of the module's current
+    mode. A fused step (:mod:`keras_bridge.trainer.fused_step`) steps the torch optimizer itself: :meth:`count`
+    advances both, as each mode would, so a checkpoint resumes the same global step in either mode, and
+    :meth:`align` gives the manual count the automatic one restored from a checkpoint of automatic optimization.
+    Checked: lightning 2.2.0, 2.6.6. Missing: an ``AttributeError`` naming the loop attribute (public names).
+    """
+
+    def __init__(self, trainer: pl.Trainer) -> None:
+        epoch_loop = trainer.fit_loop.epoch_loop
+        optimizer = epoch_loop.automatic_optimization.optim_progress.optimizer
+        self._step, self._zero_grad = optimizer.step, optimizer.zero_grad
+        self._manual = epoch_loop.manual_optimization.optim_step_progress
+
+    def count(self) -> None:
+        """One optimizer step with its ``zero_grad``, counted as both kinds of optimization count it."""
+        step, zero_grad, manual = self._step, self._zero_grad, self._manual
+        step.increment_ready()
+        zero_grad.increment_ready()
+        zero_grad.increment_started()
+        zero_grad.increment_completed()
+        step.increment_completed()
+        manual.increment_ready()
+        manual.increment_completed()
+
+    def align(self) -> None:
+        """Give the manual counts the automatic ones (restored from a checkpoint, or reset by Lightning's tuner)."""
+        self._manual.load_state_dict(copy.deepcopy(self._step.state_dict()))
+
+
+def saves_within_epochs(callback: object) -> bool:
+    """Whether ``callback`` is a Lightning ``ModelCheckpoint`` that saves at training batches (steps or time).
+
+    Lightning keeps the triggers in private attributes (``_every_n_train_steps``, ``_train_time_interval``),
+    and saves at those batches differently under manual optimization.
+    Checked: lightning 2.2.0, 2.6.6. Missing: True (the callback is treated as one that does).
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    if not isinstance(callback, ModelCheckpoint):
+        return False
+    steps = getattr(callback, "_every_n_train_steps", None)
+    interval = getattr(callback, "_train_time_interval", "missing")
+    return steps is None or steps >= 1 or interval is not None
+
+
+def unwrapped_optimizer_step(optimizer: Any) -> Optional[Callable[[], Any]]:
+    """``optimizer.step`` as its class wrote it, without the wrapper torch puts around every ``step``, or None.
+
+    torch replaces an optimizer class's ``step`` by a wrapper (marked ``hooked``, the original in
+    ``__wrapped__``) that opens a profiler record and runs the step hooks: about as long as a small
+    model's whole update. Call the result only while :func:`optimizer_step_hooks_set` is False.
+    Checked: torch 2.13.0. Missing: None (the wrapped ``step`` runs).
+    """
+    step = getattr(type(optimizer), "step", None)
+    inner = getattr(step, "__wrapped__", None)
+    if inner is None or not getattr(step, "hooked", False):
+        return None
+    return inner.__get__(optimizer)  # type: ignore[no-any-return]
+
+
+def optimizer_step_hooks_set(optimizer: Any) -> bool:
+    """Whether step hooks are registered, for all optimizers (``register_optimizer_step_pre_hook``) or this one.
+
+    Checked: torch 2.13.0. Missing: True (the wrapped ``step`` runs them).
+    """
+    import torch.optim.optimizer as module
+
+    try:
+        return bool(
+            module._global_optimizer_pre_hooks
+            or module._global_optimizer_post_hooks
+            or optimizer._optimizer_step_pre_hooks
+            or optimizer._optimizer_step_post_hooks
+        )
+    except AttributeError:
+        return True
