@@ -639,7 +639,7 @@ def unwrapped_optimizer_step(optimizer: Any) -> Optional[Callable[[], Any]]:
     inner = getattr(step, "__wrapped__", None)
     if inner is None or not getattr(step, "hooked", False):
         return None
-    return inner.__get__(optimizer)  # type: ignore[no-any-return]
+    return inner.__get__(optimizer)
 
 
 def optimizer_step_hooks_set(optimizer: Any) -> bool:
