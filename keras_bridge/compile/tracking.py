@@ -24,6 +24,7 @@ from keras_bridge.compile.loss_plan import LossPlan
 from keras_bridge.compile.metric_plan import MetricPlan
 from keras_bridge.compile.metrics.stateful import BridgeMetric, Mean
 from keras_bridge.typing import TensorTree
+from keras_bridge.utils.attributes import PlainAttributeWrites
 from keras_bridge.utils.compat import keras_loss_tracker
 from keras_bridge.utils.keras import import_keras
 
@@ -133,7 +134,7 @@ class KerasHooks:
         self.model.reset_metrics()
 
 
-class StageTracker(nn.Module):
+class StageTracker(PlainAttributeWrites, nn.Module):
     """Loss trackers and metrics of one stage (train, or validation/test)."""
 
     loss: Mean

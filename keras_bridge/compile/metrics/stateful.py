@@ -117,6 +117,17 @@ class Mean(BridgeMetric):
 
     def update(self, values: Tensor, sample_weight: Union[Tensor, float, None] = None) -> None:  # type: ignore[override]
         """Add a batch of values (any shape; reduced to one value per sample like Keras)."""
+        if (
+            type(sample_weight) is int
+            and isinstance(values, Tensor)
+            and values.dim() == 0
+            and L.get_mask(values) is None
+        ):
+            # A loss tracker's update (a scalar, the batch size): the products and sums of the general path
+            # below, whose other ops are identities on a scalar, with the same float32 rounding.
+            self.total.add_((values.to(self.state_dtype) * sample_weight).to(self.total.device))
+            self.count.add_(sample_weight)
+            return
         self._accumulate(L.as_tensor(values, self.total), sample_weight, L.get_mask(values))
 
     def _result(self) -> Tensor:
