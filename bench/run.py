@@ -23,8 +23,9 @@ Workloads (sizes for the default ``--samples 50000``; ``--quick`` divides them b
   ``workers=2, use_multiprocessing=True``, iterated alone through Keras's pipeline and the bridge's.
 
 Run: python bench/run.py [--quick] [--rounds 3] [--samples 50000] [--threads 1] [--only bridge lightning ...]
-[--json records.json]. ``--only`` also accepts the extra variants torch, lightning_tm_bar, keras_fit_bar
-and bridge_bar. About 13 minutes by default and 2-2.5 minutes with ``--quick`` on 2 busy cores.
+[--json records.json]. ``--only`` also accepts the extra variants torch, lightning_tm_bar, keras_fit_bar,
+bridge_bar, bridge_auto and bridge_keras_auto (the fused training step off). About 13 minutes by default
+and 2-2.5 minutes with ``--quick`` on 2 busy cores.
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ VARIANTS: Dict[str, Variant] = {
     "lightning_tm_bar": Variant("lightning_tm with Lightning's TQDM progress bar", "mlp", "lightning", False),
     "keras_fit_bar": Variant("keras_fit with verbose=1 (progress bar)", "mlp", "keras", False),
     "bridge_bar": Variant("bridge with verbose=1 (Keras progress bar)", "mlp", "keras_bridge", False),
+    "bridge_auto": Variant(
+        "bridge with the fused step off (Lightning's automatic optimization)", "mlp", "keras_bridge", False
+    ),
+    "bridge_keras_auto": Variant("bridge_keras with the fused step off", "mlp", "keras_bridge", False),
 }
 
 
@@ -354,7 +359,9 @@ def run_bridge_native(data, bs):
     module.fit(x, y, batch_size=bs, epochs=1, validation_data=(xv, yv), verbose=0, trainer={"accelerator": "cpu"})
 
 
-def run_bridge(data, bs, verbose=0, model="torch", jit_compile="auto", callbacks_dir=None, epochs=1, guard=False):
+def run_bridge(
+    data, bs, verbose=0, model="torch", jit_compile="auto", callbacks_dir=None, epochs=1, guard=False, fused=True
+):
     import keras
 
     import keras_bridge as kb
@@ -362,6 +369,7 @@ def run_bridge(data, bs, verbose=0, model="torch", jit_compile="auto", callbacks
     x, y, xv, yv = data
     net = {"torch": torch_mlp, "keras": keras_mlp, "conv": torch_conv}[model]()
     module = kb.KerasModule(net)
+    module.allow_fused_step = fused
     module.compile(
         optimizer=keras.optimizers.RMSprop(1e-3) if model == "keras" else "rmsprop",
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -433,6 +441,8 @@ RUNNERS = {
     "bridge": lambda d, bs: run_bridge(d, bs, 0),
     "bridge_native": run_bridge_native,
     "bridge_bar": lambda d, bs: run_bridge(d, bs, 1),
+    "bridge_auto": lambda d, bs: run_bridge(d, bs, 0, fused=False),
+    "bridge_keras_auto": lambda d, bs: run_bridge(d, bs, 0, model="keras", fused=False),
     "bridge_keras": lambda d, bs: run_bridge(d, bs, 0, model="keras"),
     "bridge_keras_eager": lambda d, bs: run_bridge(d, bs, 0, model="keras", jit_compile=False),
     "bridge_keras_3ep": lambda d, bs: run_bridge(d, bs, 0, model="keras", epochs=3),
