@@ -119,10 +119,10 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
         self.fit_arguments: Optional[Dict[str, Any]] = None  # of the fit in flight, logged with the hyperparameters
         self.fit_count = 0  # fits started (engine.next_shuffle_seed)
         self.callback_facade: Any = None  # what Keras callbacks see of a torch module (model_facade.callback_model)
-        # The fused training step (keras_bridge.trainer.fused_step), chosen when a fit starts; False: never.
+        # The fused training step of the fit in flight (keras_bridge.trainer.fused_step); allow_fused_step: may run.
         self.allow_fused_step = True
+        self.fused_step: Optional[fused_step.FusedStep] = None
         self.fused_step_refusal: Optional[str] = None  # why the last fit kept Lightning's automatic optimization
-        self._fused_step: Optional[fused_step.FusedStep] = None
         self.hparams.update({k: list(v) if v is not None else None for k, v in given_names.items()})
         skip_no_op_batch_hooks(self)  # Lightning need not call the batch hooks left as LightningModule's no-ops
         compiler.compile_from_constructor(self, optimizer, loss, loss_weights, metrics, weighted_metrics, jit_compile)
@@ -248,8 +248,8 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
         return total
 
     def training_step(self, batch: object, batch_idx: int) -> Tensor:
-        if self._fused_step is not None:
-            return self._fused_step(batch)  # type: ignore[return-value]
+        if self.fused_step is not None:
+            return self.fused_step(batch)  # type: ignore[return-value]
         if self.keras_step is not None:
             self.keras_step.train_step(batch, self.trainer)
             return None  # type: ignore[return-value]
@@ -279,10 +279,7 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
     ordered_results = module_logs.ordered_results
 
     def on_train_epoch_start(self) -> None:
-        # After the callbacks' epoch start (one may add a scheduler), before the epoch's first step.
-        if self._fused_step is not None and self._fused_step.still_exact() is not None:
-            self.fused_step_refusal = self._fused_step.still_exact()
-            self._end_fused_step()
+        fused_step.at_epoch_start(self)
         self.reset_stage(training=True)
         self.epoch_logs.train, self.epoch_logs.val = None, {}
 
@@ -301,21 +298,14 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
         module_logs.log_train_epoch(self)
 
     def configure_callbacks(self) -> List[pl.Callback]:
-        # Lightning calls this first in every run, before it checks the loop configuration: a fused step
-        # left by a fit that raised must not make the next run look like manual optimization.
-        self._end_fused_step()
+        fused_step.end(self)  # Lightning calls this first in every run, before it checks the loop configuration
         return []
-
-    def _end_fused_step(self) -> None:
-        self._fused_step = None
-        self.automatic_optimization = self.keras_step is None
 
     def on_fit_start(self) -> None:
         if self.keras_step is not None:
             self.keras_step.check_trainer(self.trainer)
-        else:  # decided once, before the first batch: the fused step, or Lightning's automatic optimization
-            self._fused_step = fused_step.choose(self, self.trainer, KerasModule, self._step)
-            self.automatic_optimization = self._fused_step is None
+        else:
+            fused_step.begin(self, KerasModule, self._step)
         # Optimizers exist, no callback's on_train_begin ran yet (BackupAndRestore may replace this state).
         if self.optimizer_cache.restored_state is not None:
             apply_training_state(self.trainer, self.optimizer_cache.restored_state, self)
@@ -324,8 +314,7 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
 
     def on_train_start(self) -> None:
         checkpoints.load_loader_states(self)
-        if self._fused_step is not None:  # loops restored: the step count of a checkpoint of either kind
-            self._fused_step.counts.align()
+        fused_step.at_train_start(self)
 
     def on_train_batch_end(self, outputs: STEP_OUTPUT, batch: object, batch_idx: int) -> None:
         module_logs.log_batch_logs(self)
@@ -336,8 +325,7 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
             self.keras_step.finish_fit(bool(self.trainer.max_epochs))
         configure.finalize_optimizers(self.trainer.optimizers)
 
-    def on_fit_end(self) -> None:
-        self._end_fused_step()
+    on_fit_end = fused_step.end
 
     # ------------------------------------------------------------------ optimizers (keras_bridge.optimizers.configure)
     def configure_optimizers(self) -> Any:

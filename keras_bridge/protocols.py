@@ -90,7 +90,9 @@ class BridgeModule(CallbackHost, Protocol):
     fit_count: int
     callback_facade: Any
     allow_fused_step: bool
+    fused_step: Any
     fused_step_refusal: Optional[str]
+    automatic_optimization: bool
 
     @property
     def trainer(self) -> pl.Trainer:

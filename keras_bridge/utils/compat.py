@@ -22,6 +22,7 @@ from keras_bridge.utils.keras import import_keras
 if TYPE_CHECKING:
     import keras
     import lightning.pytorch as pl
+    import torch
 
 CHECKED = {"lightning": "2.2.0 and 2.6.6", "keras": "3.11.0 and 3.15.1", "torch": "2.13.0"}
 
@@ -627,7 +628,7 @@ def saves_within_epochs(callback: object) -> bool:
     return steps is None or steps >= 1 or interval is not None
 
 
-def unwrapped_optimizer_step(optimizer: Any) -> Optional[Callable[[], Any]]:
+def unwrapped_optimizer_step(optimizer: torch.optim.Optimizer) -> Optional[Callable[[], object]]:
     """``optimizer.step`` as its class wrote it, without the wrapper torch puts around every ``step``, or None.
 
     torch replaces an optimizer class's ``step`` by a wrapper (marked ``hooked``, the original in
@@ -642,7 +643,7 @@ def unwrapped_optimizer_step(optimizer: Any) -> Optional[Callable[[], Any]]:
     return inner.__get__(optimizer)
 
 
-def optimizer_step_hooks_set(optimizer: Any) -> bool:
+def optimizer_step_hooks_set(optimizer: torch.optim.Optimizer) -> bool:
     """Whether step hooks are registered, for all optimizers (``register_optimizer_step_pre_hook``) or this one.
 
     Checked: torch 2.13.0. Missing: True (the wrapped ``step`` runs them).
