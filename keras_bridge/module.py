@@ -3,15 +3,15 @@
 The module owns what Keras's ``Trainer`` owns: the compiled loss and metrics, their trackers, the optimizer
 and the History. Its step is Keras's: ``compute_loss`` then ``update_metrics``, both overridable in a subclass as
 in Keras. ``fit``/``evaluate``/``predict`` run a ``lightning.Trainer`` (:mod:`keras_bridge.trainer.engine`).
-Here are the Lightning hooks, the step and the public Keras API; the rest lives with its kind: compile resolution
-(:mod:`keras_bridge.compile.compiler`, :mod:`~keras_bridge.compile.build`), logs
-(:mod:`keras_bridge.trainer.module_logs`), the optimizer (:mod:`keras_bridge.optimizers.configure`), History and
-checkpoint state (:mod:`keras_bridge.saving.history_state`, :mod:`~keras_bridge.saving.lightning_checkpoint`).
+Here are the Lightning hooks and the public Keras API; the rest lives with its kind: compile resolution
+(:mod:`keras_bridge.compile.compiler`, :mod:`~keras_bridge.compile.build`), the step
+(:mod:`keras_bridge.trainer.module_step`), logs (:mod:`keras_bridge.trainer.module_logs`), the optimizer
+(:mod:`keras_bridge.optimizers.configure`), History and checkpoint state (:mod:`keras_bridge.saving.history_state`,
+:mod:`~keras_bridge.saving.lightning_checkpoint`).
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import lightning.pytorch as pl
@@ -27,24 +27,23 @@ import keras_bridge.saving.lightning_checkpoint as checkpoints
 import keras_bridge.trainer.engine as engine
 import keras_bridge.trainer.fused_step as fused_step
 import keras_bridge.trainer.module_logs as module_logs
+import keras_bridge.trainer.module_step as module_step
 from keras_bridge.capture import CapturedForward
 from keras_bridge.compile import compiler
-from keras_bridge.compile.loss_plan import LossPlan, add_model_losses
+from keras_bridge.compile.loss_plan import LossPlan
 from keras_bridge.compile.metric_plan import MetricPlan
-from keras_bridge.compile.structure import flatten_outputs, resolve_output_names
 from keras_bridge.compile.tracking import StageTracker
-from keras_bridge.data.distributed import split_batch_info
 from keras_bridge.model_methods import KerasModelMethods
 from keras_bridge.optimizers.keras_native import KerasNativeSpec
 from keras_bridge.saving.state import apply_training_state
 from keras_bridge.trainer import on_batch
 from keras_bridge.trainer.arguments import check_model, forward_parameters, model_names
 from keras_bridge.trainer.keras_step import KerasSteps
-from keras_bridge.typing import ArrayTree, TensorTree
+from keras_bridge.typing import ArrayTree
 from keras_bridge.utils.attributes import PlainAttributeWrites, store_signatures
 from keras_bridge.utils.compat import skip_no_op_batch_hooks
 from keras_bridge.utils.keras import is_keras_model
-from keras_bridge.utils.tree import first_batch_dim, unpack_x_y_sample_weight
+from keras_bridge.utils.tree import unpack_x_y_sample_weight
 
 Tensor = torch.Tensor
 
@@ -98,7 +97,7 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
         self.optimizer_spec: Any = None
         self.keras_incompatible_arguments: List[str] = []  # left out of the Keras model's own compile
         self.keras_step: Optional[KerasSteps] = None  # a Keras model trained by its own steps and compile
-        self._capture: Optional[CapturedForward] = None  # the Keras forward pass replayed from captured graphs
+        self.captured_forward: Optional[CapturedForward] = None  # the Keras forward pass replayed from captured graphs
         # What a compile() resets: the build (output names, trackers) and the optimizer it made.
         self.output_names: Optional[List[str]] = None
         self.output_kind: Optional[str] = None
@@ -108,11 +107,11 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
         self.pending_loader_states: List[Any] = []  # loader positions from trainer.fit(ckpt_path=...)
         # The batch in flight: the captured forward's losses, the per-output losses, the inputs (for a Keras
         # model's compute_metrics).
-        self._forward_losses: List[Any] = []
-        self._output_losses: List[Tensor] = []
-        self._step_inputs: Any = None
-        self._run_regularizers = self.is_keras
-        self._warned_untrainable = False
+        self.forward_losses: List[Any] = []
+        self.output_losses: List[Tensor] = []
+        self.step_inputs: Any = None
+        self.run_regularizers = self.is_keras
+        self.warned_untrainable = False
         self.epoch_logs = module_logs.EpochLogs()
         self.history: Any = None
         self.stop_training = False
@@ -136,7 +135,11 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
     def apply_compile(self, result: compiler.CompileResult) -> None:
         """Take one ``compile()``'s result whole, and forget the build and the optimizer, as Keras does."""
         self.loss_plan, self.metric_plan = result.loss_plan, result.metric_plan
-        self.optimizer_spec, self.keras_step, self._capture = result.optimizer_spec, result.keras_step, result.capture
+        self.optimizer_spec, self.keras_step, self.captured_forward = (
+            result.optimizer_spec,
+            result.keras_step,
+            result.capture,
+        )
         self.keras_incompatible_arguments = result.keras_incompatible_arguments
         self.automatic_optimization = result.keras_step is None  # a model's own step calls backward itself
         self.compiled = True
@@ -165,9 +168,9 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
     def forward(self, x: ArrayTree, training: bool = False) -> Any:
         """Call the wrapped model as Keras would (``training`` only reaches Keras models)."""
         if self.is_keras:
-            if self._capture is None:
+            if self.captured_forward is None:
                 return self.model(x, training=training)
-            y_pred, self._forward_losses = self._capture(x, training)
+            y_pred, self.forward_losses = self.captured_forward(x, training)
             return y_pred
         if isinstance(x, dict):
             return self.model(**x)
@@ -175,77 +178,10 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
             return self.model(*x)
         return self.model(x)
 
-    # ------------------------------------------------------------------ steps
-    def compute_loss(self, x: TensorTree = None, y: TensorTree = None, y_pred: TensorTree = None,
-                     sample_weight: TensorTree = None, training: bool = True) -> Tensor:  # fmt: skip
-        """Keras's ``compute_loss``: the compiled losses, weighted and summed, plus the model's own losses.
-
-        Override it in a subclass as in Keras (``x`` is given for losses that need the inputs). A Keras
-        model whose class overrides ``compute_loss`` gives the loss itself (its override runs here).
-
-        Raises:
-            ValueError: no compiled loss and no model losses.
-        """
-        plan = self.loss_plan
-        assert plan is not None
-        hooks = self.train_tracker.hooks if self.train_tracker is not None else None
-        if hooks is not None and hooks.runs_keras_loss:
-            loss = hooks.compute_loss(x, y, y_pred, sample_weight, training)
-            if plan.tracker_names and not hooks.keras_logs:
-                with torch.no_grad():  # the per-output values the bridge's own trackers log
-                    self._output_losses = plan(*plan.flatten_batch(y, y_pred, sample_weight))[1]
-            return loss
-        total, self._output_losses = plan(*plan.flatten_batch(y, y_pred, sample_weight))
-        if self._run_regularizers:
-            total = add_model_losses(total, self.model.losses if self._capture is None else self._forward_losses)  # type: ignore[arg-type]
-        if total is None:
-            raise ValueError(
-                "No loss to compute. Provide a `loss` argument in `compile()` (or give the model "
-                "regularization / add_loss losses)."
-            )
-        return total
-
-    def update_metrics(self, y: TensorTree, y_pred: TensorTree, sample_weight: TensorTree, loss: Tensor,
-                       batch_size: int, training: bool = True) -> None:  # fmt: skip
-        """Add one batch to the stage's loss trackers and compiled metrics (Keras's ``update_state``).
-
-        For a Keras model that overrides ``compute_loss`` or ``compute_metrics``, the model's
-        ``compute_metrics`` runs too and its return value gives the logs, as in Keras's ``train_step``.
-        """
-        tracker, plan = (self.train_tracker if training else self.eval_tracker), self.loss_plan
-        assert tracker is not None and plan is not None
-        tracker.update_losses(loss, self._output_losses, batch_size)
-        hooks = tracker.hooks
-        if hooks is not None and hooks.runs_keras_metrics:
-            tracker.update_keras_logs(self._step_inputs, y, y_pred, sample_weight, loss, batch_size)
-            if hooks.keras_logs:
-                return
-        tracker.update_metrics(*plan.flatten_batch(y, y_pred, sample_weight))
-
-    def _step(self, batch: object, training: bool) -> Tensor:
-        batch, info = split_batch_info(batch)
-        x, y, sw = unpack_x_y_sample_weight(batch)
-        y_pred = self(x, training=training)
-        batch_size = first_batch_dim(x)
-        if batch_size == 0:
-            # An empty DDP shard still joins the gradient all-reduce, with zero gradients.
-            outputs = flatten_outputs(y_pred, resolve_output_names(y_pred, self.output_names))
-            return torch.stack([t.sum() for t in outputs]).sum() * 0.0
-        if not self.built:
-            self.build_from_batch(x, y, y_pred)
-        self._output_losses = []
-        self._step_inputs = x  # for a Keras model's compute_metrics, called from update_metrics
-        total = self.compute_loss(x, y, y_pred, sw, training=training)
-        self.update_metrics(y, y_pred, sw, total, batch_size, training=training)
-        self._step_inputs = None
-        if info is not None and training:
-            total = total * (info.world_size * batch_size / info.global_size)
-        if training and not total.requires_grad:  # no trainable weights: Keras skips the update and says so
-            if not self._warned_untrainable:
-                self._warned_untrainable = True
-                warnings.warn("The model does not have any trainable weights.", stacklevel=2)
-            return None  # type: ignore[return-value]
-        return total
+    # ------------------------------------------------------------------ steps (keras_bridge.trainer.module_step)
+    compute_loss = module_step.compute_loss
+    update_metrics = module_step.update_metrics
+    _step = module_step.step
 
     def training_step(self, batch: object, batch_idx: int) -> Tensor:
         if self.fused_step is not None:

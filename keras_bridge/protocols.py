@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, MutableMapping, Optional, Protocol
 
 import numpy as np
-from torch import nn
+from torch import Tensor, nn
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -93,6 +93,13 @@ class BridgeModule(CallbackHost, Protocol):
     fused_step: Any
     fused_step_refusal: Optional[str]
     automatic_optimization: bool
+    # The batch in flight (keras_bridge.trainer.module_step).
+    captured_forward: Any
+    forward_losses: List[Any]
+    output_losses: List[Tensor]
+    step_inputs: Any
+    run_regularizers: bool
+    warned_untrainable: bool
 
     @property
     def trainer(self) -> pl.Trainer:
@@ -132,6 +139,14 @@ class BridgeModule(CallbackHost, Protocol):
 
     def restore_training_state(self, states: Dict[str, Any]) -> None:
         """Restore the optimizer state a checkpoint carried."""
+
+    @property
+    def compute_loss(self) -> Callable[..., Tensor]:
+        """Keras's ``compute_loss`` (a subclass may override it)."""
+
+    @property
+    def update_metrics(self) -> Callable[..., None]:
+        """Add one batch to the stage's trackers and metrics (a subclass may override it)."""
 
     def ordered_results(self, logs: Dict[str, float]) -> Any:
         """Evaluation results in Keras's order."""

@@ -97,7 +97,7 @@ def test_fast_path_history_equals_eager_keras_fit(build, kind):
     module.compile(**compile_args)
     keras.utils.set_random_seed(5)
     got = module.fit(x, y, batch_size=64, epochs=2, shuffle=False, validation_split=0.2, verbose=0)
-    assert module._capture is not None and module._capture.captured >= 2  # train and validation graphs
+    assert module.captured_forward is not None and module.captured_forward.captured >= 2  # train and validation graphs
     assert_history_close(expected, got, rtol=1e-5, atol=1e-6)
     for a, b in zip(keras_model.get_weights(), bridge_model.get_weights()):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
@@ -122,7 +122,7 @@ def test_a_seeded_dropout_draws_a_new_mask_every_step_and_runs_eagerly(caplog):
     log = MaskLog(np.ones((1, 32), "float32"))
     with caplog.at_level(logging.INFO, logger="keras_bridge"):
         module.fit(x, np.zeros((64, 1), "float32"), batch_size=8, epochs=1, verbose=0, callbacks=[log])
-    assert module._capture.captured == 0
+    assert module.captured_forward.captured == 0
     eager = [r for r in caplog.records if "runs eagerly" in r.getMessage()]
     assert len(eager) == 1  # said once, not per step
     assert eager[0].levelno == logging.INFO and "could not be captured" in eager[0].getMessage()
@@ -134,7 +134,7 @@ def test_a_seeded_dropout_draws_a_new_mask_every_step_and_runs_eagerly(caplog):
 def test_jit_compile_false_runs_eagerly_and_bad_values_are_refused():
     module = kb.KerasModule(mlp())
     module.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=False)
-    assert module._capture is None
+    assert module.captured_forward is None
     with pytest.raises(ValueError, match="jit_compile"):
         module.compile(optimizer="adam", loss="mse", jit_compile="fast")
 

@@ -252,7 +252,7 @@ def test_python_state_pattern_gives_keras_numbers(middle, drive, extra, path, ca
     if extra is not None:
         assert extra(bridge_model) == extra(keras_model)
     assert bridge_printed.count("Printer.call") == keras_printed.count("Printer.call")
-    capture = module._capture
+    capture = module.captured_forward
     if path == "captured":
         assert capture.eager_reason is None and capture.captured >= 1
     else:
@@ -278,5 +278,5 @@ def test_state_changed_before_every_step_runs_eagerly_once_said(caplog):
         module, got = run(bridge_model, compile_args, x, y, one_fit(lambda: [EveryBatch()]), use_bridge=True)
     assert_history_close(expected[0], got[0], rtol=1e-5, atol=1e-6)
     assert bridge_model.get_layer("middle").beta == keras_model.get_layer("middle").beta
-    assert "changed before each" in module._capture.eager_reason
+    assert "changed before each" in module.captured_forward.eager_reason
     assert sum("runs eagerly" in r.getMessage() for r in caplog.records) == 1

@@ -61,7 +61,7 @@ def test_run_eagerly_captures_nothing():
     module = kb.KerasModule(regularized_model())
     module.compile(optimizer="sgd", loss="mse", run_eagerly=True)
     module.fit(*data(), epochs=1, verbose=0)
-    assert module._capture is None
+    assert module.captured_forward is None
     assert module.model.run_eagerly is True
 
 
