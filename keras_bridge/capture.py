@@ -84,10 +84,14 @@ def _unguarded_types() -> Tuple[type, ...]:
 
 
 def _signature(x: ArrayTree, training: bool) -> Tuple[Any, ...]:
-    leaves, spec = pytree_flatten(x)
-    described = tuple(
-        (tuple(v.shape), v.dtype, v.device) if isinstance(v, torch.Tensor) else (type(v), v) for v in leaves
-    )
+    if type(x) is torch.Tensor:  # the common case, without the tree walk: the key torch's pytree gives a leaf
+        spec: Any = "*"
+        described: Tuple[Any, ...] = ((tuple(x.shape), x.dtype, x.device),)
+    else:
+        leaves, spec = pytree_flatten(x)
+        described = tuple(
+            (tuple(v.shape), v.dtype, v.device) if isinstance(v, torch.Tensor) else (type(v), v) for v in leaves
+        )
     autocast = tuple(
         (device, torch.get_autocast_dtype(device)) for device in ("cpu", "cuda") if torch.is_autocast_enabled(device)
     )
@@ -158,7 +162,7 @@ class CapturedForward:
         if graph is _EAGER or self._eager_reason is not None:
             return self._eager(x, training)
         y_pred, losses = graph(x)
-        return y_pred, list(losses)
+        return y_pred, list(losses) if losses else []
 
     def _eager(self, x: ArrayTree, training: bool) -> Tuple[Any, List[Any]]:
         return self.model(x, training=training), list(self.model.losses)
@@ -211,7 +215,9 @@ class CapturedForward:
             return _EAGER
         self._state = state
         _detach_variable_updates(graph)
-        return torch.compile(graph, dynamic=False) if self.compile_graphs else graph
+        _drop_unused_detaches(graph)
+        # The generated code itself: a graph module has no hooks, so its __call__ would only add Python frames.
+        return torch.compile(graph, dynamic=False) if self.compile_graphs else graph.forward
 
     def _tell(self, err: BaseException) -> None:
         if not self._told:
@@ -224,6 +230,18 @@ class CapturedForward:
                 name,
                 reason,
             )
+
+
+def _drop_unused_detaches(graph: torch.fx.GraphModule) -> None:
+    """Remove ``detach`` nodes nothing reads (Keras detaches activations it then leaves unused).
+
+    Only ``aten.detach``: it draws no random numbers and writes nothing, so removing it cannot change a value.
+    """
+    detach = torch.ops.aten.detach.default
+    for node in list(graph.graph.nodes):
+        if node.op == "call_function" and node.target is detach and not node.users:
+            graph.graph.erase_node(node)
+    graph.recompile()
 
 
 def _detach_variable_updates(graph: torch.fx.GraphModule) -> None:

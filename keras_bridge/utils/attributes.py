@@ -5,13 +5,13 @@ around each of its ~25 hook calls per step, and torchmetrics sets ``_computed`` 
 a metric at each update. Each write goes through ``torch.nn.Module.__setattr__``, which checks the
 value against ``Parameter``, ``Module`` and ``Buffer`` (two of those checks are Python-level
 ``isinstance`` hooks): about 60 such writes per step of a small model cost more than its optimizer
-update. :class:`PlainAttributeWrites` writes a number, a string, a bool or ``None`` straight to an
-attribute that already lives in the instance's ``__dict__``.
+update. :class:`PlainAttributeWrites` writes a number, a string, a bool, ``None`` or a plain list, tuple or
+dict straight to an attribute that already lives in the instance's ``__dict__``.
 
 Why this is the same as ``nn.Module.__setattr__``: torch keeps a name in exactly one of the instance
 ``__dict__``, the parameters, the buffers and the submodules (registering one removes the name from
 the others, and ``register_buffer`` refuses a name already set). A name found in ``__dict__`` is
-therefore none of the three, and for a value that is not a tensor or a module torch's own
+therefore none of the three, and for a value that is not a tensor or a module (a container is neither) torch's own
 ``__setattr__`` ends in ``object.__setattr__``, which is what runs here. Everything else (a new
 name, a tensor, a module) takes torch's path.
 
@@ -36,7 +36,8 @@ from typing import Any, Callable
 
 __all__ = ["PlainAttributeWrites", "store_signatures"]
 
-_PLAIN = frozenset({str, int, float, bool, type(None)})
+# Containers too: torch keeps no list, tuple or dict in its registries, so it writes them with object.__setattr__.
+_PLAIN = frozenset({str, int, float, bool, type(None), tuple, list, dict})
 
 
 class PlainAttributeWrites:
