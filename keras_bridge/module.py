@@ -122,6 +122,9 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
         self.allow_fused_step = True
         self.fused_step: Optional[fused_step.FusedStep] = None
         self.fused_step_refusal: Optional[str] = None  # why the last fit kept Lightning's automatic optimization
+        # A Keras model's training step replayed from captured graphs (keras_bridge.trainer.captured_step).
+        self.allow_captured_step = True
+        self.captured_step: Any = None
         self.hparams.update({k: list(v) if v is not None else None for k, v in given_names.items()})
         skip_no_op_batch_hooks(self)  # Lightning need not call the batch hooks left as LightningModule's no-ops
         compiler.compile_from_constructor(self, optimizer, loss, loss_weights, metrics, weighted_metrics, jit_compile)
@@ -141,6 +144,7 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
             result.capture,
         )
         self.keras_incompatible_arguments = result.keras_incompatible_arguments
+        self.captured_step = None  # its graphs hold the last compile's loss
         self.automatic_optimization = result.keras_step is None  # a model's own step calls backward itself
         self.compiled = True
         compiler.set_compile_hparams(self.hparams, result.hparams)

@@ -92,6 +92,8 @@ class BridgeModule(CallbackHost, Protocol):
     allow_fused_step: bool
     fused_step: Any
     fused_step_refusal: Optional[str]
+    allow_captured_step: bool
+    captured_step: Any
     automatic_optimization: bool
     # The batch in flight (keras_bridge.trainer.module_step).
     captured_forward: Any

@@ -56,6 +56,7 @@ import torch
 from keras_bridge.optimizers.base import KerasOptimizer
 from keras_bridge.optimizers.configure import apply_constraints
 from keras_bridge.optimizers.keras_native import KerasNativeSpec, KerasOptimizerStep
+from keras_bridge.trainer.captured_step import CapturedStep, captured_step_refusal
 from keras_bridge.utils.compat import (
     OptimizerStepCounts,
     optimizer_step_hooks_set,
@@ -151,9 +152,21 @@ class FusedStep:
         module: the ``KerasModule``.
         trainer: the Trainer of the fit (its single optimizer is stepped).
         step: the module's step: ``step(batch, training=True)`` returns the loss (None to skip the backward).
+        base: ``KerasModule`` itself (see :func:`~keras_bridge.trainer.captured_step.captured_step_refusal`).
+
+    A Keras model's step may run from a captured graph (:mod:`keras_bridge.trainer.captured_step`):
+    ``captured_step`` is the module's :class:`CapturedStep` while it may (``captured_step_refusal`` says
+    why not otherwise, decided at the first step that finds the module built).
     """
 
-    def __init__(self, module: BridgeModule, trainer: pl.Trainer, step: Callable[..., Optional[torch.Tensor]]) -> None:
+    def __init__(
+        self,
+        module: BridgeModule,
+        trainer: pl.Trainer,
+        step: Callable[..., Optional[torch.Tensor]],
+        base: Optional[type] = None,
+    ) -> None:
+        self.module, self.base = module, base
         self.trainer = trainer
         self.optimizer = optimizer = trainer.optimizers[0]
         # torch's per-call wrappers of zero_grad and step open profiler records (and run the step hooks, when
@@ -165,6 +178,24 @@ class FusedStep:
         # A Keras optimizer applies the weight constraints after each update; a torch optimizer does not.
         constrained = module.is_keras and not isinstance(module.optimizer_spec, KerasNativeSpec)
         self.constrained_model: Any = module.model if constrained else None
+        self.captured_step: Optional[CapturedStep] = None
+        self.captured_step_refusal: Optional[str] = None
+        self._captured_step_chosen = not module.is_keras or base is None
+
+    def _choose_captured_step(self) -> None:
+        """Once the module is built (its first batch ran eagerly): the captured step, or why not."""
+        module = self.module
+        if not module.built:
+            return
+        self._captured_step_chosen = True
+        reason = captured_step_refusal(module, self.base, self.optimizer)  # type: ignore[arg-type]
+        self.captured_step_refusal = reason
+        if reason is not None:
+            log.debug("keras_bridge: the training step runs eagerly: %s.", reason)
+            return
+        if module.captured_step is None:
+            module.captured_step = CapturedStep(module)
+        self.captured_step = module.captured_step
 
     def still_exact(self) -> Optional[str]:
         """None while the fused step still does what Lightning would; else why not (checked at each epoch start)."""
@@ -177,8 +208,11 @@ class FusedStep:
                 "training step was chosen; Lightning would not step it. Set `module.allow_fused_step = False` "
                 "before `fit` to train with Lightning's automatic optimization."
             )
-        loss = self.module_step(batch, training=True)
+        if not self._captured_step_chosen:
+            self._choose_captured_step()
         optimizer = self.optimizer
+        captured = self.captured_step(batch, optimizer) if self.captured_step is not None else None
+        loss = self.module_step(batch, training=True) if captured is None else captured[0]
         # Lightning's order: zero_grad after the forward pass, then backward, then the update (also without a loss).
         if self._own_zero_grad:  # torch's zero_grad(set_to_none=True), without its profiler record
             for group in optimizer.param_groups:
@@ -186,7 +220,9 @@ class FusedStep:
                     param.grad = None
         else:
             optimizer.zero_grad()
-        if loss is not None:
+        if captured is not None:  # the gradients backward would leave, computed by the captured graph
+            CapturedStep.assign_gradients(captured[1], captured[2])
+        elif loss is not None:
             loss.backward()
         if self._optimizer_step is None or "step" in vars(optimizer) or optimizer_step_hooks_set(optimizer):
             optimizer.step()
@@ -208,7 +244,7 @@ def begin(module: BridgeModule, base: type, step: Callable[..., Optional[torch.T
     """
     reason = fused_step_refusal(module, module.trainer, base)
     module.fused_step_refusal = reason
-    module.fused_step = FusedStep(module, module.trainer, step) if reason is None else None
+    module.fused_step = FusedStep(module, module.trainer, step, base) if reason is None else None
     module.automatic_optimization = module.fused_step is None
     if reason is not None:
         log.debug("keras_bridge: the training step runs Lightning's automatic optimization: %s.", reason)

@@ -1,0 +1,300 @@
+"""A Keras model's training step (forward, loss and gradients) captured as one graph per batch signature.
+
+With the fused training step (:mod:`keras_bridge.trainer.fused_step`) and a captured forward pass
+(:mod:`keras_bridge.capture`), a step still runs its loss in Python and its backward pass through
+autograd's engine, node by node. :class:`CapturedStep` traces, once per batch signature, one program
+computing what the eager step computes from a batch ``(x, y, sample_weight)``:
+
+* ``y_pred = model(x, training=True)`` and the model's own ``losses`` of that call;
+* the total loss and the per-output losses of the compiled loss plan (plus the model's own losses when
+  the module runs them, as :func:`~keras_bridge.trainer.module_step.compute_loss` adds them);
+* the gradients of the total with respect to the tensors the optimizer steps (``torch.autograd.grad``
+  inside the trace: the backward ops are the ones autograd's engine runs eagerly).
+
+The program is replayed under ``torch.no_grad()``; the fused step then clears the gradients as it does
+(after the forward pass, as Lightning does), assigns the program's gradients in place of
+``loss.backward()`` (None for a tensor the loss does not reach, as backward leaves it; copied to the
+parameter's strides where they differ, as autograd's gradient accumulation does) and steps the optimizer.
+The metrics stay eager (they are stateful): ``update_metrics`` receives the outputs, the total and the
+per-output losses as from the eager step. Per step of the MLP of ``bench/run.py`` this saves the
+autograd graph's construction and traversal and the loss's Python (~150 µs on an idle core); each
+capture costs a trace (~0.1-0.3 s for a small model), once per signature.
+
+What keeps it exact (the same rules as the captured forward pass):
+
+* one graph per batch signature (shapes, dtypes, devices of ``x``, ``y`` and ``sample_weight``, their
+  structure, Keras's and torch's global settings, whether the model's own losses are added); the first
+  call of a signature runs the eager step, the second captures; at most ``max_graphs`` signatures;
+* the guard set (:class:`~keras_bridge.python_state.PythonState`) of the model, the loss plan, its loss
+  terms and the loss objects they hold is checked before every step: a changed value (a callback setting
+  a loss's ``scale``, a layer's ``rate``) drops the graphs, each signature runs eagerly at its next step
+  and is captured again at the one after; state that changed before 3 steps in a row runs the eager step
+  from then on;
+* a trace with a Python side effect (a counter in a loss or a layer, a list append, ``print``, Python or
+  NumPy random numbers) is undone and the eager step runs from then on; a trace that fails (a loss with
+  Python control flow on tensor values) leaves that signature to the eager step. Both are logged once at
+  INFO (``keras_bridge`` logger);
+* random ops (an unseeded ``Dropout``) draw from torch's global generator in the same order as eagerly,
+  and in-place variable updates (``BatchNormalization``'s moving statistics) are replayed as ops of the
+  graph, outside autograd.
+
+When it is used (else the eager step runs, with the same numbers; the reason is logged at DEBUG):
+``module.allow_captured_step`` is True; the model is a Keras model whose forward pass is captured
+(``compile(jit_compile="auto")``) and has not gone eager; no Keras hook of the model's own
+(``compute_loss``, ``compute_metrics``, ``train_step`` overridden in its class); ``forward``,
+``compute_loss`` and ``update_metrics`` not overridden in a ``KerasModule`` subclass and no forward hook on
+it; the optimizer clears gradients with torch's own ``zero_grad``; the model's trainable tensors are all
+stepped by it; and, per step, a non-empty batch without DDP's batch information.
+
+Example:
+    >>> import keras, numpy as np
+    >>> from keras_bridge import KerasModule
+    >>> inputs = keras.Input((3,))
+    >>> module = KerasModule(keras.Model(inputs, keras.layers.Dense(1)(inputs)))
+    >>> module.compile(optimizer="sgd", loss="mse")
+    >>> _ = module.fit(np.ones((8, 3)), np.zeros((8, 1)), batch_size=2, verbose=0)
+    >>> module.captured_step.captured, module.captured_step.replays  # 4 steps: eager, then captured
+    (1, 3)
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from keras_bridge.capture import _detach_variable_updates, _signature, _unguarded_types
+from keras_bridge.compile.loss_plan import add_model_losses
+from keras_bridge.data.distributed import split_batch_info
+from keras_bridge.python_state import PythonState, watch_side_effects
+from keras_bridge.utils.tree import first_batch_dim, unpack_x_y_sample_weight
+
+if TYPE_CHECKING:
+    from keras_bridge.protocols import BridgeModule
+
+__all__ = ["CapturedStep", "captured_step_refusal"]
+
+log = logging.getLogger("keras_bridge")
+Tensor = torch.Tensor
+_SEEN: Any = object()  # a signature stepped once (eagerly): captured at its next step
+_EAGER: Any = object()  # a signature that could not be captured
+_CHANGES_BEFORE_EAGER = 3
+
+
+def captured_step_refusal(module: BridgeModule, base: type, optimizer: torch.optim.Optimizer) -> Optional[str]:
+    """Why the eager step must run for this fit (checked once the module is built), or None.
+
+    Args:
+        module: the ``KerasModule`` (built: its trackers exist).
+        base: ``KerasModule`` itself: methods ``type(module)`` defines otherwise are the user's.
+        optimizer: the optimizer the fused step steps.
+    """
+    if not getattr(module, "allow_captured_step", True):
+        return "module.allow_captured_step is False"
+    if module.captured_forward is None:
+        return "the forward pass is not captured"
+    tracker = module.train_tracker
+    if tracker is not None and tracker.hooks is not None:
+        return "the Keras model overrides compute_loss, compute_metrics or train_step"
+    overridden = [n for n in ("forward", "compute_loss", "update_metrics", "_step") if _defines(module, base, n)]
+    if overridden:
+        return f"{type(module).__name__} overrides {', '.join(overridden)}"
+    if getattr(module, "_forward_hooks", None) or getattr(module, "_forward_pre_hooks", None):
+        return "the module has forward hooks"
+    if type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad:
+        return f"{type(optimizer).__name__} clears gradients its own way"
+    stepped = {id(p) for p in _stepped(optimizer)}
+    trainable = [p for p in module.model.parameters() if p.requires_grad]
+    if not trainable:
+        return "the model has no trainable weights"
+    if any(id(p) not in stepped for p in trainable):
+        return "the optimizer does not step every trainable weight of the model"
+    return None
+
+
+def _defines(module: object, base: type, name: str) -> bool:
+    return getattr(type(module), name, None) is not getattr(base, name, None)
+
+
+def _stepped(optimizer: torch.optim.Optimizer) -> List[Tensor]:
+    """The tensors the optimizer steps that take gradients, in its order."""
+    return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+
+
+class _Program:
+    """One captured step and the tensors whose gradients it returns."""
+
+    __slots__ = ("graph", "params")
+
+    def __init__(self, graph: torch.fx.GraphModule, params: Sequence[Tensor]) -> None:
+        self.graph = graph
+        self.params = tuple(params)
+
+
+class CapturedStep:
+    """The training step of a Keras model replayed from one captured graph per batch signature (module docstring).
+
+    Args:
+        module: the ``KerasModule`` (its model, loss plan and trackers are read at each step).
+        max_graphs: signatures kept; further new signatures run the eager step.
+
+    Calling it with a batch and the optimizer returns ``(loss, params, grads)`` once the step ran from a graph
+    (the metrics updated; :meth:`assign_gradients` then takes ``params, grads``), or None when the eager step
+    must run that batch.
+    """
+
+    def __init__(self, module: BridgeModule, max_graphs: int = 32) -> None:
+        self.module = module
+        self.max_graphs = max_graphs
+        self.replays = 0  # steps run from a graph
+        self._graphs: Dict[Tuple[Any, ...], Any] = {}
+        self._state: Optional[PythonState] = None
+        self._eager_reason: Optional[str] = None
+        self._changes_in_a_row = 0
+        self._told = False
+
+    @property
+    def captured(self) -> int:
+        """How many batch signatures run from a captured graph."""
+        return sum(1 for g in self._graphs.values() if isinstance(g, _Program))
+
+    @property
+    def eager_reason(self) -> Optional[str]:
+        """Why the eager step runs for good (a side effect, ever-changing state), or None."""
+        return self._eager_reason
+
+    def __call__(
+        self, batch: object, optimizer: torch.optim.Optimizer
+    ) -> Optional[Tuple[Tensor, Tuple[Tensor, ...], List[Optional[Tensor]]]]:
+        module = self.module
+        forward = module.captured_forward
+        if self._eager_reason is not None or forward is None or forward.eager_reason is not None:
+            return None
+        batch, info = split_batch_info(batch)
+        if info is not None:
+            return None
+        x, y, sw = unpack_x_y_sample_weight(batch)
+        batch_size = first_batch_dim(x)
+        if batch_size == 0:
+            return None
+        if self._state is not None:
+            if self._state.changed():
+                self._state_changed()
+                if self._eager_reason is not None:
+                    return None
+            else:
+                self._changes_in_a_row = 0
+        key = (_signature((x, y, sw), True), module.run_regularizers)
+        program = self._graphs.get(key)
+        if program is None:
+            self._graphs[key] = _SEEN  # the eager step runs first: state it sets once is settled
+            return None
+        params = _stepped(optimizer)
+        if program is _SEEN:
+            program = self._capture(x, y, sw, params) if self.captured < self.max_graphs else _EAGER
+            self._graphs[key] = program
+        if not isinstance(program, _Program):
+            return None
+        if len(params) != len(program.params) or not all(map(operator.is_, params, program.params)):
+            # The optimizer steps other tensors (a new param group, a weight made trainable): trace again.
+            self._graphs[key] = _SEEN
+            return None
+        with torch.no_grad():
+            y_pred, total, output_losses, own_losses, grads = program.graph(x, y, sw)
+        self.replays += 1
+        module.forward_losses = own_losses
+        module.output_losses = output_losses
+        module.step_inputs = x
+        module.update_metrics(y, y_pred, sw, total, batch_size, training=True)
+        module.step_inputs = None
+        return total, program.params, grads
+
+    @staticmethod
+    def assign_gradients(params: Sequence[Tensor], grads: Sequence[Optional[Tensor]]) -> None:
+        """Set ``.grad`` as ``backward`` into cleared gradients would: the parameter's strides, no shared tensor."""
+        seen = set()
+        for param, grad in zip(params, grads):
+            if grad is not None:
+                pointer = grad.data_ptr()
+                if grad.stride() != param.stride() or pointer in seen:
+                    grad = grad.new_empty_strided(param.size(), param.stride()).copy_(grad)
+                seen.add(pointer)
+            param.grad = grad
+
+    def _state_changed(self) -> None:
+        self._state = None
+        self._changes_in_a_row += 1
+        if self._changes_in_a_row >= _CHANGES_BEFORE_EAGER:
+            self._go_eager(f"its Python state changed before each of {_CHANGES_BEFORE_EAGER} steps in a row")
+            return
+        self._graphs = {key: g for key, g in self._graphs.items() if g is _EAGER}
+
+    def _go_eager(self, reason: str) -> None:
+        self._eager_reason = reason
+        self._graphs.clear()
+        log.info("keras_bridge: the training step of %s runs eagerly from now on: %s.", self._name(), reason)
+
+    def _name(self) -> str:
+        model = self.module.model
+        return str(getattr(model, "name", type(model).__name__))
+
+    def _roots(self) -> List[Any]:
+        """What the traced step reads: the model, the loss plan, its terms and the loss objects they hold."""
+        plan = self.module.loss_plan
+        roots: List[Any] = [self.module.model, plan]
+        # A term is followed two objects deep from here: the Keras loss object it holds, and that object's own.
+        roots.extend(term.loss for term in plan.terms)
+        return roots
+
+    def _capture(self, x: Any, y: Any, sw: Any, params: List[Tensor]) -> Any:
+        module, model, plan = self.module, self.module.model, self.module.loss_plan
+        regularizers = module.run_regularizers
+
+        def step(x: Any, y: Any, sw: Any) -> Tuple[Any, ...]:
+            y_pred = model(x, training=True)
+            own_losses = list(model.losses)
+            total, output_losses = plan(*plan.flatten_batch(y, y_pred, sw))
+            if regularizers:
+                total = add_model_losses(total, own_losses)
+            grads = torch.autograd.grad(total, params, allow_unused=True)
+            return y_pred, total, output_losses, own_losses, list(grads)
+
+        # The trace runs the Python code once on fake tensors: its in-place variable updates must not stay
+        # (the replay makes them), nor its Python side effects (see python_state).
+        state = PythonState(self._roots(), skip=_unguarded_types())
+        saved = [v.value.detach().clone() for v in model.variables]
+        graph: Any = None
+        failure: Optional[BaseException] = None
+        try:
+            with watch_side_effects(state) as side_effect:
+                try:
+                    graph = make_fx(step, tracing_mode="fake", _allow_non_fake_inputs=True)(x, y, sw)
+                except Exception as err:
+                    failure = err
+                reason = side_effect()
+        finally:
+            with torch.no_grad():
+                for variable, value in zip(model.variables, saved):
+                    variable.value.copy_(value)
+        if reason is not None:
+            self._go_eager(f"{reason} when it runs, which a captured graph would not repeat")
+            return _EAGER
+        if failure is not None:
+            self._tell(failure)
+            return _EAGER
+        self._state = state
+        _detach_variable_updates(graph)
+        return _Program(graph, params)
+
+    def _tell(self, err: BaseException) -> None:
+        if not self._told:
+            self._told = True
+            reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+            log.info(
+                "keras_bridge: the training step of %s runs eagerly (it could not be captured as one graph: %s).",
+                self._name(),
+                reason,
+            )
