@@ -77,10 +77,17 @@ _SEEN: Any = object()  # a signature called once (eagerly): captured at its next
 _CHANGES_BEFORE_EAGER = 3
 
 
-def _unguarded_types() -> Tuple[type, ...]:
-    """Objects a model holds that its forward pass does not read: they change at every step."""
+def _unguarded_types(reads_losses: bool = False) -> Tuple[type, ...]:
+    """Objects a model holds that its forward pass does not read: they change at every step.
+
+    The ``KerasModule`` training the model is one (a torch optimizer's facade, ``model.optimizer``, holds it),
+    and so are the compiled losses (``model.loss``) unless the traced program ``reads_losses``.
+    """
+    import lightning.pytorch as pl
+
     keras = import_keras()
-    return (keras.optimizers.Optimizer, keras.metrics.Metric, keras.callbacks.Callback)
+    unread = (keras.optimizers.Optimizer, keras.metrics.Metric, keras.callbacks.Callback, pl.LightningModule)
+    return unread if reads_losses else unread + (keras.losses.Loss,)
 
 
 def _signature(x: ArrayTree, training: bool) -> Tuple[Any, ...]:
@@ -140,6 +147,13 @@ class CapturedForward:
     def eager_reason(self) -> Optional[str]:
         """Why the forward pass runs eagerly for good (a side effect, ever-changing state), or None."""
         return self._eager_reason
+
+    def captures(self, x: ArrayTree, training: bool) -> bool:
+        """Whether ``x`` would run from a captured graph now: its signature captured, the guarded state unchanged."""
+        if self._eager_reason is not None or self._state is None or self._state.changed():
+            return False
+        graph = self._graphs.get(_signature(x, training))
+        return graph is not None and graph is not _EAGER and graph is not _SEEN
 
     def __call__(self, x: ArrayTree, training: bool) -> Tuple[Any, List[Any]]:
         if self._eager_reason is None and self._state is not None:

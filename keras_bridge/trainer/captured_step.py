@@ -53,8 +53,8 @@ Example:
     >>> module = KerasModule(keras.Model(inputs, keras.layers.Dense(1)(inputs)))
     >>> module.compile(optimizer="sgd", loss="mse")
     >>> _ = module.fit(np.ones((8, 3)), np.zeros((8, 1)), batch_size=2, verbose=0)
-    >>> module.captured_step.captured, module.captured_step.replays  # 4 steps: eager, then captured
-    (1, 3)
+    >>> module.captured_step.captured, module.captured_step.replays  # 4 steps: 2 eager (see above), 2 replayed
+    (1, 2)
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ from keras_bridge.capture import _detach_variable_updates, _signature, _unguarde
 from keras_bridge.compile.loss_plan import add_model_losses
 from keras_bridge.data.distributed import split_batch_info
 from keras_bridge.python_state import PythonState, watch_side_effects
+from keras_bridge.typing import TensorTree
 from keras_bridge.utils.tree import first_batch_dim, unpack_x_y_sample_weight
 
 if TYPE_CHECKING:
@@ -150,6 +151,7 @@ class CapturedStep:
         self.module = module
         self.max_graphs = max_graphs
         self.replays = 0  # steps run from a graph
+        self.traces = 0  # graphs traced (again after each change of the guarded state)
         self._graphs: Dict[Tuple[Any, ...], Any] = {}
         self._state: Optional[PythonState] = None
         self._eager_reason: Optional[str] = None
@@ -194,6 +196,10 @@ class CapturedStep:
             return None
         params = _stepped(optimizer)
         if program is _SEEN:
+            if not forward.captures(x, True):
+                # The forward pass is traced first, by the captured forward: a side effect or a trace failure of
+                # the model's own is found (and said) there, once; this step then never captures.
+                return None
             program = self._capture(x, y, sw, params) if self.captured < self.max_graphs else _EAGER
             self._graphs[key] = program
         if not isinstance(program, _Program):
@@ -249,11 +255,11 @@ class CapturedStep:
         roots.extend(term.loss for term in plan.terms)
         return roots
 
-    def _capture(self, x: Any, y: Any, sw: Any, params: List[Tensor]) -> Any:
-        module, model, plan = self.module, self.module.model, self.module.loss_plan
-        regularizers = module.run_regularizers
+    def _capture(self, x: TensorTree, y: TensorTree, sw: TensorTree, params: List[Tensor]) -> Any:
+        model: Any = self.module.model  # a Keras model (its variables and losses)
+        plan, regularizers = self.module.loss_plan, self.module.run_regularizers
 
-        def step(x: Any, y: Any, sw: Any) -> Tuple[Any, ...]:
+        def step(x: TensorTree, y: TensorTree, sw: TensorTree) -> Tuple[Any, ...]:
             y_pred = model(x, training=True)
             own_losses = list(model.losses)
             total, output_losses = plan(*plan.flatten_batch(y, y_pred, sw))
@@ -264,7 +270,8 @@ class CapturedStep:
 
         # The trace runs the Python code once on fake tensors: its in-place variable updates must not stay
         # (the replay makes them), nor its Python side effects (see python_state).
-        state = PythonState(self._roots(), skip=_unguarded_types())
+        self.traces += 1
+        state = PythonState(self._roots(), skip=_unguarded_types(reads_losses=True))
         saved = [v.value.detach().clone() for v in model.variables]
         graph: Any = None
         failure: Optional[BaseException] = None

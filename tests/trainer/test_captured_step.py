@@ -1,0 +1,236 @@
+"""The captured training step (``keras_bridge.trainer.captured_step``): forward, loss and gradients replayed from one
+graph give bit for bit the fit of the eager step, follow a loss attribute a callback changes, and step aside for a
+loss with Python side effects.
+
+Every expected value comes from a second run: the same fit with ``module.allow_captured_step = False`` (the eager
+step: the captured forward pass, the loss in Python, ``loss.backward()``), or Keras's own ``fit``.
+"""
+
+import logging
+
+import keras
+import numpy as np
+import pytest
+import torch
+from helpers import assert_history_close, twin_models
+
+import keras_bridge as kb
+
+CE_LOGITS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _mlp(regularizer=None):
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="relu", kernel_regularizer=regularizer)(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3)(h))
+
+
+def _dropout():
+    inputs = keras.Input((6,))
+    h = keras.layers.Dropout(0.4)(keras.layers.Dense(8, activation="relu")(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3)(h))
+
+
+def _batchnorm():
+    inputs = keras.Input((6,))
+    h = keras.layers.BatchNormalization()(keras.layers.Dense(8)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Activation("relu")(h)))
+
+
+def _multi_io():
+    a, b = keras.Input((6,), name="a"), keras.Input((4,), name="b")
+    h = keras.layers.Dense(8, activation="relu")(keras.layers.concatenate([a, b]))
+    score = keras.layers.Dense(1, name="score")(h)
+    label = keras.layers.Dense(3, name="label")(h)
+    return keras.Model({"a": a, "b": b}, {"score": score, "label": label})
+
+
+def _data(n=72, multi=False):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    y = rng.integers(0, 3, n)
+    if multi:
+        inputs = {"a": x, "b": rng.normal(size=(n, 4)).astype("float32")}
+        return inputs, {"score": rng.normal(size=(n, 1)).astype("float32"), "label": y}
+    return x, y
+
+
+def _multi_compile():
+    return dict(
+        optimizer="adam",
+        loss={"score": "mse", "label": CE_LOGITS},
+        loss_weights={"score": 0.5, "label": 2.0},
+        metrics={"label": ["accuracy"], "score": ["mae"]},
+    )
+
+
+# (id, model, compile arguments (a fresh optimizer each fit), fit arguments)
+CASES = [
+    (
+        "mlp_rmsprop",
+        _mlp,
+        lambda: dict(optimizer=keras.optimizers.RMSprop(1e-2), loss=CE_LOGITS, metrics=["accuracy"]),
+        {},
+    ),
+    ("dropout_adam", _dropout, lambda: dict(optimizer=keras.optimizers.Adam(1e-2), loss=CE_LOGITS), {}),
+    ("batchnorm_sgd", _batchnorm, lambda: dict(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=CE_LOGITS), {}),
+    ("multi_io_loss_weights", _multi_io, _multi_compile, {}),
+    ("sample_weight", _mlp, lambda: dict(optimizer="rmsprop", loss=CE_LOGITS, weighted_metrics=["accuracy"]), "sw"),
+    ("class_weight", _mlp, lambda: dict(optimizer="adam", loss=CE_LOGITS), {"class_weight": {0: 1.0, 1: 3.0, 2: 0.5}}),
+    (
+        "kernel_regularizer",
+        lambda: _mlp(keras.regularizers.L2(1e-2)),
+        lambda: dict(optimizer="adam", loss=CE_LOGITS),
+        {},
+    ),
+    ("torch_optimizer", _dropout, lambda: dict(optimizer=torch.optim.AdamW, loss=CE_LOGITS, metrics=["accuracy"]), {}),
+]
+
+
+def _fit(build, compile_args, fit_args, captured, epochs=3):
+    _, model = twin_models(build)
+    multi = build is _multi_io
+    x, y = _data(multi=multi)
+    if fit_args == "sw":
+        fit_args = {"sample_weight": np.linspace(0.2, 2.0, len(y)).astype("float32")}
+    module = kb.KerasModule(model)
+    module.allow_captured_step = captured
+    module.compile(**compile_args())
+    keras.utils.set_random_seed(7)
+    # 72 samples, batch 16, validation_split 0.25: 54 training samples in 3 full batches and a partial one.
+    history = module.fit(
+        x, y, batch_size=16, epochs=epochs, shuffle=False, validation_split=0.25, verbose=0, **fit_args
+    )
+    return module, history, torch.get_rng_state()
+
+
+def _assert_state_equal(a, b, where=""):
+    assert type(a) is type(b), where
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert list(a) == list(b), where
+        for key in a:
+            _assert_state_equal(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (u, v) in enumerate(zip(a, b)):
+            _assert_state_equal(u, v, f"{where}/{i}")
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("build, compile_args, fit_args", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_captured_step_gives_the_eager_steps_fit_bit_for_bit(build, compile_args, fit_args):
+    eager, expected, eager_rng = _fit(build, compile_args, fit_args, captured=False)
+    module, got, rng = _fit(build, compile_args, fit_args, captured=True)
+    assert eager.captured_step is None
+    step = module.captured_step
+    # every signature (full and partial batch) captured; 3 epochs x 4 steps, each signature eager until captured
+    assert step.eager_reason is None and step.captured == 2 and step.replays >= 7
+    assert got.history == expected.history
+    for a, b in zip(eager.model.variables, module.model.variables):  # weights, moving statistics, seed states
+        assert torch.equal(a.value, b.value), a.path
+    _assert_state_equal(eager.optimizer_cache.optimizer.state_dict(), module.optimizer_cache.optimizer.state_dict())
+    assert torch.equal(eager_rng, rng)  # the same draws from torch's global generator (Dropout)
+
+
+def test_captured_step_gives_keras_fits_numbers():
+    keras_model, bridge_model = twin_models(_dropout)
+    x, y = _data()
+    compile_args = dict(optimizer="adam", loss=CE_LOGITS, metrics=["accuracy"])
+    keras_model.compile(**compile_args)
+    keras.utils.set_random_seed(7)
+    expected = keras_model.fit(x, y, batch_size=16, epochs=3, shuffle=False, validation_split=0.25, verbose=0)
+    module = kb.KerasModule(bridge_model)
+    module.compile(**compile_args)
+    keras.utils.set_random_seed(7)
+    got = module.fit(x, y, batch_size=16, epochs=3, shuffle=False, validation_split=0.25, verbose=0)
+    assert module.captured_step.replays >= 7
+    assert_history_close(expected, got, rtol=1e-5, atol=1e-6)
+    for a, b in zip(keras_model.get_weights(), bridge_model.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+@keras.saving.register_keras_serializable("test_captured_step")
+class ScaledCrossentropy(keras.losses.Loss):
+    """Crossentropy times a Python float ``scale`` (read in ``call``, so a captured graph bakes it in)."""
+
+    def __init__(self, scale=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+        self.calls = 0
+
+    def call(self, y_true, y_pred):
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True) * self.scale
+
+
+class CountingCrossentropy(ScaledCrossentropy):
+    """A loss with a Python side effect: it counts its calls."""
+
+    def call(self, y_true, y_pred):
+        self.calls += 1
+        return super().call(y_true, y_pred)
+
+
+class SetScale(keras.callbacks.Callback):
+    def __init__(self, loss):
+        super().__init__()
+        self.loss = loss
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.loss.scale = 1.0 + epoch
+
+
+def _keras_and_bridge(loss_class, callbacks=False):
+    """The same fit by Keras and by the bridge, each with its own loss object: (loss, history) of each, the module."""
+    keras_model, bridge_model = twin_models(_mlp)
+    x, y = _data()
+    runs = []
+    for target in (keras_model, kb.KerasModule(bridge_model)):
+        loss = loss_class()
+        target.compile(optimizer="adam", loss=loss)
+        keras.utils.set_random_seed(7)
+        history = target.fit(
+            x, y, batch_size=16, epochs=3, shuffle=False, validation_split=0.25, verbose=0,
+            callbacks=[SetScale(loss)] if callbacks else None,
+        )  # fmt: skip
+        runs.append((loss, history))
+    for a, b in zip(keras_model.get_weights(), bridge_model.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    return runs, target
+
+
+def test_a_loss_attribute_changed_by_a_callback_is_followed():
+    [(_, expected), (_, got)], module = _keras_and_bridge(ScaledCrossentropy, callbacks=True)
+    assert_history_close(expected, got, rtol=1e-5, atol=1e-6)
+    losses = expected.history["loss"]
+    assert losses[2] > 2 * losses[0]  # the scale does change the loss: a stale graph would show it
+    step = module.captured_step
+    # a graph per scale: each epoch's first full batch runs eagerly (the guard saw the change), then it is captured
+    assert step.eager_reason is None and step.traces == 3 and step.replays >= 3
+
+
+def test_a_loss_with_a_side_effect_runs_eagerly_and_counts_exactly(caplog):
+    with caplog.at_level(logging.INFO, logger="keras_bridge"):
+        [(keras_loss, expected), (bridge_loss, got)], module = _keras_and_bridge(CountingCrossentropy)
+    assert_history_close(expected, got, rtol=1e-5, atol=1e-6)
+    assert bridge_loss.calls == keras_loss.calls > 0
+    step = module.captured_step
+    assert "changes Python state" in step.eager_reason and step.replays == 0
+    said = [r for r in caplog.records if "runs eagerly" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.INFO
+
+
+class OwnLoss(kb.KerasModule):
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return super().compute_loss(x, y, y_pred, sample_weight, training) * 2.0
+
+
+def test_a_module_overriding_compute_loss_keeps_the_eager_step():
+    _, model = twin_models(_mlp)
+    module = OwnLoss(model)
+    module.compile(optimizer="adam", loss=CE_LOGITS)
+    x, y = _data()
+    module.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert module.captured_step is None
