@@ -17,19 +17,23 @@ The program is replayed under ``torch.no_grad()``; the fused step then clears th
 parameter's strides where they differ, as autograd's gradient accumulation does) and steps the optimizer.
 The metrics stay eager (they are stateful): ``update_metrics`` receives the outputs, the total and the
 per-output losses as from the eager step. Per step of the MLP of ``bench/run.py`` this saves the
-autograd graph's construction and traversal and the loss's Python (~150 µs on an idle core); each
-capture costs a trace (~0.1-0.3 s for a small model), once per signature.
+autograd graph's construction and traversal and the loss's Python: the fused step took ~990 instead of
+~1160 µs (one thread, alternating in one process on a shared machine); each capture costs a trace
+(~0.15 s for that MLP), once per signature and after each change of the guarded state.
 
 What keeps it exact (the same rules as the captured forward pass):
 
 * one graph per batch signature (shapes, dtypes, devices of ``x``, ``y`` and ``sample_weight``, their
   structure, Keras's and torch's global settings, whether the model's own losses are added); the first
-  call of a signature runs the eager step, the second captures; at most ``max_graphs`` signatures;
+  step of a signature runs eagerly (state a step sets once is settled), and it is captured at the first
+  step after that whose forward pass the captured forward replays (normally the third: the model's
+  own side effects and trace failures are found, and said, there first, once); at most ``max_graphs``
+  signatures; a change of the tensors the optimizer steps captures again;
 * the guard set (:class:`~keras_bridge.python_state.PythonState`) of the model, the loss plan, its loss
   terms and the loss objects they hold is checked before every step: a changed value (a callback setting
-  a loss's ``scale``, a layer's ``rate``) drops the graphs, each signature runs eagerly at its next step
-  and is captured again at the one after; state that changed before 3 steps in a row runs the eager step
-  from then on;
+  a loss's ``scale``, a layer's ``rate``) drops the graphs and each signature starts over as above; state
+  that changed before 3 steps in a row runs the eager step from then on. The check runs in
+  ``training_step``, after the callbacks' batch-start hooks, and costs ~25 µs per step for that MLP;
 * a trace with a Python side effect (a counter in a loss or a layer, a list append, ``print``, Python or
   NumPy random numbers) is undone and the eager step runs from then on; a trace that fails (a loss with
   Python control flow on tensor values) leaves that signature to the eager step. Both are logged once at
@@ -53,7 +57,7 @@ Example:
     >>> module = KerasModule(keras.Model(inputs, keras.layers.Dense(1)(inputs)))
     >>> module.compile(optimizer="sgd", loss="mse")
     >>> _ = module.fit(np.ones((8, 3)), np.zeros((8, 1)), batch_size=2, verbose=0)
-    >>> module.captured_step.captured, module.captured_step.replays  # 4 steps: 2 eager (see above), 2 replayed
+    >>> module.captured_step.captured, module.captured_step.replays  # 4 steps: 2 eager, 2 replayed
     (1, 2)
 """
 
@@ -167,6 +171,12 @@ class CapturedStep:
     def eager_reason(self) -> Optional[str]:
         """Why the eager step runs for good (a side effect, ever-changing state), or None."""
         return self._eager_reason
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """Pickled (a launcher sends the module) without its graphs and guard set: captured again where it runs."""
+        state = dict(self.__dict__)
+        state.update(_graphs={}, _state=None)
+        return state
 
     def __call__(
         self, batch: object, optimizer: torch.optim.Optimizer

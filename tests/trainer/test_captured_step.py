@@ -37,6 +37,19 @@ def _batchnorm():
     return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Activation("relu")(h)))
 
 
+def _conv():
+    inputs = keras.Input((6,))
+    h = keras.layers.Conv1D(4, 3)(keras.layers.Reshape((6, 1))(inputs))
+    h = keras.layers.Dropout(0.3)(keras.layers.BatchNormalization()(h))
+    return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(h)))
+
+
+def _lstm():
+    inputs = keras.Input((6,))
+    h = keras.layers.LSTM(5)(keras.layers.Reshape((3, 2))(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3)(h))
+
+
 def _multi_io():
     a, b = keras.Input((6,), name="a"), keras.Input((4,), name="b")
     h = keras.layers.Dense(8, activation="relu")(keras.layers.concatenate([a, b]))
@@ -74,6 +87,8 @@ CASES = [
     ),
     ("dropout_adam", _dropout, lambda: dict(optimizer=keras.optimizers.Adam(1e-2), loss=CE_LOGITS), {}),
     ("batchnorm_sgd", _batchnorm, lambda: dict(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=CE_LOGITS), {}),
+    ("conv_batchnorm_dropout", _conv, lambda: dict(optimizer="adam", loss=CE_LOGITS, metrics=["accuracy"]), {}),
+    ("lstm", _lstm, lambda: dict(optimizer="rmsprop", loss=CE_LOGITS), {}),
     ("multi_io_loss_weights", _multi_io, _multi_compile, {}),
     ("sample_weight", _mlp, lambda: dict(optimizer="rmsprop", loss=CE_LOGITS, weighted_metrics=["accuracy"]), "sw"),
     ("class_weight", _mlp, lambda: dict(optimizer="adam", loss=CE_LOGITS), {"class_weight": {0: 1.0, 1: 3.0, 2: 0.5}}),
