@@ -130,13 +130,51 @@ def _stepped(optimizer: torch.optim.Optimizer) -> List[Tensor]:
 
 
 class _Program:
-    """One captured step and the tensors whose gradients it returns."""
+    """One captured step, the tensors whose gradients it returns, and what a failed replay must put back.
 
-    __slots__ = ("graph", "params")
+    A replay that raises (a label out of range) has already run the ops before the failing one: the
+    variables the graph assigns in place and torch's random generators are put back as they were, so the
+    eager step then runs the batch as if the replay never happened (and raises Keras's error, or not).
+    """
+
+    __slots__ = ("assigned", "devices", "graph", "params", "random")
 
     def __init__(self, graph: torch.fx.GraphModule, params: Sequence[Tensor]) -> None:
         self.graph = graph
         self.params = tuple(params)
+        assigned: Dict[int, Tensor] = {}
+        self.random = False
+        for node in graph.graph.nodes:
+            if node.op != "call_function":
+                continue
+            self.random = self.random or torch.Tag.nondeterministic_seeded in getattr(node.target, "tags", ())
+            packet = getattr(node.target, "overloadpacket", None)
+            target = node.args[0] if node.args else None
+            if getattr(packet, "__name__", "").endswith("_") and isinstance(target, torch.fx.Node):
+                if target.op == "get_attr":
+                    tensor = operator.attrgetter(str(target.target))(graph)
+                    assigned[id(tensor)] = tensor
+        self.assigned = tuple(assigned.values())
+        self.devices = tuple({t.device for t in self.params if t.device.type == "cuda"})
+
+    def __call__(self, x: TensorTree, y: TensorTree, sw: TensorTree) -> Optional[Tuple[Any, ...]]:
+        """The graph's outputs, or None (nothing changed) when it raised."""
+        saved = [t.clone() for t in self.assigned]
+        generators = (
+            (torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in self.devices]) if self.random else None
+        )
+        try:
+            with torch.no_grad():
+                return self.graph(x, y, sw)
+        except Exception:
+            with torch.no_grad():
+                for tensor, value in zip(self.assigned, saved):
+                    tensor.copy_(value)
+            if generators is not None:
+                torch.set_rng_state(generators[0])
+                for device, state in zip(self.devices, generators[1]):
+                    torch.cuda.set_rng_state(state, device)
+            return None
 
 
 class CapturedStep:
@@ -218,8 +256,10 @@ class CapturedStep:
             # The optimizer steps other tensors (a new param group, a weight made trainable): trace again.
             self._graphs[key] = _SEEN
             return None
-        with torch.no_grad():
-            y_pred, total, output_losses, own_losses, grads = program.graph(x, y, sw)
+        outputs = program(x, y, sw)
+        if outputs is None:  # the eager step runs this batch (and raises Keras's error, where there is one)
+            return None
+        y_pred, total, output_losses, own_losses, grads = outputs
         self.replays += 1
         module.forward_losses = own_losses
         module.output_losses = output_losses

@@ -249,3 +249,26 @@ def test_a_module_overriding_compute_loss_keeps_the_eager_step():
     x, y = _data()
     module.fit(x, y, batch_size=16, epochs=2, verbose=0)
     assert module.captured_step is None
+
+
+def _fit_bad_label(captured):
+    _, model = twin_models(_conv)  # BatchNormalization statistics assigned in place, Dropout's random draws
+    x, y = _data()
+    y[40] = 12  # the third training batch: its step is the first replayed from the graph
+    module = kb.KerasModule(model)
+    module.allow_captured_step = captured
+    module.compile(optimizer="adam", loss=CE_LOGITS)
+    keras.utils.set_random_seed(7)
+    with pytest.raises(ValueError) as info:
+        module.fit(x, y, batch_size=16, epochs=1, shuffle=False, validation_split=0.25, verbose=0)
+    return module, str(info.value), torch.get_rng_state()
+
+
+def test_a_replay_that_raises_is_undone_and_the_eager_step_raises_keras_error():
+    eager, expected, eager_rng = _fit_bad_label(captured=False)
+    module, message, rng = _fit_bad_label(captured=True)
+    assert module.captured_step.traces == 1 and module.captured_step.replays == 0
+    assert message == expected and "label value of 12" in message
+    for a, b in zip(eager.model.variables, module.model.variables):
+        assert torch.equal(a.value, b.value), a.path
+    assert torch.equal(eager_rng, rng)
