@@ -58,7 +58,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
@@ -204,28 +204,13 @@ class CapturedForward:
         def forward(inputs: Any) -> Tuple[Any, List[Any]]:
             return model(inputs, training=training), list(model.losses)
 
-        # Tracing runs the Python code once on fake tensors; in-place variable updates of that run must
-        # not stay (the real step replays them), nor may its Python side effects (see python_state).
         state = PythonState([model], skip=_unguarded_types())
-        saved = [v.value.detach().clone() for v in model.variables]
-        graph: Any = _EAGER
-        failure: Optional[BaseException] = None
-        try:
-            with watch_side_effects(state) as side_effect:
-                try:
-                    graph = make_fx(forward, tracing_mode="fake", _allow_non_fake_inputs=True)(x)
-                except Exception as err:
-                    failure = err
-                reason = side_effect()
-        finally:
-            with torch.no_grad():
-                for variable, value in zip(model.variables, saved):
-                    variable.value.copy_(value)
+        graph, failure, reason = trace_program(forward, (x,), model, state)
         if reason is not None:
             self._go_eager(f"{reason} when it runs, which a captured graph would not repeat")
             return _EAGER
-        if failure is not None:
-            self._tell(failure)
+        if graph is None:
+            self._tell(failure)  # type: ignore[arg-type]
             return _EAGER
         self._state = state
         _detach_variable_updates(graph)
@@ -244,6 +229,36 @@ class CapturedForward:
                 name,
                 reason,
             )
+
+
+def trace_program(
+    program: Callable[..., Any], args: Tuple[Any, ...], model: keras.Model, state: PythonState
+) -> Tuple[Optional[torch.fx.GraphModule], Optional[BaseException], Optional[str]]:
+    """Trace ``program(*args)`` (which runs ``model``) into an aten graph, leaving no effect of the tracing.
+
+    Tracing runs the Python code once on fake tensors: the in-place variable updates of that run must not
+    stay (a replay makes them), nor may its Python side effects (``state``'s guard set, ``print``, Python
+    and NumPy random numbers: see :func:`~keras_bridge.python_state.watch_side_effects`), which are undone.
+
+    Returns:
+        ``(graph, failure, side_effect)``: the graph, or None with the exception tracing raised; and the
+        first side effect found (a reason, for a log line), or None.
+    """
+    saved = [v.value.detach().clone() for v in model.variables]
+    graph: Optional[torch.fx.GraphModule] = None
+    failure: Optional[BaseException] = None
+    try:
+        with watch_side_effects(state) as side_effect:
+            try:
+                graph = make_fx(program, tracing_mode="fake", _allow_non_fake_inputs=True)(*args)
+            except Exception as err:
+                failure = err
+            reason = side_effect()
+    finally:
+        with torch.no_grad():
+            for variable, value in zip(model.variables, saved):
+                variable.value.copy_(value)
+    return graph, failure, reason
 
 
 def _drop_unused_detaches(graph: torch.fx.GraphModule) -> None:

@@ -68,12 +68,17 @@ import operator
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch.fx.experimental.proxy_tensor import make_fx
 
-from keras_bridge.capture import _detach_variable_updates, _signature, _unguarded_types
+from keras_bridge.capture import (
+    _detach_variable_updates,
+    _drop_unused_detaches,
+    _signature,
+    _unguarded_types,
+    trace_program,
+)
 from keras_bridge.compile.loss_plan import add_model_losses
 from keras_bridge.data.distributed import split_batch_info
-from keras_bridge.python_state import PythonState, watch_side_effects
+from keras_bridge.python_state import PythonState
 from keras_bridge.typing import TensorTree
 from keras_bridge.utils.tree import first_batch_dim, unpack_x_y_sample_weight
 
@@ -137,10 +142,11 @@ class _Program:
     eager step then runs the batch as if the replay never happened (and raises Keras's error, or not).
     """
 
-    __slots__ = ("assigned", "devices", "graph", "params", "random")
+    __slots__ = ("assigned", "devices", "graph", "params", "random", "run")
 
     def __init__(self, graph: torch.fx.GraphModule, params: Sequence[Tensor]) -> None:
         self.graph = graph
+        self.run = graph.forward  # the generated code itself: a graph module's __call__ only adds Python frames
         self.params = tuple(params)
         assigned: Dict[int, Tensor] = {}
         self.random = False
@@ -165,7 +171,7 @@ class _Program:
         )
         try:
             with torch.no_grad():
-                return self.graph(x, y, sw)
+                return self.run(x, y, sw)
         except Exception:
             with torch.no_grad():
                 for tensor, value in zip(self.assigned, saved):
@@ -318,32 +324,18 @@ class CapturedStep:
             grads = torch.autograd.grad(total, params, allow_unused=True)
             return y_pred, total, output_losses, own_losses, list(grads)
 
-        # The trace runs the Python code once on fake tensors: its in-place variable updates must not stay
-        # (the replay makes them), nor its Python side effects (see python_state).
         self.traces += 1
         state = PythonState(self._roots(), skip=_unguarded_types(reads_losses=True))
-        saved = [v.value.detach().clone() for v in model.variables]
-        graph: Any = None
-        failure: Optional[BaseException] = None
-        try:
-            with watch_side_effects(state) as side_effect:
-                try:
-                    graph = make_fx(step, tracing_mode="fake", _allow_non_fake_inputs=True)(x, y, sw)
-                except Exception as err:
-                    failure = err
-                reason = side_effect()
-        finally:
-            with torch.no_grad():
-                for variable, value in zip(model.variables, saved):
-                    variable.value.copy_(value)
+        graph, failure, reason = trace_program(step, (x, y, sw), model, state)
         if reason is not None:
             self._go_eager(f"{reason} when it runs, which a captured graph would not repeat")
             return _EAGER
-        if failure is not None:
-            self._tell(failure)
+        if graph is None:
+            self._tell(failure)  # type: ignore[arg-type]
             return _EAGER
         self._state = state
         _detach_variable_updates(graph)
+        _drop_unused_detaches(graph)
         return _Program(graph, params)
 
     def _tell(self, err: BaseException) -> None:
