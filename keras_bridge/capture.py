@@ -117,7 +117,96 @@ def _global_config() -> Tuple[Any, ...]:
     )
 
 
-class CapturedForward:
+class GuardedGraphs:
+    """Graphs captured per signature under one guard set, and the rule that drops them (see the module docstring).
+
+    The bookkeeping shared by :class:`CapturedForward` and the captured training step
+    (:mod:`keras_bridge.trainer.captured_step`): ``_graphs`` maps a signature to its graph, ``_SEEN`` (called
+    once, eagerly) or ``_EAGER``; ``_state`` is the guard set of the graphs captured, set by the subclass.
+
+    Args:
+        subject: what runs eagerly, for the log lines ("functional", "the training step of functional").
+        max_graphs: signatures kept; further new signatures run eagerly.
+    """
+
+    #: What the "changed before each of 3 ... in a row" reason counts.
+    unit = "calls"
+    _SEEN, _EAGER = _SEEN, _EAGER  # for subclasses in other modules
+
+    def __init__(self, subject: str, max_graphs: int) -> None:
+        self.subject = subject
+        self.max_graphs = max_graphs
+        self._graphs: Dict[Tuple[Any, ...], Any] = {}
+        self._told = False
+        self._state: Optional[PythonState] = None  # the guard set of the captured graphs
+        self._eager_reason: Optional[str] = None
+        self._changes_in_a_row = 0
+
+    @property
+    def captured(self) -> int:
+        """How many signatures run from a captured graph."""
+        return sum(1 for g in self._graphs.values() if g is not _EAGER and g is not _SEEN)
+
+    @property
+    def eager_reason(self) -> Optional[str]:
+        """Why it runs eagerly for good (a side effect, ever-changing state), or None."""
+        return self._eager_reason
+
+    def _check_state(self) -> None:
+        """Before each call: a change of the guarded state drops the graphs (see :meth:`_state_changed`)."""
+        if self._eager_reason is None and self._state is not None:
+            if self._state.changed():
+                self._state_changed()
+            else:
+                self._changes_in_a_row = 0
+
+    def _state_changed(self) -> None:
+        """The guarded Python state changed: the graphs are captured again (or, if it keeps changing, not)."""
+        self._state = None
+        self._changes_in_a_row += 1
+        if self._changes_in_a_row >= _CHANGES_BEFORE_EAGER:
+            self._go_eager(f"its Python state changed before each of {_CHANGES_BEFORE_EAGER} {self.unit} in a row")
+            return
+        # Each signature starts over: eager at its next call, captured at the one after (a signature
+        # used once per epoch, such as a last partial batch, is then never captured for nothing).
+        self._graphs = {key: g for key, g in self._graphs.items() if g is _EAGER}
+
+    def _go_eager(self, reason: str) -> None:
+        self._eager_reason = reason
+        self._graphs.clear()
+        log.info("keras_bridge: %s runs eagerly from now on: %s.", self.subject, reason)
+
+    def _settle(
+        self,
+        graph: Optional[torch.fx.GraphModule],
+        state: PythonState,
+        failure: Optional[BaseException],
+        reason: Optional[str],
+    ) -> bool:
+        """After :func:`trace_program`: whether ``graph`` is used (else why not is said, once)."""
+        if reason is not None:
+            self._go_eager(f"{reason} when it runs, which a captured graph would not repeat")
+            return False
+        if graph is None:
+            self._tell(failure if failure is not None else RuntimeError("no graph"))
+            return False
+        self._state = state
+        _detach_variable_updates(graph)
+        _drop_unused_detaches(graph)
+        return True
+
+    def _tell(self, err: BaseException) -> None:
+        if not self._told:
+            self._told = True
+            log.info("keras_bridge: %s runs eagerly %s.", self.subject, self._failure(err))
+
+    def _failure(self, err: BaseException) -> str:
+        """The log line's reason for a trace that raised ``err``, after "runs eagerly"."""
+        reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+        return f"(it could not be captured: {reason})"
+
+
+class CapturedForward(GuardedGraphs):
     """``model(x, training)`` replayed from a captured graph per input signature (see the module docstring).
 
     Args:
@@ -129,24 +218,9 @@ class CapturedForward:
     """
 
     def __init__(self, model: keras.Model, max_graphs: int = 32, compile_graphs: bool = False) -> None:
+        super().__init__(str(getattr(model, "name", type(model).__name__)), max_graphs)
         self.model = model
-        self.max_graphs = max_graphs
         self.compile_graphs = compile_graphs
-        self._graphs: Dict[Tuple[Any, ...], Any] = {}
-        self._told = False
-        self._state: Optional[PythonState] = None  # the guard set of the captured graphs
-        self._eager_reason: Optional[str] = None
-        self._changes_in_a_row = 0
-
-    @property
-    def captured(self) -> int:
-        """How many input signatures run from a captured graph."""
-        return sum(1 for g in self._graphs.values() if g is not _EAGER and g is not _SEEN)
-
-    @property
-    def eager_reason(self) -> Optional[str]:
-        """Why the forward pass runs eagerly for good (a side effect, ever-changing state), or None."""
-        return self._eager_reason
 
     def captures(self, x: ArrayTree, training: bool) -> bool:
         """Whether ``x`` would run from a captured graph now: its signature captured, the guarded state unchanged."""
@@ -156,11 +230,7 @@ class CapturedForward:
         return graph is not None and graph is not _EAGER and graph is not _SEEN
 
     def __call__(self, x: ArrayTree, training: bool) -> Tuple[Any, List[Any]]:
-        if self._eager_reason is None and self._state is not None:
-            if self._state.changed():
-                self._state_changed()
-            else:
-                self._changes_in_a_row = 0
+        self._check_state()
         if self._eager_reason is not None:
             return self._eager(x, training)
         key = _signature(x, training)
@@ -181,23 +251,6 @@ class CapturedForward:
     def _eager(self, x: ArrayTree, training: bool) -> Tuple[Any, List[Any]]:
         return self.model(x, training=training), list(self.model.losses)
 
-    def _state_changed(self) -> None:
-        """The guarded Python state changed: the graphs are captured again (or, if it keeps changing, not)."""
-        self._state = None
-        self._changes_in_a_row += 1
-        if self._changes_in_a_row >= _CHANGES_BEFORE_EAGER:
-            self._go_eager(f"its Python state changed before each of {_CHANGES_BEFORE_EAGER} calls in a row")
-            return
-        # Each signature starts over: eager at its next call, captured at the one after (a signature
-        # used once per epoch, such as a last partial batch, is then never captured for nothing).
-        self._graphs = {key: g for key, g in self._graphs.items() if g is _EAGER}
-
-    def _go_eager(self, reason: str) -> None:
-        self._eager_reason = reason
-        self._graphs.clear()
-        name = getattr(self.model, "name", type(self.model).__name__)
-        log.info("keras_bridge: %s runs eagerly from now on: %s.", name, reason)
-
     def _capture(self, x: ArrayTree, training: bool) -> Any:
         model = self.model
 
@@ -206,29 +259,16 @@ class CapturedForward:
 
         state = PythonState([model], skip=_unguarded_types())
         graph, failure, reason = trace_program(forward, (x,), model, state)
-        if reason is not None:
-            self._go_eager(f"{reason} when it runs, which a captured graph would not repeat")
+        if not self._settle(graph, state, failure, reason) or graph is None:
             return _EAGER
-        if graph is None:
-            self._tell(failure)  # type: ignore[arg-type]
-            return _EAGER
-        self._state = state
-        _detach_variable_updates(graph)
-        _drop_unused_detaches(graph)
         # The generated code itself: a graph module has no hooks, so its __call__ would only add Python frames.
         return torch.compile(graph, dynamic=False) if self.compile_graphs else graph.forward
 
-    def _tell(self, err: BaseException) -> None:
-        if not self._told:
-            self._told = True
-            reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
-            name = getattr(self.model, "name", type(self.model).__name__)
-            log.info(
-                "keras_bridge: %s runs eagerly (its forward pass could not be captured: %s). Pass "
-                "compile(jit_compile=False) to skip the attempt.",
-                name,
-                reason,
-            )
+    def _failure(self, err: BaseException) -> str:
+        reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+        return (
+            f"(its forward pass could not be captured: {reason}). Pass compile(jit_compile=False) to skip the attempt"
+        )
 
 
 def trace_program(

@@ -63,19 +63,12 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import operator
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from keras_bridge.capture import (
-    _detach_variable_updates,
-    _drop_unused_detaches,
-    _signature,
-    _unguarded_types,
-    trace_program,
-)
+from keras_bridge.capture import GuardedGraphs, _signature, _unguarded_types, trace_program
 from keras_bridge.compile.loss_plan import add_model_losses
 from keras_bridge.data.distributed import split_batch_info
 from keras_bridge.python_state import PythonState
@@ -87,11 +80,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CapturedStep", "captured_step_refusal"]
 
-log = logging.getLogger("keras_bridge")
 Tensor = torch.Tensor
-_SEEN: Any = object()  # a signature stepped once (eagerly): captured at its next step
-_EAGER: Any = object()  # a signature that could not be captured
-_CHANGES_BEFORE_EAGER = 3
 
 
 def captured_step_refusal(module: BridgeModule, base: type, optimizer: torch.optim.Optimizer) -> Optional[str]:
@@ -183,7 +172,7 @@ class _Program:
             return None
 
 
-class CapturedStep:
+class CapturedStep(GuardedGraphs):
     """The training step of a Keras model replayed from one captured graph per batch signature (module docstring).
 
     Args:
@@ -195,26 +184,14 @@ class CapturedStep:
     must run that batch.
     """
 
+    unit = "steps"
+
     def __init__(self, module: BridgeModule, max_graphs: int = 32) -> None:
+        model = module.model
+        super().__init__(f"the training step of {getattr(model, 'name', type(model).__name__)}", max_graphs)
         self.module = module
-        self.max_graphs = max_graphs
         self.replays = 0  # steps run from a graph
         self.traces = 0  # graphs traced (again after each change of the guarded state)
-        self._graphs: Dict[Tuple[Any, ...], Any] = {}
-        self._state: Optional[PythonState] = None
-        self._eager_reason: Optional[str] = None
-        self._changes_in_a_row = 0
-        self._told = False
-
-    @property
-    def captured(self) -> int:
-        """How many batch signatures run from a captured graph."""
-        return sum(1 for g in self._graphs.values() if isinstance(g, _Program))
-
-    @property
-    def eager_reason(self) -> Optional[str]:
-        """Why the eager step runs for good (a side effect, ever-changing state), or None."""
-        return self._eager_reason
 
     def __getstate__(self) -> Dict[str, Any]:
         """Pickled (a launcher sends the module) without its graphs and guard set: captured again where it runs."""
@@ -236,31 +213,27 @@ class CapturedStep:
         batch_size = first_batch_dim(x)
         if batch_size == 0:
             return None
-        if self._state is not None:
-            if self._state.changed():
-                self._state_changed()
-                if self._eager_reason is not None:
-                    return None
-            else:
-                self._changes_in_a_row = 0
+        self._check_state()
+        if self._eager_reason is not None:
+            return None
         key = (_signature((x, y, sw), True), module.run_regularizers)
         program = self._graphs.get(key)
         if program is None:
-            self._graphs[key] = _SEEN  # the eager step runs first: state it sets once is settled
+            self._graphs[key] = self._SEEN  # the eager step runs first: state it sets once is settled
             return None
         params = _stepped(optimizer)
-        if program is _SEEN:
+        if program is self._SEEN:
             if not forward.captures(x, True):
                 # The forward pass is traced first, by the captured forward: a side effect or a trace failure of
                 # the model's own is found (and said) there, once; this step then never captures.
                 return None
-            program = self._capture(x, y, sw, params) if self.captured < self.max_graphs else _EAGER
+            program = self._capture(x, y, sw, params) if self.captured < self.max_graphs else self._EAGER
             self._graphs[key] = program
         if not isinstance(program, _Program):
             return None
         if len(params) != len(program.params) or not all(map(operator.is_, params, program.params)):
             # The optimizer steps other tensors (a new param group, a weight made trainable): trace again.
-            self._graphs[key] = _SEEN
+            self._graphs[key] = self._SEEN
             return None
         outputs = program(x, y, sw)
         if outputs is None:  # the eager step runs this batch (and raises Keras's error, where there is one)
@@ -286,23 +259,6 @@ class CapturedStep:
                 seen.add(pointer)
             param.grad = grad
 
-    def _state_changed(self) -> None:
-        self._state = None
-        self._changes_in_a_row += 1
-        if self._changes_in_a_row >= _CHANGES_BEFORE_EAGER:
-            self._go_eager(f"its Python state changed before each of {_CHANGES_BEFORE_EAGER} steps in a row")
-            return
-        self._graphs = {key: g for key, g in self._graphs.items() if g is _EAGER}
-
-    def _go_eager(self, reason: str) -> None:
-        self._eager_reason = reason
-        self._graphs.clear()
-        log.info("keras_bridge: the training step of %s runs eagerly from now on: %s.", self._name(), reason)
-
-    def _name(self) -> str:
-        model = self.module.model
-        return str(getattr(model, "name", type(model).__name__))
-
     def _roots(self) -> List[Any]:
         """What the traced step reads: the model, the loss plan, its terms and the loss objects they hold."""
         plan = self.module.loss_plan
@@ -327,23 +283,10 @@ class CapturedStep:
         self.traces += 1
         state = PythonState(self._roots(), skip=_unguarded_types(reads_losses=True))
         graph, failure, reason = trace_program(step, (x, y, sw), model, state)
-        if reason is not None:
-            self._go_eager(f"{reason} when it runs, which a captured graph would not repeat")
-            return _EAGER
-        if graph is None:
-            self._tell(failure)  # type: ignore[arg-type]
-            return _EAGER
-        self._state = state
-        _detach_variable_updates(graph)
-        _drop_unused_detaches(graph)
+        if not self._settle(graph, state, failure, reason) or graph is None:
+            return self._EAGER
         return _Program(graph, params)
 
-    def _tell(self, err: BaseException) -> None:
-        if not self._told:
-            self._told = True
-            reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
-            log.info(
-                "keras_bridge: the training step of %s runs eagerly (it could not be captured as one graph: %s).",
-                self._name(),
-                reason,
-            )
+    def _failure(self, err: BaseException) -> str:
+        reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+        return f"(it could not be captured as one graph: {reason})"
