@@ -222,12 +222,15 @@ class CapturedForward(GuardedGraphs):
         self.model = model
         self.compile_graphs = compile_graphs
 
-    def captures(self, x: ArrayTree, training: bool) -> bool:
-        """Whether ``x`` would run from a captured graph now: its signature captured, the guarded state unchanged."""
+    def graph_for(self, x: ArrayTree, training: bool) -> Optional[Callable[..., Any]]:
+        """The captured graph ``x`` would run from now (its signature captured, the guarded state unchanged), or None.
+
+        Called with ``x``, the graph returns ``(y_pred, losses)`` (``losses`` possibly None for none).
+        """
         if self._eager_reason is not None or self._state is None or self._state.changed():
-            return False
+            return None
         graph = self._graphs.get(_signature(x, training))
-        return graph is not None and graph is not _EAGER and graph is not _SEEN
+        return None if graph is None or graph is _EAGER or graph is _SEEN else graph
 
     def __call__(self, x: ArrayTree, training: bool) -> Tuple[Any, List[Any]]:
         self._check_state()

@@ -64,7 +64,7 @@ Example:
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -223,11 +223,14 @@ class CapturedStep(GuardedGraphs):
             return None
         params = _stepped(optimizer)
         if program is self._SEEN:
-            if not forward.captures(x, True):
+            forward_graph = forward.graph_for(x, True)
+            if forward_graph is None:
                 # The forward pass is traced first, by the captured forward: a side effect or a trace failure of
                 # the model's own is found (and said) there, once; this step then never captures.
                 return None
-            program = self._capture(x, y, sw, params) if self.captured < self.max_graphs else self._EAGER
+            if forward.compile_graphs:  # a compiled graph is not traced through: the model's Python is
+                forward_graph = None
+            program = self._capture(x, y, sw, params, forward_graph) if self.captured < self.max_graphs else self._EAGER
             self._graphs[key] = program
         if not isinstance(program, _Program):
             return None
@@ -267,13 +270,25 @@ class CapturedStep(GuardedGraphs):
         roots.extend(term.loss for term in plan.terms)
         return roots
 
-    def _capture(self, x: TensorTree, y: TensorTree, sw: TensorTree, params: List[Tensor]) -> Any:
+    def _capture(
+        self,
+        x: TensorTree,
+        y: TensorTree,
+        sw: TensorTree,
+        params: List[Tensor],
+        forward_graph: Optional[Callable[..., Any]],
+    ) -> Any:
         model: Any = self.module.model  # a Keras model (its variables and losses)
         plan, regularizers = self.module.loss_plan, self.module.run_regularizers
 
         def step(x: TensorTree, y: TensorTree, sw: TensorTree) -> Tuple[Any, ...]:
-            y_pred = model(x, training=True)
-            own_losses = list(model.losses)
+            # The captured forward's graph is what the eager step runs (the same ops, hence the same backward),
+            # and tracing its few aten ops costs far less than tracing the model's Python again.
+            if forward_graph is not None:
+                y_pred, own = forward_graph(x)
+                own_losses = list(own) if own else []
+            else:
+                y_pred, own_losses = model(x, training=True), list(model.losses)
             total, output_losses = plan(*plan.flatten_batch(y, y_pred, sw))
             if regularizers:
                 total = add_model_losses(total, own_losses)
