@@ -11,7 +11,8 @@ model's weight constraints when a torch optimizer trains it, and Lightning's ste
 the one Lightning would make, in its order, on the same objects: the numbers are the same. (torch's own
 wrappers of ``zero_grad`` and ``step``, which only open profiler records and run the optimizer step hooks, are
 skipped while no such hook is registered.) Per step of the MLP of ``bench/run.py`` this saves about a sixth
-of the bridge's time.
+of the bridge's time. For a Keras model, the forward pass, the loss and ``backward`` may run as one captured graph
+instead (:mod:`keras_bridge.trainer.captured_step`: the gradients ``backward`` would leave, then the same update).
 
 The choice is made once per fit, when it starts (:func:`begin`, from ``on_fit_start``: the optimizers are
 configured, no batch has run), by :func:`fused_step_refusal`. The fused step is refused, and Lightning's
