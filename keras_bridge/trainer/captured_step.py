@@ -48,7 +48,8 @@ When it is used (else the eager step runs, with the same numbers; the reason is 
 (``compute_loss``, ``compute_metrics``, ``train_step`` overridden in its class); ``forward``,
 ``compute_loss`` and ``update_metrics`` not overridden in a ``KerasModule`` subclass and no forward hook on
 it; the optimizer clears gradients with torch's own ``zero_grad``; the model's trainable tensors are all
-stepped by it; and, per step, a non-empty batch without DDP's batch information.
+stepped by it; and, per step, a non-empty batch without DDP's batch information and no gradient hook on a weight
+(``register_hook``: ``backward`` would run it).
 
 Example:
     >>> import keras, numpy as np
@@ -73,6 +74,7 @@ from keras_bridge.compile.loss_plan import add_model_losses
 from keras_bridge.data.distributed import split_batch_info
 from keras_bridge.python_state import PythonState
 from keras_bridge.typing import TensorTree
+from keras_bridge.utils.compat import gradient_hooks_set
 from keras_bridge.utils.tree import first_batch_dim, unpack_x_y_sample_weight
 
 if TYPE_CHECKING:
@@ -237,6 +239,8 @@ class CapturedStep(GuardedGraphs):
         if len(params) != len(program.params) or not all(map(operator.is_, params, program.params)):
             # The optimizer steps other tensors (a new param group, a weight made trainable): trace again.
             self._graphs[key] = self._SEEN
+            return None
+        if gradient_hooks_set(params):  # backward runs a weight's gradient hooks; the graph would not
             return None
         outputs = program(x, y, sw)
         if outputs is None:  # the eager step runs this batch (and raises Keras's error, where there is one)

@@ -272,3 +272,37 @@ def test_a_replay_that_raises_is_undone_and_the_eager_step_raises_keras_error():
     for a, b in zip(eager.model.variables, module.model.variables):
         assert torch.equal(a.value, b.value), a.path
     assert torch.equal(eager_rng, rng)
+
+
+class DoubleGradients(keras.callbacks.Callback):
+    """Registers a gradient hook on the first kernel at the start of the second epoch: ``backward`` doubles it."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            self.module.model.layers[1].kernel.value.register_hook(lambda g: g * 2)
+
+
+@pytest.mark.parametrize("captured", [False, True])
+def test_a_gradient_hook_on_a_weight_keeps_the_eager_step(captured):
+    results = []
+    for allow in (False, captured):
+        _, model = twin_models(_mlp)
+        x, y = _data()
+        module = kb.KerasModule(model)
+        module.allow_captured_step = allow
+        module.compile(optimizer="sgd", loss=CE_LOGITS)
+        keras.utils.set_random_seed(7)
+        history = module.fit(
+            x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[DoubleGradients(module)]
+        )
+        results.append((module, history))
+    (_, expected), (module, got) = results
+    assert got.history == expected.history
+    for a, b in zip(results[0][0].model.variables, module.model.variables):
+        assert torch.equal(a.value, b.value), a.path
+    if captured:
+        assert module.captured_step.replays > 0  # the first epoch replayed, the others ran eagerly
