@@ -242,13 +242,44 @@ class OwnLoss(kb.KerasModule):
         return super().compute_loss(x, y, y_pred, sample_weight, training) * 2.0
 
 
-def test_a_module_overriding_compute_loss_keeps_the_eager_step():
-    _, model = twin_models(_mlp)
-    module = OwnLoss(model)
+class KerasOwnLoss(keras.Model):
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return super().compute_loss(x, y, y_pred, sample_weight, training) * 2.0
+
+
+def _keras_own_loss():
+    inputs = keras.Input((6,))
+    return KerasOwnLoss(inputs, keras.layers.Dense(3)(inputs))
+
+
+class Refusal(keras.callbacks.Callback):
+    def __init__(self, module):
+        super().__init__()
+        self.module, self.said = module, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.said.append(self.module.fused_step.captured_step_refusal)
+
+
+@pytest.mark.parametrize(
+    "module_class, build, allow, reason",
+    [
+        (OwnLoss, _mlp, True, "OwnLoss overrides compute_loss"),
+        (kb.KerasModule, _keras_own_loss, True, "the forward pass is not captured"),  # compile keeps it eager
+        (kb.KerasModule, _mlp, False, "module.allow_captured_step is False"),
+    ],
+    ids=["module_compute_loss", "keras_model_compute_loss", "switched_off"],
+)
+def test_refusals_keep_the_eager_step_and_say_why(module_class, build, allow, reason):
+    _, model = twin_models(build)
+    module = module_class(model)
+    module.allow_captured_step = allow
     module.compile(optimizer="adam", loss=CE_LOGITS)
     x, y = _data()
-    module.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    refusal = Refusal(module)
+    module.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[refusal])
     assert module.captured_step is None
+    assert refusal.said and all(r is not None and r.startswith(reason) for r in refusal.said)
 
 
 def _fit_bad_label(captured):
