@@ -22,10 +22,11 @@ When the replay is used (the guard rule, checked before every call):
 * **guarded**: the Python state the trace may have read (:class:`~keras_bridge.python_state.PythonState`:
   every attribute of the model, its layers and the plain objects they hold; the items of their lists,
   dicts and sets; NumPy arrays by value; the class attributes of user classes and the globals, module
-  attributes and closure cells their methods name) and, in the graph's key, Keras's and torch's global
-  settings (``floatx``, ``epsilon``, ``image_data_format``, the global dtype policy, torch's default
-  dtype). A value that changed since the capture (a callback raising ``beta``, a ``Dropout`` ``rate``
-  or a bool switch set between fits, ``trainable``, a global) drops the graphs: each signature runs
+  attributes and closure cells their methods name; not the optimizer, metrics, callbacks, compiled losses
+  and ``KerasModule`` the model holds, which its forward pass does not read) and, in the graph's key,
+  Keras's and torch's global settings (``floatx``, ``epsilon``, ``image_data_format``, the global dtype
+  policy, torch's default dtype). A value that changed since the capture (a callback raising ``beta``, a
+  ``Dropout`` ``rate`` or a bool switch set between fits, ``trainable``, a global) drops the graphs: each signature runs
   eagerly at its next call and is captured again at the one after. State that changed before 3
   calls in a row makes the forward run eagerly from then on;
 * **when**: at every call, before the graph runs (so a change made by a callback between two steps is
