@@ -337,3 +337,29 @@ def test_a_gradient_hook_on_a_weight_keeps_the_eager_step(captured):
         assert torch.equal(a.value, b.value), a.path
     if captured:
         assert module.captured_step.replays > 0  # the first epoch replayed, the others ran eagerly
+
+
+class ValueBranchCrossentropy(ScaledCrossentropy):
+    """Python control flow on a tensor's value: the loss cannot be traced into a graph."""
+
+    def call(self, y_true, y_pred):
+        scale = 2.0 if float(keras.ops.convert_to_numpy(keras.ops.mean(y_pred))) > 0.0 else 1.0
+        return super().call(y_true, y_pred) * scale
+
+
+def test_a_loss_that_cannot_be_traced_runs_eagerly_said_once(caplog):
+    results = []
+    for allow in (False, True):
+        _, model = twin_models(_mlp)
+        x, y = _data()
+        module = kb.KerasModule(model)
+        module.allow_captured_step = allow
+        module.compile(optimizer="adam", loss=ValueBranchCrossentropy())
+        keras.utils.set_random_seed(7)
+        with caplog.at_level(logging.INFO, logger="keras_bridge"):
+            results.append((module, module.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)))
+    (eager, expected), (module, got) = results
+    assert got.history == expected.history
+    assert module.captured_step.replays == 0 and module.captured_step.captured == 0
+    said = [r.getMessage() for r in caplog.records if "runs eagerly" in r.getMessage()]
+    assert len(said) == 1 and "could not be captured as one graph" in said[0]
