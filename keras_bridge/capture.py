@@ -153,6 +153,12 @@ class GuardedGraphs:
         """Why it runs eagerly for good (a side effect, ever-changing state), or None."""
         return self._eager_reason
 
+    def __getstate__(self) -> Dict[str, Any]:
+        """Pickled (a launcher sends the module) without its graphs and guard set: captured again where it runs."""
+        state = dict(self.__dict__)
+        state.update(_graphs={}, _state=None)
+        return state
+
     def _check_state(self) -> None:
         """Before each call: a change of the guarded state drops the graphs (see :meth:`_state_changed`)."""
         if self._eager_reason is None and self._state is not None:

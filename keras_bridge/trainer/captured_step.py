@@ -195,12 +195,6 @@ class CapturedStep(GuardedGraphs):
         self.replays = 0  # steps run from a graph
         self.traces = 0  # graphs traced (again after each change of the guarded state)
 
-    def __getstate__(self) -> Dict[str, Any]:
-        """Pickled (a launcher sends the module) without its graphs and guard set: captured again where it runs."""
-        state = dict(self.__dict__)
-        state.update(_graphs={}, _state=None)
-        return state
-
     def __call__(
         self, batch: object, optimizer: torch.optim.Optimizer
     ) -> Optional[Tuple[Tensor, Tuple[Tensor, ...], List[Optional[Tensor]]]]:
