@@ -124,6 +124,8 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
         self.fused_step_refusal: Optional[str] = None  # why the last fit kept Lightning's automatic optimization
         # A Keras model's training step replayed from captured graphs (keras_bridge.trainer.captured_step).
         self.allow_captured_step = True
+        # Fewer training steps in a fit than this: the captured step's trace (tens of milliseconds) would not pay off.
+        self.captured_step_min_steps = 500
         self.captured_step: Any = None
         self.hparams.update({k: list(v) if v is not None else None for k, v in given_names.items()})
         skip_no_op_batch_hooks(self)  # Lightning need not call the batch hooks left as LightningModule's no-ops

@@ -161,6 +161,7 @@ def test_a_module_pickles_after_a_captured_fit_and_trains_on_like_the_original()
     x, y = data("mlp")
     keras.utils.set_random_seed(3)
     module = kb.KerasModule(mlp())
+    module.captured_step_min_steps = 0  # a short fit
     # Plain SGD: Keras's own pickling of a model keeps no slot variables of an optimizer (it warns), so a stateful
     # optimizer would start again in the copy, under Keras as here.
     module.compile(**dict(COMPILE, optimizer="sgd"))

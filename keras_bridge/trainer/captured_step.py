@@ -48,8 +48,9 @@ When it is used (else the eager step runs, with the same numbers; the reason is 
 (``compute_loss``, ``compute_metrics``, ``train_step`` overridden in its class); ``forward``,
 ``compute_loss`` and ``update_metrics`` not overridden in a ``KerasModule`` subclass and no forward hook on
 it; the optimizer clears gradients with torch's own ``zero_grad``; the model's trainable tensors are all
-stepped by it; and, per step, a non-empty batch without DDP's batch information and no gradient hook on a weight
-(``register_hook``: ``backward`` would run it).
+stepped by it; the fit has at least ``module.captured_step_min_steps`` training steps left (500 by default: a
+shorter fit would spend more on the trace than the replays save); and, per step, a non-empty batch without DDP's
+batch information and no gradient hook on a weight (``register_hook``: ``backward`` would run it).
 
 Example:
     >>> import keras, numpy as np
@@ -57,6 +58,7 @@ Example:
     >>> inputs = keras.Input((3,))
     >>> module = KerasModule(keras.Model(inputs, keras.layers.Dense(1)(inputs)))
     >>> module.compile(optimizer="sgd", loss="mse")
+    >>> module.captured_step_min_steps = 0  # a 4-step fit would not pay for its trace otherwise
     >>> _ = module.fit(np.ones((8, 3)), np.zeros((8, 1)), batch_size=2, verbose=0)
     >>> module.captured_step.captured, module.captured_step.replays  # 4 steps: 2 eager, 2 replayed
     (1, 2)
@@ -95,6 +97,13 @@ def captured_step_refusal(module: BridgeModule, base: type, optimizer: torch.opt
     """
     if not getattr(module, "allow_captured_step", True):
         return "module.allow_captured_step is False"
+    minimum = getattr(module, "captured_step_min_steps", 0)
+    steps = _steps_left(module)
+    if steps < minimum:
+        return (
+            f"this fit has {steps:.0f} training steps left, fewer than module.captured_step_min_steps={minimum} "
+            "(a trace would cost more than the steps save)"
+        )
     if module.captured_forward is None:
         return "the forward pass is not captured"
     tracker = module.train_tracker
@@ -114,6 +123,16 @@ def captured_step_refusal(module: BridgeModule, base: type, optimizer: torch.opt
     if any(id(p) not in stepped for p in trainable):
         return "the optimizer does not step every trainable weight of the model"
     return None
+
+
+def _steps_left(module: BridgeModule) -> float:
+    """The training steps this fit has left (infinite when Lightning cannot tell)."""
+    trainer = module.trainer
+    try:
+        total = float(trainer.estimated_stepping_batches)
+    except Exception:  # an iterable of unknown length, an infinite fit
+        return float("inf")
+    return total - trainer.global_step
 
 
 def _defines(module: object, base: type, name: str) -> bool:

@@ -110,6 +110,7 @@ def _fit(build, compile_args, fit_args, captured, epochs=3):
         fit_args = {"sample_weight": np.linspace(0.2, 2.0, len(y)).astype("float32")}
     module = kb.KerasModule(model)
     module.allow_captured_step = captured
+    module.captured_step_min_steps = 0  # these fits are short
     module.compile(**compile_args())
     keras.utils.set_random_seed(7)
     # 72 samples, batch 16, validation_split 0.25: 54 training samples in 3 full batches and a partial one.
@@ -158,6 +159,7 @@ def test_captured_step_gives_keras_fits_numbers():
     keras.utils.set_random_seed(7)
     expected = keras_model.fit(x, y, batch_size=16, epochs=3, shuffle=False, validation_split=0.25, verbose=0)
     module = kb.KerasModule(bridge_model)
+    module.captured_step_min_steps = 0  # these fits are short
     module.compile(**compile_args)
     keras.utils.set_random_seed(7)
     got = module.fit(x, y, batch_size=16, epochs=3, shuffle=False, validation_split=0.25, verbose=0)
@@ -202,7 +204,9 @@ def _keras_and_bridge(loss_class, callbacks=False):
     keras_model, bridge_model = twin_models(_mlp)
     x, y = _data()
     runs = []
-    for target in (keras_model, kb.KerasModule(bridge_model)):
+    module = kb.KerasModule(bridge_model)
+    module.captured_step_min_steps = 0  # these fits are short
+    for target in (keras_model, module):
         loss = loss_class()
         target.compile(optimizer="adam", loss=loss)
         keras.utils.set_random_seed(7)
@@ -274,6 +278,7 @@ def test_refusals_keep_the_eager_step_and_say_why(module_class, build, allow, re
     _, model = twin_models(build)
     module = module_class(model)
     module.allow_captured_step = allow
+    module.captured_step_min_steps = 0  # these fits are short
     module.compile(optimizer="adam", loss=CE_LOGITS)
     x, y = _data()
     refusal = Refusal(module)
@@ -288,6 +293,7 @@ def _fit_bad_label(captured):
     y[40] = 12  # the third training batch: its step is the first replayed from the graph
     module = kb.KerasModule(model)
     module.allow_captured_step = captured
+    module.captured_step_min_steps = 0  # these fits are short
     module.compile(optimizer="adam", loss=CE_LOGITS)
     keras.utils.set_random_seed(7)
     with pytest.raises(ValueError) as info:
@@ -325,6 +331,7 @@ def test_a_gradient_hook_on_a_weight_keeps_the_eager_step(captured):
         x, y = _data()
         module = kb.KerasModule(model)
         module.allow_captured_step = allow
+        module.captured_step_min_steps = 0  # these fits are short
         module.compile(optimizer="sgd", loss=CE_LOGITS)
         keras.utils.set_random_seed(7)
         history = module.fit(
@@ -354,6 +361,7 @@ def test_a_loss_that_cannot_be_traced_runs_eagerly_said_once(caplog):
         x, y = _data()
         module = kb.KerasModule(model)
         module.allow_captured_step = allow
+        module.captured_step_min_steps = 0  # these fits are short
         module.compile(optimizer="adam", loss=ValueBranchCrossentropy())
         keras.utils.set_random_seed(7)
         with caplog.at_level(logging.INFO, logger="keras_bridge"):
@@ -363,3 +371,19 @@ def test_a_loss_that_cannot_be_traced_runs_eagerly_said_once(caplog):
     assert module.captured_step.replays == 0 and module.captured_step.captured == 0
     said = [r.getMessage() for r in caplog.records if "runs eagerly" in r.getMessage()]
     assert len(said) == 1 and "could not be captured as one graph" in said[0]
+
+
+@pytest.mark.parametrize("minimum, captured", [(10, True), (11, False)], ids=["long_enough", "too_short"])
+def test_a_fit_too_short_to_pay_for_the_trace_keeps_the_eager_step(minimum, captured):
+    module = kb.KerasModule(_mlp())
+    module.captured_step_min_steps = minimum
+    module.compile(optimizer="rmsprop", loss=CE_LOGITS)
+    x, y = _data()  # 72 samples in batches of 16: 5 steps per epoch, 10 in the fit
+    refusal = Refusal(module)
+    module.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[refusal])
+    assert (module.captured_step is not None) is captured
+    if captured:
+        assert module.captured_step.captured == 1 and refusal.said == [None, None]
+    else:
+        assert refusal.said == ["this fit has 10 training steps left, fewer than module.captured_step_min_steps=11 "
+                                "(a trace would cost more than the steps save)"] * 2  # fmt: skip
