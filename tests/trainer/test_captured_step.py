@@ -323,21 +323,25 @@ class DoubleGradients(keras.callbacks.Callback):
             self.module.model.layers[1].kernel.value.register_hook(lambda g: g * 2)
 
 
-@pytest.mark.parametrize("captured", [False, True])
-def test_a_gradient_hook_on_a_weight_keeps_the_eager_step(captured):
+def _eager_then(allow, optimizer, make_loss, callbacks=lambda module: None):
+    """The same fit of the MLP twice: with the eager step, then with ``allow_captured_step=allow``."""
     results = []
-    for allow in (False, captured):
+    for allowed in (False, allow):
         _, model = twin_models(_mlp)
         x, y = _data()
         module = kb.KerasModule(model)
-        module.allow_captured_step = allow
+        module.allow_captured_step = allowed
         module.captured_step_min_steps = 0  # these fits are short
-        module.compile(optimizer="sgd", loss=CE_LOGITS)
+        module.compile(optimizer=optimizer, loss=make_loss())
         keras.utils.set_random_seed(7)
-        history = module.fit(
-            x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[DoubleGradients(module)]
-        )
+        history = module.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=callbacks(module))
         results.append((module, history))
+    return results
+
+
+@pytest.mark.parametrize("captured", [False, True])
+def test_a_gradient_hook_on_a_weight_keeps_the_eager_step(captured):
+    results = _eager_then(captured, "sgd", lambda: CE_LOGITS, lambda module: [DoubleGradients(module)])
     (_, expected), (module, got) = results
     assert got.history == expected.history
     for a, b in zip(results[0][0].model.variables, module.model.variables):
@@ -355,18 +359,8 @@ class ValueBranchCrossentropy(ScaledCrossentropy):
 
 
 def test_a_loss_that_cannot_be_traced_runs_eagerly_said_once(caplog):
-    results = []
-    for allow in (False, True):
-        _, model = twin_models(_mlp)
-        x, y = _data()
-        module = kb.KerasModule(model)
-        module.allow_captured_step = allow
-        module.captured_step_min_steps = 0  # these fits are short
-        module.compile(optimizer="adam", loss=ValueBranchCrossentropy())
-        keras.utils.set_random_seed(7)
-        with caplog.at_level(logging.INFO, logger="keras_bridge"):
-            results.append((module, module.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)))
-    (eager, expected), (module, got) = results
+    with caplog.at_level(logging.INFO, logger="keras_bridge"):
+        (eager, expected), (module, got) = _eager_then(True, "adam", ValueBranchCrossentropy)
     assert got.history == expected.history
     assert module.captured_step.replays == 0 and module.captured_step.captured == 0
     said = [r.getMessage() for r in caplog.records if "runs eagerly" in r.getMessage()]
