@@ -78,7 +78,7 @@ _SEEN: Any = object()  # a signature called once (eagerly): captured at its next
 _CHANGES_BEFORE_EAGER = 3
 
 
-def _unguarded_types(reads_losses: bool = False) -> Tuple[type, ...]:
+def unguarded_types(reads_losses: bool = False) -> Tuple[type, ...]:
     """Objects a model holds that its forward pass does not read: they change at every step.
 
     The ``KerasModule`` training the model is one (a torch optimizer's facade, ``model.optimizer``, holds it),
@@ -91,7 +91,17 @@ def _unguarded_types(reads_losses: bool = False) -> Tuple[type, ...]:
     return unread if reads_losses else unread + (keras.losses.Loss,)
 
 
-def _signature(x: ArrayTree, training: bool) -> Tuple[Any, ...]:
+def call_signature(x: ArrayTree, training: bool) -> Tuple[Any, ...]:
+    """The key of a captured graph: what a trace bakes in besides the guarded Python state.
+
+    The structure, shapes, dtypes and devices of ``x`` (other leaves by value), ``training``, autocast,
+    grad mode and the global settings of :func:`_global_config`.
+
+    Example:
+        >>> import torch
+        >>> call_signature(torch.ones(2, 3), True)[:3]
+        (True, '*', (((2, 3), torch.float32, device(type='cpu')),))
+    """
     if type(x) is torch.Tensor:  # the common case, without the tree walk: the key torch's pytree gives a leaf
         spec: Any = "*"
         described: Tuple[Any, ...] = ((tuple(x.shape), x.dtype, x.device),)
@@ -236,14 +246,14 @@ class CapturedForward(GuardedGraphs):
         """
         if self._eager_reason is not None or self._state is None or self._state.changed():
             return None
-        graph = self._graphs.get(_signature(x, training))
+        graph = self._graphs.get(call_signature(x, training))
         return None if graph is None or graph is _EAGER or graph is _SEEN else graph
 
     def __call__(self, x: ArrayTree, training: bool) -> Tuple[Any, List[Any]]:
         self._check_state()
         if self._eager_reason is not None:
             return self._eager(x, training)
-        key = _signature(x, training)
+        key = call_signature(x, training)
         graph = self._graphs.get(key)
         if graph is None:
             # The first call of a signature runs eagerly: state a forward pass sets once (a lazy
@@ -267,7 +277,7 @@ class CapturedForward(GuardedGraphs):
         def forward(inputs: Any) -> Tuple[Any, List[Any]]:
             return model(inputs, training=training), list(model.losses)
 
-        state = PythonState([model], skip=_unguarded_types())
+        state = PythonState([model], skip=unguarded_types())
         graph, failure, reason = trace_program(forward, (x,), model, state)
         if not self._settle(graph, state, failure, reason) or graph is None:
             return _EAGER

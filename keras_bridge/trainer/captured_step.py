@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 import torch
 
-from keras_bridge.capture import GuardedGraphs, _signature, _unguarded_types, trace_program
+from keras_bridge.capture import GuardedGraphs, call_signature, trace_program, unguarded_types
 from keras_bridge.compile.loss_plan import add_model_losses
 from keras_bridge.data.distributed import split_batch_info
 from keras_bridge.python_state import PythonState
@@ -231,7 +231,7 @@ class CapturedStep(GuardedGraphs):
         self._check_state()
         if self._eager_reason is not None:
             return None
-        key = (_signature((x, y, sw), True), module.run_regularizers)
+        key = (call_signature((x, y, sw), True), module.run_regularizers)
         program = self._graphs.get(key)
         if program is None:
             self._graphs[key] = self._SEEN  # the eager step runs first: state it sets once is settled
@@ -313,7 +313,7 @@ class CapturedStep(GuardedGraphs):
             return y_pred, total, output_losses, own_losses, list(grads)
 
         self.traces += 1
-        state = PythonState(self._roots(), skip=_unguarded_types(reads_losses=True))
+        state = PythonState(self._roots(), skip=unguarded_types(reads_losses=True))
         graph, failure, reason = trace_program(step, (x, y, sw), model, state)
         if not self._settle(graph, state, failure, reason) or graph is None:
             return self._EAGER
