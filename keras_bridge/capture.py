@@ -215,11 +215,11 @@ class GuardedGraphs:
     def _tell(self, err: BaseException) -> None:
         if not self._told:
             self._told = True
-            log.info("keras_bridge: %s runs eagerly %s.", self.subject, self._failure(err))
+            reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+            log.info("keras_bridge: %s runs eagerly %s.", self.subject, self._failure(reason))
 
-    def _failure(self, err: BaseException) -> str:
-        """The log line's reason for a trace that raised ``err``, after "runs eagerly"."""
-        reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+    def _failure(self, reason: str) -> str:
+        """The log line's words for a trace that raised (``reason``: the error, one line), after "runs eagerly"."""
         return f"(it could not be captured: {reason})"
 
 
@@ -284,8 +284,7 @@ class CapturedForward(GuardedGraphs):
         # The generated code itself: a graph module has no hooks, so its __call__ would only add Python frames.
         return torch.compile(graph, dynamic=False) if self.compile_graphs else graph.forward
 
-    def _failure(self, err: BaseException) -> str:
-        reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+    def _failure(self, reason: str) -> str:
         return (
             f"(its forward pass could not be captured: {reason}). Pass compile(jit_compile=False) to skip the attempt"
         )

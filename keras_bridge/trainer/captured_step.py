@@ -319,6 +319,5 @@ class CapturedStep(GuardedGraphs):
             return self._EAGER
         return _Program(graph, params)
 
-    def _failure(self, err: BaseException) -> str:
-        reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+    def _failure(self, reason: str) -> str:
         return f"(it could not be captured as one graph: {reason})"
