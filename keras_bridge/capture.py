@@ -101,10 +101,16 @@ def call_signature(x: ArrayTree, training: bool) -> Tuple[Any, ...]:
         >>> import torch
         >>> call_signature(torch.ones(2, 3), True)[:3]
         (True, '*', (((2, 3), torch.float32, device(type='cpu')),))
+        >>> call_signature((torch.ones(2, 3), torch.zeros(2), None), True)[1]
+        'tuple**-'
     """
     if type(x) is torch.Tensor:  # the common case, without the tree walk: the key torch's pytree gives a leaf
         spec: Any = "*"
         described: Tuple[Any, ...] = ((tuple(x.shape), x.dtype, x.device),)
+    elif type(x) is tuple and all(type(v) is torch.Tensor or v is None for v in x):
+        # A batch's (x, y, sample_weight) of plain tensors, without the tree walk: where the Nones are is the structure.
+        spec = "tuple" + "".join("-" if v is None else "*" for v in x)
+        described = tuple((tuple(v.shape), v.dtype, v.device) for v in x if v is not None)
     else:
         leaves, spec = pytree_flatten(x)
         described = tuple(

@@ -35,7 +35,7 @@ from keras_bridge.compile.metric_plan import MetricPlan
 from keras_bridge.compile.tracking import StageTracker
 from keras_bridge.model_methods import KerasModelMethods
 from keras_bridge.optimizers.keras_native import KerasNativeSpec
-from keras_bridge.saving.state import apply_training_state
+from keras_bridge.saving.state import apply_training_state, optimizer_states
 from keras_bridge.trainer import on_batch
 from keras_bridge.trainer.arguments import check_model, forward_parameters, model_names
 from keras_bridge.trainer.keras_step import KerasSteps
@@ -160,12 +160,23 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
 
     next_shuffle_seed = engine.next_shuffle_seed
 
+    def __getstate__(self) -> Dict[str, Any]:
+        state = super().__getstate__()
+        cache = self.optimizer_cache
+        built = optimizer_states(self, cache.optimizer, cache.scheduler) if cache.config is not None else {}
+        state["optimizer_cache"] = cache.to_pickle(built)
+        return state
+
     def __setstate__(self, state: Dict[str, Any]) -> None:
         # Unpickled in a process a launcher started (ddp_spawn): a Keras model registers its variables
         # as torch parameters only when asked, and DDP must find them.
         super().__setstate__(state)
         if self.is_keras:
             list(self.model.parameters())
+            if isinstance(self.optimizer_spec, KerasNativeSpec):
+                # Keras unpickles the model compiled with an optimizer of its own; the callbacks (an LR
+                # schedule, ReduceLROnPlateau) must reach the one the bridge steps, as before pickling.
+                object.__setattr__(self.model, "optimizer", self.optimizer_spec.keras_optimizer)
 
     callback_model = property(model_facade.callback_model)
 

@@ -175,3 +175,18 @@ def test_a_module_pickles_after_a_captured_fit_and_trains_on_like_the_original()
     assert copy.captured_forward.captured >= 1 and copy.captured_step.captured >= 1
     for a, b in zip(module.model.get_weights(), copy.model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_call_signatures_of_batches_tell_every_structure_shape_and_dtype_apart():
+    from keras_bridge.capture import call_signature
+
+    x, y, w = torch.ones(4, 3), torch.zeros(4, dtype=torch.long), torch.ones(4)
+    batches = [
+        (x, y, None), (x, None, y), (x, y, w), (x, y), (x,), [x, y, None], (x[:2], y[:2], None),
+        (x.double(), y, None), (x, y.int(), None), ({"a": x}, y, None),
+    ]  # fmt: skip
+    keys = [call_signature(b, True) for b in batches]
+    assert len(set(keys)) == len(batches)
+    assert [call_signature(b, True) for b in batches] == keys  # the same batch, the same key
+    assert call_signature((x, y, None), False) != keys[0]
+    assert call_signature((x.clone(), y.clone(), None), True) == keys[0]

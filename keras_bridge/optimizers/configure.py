@@ -73,6 +73,24 @@ class OptimizerCache:
         """The built optimizer (call :meth:`configure` first)."""
         return self.config["optimizer"] if isinstance(self.config, dict) else self.config
 
+    @property
+    def scheduler(self) -> Optional[KerasScheduleLR]:
+        """The built optimizer's Keras schedule, stepped per batch, or None."""
+        return self.config["lr_scheduler"]["scheduler"] if isinstance(self.config, dict) else None
+
+    def to_pickle(self, states: Dict[str, Any]) -> OptimizerCache:
+        """What a pickle of the module holds instead of this cache (a launcher such as ``ddp_spawn`` sends it).
+
+        The built optimizer steps the model's own tensors, which the copy of the model does not share:
+        its ``states`` (as a file keeps them) travel instead and are loaded when the copy's next fit
+        starts, so momentum and step count carry over as they do from one ``fit()`` to the next.
+        """
+        copy = OptimizerCache()
+        copy.pending_learning_rate = self.pending_learning_rate
+        pending = self.restored_state if self.restored_state is not None else states
+        copy.restored_state = dict(pending) if pending else None
+        return copy
+
     def set_learning_rate(self, value: float) -> None:
         """Set the built optimizer's rate, and again when the next fit configures it.
 

@@ -119,21 +119,26 @@ def _renumber(state: Dict[str, Any], mapping: Mapping[int, int]) -> Dict[str, An
     return {"state": {mapping[i]: v for i, v in state["state"].items()}, "param_groups": groups}
 
 
+def optimizer_states(module: CallbackHost, optimizer: torch.optim.Optimizer, scheduler: Any = None) -> Dict[str, Any]:
+    """``optimizer``'s (and ``scheduler``'s) ``state_dict()`` as a file keeps them: by structural position."""
+    positions = None if hasattr(optimizer, "keras_optimizer") else _positions(module, optimizer)
+    state: Dict[str, Any] = {"optimizer": optimizer.state_dict()}
+    # A Keras optimizer's variables are already in the model's structural order.
+    if positions is not None:
+        state["optimizer"] = _renumber(state["optimizer"], dict(enumerate(positions)))
+        state["optimizer_by_position"] = True
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    return state
+
+
 def training_state(module: CallbackHost) -> Dict[str, Any]:
     """The running optimizer's and LR scheduler's ``state_dict()`` (empty outside a fit)."""
     trainer = attached_trainer(module)
-    state: Dict[str, Any] = {}
-    if trainer is not None and trainer.optimizers:
-        optimizer = trainer.optimizers[0]
-        positions = None if hasattr(optimizer, "keras_optimizer") else _positions(module, optimizer)
-        state["optimizer"] = optimizer.state_dict()
-        # A Keras optimizer's variables are already in the model's structural order.
-        if positions is not None:
-            state["optimizer"] = _renumber(state["optimizer"], dict(enumerate(positions)))
-            state["optimizer_by_position"] = True
-        if trainer.lr_scheduler_configs:
-            state["scheduler"] = trainer.lr_scheduler_configs[0].scheduler.state_dict()
-    return state
+    if trainer is None or not trainer.optimizers:
+        return {}
+    configs = trainer.lr_scheduler_configs
+    return optimizer_states(module, trainer.optimizers[0], configs[0].scheduler if configs else None)
 
 
 def apply_training_state(trainer: pl.Trainer, states: Mapping[str, Any], module: Optional[CallbackHost] = None) -> None:

@@ -118,13 +118,30 @@ class ArrayBatchDataset(Dataset):
         info = None
         if isinstance(index, tuple):
             index, info = index
-        take = lambda v: None if v is None else v[index]  # noqa: E731
-        x = map_structure(take, self.x)
+        x = _rows_of(self.x, index)
         if self.y is None and self.sample_weight is None:
             batch: Tuple[Any, ...] = (x,)
         else:
-            batch = (x, map_structure(take, self.y), map_structure(take, self.sample_weight))
+            batch = (x, _rows_of(self.y, index), _rows_of(self.sample_weight, index))
         return batch if info is None else batch + (info,)
+
+
+def _rows(value: Any, index: Any) -> Any:
+    """``value[index]``: the rows of one array (a tensor, or lazily read rows) for one batch."""
+    if value is None:
+        return None
+    if type(value) is torch.Tensor and type(index) is torch.Tensor and index.dtype == torch.long and value.dim():
+        # The same rows, copied the same way, as `value[index]`; advanced indexing's general path costs
+        # about five times as much for a batch of 64 rows of 784 values.
+        return torch.index_select(value, 0, index)
+    return value[index]
+
+
+def _rows_of(tree: ArrayTree, index: Any) -> Any:
+    """The rows ``index`` of every array of ``tree`` (None stays None)."""
+    if tree is None or type(tree) is torch.Tensor:
+        return _rows(tree, index)
+    return map_structure(lambda v: _rows(v, index), tree)
 
 
 class GlobalBatchSampler(Sampler):

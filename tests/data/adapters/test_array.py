@@ -281,3 +281,23 @@ def test_a_sampler_restored_at_an_epoch_end_starts_the_next_epoch():
         restored.load_state_dict(state)
         assert [epoch_batches(restored, e) for e in (1, 2)] == expected[1:]
     assert len(expected[1]) == 1  # what was left of the pass
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        torch.randn(50, 7),
+        torch.randint(0, 9, (50,)),
+        torch.randn(50, 3, 4).transpose(1, 2),  # not contiguous
+        torch.rand(50, 2) > 0.5,
+        torch.randn(50, 4, dtype=torch.float64),
+    ],
+)
+def test_a_batch_holds_the_rows_advanced_indexing_gives(values):
+    index = torch.randperm(50, generator=torch.Generator().manual_seed(3))[:13]
+    (x, y, sw) = ArrayBatchDataset(values, values, None)[index]
+    expected = values[index]
+    for batch in (x, y):
+        assert batch.dtype == expected.dtype and batch.shape == expected.shape
+        assert batch.is_contiguous() and torch.equal(batch, expected)
+    assert sw is None
