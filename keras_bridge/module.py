@@ -35,13 +35,19 @@ from keras_bridge.compile.metric_plan import MetricPlan
 from keras_bridge.compile.tracking import StageTracker
 from keras_bridge.model_methods import KerasModelMethods
 from keras_bridge.optimizers.keras_native import KerasNativeSpec
-from keras_bridge.saving.state import apply_training_state, optimizer_states
+from keras_bridge.saving.state import (
+    apply_training_state,
+    optimizer_states,
+    states_from_bytes,
+    states_to_bytes,
+    training_state,
+)
 from keras_bridge.trainer import on_batch
 from keras_bridge.trainer.arguments import check_model, forward_parameters, model_names
 from keras_bridge.trainer.keras_step import KerasSteps
 from keras_bridge.typing import ArrayTree
 from keras_bridge.utils.attributes import PlainAttributeWrites, store_signatures
-from keras_bridge.utils.compat import skip_no_op_batch_hooks
+from keras_bridge.utils.compat import sends_weights_back, skip_no_op_batch_hooks
 from keras_bridge.utils.keras import is_keras_model
 from keras_bridge.utils.tree import unpack_x_y_sample_weight
 
@@ -114,6 +120,9 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
         self.warned_untrainable = False
         self.epoch_logs = module_logs.EpochLogs()
         self.history: Any = None
+        # Set in a process a spawning launcher started (ddp_spawn), when its fit ends: the optimizer's state, sent
+        # back with the weights (the extra state) so the launching process's next fit continues it.
+        self.launcher_states: Optional[Dict[str, Any]] = None
         self.stop_training = False
         self.fit_arguments: Optional[Dict[str, Any]] = None  # of the fit in flight, logged with the hyperparameters
         self.fit_count = 0  # fits started (engine.next_shuffle_seed)
@@ -163,14 +172,22 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
     def __getstate__(self) -> Dict[str, Any]:
         state = super().__getstate__()
         cache = self.optimizer_cache
-        built = optimizer_states(self, cache.optimizer, cache.scheduler) if cache.config is not None else {}
-        state["optimizer_cache"] = cache.to_pickle(built)
+        # Momentum, step count and schedule position carry over to the copy's next fit, as to this module's.
+        # As bytes: a launcher's pickler shares tensors through file descriptors, closed once temporaries are freed.
+        sent = cache.states_to_send(lambda: optimizer_states(self, cache.optimizer, cache.scheduler))
+        state["optimizer_cache"] = cache.to_pickle()
+        state["optimizer_states_sent"] = states_to_bytes(sent) if sent else None
+        # The last batch's losses and inputs (autograd graphs: neither picklable across processes nor needed).
+        state.update(forward_losses=[], output_losses=[], step_inputs=None)
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         # Unpickled in a process a launcher started (ddp_spawn): a Keras model registers its variables
         # as torch parameters only when asked, and DDP must find them.
+        sent = state.pop("optimizer_states_sent", None)
         super().__setstate__(state)
+        if sent is not None:
+            self.optimizer_cache.restored_state = states_from_bytes(sent)
         if self.is_keras:
             list(self.model.parameters())
             if isinstance(self.optimizer_spec, KerasNativeSpec):
@@ -278,7 +295,11 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
             self.keras_step.finish_fit(bool(self.trainer.max_epochs))
         configure.finalize_optimizers(self.trainer.optimizers)
 
-    on_fit_end = fused_step.end
+    def on_fit_end(self) -> None:
+        fused_step.end(self)
+        self.forward_losses, self.output_losses = [], []  # the last batch's, with its autograd graph
+        if sends_weights_back(self.trainer):
+            self.launcher_states = training_state(self)
 
     # ------------------------------------------------------------------ optimizers (keras_bridge.optimizers.configure)
     def configure_optimizers(self) -> Any:
@@ -299,7 +320,8 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
     # Lightning checkpoints: the bridge's entry (compile arguments, model description) in, restored from.
     on_save_checkpoint = checkpoints.add_checkpoint_entry
     on_load_checkpoint = checkpoints.restore_from_checkpoint
-    # The History travels in the state_dict, hence back from ddp_spawn workers and into checkpoints.
+    # The History travels in the state_dict, hence back from ddp_spawn workers (with the optimizer's state) and into
+    # checkpoints.
     get_extra_state = history_state.extra_state
     set_extra_state = history_state.load_extra_state
 

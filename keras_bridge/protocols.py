@@ -84,6 +84,7 @@ class BridgeModule(CallbackHost, Protocol):
     train_tracker: Any
     eval_tracker: Any
     optimizer_cache: Any
+    launcher_states: Optional[Dict[str, Any]]
     pending_loader_states: List[Any]
     epoch_logs: Any
     fit_arguments: Optional[Dict[str, Any]]

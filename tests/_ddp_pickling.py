@@ -3,7 +3,9 @@ that pickles what it sends to its processes (``ddp_spawn``, ``ddp_notebook``).
 
 Usage: python tests/_ddp_pickling.py OUT_JSON LAUNCHER
 
-Writes ``{case: {"single": {...}, "launched": {...}}}`` with History and weights of each fit.
+Writes ``{case: {"single": {...}, "launched": {...}}}`` with History and weights of each fit, and for the
+``BETWEEN`` cases also ``between-{case}``: a fit on 1 process, one by the launcher, one on 1 process again, against
+three on 1 process.
 """
 
 import json
@@ -63,7 +65,8 @@ def weights(module):
     return [p.detach().numpy().tolist() for p in module.model.parameters()]
 
 
-def fit(model_kind, optimizer_kind, trainer):
+def fit(model_kind, optimizer_kind, trainers):
+    """One fit of 2 epochs per entry of ``trainers`` (None: this process), in turn on the same module."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -74,8 +77,17 @@ def fit(model_kind, optimizer_kind, trainer):
     if model_kind == "torch" and optimizer_kind == "keras_optimizer":
         optimizer = "adam"  # a torch module takes Keras's optimizers by name (the bridge's own update)
     module.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = module.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, trainer=trainer)
-    return {"history": history.history, "weights": weights(module)}
+    history = {}
+    for trainer in trainers:
+        fitted = module.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, trainer=trainer).history
+        for key, values in fitted.items():
+            history.setdefault(key, []).extend(values)
+    return {"history": history, "weights": weights(module)}
+
+
+#: Cases also fitted between two fits on this process: the launcher's fit continues the optimizer of the first,
+#: and the last continues the launcher's.
+BETWEEN = ("functional-keras_optimizer", "torch-keras_optimizer")
 
 
 def main(out, launcher):
@@ -84,8 +96,13 @@ def main(out, launcher):
     for model_kind in MODELS:
         for optimizer_kind in OPTIMIZERS:
             case = f"{model_kind}-{optimizer_kind}"
-            results[case] = {"single": fit(model_kind, optimizer_kind, None),
-                             "launched": fit(model_kind, optimizer_kind, trainer)}  # fmt: skip
+            results[case] = {"single": fit(model_kind, optimizer_kind, [None]),
+                             "launched": fit(model_kind, optimizer_kind, [trainer])}  # fmt: skip
+            if case in BETWEEN:
+                results[f"between-{case}"] = {
+                    "single": fit(model_kind, optimizer_kind, [None, None, None]),
+                    "launched": fit(model_kind, optimizer_kind, [None, trainer, None]),
+                }
     with open(out, "w") as f:
         json.dump(results, f)
 

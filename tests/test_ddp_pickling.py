@@ -13,6 +13,7 @@ from helpers import subprocess_env
 
 SCRIPT = Path(__file__).with_name("_ddp_pickling.py")
 CASES = [f"{m}-{o}" for m in ("torch", "functional", "subclassed") for o in ("keras_optimizer", "torch_optimizer")]
+BETWEEN = ("functional-keras_optimizer", "torch-keras_optimizer")  # as in tests/_ddp_pickling.py
 LAUNCHERS = ("ddp_spawn", "ddp_notebook")
 
 
@@ -38,7 +39,19 @@ def launched(tmp_path_factory):
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("launcher, case", [(launcher, case) for launcher in LAUNCHERS for case in CASES])
 def test_pickling_launcher_gives_one_process_numbers(launched, launcher, case):
-    runs = launched(launcher)[case]
+    assert_like_single(launched(launcher)[case])
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("launcher, case", [(launcher, case) for launcher in LAUNCHERS for case in BETWEEN])
+def test_a_launchers_fit_between_fits_on_one_process_continues_the_optimizer(launched, launcher, case):
+    # The module, trained once, is sent with its optimizer's state; the launcher's processes send theirs back.
+    assert_like_single(launched(launcher)[f"between-{case}"])
+
+
+def assert_like_single(runs):
     single, result = runs["single"], runs["launched"]
     assert list(result["history"]) == list(single["history"])
     for key, values in single["history"].items():

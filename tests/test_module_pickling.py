@@ -5,12 +5,15 @@ schedule position; a copy made by pickle must continue them too, and Keras callb
 copy steps. Each case fits once, pickles, then fits the original and the copy alike: History and weights are equal.
 """
 
+import io
 import pickle
+from multiprocessing.reduction import ForkingPickler
 
 import keras
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing  # noqa: F401  (registers torch's reductions with ForkingPickler)
 from helpers import seeded_mlp
 
 import keras_bridge as kb
@@ -72,5 +75,20 @@ def test_callbacks_of_a_pickled_keras_model_reach_the_optimizer_it_steps():
     copy_history, copy_weights = fit_again(copy, callbacks=[halve()])
     assert copy_history == history
     assert history["learning_rate"] == pytest.approx([0.005, 0.0025])
+    for a, b in zip(weights, copy_weights):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kind, optimizer", [("keras", "keras_adam"), ("torch", "torch_sgd_momentum")])
+def test_a_trained_module_pickles_as_a_spawning_launcher_sends_it(kind, optimizer):
+    # multiprocessing's pickler refuses a tensor with an autograd graph (the last batch's losses, once kept).
+    original = trained(kind, optimizer)
+    buffer = io.BytesIO()
+    ForkingPickler(buffer).dump(original)
+    # Its tensors come back sharing memory with the original's (a launched process clones them): copied again here.
+    copy = pickle.loads(pickle.dumps(pickle.loads(buffer.getvalue())))
+    history, weights = fit_again(original)
+    copy_history, copy_weights = fit_again(copy)
+    assert copy_history == history
     for a, b in zip(weights, copy_weights):
         assert torch.equal(a, b)

@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
@@ -78,18 +78,25 @@ class OptimizerCache:
         """The built optimizer's Keras schedule, stepped per batch, or None."""
         return self.config["lr_scheduler"]["scheduler"] if isinstance(self.config, dict) else None
 
-    def to_pickle(self, states: Dict[str, Any]) -> OptimizerCache:
+    def to_pickle(self) -> OptimizerCache:
         """What a pickle of the module holds instead of this cache (a launcher such as ``ddp_spawn`` sends it).
 
-        The built optimizer steps the model's own tensors, which the copy of the model does not share:
-        its ``states`` (as a file keeps them) travel instead and are loaded when the copy's next fit
-        starts, so momentum and step count carry over as they do from one ``fit()`` to the next.
+        The built optimizer steps the model's own tensors, which the copy of the model does not share: the
+        module sends the optimizer's state (or :attr:`restored_state`) alongside, for the copy's next fit.
         """
         copy = OptimizerCache()
         copy.pending_learning_rate = self.pending_learning_rate
-        pending = self.restored_state if self.restored_state is not None else states
-        copy.restored_state = dict(pending) if pending else None
         return copy
+
+    def states_to_send(self, built_states: Callable[[], Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+        """The states a copy of the module starts its next fit from.
+
+        Those restored and waiting, or the built optimizer's (``built_states()``, as a file keeps them), or
+        None before any fit built one.
+        """
+        if self.restored_state is not None:
+            return self.restored_state
+        return built_states() if self.config is not None else None
 
     def set_learning_rate(self, value: float) -> None:
         """Set the built optimizer's rate, and again when the next fit configures it.

@@ -4,8 +4,9 @@ The extra state travels with the module's ``state_dict``: back from ``ddp_spawn`
 Lightning checkpoints (next to the bridge's entry, :mod:`keras_bridge.saving.lightning_checkpoint`). It
 holds the History's values and epochs, and a Keras model's variable paths in structural order (which
 :func:`~keras_bridge.saving.lightning_checkpoint.match_keras_state` maps by position onto another
-instance's). :func:`extra_state` and :func:`load_extra_state` are ``KerasModule.get_extra_state`` and
-``KerasModule.set_extra_state``.
+instance's); from a process a spawning launcher started, also the optimizer's state when its fit ended
+(``module.launcher_states``), which the launching process loads at its next fit. :func:`extra_state` and
+:func:`load_extra_state` are ``KerasModule.get_extra_state`` and ``KerasModule.set_extra_state``.
 
 Example:
     >>> import torch
@@ -41,11 +42,19 @@ def extra_state(module: BridgeModule) -> Dict[str, Any]:
             history.setdefault(key, []).append(value)
         epochs = [*(epochs or []), epoch]
     paths = [v.path for v in module.model.variables] if module.is_keras else None  # type: ignore[union-attr]
-    return {"history": history, "epoch": epochs, "keras_variable_paths": paths}
+    state = {"history": history, "epoch": epochs, "keras_variable_paths": paths}
+    if module.launcher_states:
+        state["training_state"] = module.launcher_states
+    return state
 
 
 def load_extra_state(module: BridgeModule, state: Optional[Dict[str, Any]]) -> None:
-    """Restore the History from :func:`extra_state`'s output (a module without one gets a ``History``)."""
+    """Restore the History from :func:`extra_state`'s output (a module without one gets a ``History``).
+
+    The optimizer's state a spawned process sent back waits for the next fit (as one read from a file).
+    """
+    if state and state.get("training_state"):
+        module.restore_training_state(state["training_state"])
     if not state or state.get("history") is None:
         return
     if module.history is None:

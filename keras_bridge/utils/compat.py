@@ -246,6 +246,17 @@ def reruns_the_script(trainer: pl.Trainer) -> bool:
     return not bool(getattr(environment, "creates_processes_externally", True))
 
 
+def sends_weights_back(trainer: pl.Trainer) -> bool:
+    """True in a process that Lightning's ``ddp_spawn`` / ``ddp_notebook`` / ``ddp_fork`` launcher started.
+
+    That launcher (``_MultiProcessingLauncher``, private to Lightning) runs the fit in processes it starts,
+    then sends rank 0's ``state_dict()`` back to the launching process, which loads it.
+    Checked: lightning 2.2.0, 2.6.6. Missing: False.
+    """
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    return type(launcher).__name__ == "_MultiProcessingLauncher"
+
+
 def main_file() -> Optional[str]:
     """The file the running ``__main__`` came from, or None (``python -c``, standard input, a notebook kernel,
     code ``exec``'d in a ``__main__`` without ``__file__``).
