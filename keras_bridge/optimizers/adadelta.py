@@ -11,7 +11,7 @@ from keras_bridge.optimizers.base import GroupUpdate, KerasOptimizer
 from keras_bridge.typing import LearningRate
 
 if TYPE_CHECKING:
-    from torch.optim.optimizer import ParamsT
+    from keras_bridge.optimizers.base import ParamsOrLearningRate
 
 Tensor = torch.Tensor
 
@@ -32,7 +32,7 @@ class Adadelta(KerasOptimizer):
 
     def __init__(
         self,
-        params: ParamsT,
+        params: ParamsOrLearningRate = None,
         learning_rate: LearningRate = 0.001,
         rho: float = 0.95,
         epsilon: float = 1e-7,

@@ -11,7 +11,7 @@ from keras_bridge.optimizers.base import Group, GroupUpdate, KerasOptimizer
 from keras_bridge.typing import LearningRate
 
 if TYPE_CHECKING:
-    from torch.optim.optimizer import ParamsT
+    from keras_bridge.optimizers.base import ParamsOrLearningRate
 
 Tensor = torch.Tensor
 
@@ -30,7 +30,8 @@ class Adagrad(KerasOptimizer):
 
     _state_names = ("accumulator",)
 
-    def __init__(self, params: ParamsT, learning_rate: LearningRate = 0.001, initial_accumulator_value: float = 0.1,
+    def __init__(self, params: ParamsOrLearningRate = None, learning_rate: LearningRate = 0.001,
+                 initial_accumulator_value: float = 0.1,
                  epsilon: float = 1e-7, **kwargs: Any) -> None:  # fmt: skip
         hyper = dict(initial_accumulator_value=initial_accumulator_value, epsilon=epsilon)
         super().__init__(params, learning_rate, hyper, **kwargs)

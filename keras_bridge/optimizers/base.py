@@ -11,7 +11,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, cast
 
 import torch
 
@@ -22,6 +22,10 @@ from keras_bridge.utils.compat import foreach
 
 if TYPE_CHECKING:
     from torch.optim.optimizer import ParamsT
+
+    #: An optimizer's first argument: its parameters, or (Keras style, for a spec to ``compile``) the learning
+    #: rate or nothing. The metaclass tells them apart at the call, before ``__init__`` runs.
+    ParamsOrLearningRate = Union[ParamsT, LearningRate, None]
 
 Tensor = torch.Tensor
 Group = Dict[str, Any]
@@ -154,7 +158,7 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
 
     def __init__(
         self,
-        params: ParamsT,
+        params: ParamsOrLearningRate,
         learning_rate: LearningRate,
         hyper: Dict[str, Any],
         *,
@@ -210,7 +214,7 @@ class KerasOptimizer(torch.optim.Optimizer, metaclass=_ConfigWithoutParams):
             iterations=0,
             **hyper,
         )
-        super().__init__(params, defaults)
+        super().__init__(cast("ParamsT", params), defaults)  # parameters: the metaclass routed the rest
 
     # ---- Keras-style attributes ----------------------------------------------------------------
     @property

@@ -11,7 +11,7 @@ from keras_bridge.optimizers.base import GroupUpdate, KerasOptimizer
 from keras_bridge.typing import LearningRate
 
 if TYPE_CHECKING:
-    from torch.optim.optimizer import ParamsT
+    from keras_bridge.optimizers.base import ParamsOrLearningRate
 
 Tensor = torch.Tensor
 
@@ -33,7 +33,8 @@ class Nadam(KerasOptimizer):
 
     _state_names = ("momentum", "velocity")
 
-    def __init__(self, params: ParamsT, learning_rate: LearningRate = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+    def __init__(self, params: ParamsOrLearningRate = None, learning_rate: LearningRate = 0.001,
+                 beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-7, **kwargs: Any) -> None:  # fmt: skip
         hyper = dict(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, u_product=1.0)
         super().__init__(params, learning_rate, hyper, **kwargs)

@@ -11,7 +11,7 @@ from keras_bridge.optimizers.base import Group, GroupUpdate, KerasOptimizer
 from keras_bridge.typing import LearningRate
 
 if TYPE_CHECKING:
-    from torch.optim.optimizer import ParamsT
+    from keras_bridge.optimizers.base import ParamsOrLearningRate
 
 Tensor = torch.Tensor
 
@@ -30,7 +30,8 @@ class RMSprop(KerasOptimizer):
             :class:`~keras_bridge.optimizers.base.KerasOptimizer`.
     """
 
-    def __init__(self, params: ParamsT, learning_rate: LearningRate = 0.001, rho: float = 0.9, momentum: float = 0.0,
+    def __init__(self, params: ParamsOrLearningRate = None, learning_rate: LearningRate = 0.001,
+                 rho: float = 0.9, momentum: float = 0.0,
                  epsilon: float = 1e-7, centered: bool = False, **kwargs: Any) -> None:  # fmt: skip
         hyper = dict(rho=rho, momentum=momentum, epsilon=epsilon, centered=bool(centered))
         super().__init__(params, learning_rate, hyper, **kwargs)

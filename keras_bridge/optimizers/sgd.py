@@ -11,7 +11,7 @@ from keras_bridge.optimizers.base import Group, GroupUpdate, KerasOptimizer
 from keras_bridge.typing import LearningRate
 
 if TYPE_CHECKING:
-    from torch.optim.optimizer import ParamsT
+    from keras_bridge.optimizers.base import ParamsOrLearningRate
 
 Tensor = torch.Tensor
 
@@ -30,7 +30,7 @@ class SGD(KerasOptimizer):
 
     def __init__(
         self,
-        params: ParamsT,
+        params: ParamsOrLearningRate = None,
         learning_rate: LearningRate = 0.01,
         momentum: float = 0.0,
         nesterov: bool = False,
