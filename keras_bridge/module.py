@@ -38,8 +38,8 @@ from keras_bridge.optimizers.keras_native import KerasNativeSpec
 from keras_bridge.saving.state import (
     apply_training_state,
     optimizer_states,
+    states_for_pickle,
     states_from_bytes,
-    states_to_bytes,
     training_state,
 )
 from keras_bridge.trainer import on_batch
@@ -176,7 +176,7 @@ class KerasModule(KerasModelMethods, PlainAttributeWrites, pl.LightningModule):
         # As bytes: a launcher's pickler shares tensors through file descriptors, closed once temporaries are freed.
         sent = cache.states_to_send(lambda: optimizer_states(self, cache.optimizer, cache.scheduler))
         state["optimizer_cache"] = cache.to_pickle()
-        state["optimizer_states_sent"] = states_to_bytes(sent) if sent else None
+        state["optimizer_states_sent"] = states_for_pickle(sent)
         # The last batch's losses and inputs (autograd graphs: neither picklable across processes nor needed).
         state.update(forward_losses=[], output_losses=[], step_inputs=None)
         return state

@@ -92,3 +92,24 @@ def test_a_trained_module_pickles_as_a_spawning_launcher_sends_it(kind, optimize
     assert copy_history == history
     for a, b in zip(weights, copy_weights):
         assert torch.equal(a, b)
+
+
+class TaggedSGD(torch.optim.SGD):
+    """A custom optimizer whose param groups hold a value a state file cannot store (a set)."""
+
+    def __init__(self, params, lr=0.1):
+        super().__init__(params, lr=lr)
+        for group in self.param_groups:
+            group["tags"] = {"custom"}
+
+
+def test_an_optimizer_state_that_cannot_travel_is_said_and_the_copy_starts_it_afresh():
+    module = kb.KerasModule(seeded_mlp("torch", 8))
+    module.compile(optimizer=kb.optimizers.from_torch(TaggedSGD, learning_rate=0.1), loss="mse")
+    x, y = data()
+    module.fit(x, np.eye(3, dtype="float32")[y], batch_size=32, epochs=1, verbose=0)
+    with pytest.warns(UserWarning, match="cannot travel with the pickled KerasModule"):
+        copy = pickle.loads(pickle.dumps(module))
+    assert copy.optimizer_cache.restored_state is None
+    history = copy.fit(x, np.eye(3, dtype="float32")[y], batch_size=32, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0])

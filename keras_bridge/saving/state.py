@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, cast
 
 import h5py
@@ -67,6 +68,25 @@ def states_to_bytes(states: Mapping[str, Any]) -> bytes:
         for key, value in states.items():
             write_tree(f, key, value)
     return buffer.getvalue()
+
+
+def states_for_pickle(states: Optional[Mapping[str, Any]]) -> Optional[bytes]:
+    """:func:`states_to_bytes` of the optimizer states a pickled module sends along, or None (said) when it cannot.
+
+    A value that is neither a tensor nor plain data (a custom optimizer's) cannot be sent: the copy's next fit
+    then starts its optimizer afresh, which a warning says rather than the pickle failing.
+    """
+    if not states:
+        return None
+    try:
+        return states_to_bytes(states)
+    except S.NotSerializable as err:
+        warnings.warn(
+            f"The optimizer's state cannot travel with the pickled KerasModule ({err}); the copy's next fit (in a "
+            "process `ddp_spawn` started, say) starts the optimizer afresh instead of continuing it.",
+            stacklevel=3,
+        )
+        return None
 
 
 def states_from_bytes(data: bytes) -> Dict[str, Any]:
