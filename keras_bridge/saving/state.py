@@ -153,12 +153,20 @@ def optimizer_states(module: CallbackHost, optimizer: torch.optim.Optimizer, sch
 
 
 def training_state(module: CallbackHost) -> Dict[str, Any]:
-    """The running optimizer's and LR scheduler's ``state_dict()`` (empty outside a fit)."""
+    """The optimizer's and LR scheduler's ``state_dict()``: the running fit's, else those its next fit would continue.
+
+    Outside a fit (after ``evaluate`` or ``predict``, whose Trainers hold no optimizer; in the process a
+    ``ddp_spawn`` fit returned to) that is the optimizer the last fit built, or a state restored from a file or
+    sent back and not loaded yet; empty before any.
+    """
     trainer = attached_trainer(module)
-    if trainer is None or not trainer.optimizers:
+    if trainer is not None and trainer.optimizers:
+        configs = trainer.lr_scheduler_configs
+        return optimizer_states(module, trainer.optimizers[0], configs[0].scheduler if configs else None)
+    cache = getattr(module, "optimizer_cache", None)
+    if cache is None:
         return {}
-    configs = trainer.lr_scheduler_configs
-    return optimizer_states(module, trainer.optimizers[0], configs[0].scheduler if configs else None)
+    return dict(cache.states_to_send(lambda: optimizer_states(module, cache.optimizer, cache.scheduler)) or {})
 
 
 def apply_training_state(trainer: pl.Trainer, states: Mapping[str, Any], module: Optional[CallbackHost] = None) -> None:

@@ -104,7 +104,8 @@ def test_torch_module_round_trip_with_compile_state(tmp_path, data, make):
     assert restored.evaluate(*data, verbose=0) == pytest.approx(module.evaluate(*data, verbose=0), rel=1e-6)
 
 
-def test_training_continues_from_the_saved_optimizer_state(tmp_path, data):
+@pytest.mark.parametrize("between", ["nothing", "evaluate", "predict"])
+def test_training_continues_from_the_saved_optimizer_state(tmp_path, data, between):
     def make():
         torch.manual_seed(0)
         module = kb.KerasModule(torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)))
@@ -119,6 +120,8 @@ def test_training_continues_from_the_saved_optimizer_state(tmp_path, data):
     unbroken.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
     first = make()
     first.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    if between != "nothing":  # their Trainers hold no optimizer: the state saved is the fit's, as in Keras
+        getattr(first, between)(x, **({"y": y} if between == "evaluate" else {}), verbose=0)
     saving.save_model(first, str(tmp_path / "m.keras"))
     resumed = kb.load_model(str(tmp_path / "m.keras"))
     resumed.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)  # momentum and schedule step restored
@@ -128,6 +131,29 @@ def test_training_continues_from_the_saved_optimizer_state(tmp_path, data):
     recompiled.compile(optimizer=kb.optimizers.SGD(0.1, momentum=0.9), loss="mse")  # a new optimizer: fresh state
     recompiled.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     assert not torch.allclose(next(recompiled.model.parameters()), next(resumed.model.parameters()))
+
+
+@pytest.mark.parametrize("between", ["nothing", "evaluate"])
+def test_a_keras_model_continues_from_the_saved_keras_optimizer_state(tmp_path, data, between):
+    def make():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((5,)), layers.Dense(8, activation="tanh"), layers.Dense(3)])
+        module = kb.KerasModule(model)
+        module.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+        return module
+
+    x, y = data[0], np.eye(3, dtype="float32")[data[1]]
+    unbroken = make()
+    unbroken.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    first = make()
+    first.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    if between == "evaluate":
+        first.evaluate(x, y, verbose=0)
+    saving.save_model(first, str(tmp_path / "m.keras"))
+    resumed = kb.load_model(str(tmp_path / "m.keras"))
+    resumed.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)  # Adam's moments and iterations restored
+    for a, b in zip(unbroken.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
 
 
 def test_load_is_safe_by_default(tmp_path, data):
