@@ -216,6 +216,7 @@ class GuardedGraphs:
         self._state = state
         _detach_variable_updates(graph)
         _drop_unused_detaches(graph)
+        graph.recompile()  # once for both passes (each regenerates and compiles the graph's Python code)
         return True
 
     def _tell(self, err: BaseException) -> None:
@@ -327,7 +328,7 @@ def trace_program(
 
 
 def _drop_unused_detaches(graph: torch.fx.GraphModule) -> None:
-    """Remove ``detach`` nodes nothing reads (Keras detaches activations it then leaves unused).
+    """Remove ``detach`` nodes nothing reads (Keras detaches activations it then leaves unused); recompile after.
 
     Only ``aten.detach``: it draws no random numbers and writes nothing, so removing it cannot change a value.
     """
@@ -335,11 +336,10 @@ def _drop_unused_detaches(graph: torch.fx.GraphModule) -> None:
     for node in list(graph.graph.nodes):
         if node.op == "call_function" and node.target is detach and not node.users:
             graph.graph.erase_node(node)
-    graph.recompile()
 
 
 def _detach_variable_updates(graph: torch.fx.GraphModule) -> None:
-    """Make the graph's in-place updates of model variables leave autograd alone, as eager Keras does.
+    """Make the graph's in-place updates of model variables leave autograd alone, as eager Keras does; recompile after.
 
     Keras assigns variables under ``torch.no_grad()``; the traced graph keeps the in-place op but not
     the no-grad region, so the value written is detached explicitly (otherwise a moving statistic
@@ -357,4 +357,3 @@ def _detach_variable_updates(graph: torch.fx.GraphModule) -> None:
                 graph.graph.call_function(torch.ops.aten.detach.default, (a,)) if isinstance(a, torch.fx.Node) else a
                 for a in node.args[1:]
             )
-    graph.recompile()
