@@ -104,6 +104,20 @@ def test_torch_module_round_trip_with_compile_state(tmp_path, data, make):
     assert restored.evaluate(*data, verbose=0) == pytest.approx(module.evaluate(*data, verbose=0), rel=1e-6)
 
 
+def fit_save_resume(make, x, y, path, between):
+    """3 epochs unbroken, and 2 epochs, ``between`` (a call with no fit), save, load, 1 more epoch: both modules."""
+    unbroken = make()
+    unbroken.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    first = make()
+    first.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    if between != "nothing":  # their Trainers hold no optimizer: the state saved is the fit's, as in Keras
+        getattr(first, between)(x, **({"y": y} if between == "evaluate" else {}), verbose=0)
+    saving.save_model(first, path)
+    resumed = kb.load_model(path)
+    resumed.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    return unbroken, resumed
+
+
 @pytest.mark.parametrize("between", ["nothing", "evaluate", "predict"])
 def test_training_continues_from_the_saved_optimizer_state(tmp_path, data, between):
     def make():
@@ -116,18 +130,11 @@ def test_training_continues_from_the_saved_optimizer_state(tmp_path, data, betwe
         return module
 
     x, y = data[0], np.eye(3, dtype="float32")[data[1]]
-    unbroken = make()
-    unbroken.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
-    first = make()
-    first.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
-    if between != "nothing":  # their Trainers hold no optimizer: the state saved is the fit's, as in Keras
-        getattr(first, between)(x, **({"y": y} if between == "evaluate" else {}), verbose=0)
-    saving.save_model(first, str(tmp_path / "m.keras"))
-    resumed = kb.load_model(str(tmp_path / "m.keras"))
-    resumed.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)  # momentum and schedule step restored
+    path = str(tmp_path / "m.keras")
+    unbroken, resumed = fit_save_resume(make, x, y, path, between)  # momentum and schedule step restored
     for a, b in zip(unbroken.model.parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b)
-    recompiled = kb.load_model(str(tmp_path / "m.keras"))
+    recompiled = kb.load_model(path)
     recompiled.compile(optimizer=kb.optimizers.SGD(0.1, momentum=0.9), loss="mse")  # a new optimizer: fresh state
     recompiled.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     assert not torch.allclose(next(recompiled.model.parameters()), next(resumed.model.parameters()))
@@ -143,15 +150,7 @@ def test_a_keras_model_continues_from_the_saved_keras_optimizer_state(tmp_path, 
         return module
 
     x, y = data[0], np.eye(3, dtype="float32")[data[1]]
-    unbroken = make()
-    unbroken.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
-    first = make()
-    first.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
-    if between == "evaluate":
-        first.evaluate(x, y, verbose=0)
-    saving.save_model(first, str(tmp_path / "m.keras"))
-    resumed = kb.load_model(str(tmp_path / "m.keras"))
-    resumed.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)  # Adam's moments and iterations restored
+    unbroken, resumed = fit_save_resume(make, x, y, str(tmp_path / "m.keras"), between)  # Adam's moments restored
     for a, b in zip(unbroken.model.get_weights(), resumed.model.get_weights()):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
 
