@@ -27,6 +27,7 @@ from keras_bridge.typing import TensorTree
 from keras_bridge.utils.attributes import PlainAttributeWrites
 from keras_bridge.utils.compat import keras_loss_tracker
 from keras_bridge.utils.keras import import_keras
+from keras_bridge.utils.overrides import overridden
 
 if TYPE_CHECKING:
     import keras
@@ -89,9 +90,8 @@ class KerasHooks:
     @classmethod
     def detect(cls, model: keras.Model, keras_logs: bool) -> Optional[KerasHooks]:
         """The hooks of ``model`` when its class overrides ``compute_loss`` or ``compute_metrics``, else ``None``."""
-        base = import_keras().Model
-        loss = getattr(type(model), "compute_loss", None) is not getattr(base, "compute_loss", None)
-        metrics = getattr(type(model), "compute_metrics", None) is not getattr(base, "compute_metrics", None)
+        redefined = overridden(model, import_keras().Model, ("compute_loss", "compute_metrics"))
+        loss, metrics = "compute_loss" in redefined, "compute_metrics" in redefined
         if not (loss or metrics):
             return None
         return cls(model, loss, metrics, keras_logs)

@@ -77,6 +77,7 @@ from keras_bridge.data.distributed import split_batch_info
 from keras_bridge.python_state import PythonState
 from keras_bridge.typing import TensorTree
 from keras_bridge.utils.compat import gradient_hooks_set
+from keras_bridge.utils.overrides import overridden
 from keras_bridge.utils.tree import first_batch_dim, unpack_x_y_sample_weight
 
 if TYPE_CHECKING:
@@ -109,9 +110,9 @@ def captured_step_refusal(module: BridgeModule, base: type, optimizer: torch.opt
     tracker = module.train_tracker
     if tracker is not None and tracker.hooks is not None:
         return "the Keras model overrides compute_loss, compute_metrics or train_step"
-    overridden = [n for n in ("forward", "compute_loss", "update_metrics", "_step") if _defines(module, base, n)]
-    if overridden:
-        return f"{type(module).__name__} overrides {', '.join(overridden)}"
+    redefined = overridden(module, base, ("forward", "compute_loss", "update_metrics", "_step"))
+    if redefined:
+        return f"{type(module).__name__} overrides {', '.join(redefined)}"
     if getattr(module, "_forward_hooks", None) or getattr(module, "_forward_pre_hooks", None):
         return "the module has forward hooks"
     if type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad:
@@ -133,10 +134,6 @@ def _steps_left(module: BridgeModule) -> float:
     except Exception:  # an iterable of unknown length, an infinite fit
         return float("inf")
     return total - trainer.global_step
-
-
-def _defines(module: object, base: type, name: str) -> bool:
-    return getattr(type(module), name, None) is not getattr(base, name, None)
 
 
 def _stepped(optimizer: torch.optim.Optimizer) -> List[Tensor]:

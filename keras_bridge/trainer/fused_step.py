@@ -50,7 +50,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
@@ -64,6 +64,7 @@ from keras_bridge.utils.compat import (
     saves_within_epochs,
     unwrapped_optimizer_step,
 )
+from keras_bridge.utils.overrides import overridden
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -85,10 +86,6 @@ MODULE_HOOKS = (
 )  # fmt: skip
 #: The same, for callbacks.
 CALLBACK_HOOKS = ("on_before_zero_grad", "on_before_backward", "on_after_backward", "on_before_optimizer_step")
-
-
-def _overridden(obj: object, base: type, names: tuple) -> List[str]:
-    return [name for name in names if getattr(type(obj), name, None) is not getattr(base, name, None)]
 
 
 def _steps_without_closure(optimizer: torch.optim.Optimizer) -> bool:
@@ -132,11 +129,11 @@ def fused_step_refusal(module: BridgeModule, trainer: pl.Trainer, base: type) ->
         return "Lightning steps a learning-rate scheduler"
     if not _steps_without_closure(trainer.optimizers[0]):
         return f"the optimizer {type(trainer.optimizers[0]).__name__} may need a closure"
-    hooks = _overridden(module, base, MODULE_HOOKS)
+    hooks = overridden(module, base, MODULE_HOOKS)
     if hooks:
         return f"{type(module).__name__} overrides {', '.join(hooks)}"
     for callback in trainer.callbacks:  # type: ignore[attr-defined]
-        hooks = _overridden(callback, lightning.Callback, CALLBACK_HOOKS)
+        hooks = overridden(callback, lightning.Callback, CALLBACK_HOOKS)
         if hooks:
             return f"the callback {type(callback).__name__} implements {', '.join(hooks)}"
         if isinstance(callback, (GradientAccumulationScheduler, StochasticWeightAveraging)):

@@ -38,6 +38,7 @@ import torch
 from keras_bridge.data.distributed import GlobalBatchInfo, rank_world, split_batch_info
 from keras_bridge.utils.compat import keras_flatten_metrics_in_order, keras_symbolic_build
 from keras_bridge.utils.keras import import_keras
+from keras_bridge.utils.overrides import overridden
 
 if TYPE_CHECKING:
     import keras
@@ -48,8 +49,7 @@ STEP_METHODS = ("train_step", "test_step", "predict_step")
 
 def overrides(model: keras.Model, name: str) -> bool:
     """Whether the class of the Keras model ``model`` defines its own ``name`` (not ``keras.Model``'s)."""
-    base = import_keras().Model
-    return getattr(type(model), name, None) is not getattr(base, name, None)
+    return bool(overridden(model, import_keras().Model, (name,)))
 
 
 def runs_keras_steps(model: keras.Model) -> bool:
