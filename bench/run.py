@@ -12,8 +12,8 @@ Workloads (sizes for the default ``--samples 50000``; ``--quick`` divides them b
 * MLP: the guide's MLP (784-64-64-10), batch 64, 50k training + 10k validation samples, 1 epoch with
   validation, RMSprop, sparse categorical crossentropy from logits + accuracy (bare Lightning: no metric);
 * guard cost (row 5b): the Keras MLP for 3 epochs of a third of the data, with and without a Keras callback
-  that sets a Python attribute of a layer at each epoch start (the captured forward's guards see it and
-  capture the graph again);
+  that sets a Python attribute of a layer at each epoch start (checked by the guards before every step; the
+  layer's ``call`` does not read it, so no graph is captured again);
 * multi-I/O: the guide's two-input / two-output Keras model (img_input 32x32x3 + ts_input 20x10 ->
   score_output + class_output), 5k samples, batch 32, 1 epoch, dict losses, 3 metrics;
 * callbacks: the MLP for 2 epochs of 25k samples with CSVLogger, EarlyStopping, ModelCheckpoint and a
@@ -386,8 +386,8 @@ def run_bridge(
     if guard:
 
         class Anneal(keras.callbacks.Callback):
-            # A Python attribute of a layer, changed each epoch (as KL annealing changes a `beta`): the
-            # captured forward's guards see it and capture the graph again.
+            # A Python attribute of a layer, changed each epoch (as KL annealing changes a `beta`): the guards are
+            # checked before every step; no trace read `beta` (Dense ignores it), so no graph is captured again.
             def on_epoch_begin(self, epoch, logs=None):
                 self.model.layers[1].beta = 0.5 * epoch
 

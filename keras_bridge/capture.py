@@ -25,10 +25,12 @@ When the replay is used (the guard rule, checked before every call):
   attributes and closure cells their methods name; not the optimizer, metrics, callbacks, compiled losses
   and ``KerasModule`` the model holds, which its forward pass does not read) and, in the graph's key,
   Keras's and torch's global settings (``floatx``, ``epsilon``, ``image_data_format``, the global dtype
-  policy, torch's default dtype). A value that changed since the capture (a callback raising ``beta``, a
-  ``Dropout`` ``rate`` or a bool switch set between fits, ``trainable``, a global) drops the graphs: each signature runs
-  eagerly at its next call and is captured again at the one after. State that changed before 3
-  calls in a row makes the forward run eagerly from then on;
+  policy, torch's default dtype). Of each object's own attributes, only those the traces of the current graphs
+  read are guarded (:meth:`~keras_bridge.python_state.PythonState.narrow`): a value no trace read is in no graph,
+  so a callback setting an attribute the forward pass ignores drops nothing. A value that changed since the
+  capture (a callback raising ``beta``, a ``Dropout`` ``rate`` or a bool switch set between fits, ``trainable``, a
+  global) drops the graphs: each signature runs eagerly at its next call and is captured again at the one
+  after. State that changed before 3 calls in a row makes the forward run eagerly from then on;
 * **when**: at every call, before the graph runs (so a change made by a callback between two steps is
   seen by the next step); the first call of a signature runs eagerly (state it sets once, such as an
   attribute taken from the input's shape, is settled), the second captures;
@@ -59,7 +61,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
@@ -76,6 +78,16 @@ log = logging.getLogger("keras_bridge")
 _EAGER: Any = object()  # a signature that could not be captured
 _SEEN: Any = object()  # a signature called once (eagerly): captured at its next call
 _CHANGES_BEFORE_EAGER = 3
+Reads = Dict[int, Set[str]]  # id of a guarded object -> the names of its attributes a trace read
+
+
+class Trace(NamedTuple):
+    """What :func:`trace_program` gives: the graph (or the failure), a side effect found, the attributes read."""
+
+    graph: Optional[torch.fx.GraphModule]
+    failure: Optional[BaseException]
+    side_effect: Optional[str]
+    reads: Reads
 
 
 def unguarded_types(reads_losses: bool = False) -> Tuple[type, ...]:
@@ -156,8 +168,10 @@ class GuardedGraphs:
         self._graphs: Dict[Tuple[Any, ...], Any] = {}
         self._told = False
         self._state: Optional[PythonState] = None  # the guard set of the captured graphs
+        self._reads: Reads = {}  # what the traces of the graphs captured under that guard set read
         self._eager_reason: Optional[str] = None
         self._changes_in_a_row = 0
+        self.traces = 0  # graphs traced (again after each change of the guarded state)
 
     @property
     def captured(self) -> int:
@@ -172,7 +186,7 @@ class GuardedGraphs:
     def __getstate__(self) -> Dict[str, Any]:
         """Pickled (a launcher sends the module) without its graphs and guard set: captured again where it runs."""
         state = dict(self.__dict__)
-        state.update(_graphs={}, _state=None)
+        state.update(_graphs={}, _state=None, _reads={})
         return state
 
     def _check_state(self) -> None:
@@ -185,7 +199,7 @@ class GuardedGraphs:
 
     def _state_changed(self) -> None:
         """The guarded Python state changed: the graphs are captured again (or, if it keeps changing, not)."""
-        self._state = None
+        self._state, self._reads = None, {}
         self._changes_in_a_row += 1
         if self._changes_in_a_row >= _CHANGES_BEFORE_EAGER:
             self._go_eager(f"its Python state changed before each of {_CHANGES_BEFORE_EAGER} {self.unit} in a row")
@@ -199,20 +213,27 @@ class GuardedGraphs:
         self._graphs.clear()
         log.info("keras_bridge: %s runs eagerly from now on: %s.", self.subject, reason)
 
-    def _settle(
-        self,
-        graph: Optional[torch.fx.GraphModule],
-        state: PythonState,
-        failure: Optional[BaseException],
-        reason: Optional[str],
-    ) -> bool:
-        """After :func:`trace_program`: whether ``graph`` is used (else why not is said, once)."""
-        if reason is not None:
-            self._go_eager(f"{reason} when it runs, which a captured graph would not repeat")
+    @property
+    def reads(self) -> Reads:
+        """The attributes the graphs captured under the current guard set read (``id(obj)`` -> names)."""
+        return self._reads
+
+    def _settle(self, trace: Trace, state: PythonState, also_read: Optional[Reads] = None) -> bool:
+        """After :func:`trace_program`: whether its graph is used (else why not is said, once).
+
+        A used graph's guard set becomes ``state`` narrowed to what every graph captured under it read (this
+        trace, the earlier ones since the guarded state last changed, and ``also_read``: what the traces of
+        graphs this one replays read).
+        """
+        graph = trace.graph
+        if trace.side_effect is not None:
+            self._go_eager(f"{trace.side_effect} when it runs, which a captured graph would not repeat")
             return False
         if graph is None:
-            self._tell(failure if failure is not None else RuntimeError("no graph"))
+            self._tell(trace.failure if trace.failure is not None else RuntimeError("no graph"))
             return False
+        self._reads = merge_reads(self._reads, trace.reads, also_read or {})
+        state.narrow(self._reads)
         self._state = state
         _detach_variable_updates(graph)
         _drop_unused_detaches(graph)
@@ -284,9 +305,11 @@ class CapturedForward(GuardedGraphs):
         def forward(inputs: Any) -> Tuple[Any, List[Any]]:
             return model(inputs, training=training), list(model.losses)
 
+        self.traces += 1
         state = PythonState([model], skip=unguarded_types())
-        graph, failure, reason = trace_program(forward, (x,), model, state)
-        if not self._settle(graph, state, failure, reason) or graph is None:
+        trace = trace_program(forward, (x,), model, state)
+        graph = trace.graph
+        if not self._settle(trace, state) or graph is None:
             return _EAGER
         # The generated code itself: a graph module has no hooks, so its __call__ would only add Python frames.
         return torch.compile(graph, dynamic=False) if self.compile_graphs else graph.forward
@@ -297,9 +320,7 @@ class CapturedForward(GuardedGraphs):
         )
 
 
-def trace_program(
-    program: Callable[..., Any], args: Tuple[Any, ...], model: keras.Model, state: PythonState
-) -> Tuple[Optional[torch.fx.GraphModule], Optional[BaseException], Optional[str]]:
+def trace_program(program: Callable[..., Any], args: Tuple[Any, ...], model: keras.Model, state: PythonState) -> Trace:
     """Trace ``program(*args)`` (which runs ``model``) into an aten graph, leaving no effect of the tracing.
 
     Tracing runs the Python code once on fake tensors: the in-place variable updates of that run must not
@@ -307,16 +328,18 @@ def trace_program(
     and NumPy random numbers: see :func:`~keras_bridge.python_state.watch_side_effects`), which are undone.
 
     Returns:
-        ``(graph, failure, side_effect)``: the graph, or None with the exception tracing raised; and the
-        first side effect found (a reason, for a log line), or None.
+        A :class:`Trace`: the graph, or None with the exception tracing raised; the first side effect found
+        (a reason, for a log line), or None; and the attributes of the guarded objects the trace read.
     """
     saved = [v.value.detach().clone() for v in model.variables]
     graph: Optional[torch.fx.GraphModule] = None
     failure: Optional[BaseException] = None
+    reads: Reads = {}
     try:
         with watch_side_effects(state) as side_effect:
             try:
-                graph = make_fx(program, tracing_mode="fake", _allow_non_fake_inputs=True)(*args)
+                with state.recording_reads() as reads:
+                    graph = make_fx(program, tracing_mode="fake", _allow_non_fake_inputs=True)(*args)
             except Exception as err:
                 failure = err
             reason = side_effect()
@@ -324,7 +347,16 @@ def trace_program(
         with torch.no_grad():
             for variable, value in zip(model.variables, saved):
                 variable.value.copy_(value)
-    return graph, failure, reason
+    return Trace(graph, failure, reason, reads)
+
+
+def merge_reads(*reads: Reads) -> Reads:
+    """The union of attribute reads recorded by several traces (``id(obj)`` -> names)."""
+    merged: Reads = {}
+    for each in reads:
+        for key, names in each.items():
+            merged.setdefault(key, set()).update(names)
+    return merged
 
 
 def _drop_unused_detaches(graph: torch.fx.GraphModule) -> None:

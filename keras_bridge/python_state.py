@@ -18,6 +18,16 @@ What is guarded (the *guard set*):
   class attributes, and the globals, module attributes and closure cells its methods name, followed
   into the user's own functions they call.
 
+Narrowed to what a trace read: :meth:`PythonState.recording_reads` records, while a graph is traced, which
+attributes of each guarded object the traced code reads; :meth:`PythonState.narrow` then guards only those
+attributes of those objects (a name read and absent is guarded as absent, so an instance attribute added later
+that shadows it counts). A value the forward pass never read cannot be baked into its graph, so a callback
+setting an attribute no layer reads (Keras's ``History`` setting ``model.history``, a ``beta`` kept on a layer
+whose ``call`` ignores it) drops no graph. An object read as a whole (``vars(obj)``, ``obj.__dict__``) stays
+guarded whole, and so does an object of a class with its own ``__getattr__`` or ``__getattribute__`` (other than
+``torch.nn.Module``'s, which reads only its parameter, buffer and submodule registries), or one whose reads
+cannot be recorded.
+
 Cost: a check compares references, in C (``map(operator.is_, ...)``): about 20-40 µs per step for a
 model of a dozen layers (see ``docs``); only a changed reference is compared by value (a rebinding to
 an equal number is no change).
@@ -47,6 +57,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 import numpy as np
 import torch
 
+from keras_bridge.utils.compat import caller_code
+
 _LIBRARIES = ("keras", "torch", "numpy", "lightning", "pytorch_lightning", "torchmetrics", "keras_bridge", "builtins")
 _MISSING = object()
 # What torch.nn.Module.__init__ sets (hook and parameter registries, the ``training`` flag Lightning
@@ -54,6 +66,14 @@ _MISSING = object()
 # hooks, so these containers are guarded only as references and ``training`` not at all.
 _TORCH_MODULE_BOOKKEEPING = frozenset(vars(torch.nn.Module()))
 _VALUE_TYPES = (int, float, complex, str, bytes, bool, type(None))
+# Read recording: "__dict__" read by other code means every attribute may have been read. torch.nn.Module's own
+# attribute hooks read the instance dict only for its three registries (parameters, buffers, submodules).
+_WHOLE = "__dict__"
+_MODULE_REGISTRIES = ("_parameters", "_buffers", "_modules")
+_MODULE_DICT_READERS = frozenset(
+    f.__code__ for f in (torch.nn.Module.__getattr__, torch.nn.Module.__setattr__, torch.nn.Module.__delattr__)
+)
+_OWN_LOOKUP = ("__getattr__", "__getattribute__")
 
 
 def _same_value(a: Any, b: Any) -> bool:
@@ -252,6 +272,8 @@ class PythonState:
         self._seen: Set[int] = set()
         self._functions: Set[int] = set()
         self.slots: List[Any] = []
+        # id -> (object, the slot of its instance dict): what recording_reads watches and narrow narrows.
+        self._instances: Dict[int, Tuple[object, _Slots]] = {}
         for root in roots:
             self._add_object(root, depth=0)
         self._freeze()
@@ -264,7 +286,9 @@ class PythonState:
         attributes = getattr(obj, "__dict__", None)
         if not isinstance(attributes, dict):
             return
-        self.slots.append(_Slots(attributes))
+        slot = _Slots(attributes)
+        self.slots.append(slot)
+        self._instances[id(obj)] = (obj, slot)
         for cls in type(obj).__mro__:
             if _is_user_code(cls) and id(cls) not in self._seen:
                 self._seen.add(id(cls))
@@ -325,23 +349,69 @@ class PythonState:
             else:
                 self._add_value(value, depth=1)
 
+    # ------------------------------------------------------------------ narrowing to what a trace read
+    @contextlib.contextmanager
+    def recording_reads(self) -> Iterator[Dict[int, Set[str]]]:
+        """Record, inside the block, the attributes read of each guarded object (for :meth:`narrow`).
+
+        Yields a dict from ``id(obj)`` to the names read. Recording swaps the ``__getattribute__`` of the guarded
+        objects' classes for the block; an object whose reads cannot be recorded (a class with its own
+        attribute lookup, a class that refuses the swap) is marked as read whole.
+        """
+        reads: Dict[int, Set[str]] = {key: set() for key in self._instances}
+        swapped: List[Tuple[type, Any]] = []
+        try:
+            for cls in {type(obj) for obj, _ in self._instances.values()}:
+                if not _swap_lookup(cls, reads, swapped):
+                    for key, (obj, _) in self._instances.items():
+                        if type(obj) is cls:
+                            reads[key].add(_WHOLE)
+            yield reads
+        finally:
+            for cls, previous in reversed(swapped):
+                if previous is None:
+                    delattr(cls, "__getattribute__")
+                else:
+                    cls.__getattribute__ = previous
+
+    def narrow(self, reads: Dict[int, Set[str]]) -> None:
+        """Guard, of each object's own attributes, only the names in ``reads`` (from :meth:`recording_reads`).
+
+        An object absent from ``reads`` or read whole stays guarded whole. Call it after the side-effect check
+        of the trace (:func:`watch_side_effects` compares the whole guard set).
+        """
+        for key, (_, slot) in self._instances.items():
+            names = reads.get(key)
+            if names is None or _WHOLE in names or slot.names is not None:
+                continue
+            slot.names = tuple(sorted(names))
+            slot.refresh()
+        self._freeze()
+
     # ------------------------------------------------------------------ checking
     def _freeze(self) -> None:
         """Flatten every reference the fast check compares into tuples (once per collection/refresh)."""
         whole = [s for s in self.slots if isinstance(s, _Slots) and s.names is None]
+        named = [s for s in self.slots if isinstance(s, _Slots) and s.names is not None and type(s.mapping) is dict]
         items = [s for s in self.slots if isinstance(s, _Items)]
         self._mappings = [s.mapping for s in whole] + [s.container for s in items if isinstance(s.container, dict)]
         self._sequences = [s.container for s in items if not isinstance(s.container, dict)]
-        self._others = [s for s in self.slots if not isinstance(s, _Items) and s not in whole]
+        self._others = [s for s in self.slots if not isinstance(s, _Items) and s not in whole and s not in named]
         self._lengths = (tuple(map(len, self._mappings)), tuple(map(len, self._sequences)))
         self._values = tuple(chain.from_iterable(map(_values, self._mappings)))
         self._items = tuple(chain.from_iterable(self._sequences))
+        # The named entries of plain dicts (narrowed instance dicts, globals, module attributes), looked up in C.
+        keys = tuple(chain.from_iterable(s.names or () for s in named))
+        maps = tuple(chain.from_iterable([s.mapping] * len(s.names or ()) for s in named))
+        self._named_lookup = (maps, keys, (_MISSING,) * len(keys))  # dict.get(mapping, key, _MISSING), pair by pair
+        self._named_values = tuple(chain.from_iterable(s.values for s in named))
 
     def _same(self) -> bool:
         """Every guarded reference is the one collected (compared in C: the per-step fast path)."""
         return (
             (tuple(map(len, self._mappings)), tuple(map(len, self._sequences))) == self._lengths
             and all(map(operator.is_, chain.from_iterable(map(_values, self._mappings)), self._values))
+            and all(map(operator.is_, map(dict.get, *self._named_lookup), self._named_values))
             and all(map(operator.is_, chain.from_iterable(self._sequences), self._items))
             and all(slot.same() for slot in self._others)
         )
@@ -381,6 +451,32 @@ class PythonState:
 
 
 _values = operator.methodcaller("values")
+
+
+def _swap_lookup(cls: type, reads: Dict[int, Set[str]], swapped: List[Tuple[type, Any]]) -> bool:
+    """Give ``cls`` a ``__getattribute__`` that notes each read of a watched object; False if it cannot be."""
+    if any(name in vars(k) for k in cls.__mro__ if k not in (object, torch.nn.Module) for name in _OWN_LOOKUP):
+        return False
+    original: Callable[[Any, str], Any] = cls.__getattribute__  # type: ignore[assignment]
+    previous = vars(cls).get("__getattribute__")
+
+    def __getattribute__(self: Any, name: str) -> Any:
+        names = reads.get(id(self))
+        if names is not None:
+            if name != _WHOLE:
+                names.add(name)
+            elif caller_code(1) in _MODULE_DICT_READERS:
+                names.update(_MODULE_REGISTRIES)
+            else:
+                names.add(_WHOLE)
+        return original(self, name)
+
+    try:
+        cls.__getattribute__ = __getattribute__  # type: ignore[method-assign,assignment]
+    except (TypeError, AttributeError):  # a built-in or extension type
+        return False
+    swapped.append((cls, previous))
+    return True
 
 
 def _is_layer(value: object) -> bool:

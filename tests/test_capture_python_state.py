@@ -218,8 +218,10 @@ PATTERNS = [
 ]
 
 
-def run(model, compile_args, x, y, drive, use_bridge):
+def run(model, compile_args, x, y, drive, use_bridge, captured_step=False):
     target = kb.KerasModule(model) if use_bridge else model
+    if captured_step:  # these fits are short: the captured training step runs only when asked to
+        target.captured_step_min_steps = 0
 
     def fit(**kwargs):
         keras.utils.set_random_seed(3)  # Python, NumPy and torch random states, as for Keras
@@ -229,8 +231,9 @@ def run(model, compile_args, x, y, drive, use_bridge):
     return target, histories
 
 
+@pytest.mark.parametrize("captured_step", [False, True], ids=["captured_forward", "captured_step"])
 @pytest.mark.parametrize("middle, drive, extra, path", [p[1:] for p in PATTERNS], ids=[p[0] for p in PATTERNS])
-def test_python_state_pattern_gives_keras_numbers(middle, drive, extra, path, capsys, caplog):
+def test_python_state_pattern_gives_keras_numbers(middle, drive, extra, path, captured_step, capsys, caplog):
     global SCALE
     x, y = load_digits_data()
     x, y = x[:160], y[:160]
@@ -242,7 +245,7 @@ def test_python_state_pattern_gives_keras_numbers(middle, drive, extra, path, ca
     keras_printed = capsys.readouterr().out
     SCALE, ClassAttribute.factor = 1.0, 1.0
     with caplog.at_level(logging.INFO, logger="keras_bridge"):
-        module, got = run(bridge_model, compile_args, x, y, drive, use_bridge=True)
+        module, got = run(bridge_model, compile_args, x, y, drive, use_bridge=True, captured_step=captured_step)
     bridge_printed = capsys.readouterr().out
 
     for want, have in zip(expected, got):
@@ -255,6 +258,9 @@ def test_python_state_pattern_gives_keras_numbers(middle, drive, extra, path, ca
     capture = module.captured_forward
     if path == "captured":
         assert capture.eager_reason is None and capture.captured >= 1
+        # The captured step replays the forward graph inside its own: it is guarded by what that graph read too.
+        step = module.captured_step
+        assert (step is not None and step.replays > 0) == captured_step
     else:
         assert capture.eager_reason is not None or capture.captured == 0
         # said once, whatever the number of steps
@@ -280,3 +286,25 @@ def test_state_changed_before_every_step_runs_eagerly_once_said(caplog):
     assert bridge_model.get_layer("middle").beta == keras_model.get_layer("middle").beta
     assert "changed before each" in module.captured_forward.eager_reason
     assert sum("runs eagerly" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("captured_step", [False, True], ids=["captured_forward", "captured_step"])
+def test_an_attribute_no_forward_reads_set_each_epoch_drops_no_graph(captured_step):
+    """Only what traces read is guarded: a ``beta`` kept on a Dense layer changes nothing; nothing is traced again."""
+    x, y = load_digits_data()
+    x, y = x[:160], y[:160]
+    compile_args = dict(optimizer="adam", loss="sparse_categorical_crossentropy")
+    middle = named(keras.layers.Dense, units=16)
+    annealing = one_fit(lambda: [SetEachEpoch(layer_named("middle"), "beta", [0.0, 0.5, 1.0])])
+    keras_model, bridge_model = twin_models(build(middle))
+    _, expected = run(keras_model, compile_args, x, y, annealing, use_bridge=False)
+    module, got = run(bridge_model, compile_args, x, y, annealing, use_bridge=True, captured_step=captured_step)
+    assert_history_close(expected[0], got[0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(keras_model.get_weights(), bridge_model.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+    _, plain_model = twin_models(build(middle))
+    plain, _ = run(plain_model, compile_args, x, y, one_fit(), use_bridge=True, captured_step=captured_step)
+    assert module.captured_forward.traces == plain.captured_forward.traces
+    if captured_step:
+        assert module.captured_step.traces == plain.captured_step.traces and module.captured_step.replays > 0

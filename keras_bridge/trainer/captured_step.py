@@ -30,7 +30,8 @@ What keeps it exact (the same rules as the captured forward pass):
   own side effects and trace failures are found, and said, there first, once); at most ``max_graphs``
   signatures; a change of the tensors the optimizer steps captures again;
 * the guard set (:class:`~keras_bridge.python_state.PythonState`) of the model, the loss plan, its loss
-  terms and the loss objects they hold is checked before every step: a changed value (a callback setting
+  terms and the loss objects they hold, narrowed to what the step's trace and the trace of the forward graph it
+  replays read, is checked before every step: a changed value (a callback setting
   a loss's ``scale``, a layer's ``rate``) drops the graphs and each signature starts over as above; state
   that changed before 3 steps in a row runs the eager step from then on. The check runs in
   ``training_step``, after the callbacks' batch-start hooks, and costs ~25 µs per step for that MLP;
@@ -209,7 +210,6 @@ class CapturedStep(GuardedGraphs):
         super().__init__(f"the training step of {getattr(model, 'name', type(model).__name__)}", max_graphs)
         self.module = module
         self.replays = 0  # steps run from a graph
-        self.traces = 0  # graphs traced (again after each change of the guarded state)
 
     def __call__(
         self, batch: object, optimizer: torch.optim.Optimizer
@@ -311,9 +311,13 @@ class CapturedStep(GuardedGraphs):
 
         self.traces += 1
         state = PythonState(self._roots(), skip=unguarded_types(reads_losses=True))
-        graph, failure, reason = trace_program(step, (x, y, sw), model, state)
-        if not self._settle(graph, state, failure, reason) or graph is None:
+        trace = trace_program(step, (x, y, sw), model, state)
+        # The forward graph replayed inside this one baked in what its own trace read: guarded here too.
+        forward = self.module.captured_forward
+        also_read = forward.reads if forward_graph is not None and forward is not None else None
+        if not self._settle(trace, state, also_read) or trace.graph is None:
             return self._EAGER
+        graph = trace.graph
         return _Program(graph, params)
 
     def _failure(self, reason: str) -> str:

@@ -14,6 +14,7 @@ than an ``AttributeError`` from deep inside a fit.
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -682,3 +683,8 @@ def gradient_hooks_set(tensors: Sequence[torch.Tensor]) -> bool:
         return any(t._backward_hooks or t._post_accumulate_grad_hooks for t in tensors)
     except AttributeError:
         return True
+
+
+def caller_code(depth: int) -> Any:
+    """The code object of the function ``depth`` frames above the one calling this (CPython's frame access)."""
+    return sys._getframe(depth + 1).f_code
