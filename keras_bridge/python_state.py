@@ -23,10 +23,11 @@ attributes of each guarded object the traced code reads; :meth:`PythonState.narr
 attributes of those objects (a name read and absent is guarded as absent, so an instance attribute added later
 that shadows it counts). A value the forward pass never read cannot be baked into its graph, so a callback
 setting an attribute no layer reads (Keras's ``History`` setting ``model.history``, a ``beta`` kept on a layer
-whose ``call`` ignores it) drops no graph. An object read as a whole (``vars(obj)``, ``obj.__dict__``) stays
-guarded whole, and so does an object of a class with its own ``__getattr__`` or ``__getattribute__`` (other than
-``torch.nn.Module``'s, which reads only its parameter, buffer and submodule registries), or one whose reads
-cannot be recorded.
+whose ``call`` ignores it) drops no graph. An object read as a whole (``vars(obj)``, ``obj.__dict__``, a copy or
+pickle of it) stays guarded whole, and so does an object of a class with its own ``__getattr__`` or
+``__getattribute__`` (other than ``torch.nn.Module``'s, which reads only its parameter, buffer and submodule
+registries: such classes are where ``object.__getattribute__(obj, name)``, which no recording sees, is called), or
+one whose reads cannot be recorded.
 
 Cost: a check compares references, in C (``map(operator.is_, ...)``): about 20-40 µs per step for a
 model of a dozen layers (see ``docs``); only a changed reference is compared by value (a rebinding to
@@ -69,6 +70,8 @@ _VALUE_TYPES = (int, float, complex, str, bytes, bool, type(None))
 # Read recording: "__dict__" read by other code means every attribute may have been read. torch.nn.Module's own
 # attribute hooks read the instance dict only for its three registries (parameters, buffers, submodules).
 _WHOLE = "__dict__"
+# Names through which code reads the whole instance dict in C rather than attribute by attribute (copying, pickling).
+_WHOLE_READERS = frozenset({_WHOLE, "__getstate__", "__reduce_ex__", "__reduce__"})
 _MODULE_REGISTRIES = ("_parameters", "_buffers", "_modules")
 _MODULE_DICT_READERS = frozenset(
     f.__code__ for f in (torch.nn.Module.__getattr__, torch.nn.Module.__setattr__, torch.nn.Module.__delattr__)
@@ -463,9 +466,9 @@ def _swap_lookup(cls: type, reads: Dict[int, Set[str]], swapped: List[Tuple[type
     def __getattribute__(self: Any, name: str) -> Any:
         names = reads.get(id(self))
         if names is not None:
-            if name != _WHOLE:
+            if name not in _WHOLE_READERS:
                 names.add(name)
-            elif caller_code(1) in _MODULE_DICT_READERS:
+            elif name == _WHOLE and caller_code(1) in _MODULE_DICT_READERS:
                 names.update(_MODULE_REGISTRIES)
             else:
                 names.add(_WHOLE)

@@ -1,5 +1,7 @@
 """The guard set narrowed to what a trace read: attributes never read are not guarded, everything read is."""
 
+import copy
+
 import keras
 import pytest
 import torch
@@ -21,6 +23,11 @@ class Holder:
 class ReadsWhole(Holder):
     def apply(self, x):
         return x * vars(self)["scale"]
+
+
+class CopiesItself(Holder):
+    def apply(self, x):
+        return x * copy.copy(self).scale  # the copy reads the instance dict in C
 
 
 class OwnLookup(Holder):
@@ -70,7 +77,7 @@ def test_an_unread_attribute_is_not_guarded_and_a_read_one_is(make, run, unread,
     assert state.changed()
 
 
-@pytest.mark.parametrize("make", [ReadsWhole, OwnLookup], ids=["vars", "own_getattr"])
+@pytest.mark.parametrize("make", [ReadsWhole, CopiesItself, OwnLookup], ids=["vars", "copy", "own_getattr"])
 def test_an_object_read_whole_or_unrecordable_stays_guarded_whole(make):
     obj = make()
     state = narrowed(obj, lambda: obj.apply(1.0))
