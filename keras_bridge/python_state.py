@@ -476,7 +476,7 @@ def _swap_lookup(cls: type, reads: Dict[int, Set[str]], swapped: List[Tuple[type
 
     try:
         cls.__getattribute__ = __getattribute__  # type: ignore[method-assign,assignment]
-    except (TypeError, AttributeError):  # a built-in or extension type
+    except Exception:  # a built-in or extension type, a metaclass refusing it
         return False
     swapped.append((cls, previous))
     return True
