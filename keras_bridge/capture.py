@@ -37,6 +37,11 @@ When the replay is used (the guard rule, checked before every call):
 * **side effects**: a trace that changes guarded state (a counter, a list append, an attribute set in
   ``call``), prints, or draws Python or NumPy random numbers is undone and the forward pass runs
   eagerly from then on, so each of those happens once per real call, as in Keras;
+* **autograd**: a forward pass whose gradients a replay would change runs eagerly from then on
+  (:mod:`keras_bridge.autograd_watch`): a custom gradient (``keras.ops.custom_gradient``, any
+  ``torch.autograd.Function``), a tensor hook (``register_hook``), or a ``torch.no_grad()`` /
+  ``torch.enable_grad()`` region around ops on tensors that take gradients. Autograd would differentiate the
+  replayed aten ops instead;
 * **cost**: comparing references in C, tens of microseconds per call for a model of a dozen layers
   (``PythonState`` of a 4-layer MLP: ~150 slots, ~20 µs on an idle core); TorchDynamo's guards
   (``torch.compile`` with a backend replaying the same graph) measured ~300 µs more per call and
@@ -66,6 +71,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optiona
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from keras_bridge.autograd_watch import AutogradWatch
 from keras_bridge.python_state import PythonState, watch_side_effects
 from keras_bridge.typing import ArrayTree
 from keras_bridge.utils.compat import pytree_flatten
@@ -302,12 +308,21 @@ class CapturedForward(GuardedGraphs):
     def _capture(self, x: ArrayTree, training: bool) -> Any:
         model = self.model
 
+        watch = AutogradWatch(variables=[v.value for v in model.variables])
+
         def forward(inputs: Any) -> Tuple[Any, List[Any]]:
-            return model(inputs, training=training), list(model.losses)
+            with watch:
+                outputs = model(inputs, training=training), list(model.losses)
+            watch.check_outputs(outputs)
+            return outputs
 
         self.traces += 1
         state = PythonState([model], skip=unguarded_types())
         trace = trace_program(forward, (x,), model, state)
+        if watch.reason is not None and trace.graph is not None:
+            # Autograd would differentiate the replayed ops, not what the model does: its gradients would change.
+            self._go_eager(f"{watch.reason}")
+            return _EAGER
         graph = trace.graph
         if not self._settle(trace, state) or graph is None:
             return _EAGER

@@ -463,7 +463,7 @@ def _swap_lookup(cls: type, reads: Dict[int, Set[str]], swapped: List[Tuple[type
     original: Callable[[Any, str], Any] = cls.__getattribute__  # type: ignore[assignment]
     previous = vars(cls).get("__getattribute__")
 
-    def __getattribute__(self: Any, name: str) -> Any:
+    def __getattribute__(self: object, name: str) -> Any:
         names = reads.get(id(self))
         if names is not None:
             if name not in _WHOLE_READERS:

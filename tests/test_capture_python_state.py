@@ -8,6 +8,7 @@ import random
 import keras
 import numpy as np
 import pytest
+import torch
 from helpers import assert_history_close, load_digits_data, twin_models
 
 import keras_bridge as kb
@@ -107,6 +108,40 @@ class ClassAttribute(keras.layers.Layer):
 
     def call(self, x):
         return x * type(self).factor
+
+
+@keras.ops.custom_gradient
+def _tenfold_gradient(x):
+    def grad(*args, upstream=None):
+        return (args[0] if upstream is None else upstream) * 10.0
+
+    return x, grad
+
+
+class CustomGradient(keras.layers.Layer):
+    """Identity whose gradient is scaled by 10 (a ``torch.autograd.Function`` on the torch backend)."""
+
+    def call(self, x):
+        return _tenfold_gradient(x)
+
+
+class NoGradScale(keras.layers.Layer):
+    """Divides by a scale computed without gradient recording."""
+
+    def call(self, x):
+        with torch.no_grad():
+            scale = torch.mean(torch.abs(x)) + 1.0
+        return x / scale
+
+
+class HalfGradientHook(keras.layers.Layer):
+    """Halves the gradient flowing back through it with a tensor hook."""
+
+    def call(self, x):
+        y = x * 1.0
+        if y.requires_grad:
+            y.register_hook(lambda g: g * 0.5)
+        return y
 
 
 class SetEachEpoch(keras.callbacks.Callback):
@@ -215,6 +250,10 @@ PATTERNS = [
     ("attribute_from_input_shape", named(ShapeAttribute), one_fit(), probe("width"), "captured"),
     ("global_set_by_callback", named(GlobalScale), one_fit(lambda: [GlobalSetter()]), None, "captured"),
     ("class_attribute_between_fits", named(ClassAttribute), between_fits(set_class_factor), None, "captured"),
+    # Autograd behaviour a replayed graph would lose: found while tracing, so the forward pass runs eagerly.
+    ("custom_gradient_in_call", named(CustomGradient), one_fit(), None, "eager"),
+    ("no_grad_region_in_call", named(NoGradScale), one_fit(), None, "eager"),
+    ("gradient_hook_in_call", named(HalfGradientHook), one_fit(), None, "eager"),
 ]
 
 

@@ -220,6 +220,52 @@ def _keras_and_bridge(loss_class, callbacks=False):
     return runs, target
 
 
+@keras.ops.custom_gradient
+def _tenfold_gradient(x):
+    def grad(*args, upstream=None):
+        return (args[0] if upstream is None else upstream) * 10.0
+
+    return x, grad
+
+
+class CustomGradientCrossentropy(ScaledCrossentropy):
+    """The logits pass a ``torch.autograd.Function`` (Keras's ``custom_gradient``) scaling their gradient by 10."""
+
+    def call(self, y_true, y_pred):
+        return super().call(y_true, _tenfold_gradient(y_pred))
+
+
+class NoGradNormalizedCrossentropy(ScaledCrossentropy):
+    """Divided by a normalizer computed without gradient recording."""
+
+    def call(self, y_true, y_pred):
+        with torch.no_grad():
+            norm = torch.mean(torch.abs(y_pred)) + 1.0
+        return super().call(y_true, y_pred) / norm
+
+
+class HookedCrossentropy(ScaledCrossentropy):
+    """A tensor hook halves the gradient reaching the logits."""
+
+    def call(self, y_true, y_pred):
+        logits = y_pred * 1.0
+        if logits.requires_grad:
+            logits.register_hook(lambda g: g * 0.5)
+        return super().call(y_true, logits)
+
+
+@pytest.mark.parametrize(
+    "loss_class", [CustomGradientCrossentropy, NoGradNormalizedCrossentropy, HookedCrossentropy],
+    ids=["custom_gradient", "no_grad", "tensor_hook"],
+)  # fmt: skip
+def test_a_loss_with_its_own_autograd_behaviour_gives_keras_numbers_from_the_captured_step(loss_class):
+    """The captured step traces ``torch.autograd.grad`` itself: a custom backward, a hook and a no-grad region of the
+    loss run in that trace, so the replayed gradients are Keras's."""
+    [(_, expected), (_, got)], module = _keras_and_bridge(loss_class)
+    assert_history_close(expected, got, rtol=1e-5, atol=1e-6)
+    assert module.captured_step.replays > 0
+
+
 def test_a_loss_attribute_changed_by_a_callback_is_followed():
     [(_, expected), (_, got)], module = _keras_and_bridge(ScaledCrossentropy, callbacks=True)
     assert_history_close(expected, got, rtol=1e-5, atol=1e-6)
