@@ -321,7 +321,7 @@ class CapturedForward(GuardedGraphs):
         trace = trace_program(forward, (x,), model, state)
         if watch.reason is not None and trace.graph is not None:
             # Autograd would differentiate the replayed ops, not what the model does: its gradients would change.
-            self._go_eager(f"{watch.reason}")
+            self._go_eager(watch.reason)
             return _EAGER
         graph = trace.graph
         if not self._settle(trace, state) or graph is None:
