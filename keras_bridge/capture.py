@@ -243,6 +243,7 @@ class GuardedGraphs:
         self._state = state
         _detach_variable_updates(graph)
         _drop_unused_detaches(graph)
+        _merge_copies(graph)
         graph.recompile()  # once for both passes (each regenerates and compiles the graph's Python code)
         return True
 
@@ -383,6 +384,39 @@ def _drop_unused_detaches(graph: torch.fx.GraphModule) -> None:
     for node in list(graph.graph.nodes):
         if node.op == "call_function" and node.target is detach and not node.users:
             graph.graph.erase_node(node)
+
+
+#: Memory formats that fix a copy's strides from its shape alone (``preserve_format`` follows the input's strides).
+_EXPLICIT_FORMATS = (torch.contiguous_format, torch.channels_last, torch.channels_last_3d)
+
+
+def _merge_copies(graph: torch.fx.GraphModule) -> None:
+    """Fold a copy of a copy nothing else reads into one copy (``detach`` of a ``detach`` likewise); recompile after.
+
+    Keras's torch convolutions copy a channels-last input to channels-first (``contiguous``) and then to torch's
+    channels-last layout: two full copies of the input per call. ``clone(clone(x), memory_format=f)`` with an
+    explicit ``f`` holds the same values with the same strides as ``clone(x, memory_format=f)`` (the strides of such
+    a copy follow from its shape and ``f`` alone), and autograd passes a gradient through a copy unchanged, so the
+    first copy is made in the second's format and the second dropped. ``detach`` of a ``detach`` is one ``detach``:
+    the same view of the same values.
+    """
+    clone, detach = torch.ops.aten.clone.default, torch.ops.aten.detach.default
+    for node in list(graph.graph.nodes):
+        if node.op != "call_function" or node.target not in (clone, detach) or not node.args:
+            continue
+        inner = node.args[0]
+        if not isinstance(inner, torch.fx.Node) or inner.target is not node.target or len(inner.users) != 1:
+            continue
+        if node.target is clone:
+            if node.kwargs.get("memory_format") not in _EXPLICIT_FORMATS:
+                continue
+            # The one copy is made where the first was, so it reads the input before any later in-place op does.
+            inner.kwargs = {**inner.kwargs, "memory_format": node.kwargs["memory_format"]}
+            node.replace_all_uses_with(inner)
+            graph.graph.erase_node(node)
+        else:
+            node.args = (inner.args[0],) + tuple(node.args[1:])
+            graph.graph.erase_node(inner)
 
 
 def _detach_variable_updates(graph: torch.fx.GraphModule) -> None:

@@ -190,3 +190,28 @@ def test_call_signatures_of_batches_tell_every_structure_shape_and_dtype_apart()
     assert [call_signature(b, True) for b in batches] == keys  # the same batch, the same key
     assert call_signature((x, y, None), False) != keys[0]
     assert call_signature((x.clone(), y.clone(), None), True) == keys[0]
+
+
+@pytest.mark.parametrize("layer", [keras.layers.Conv2D(4, 3), keras.layers.Conv1D(4, 3)], ids=["conv2d", "conv1d"])
+def test_a_captured_convolution_copies_its_input_once_and_computes_what_keras_does_bit_for_bit(layer):
+    from keras_bridge.capture import CapturedForward
+
+    shape = (6, 6, 3) if isinstance(layer, keras.layers.Conv2D) else (9, 3)
+    inputs = keras.Input(shape)
+    model = keras.Model(inputs, keras.layers.GlobalMaxPooling2D()(layer(inputs)) if len(shape) == 3 else layer(inputs))
+    x = torch.rand(5, *shape)
+    forward = CapturedForward(model)
+    forward(x, training=True)  # eager
+    replayed, _ = forward(x, training=True)  # captured, then replayed
+    graph = next(g for g in forward._graphs.values() if callable(g)).__self__
+    copies = [n for n in graph.graph.nodes if n.target is torch.ops.aten.clone.default]
+    # Keras copies the input to channels-first and (2-D) then to channels-last; the graph copies it once.
+    assert [n.args[0].target for n in copies].count(torch.ops.aten.permute.default) == len(copies)
+    assert not any(n.args[0].target is torch.ops.aten.clone.default for n in copies)
+
+    weights = [v.value for v in model.trainable_variables]
+    replay_grads = torch.autograd.grad(replayed.square().sum(), weights)
+    eager = model(x, training=True)
+    eager_grads = torch.autograd.grad(eager.square().sum(), weights)
+    assert torch.equal(replayed, eager)
+    assert all(torch.equal(a, b) for a, b in zip(replay_grads, eager_grads))

@@ -62,6 +62,29 @@ def decay_weights(params: TensorList, lr: Tensor, weight_decay: float) -> None:
     foreach.mul_(params, float(f32(1.0) - f32(weight_decay) * lr))
 
 
+def step_down(params: TensorList, numerators: TensorList, denominators: TensorList, scale: float) -> None:
+    """``params -= numerators * scale / denominators``, elementwise, rounded as those three ops round.
+
+    For float32 and float64 tensors one ``addcdiv_`` pass computes ``p + (-scale * n) / d``, which is
+    ``p - (n * scale) / d`` bit for bit (a product's sign flips exactly and the kernel contracts nothing across the
+    division), instead of three passes and a temporary; other dtypes (a lower-precision update rounds after
+    each op) keep the three ops.
+
+    Example:
+        >>> p = [torch.ones(2)]
+        >>> step_down(p, [torch.full((2,), 3.0)], [torch.full((2,), 2.0)], 0.5)
+        >>> p[0]
+        tensor([0.2500, 0.2500])
+    """
+    dtypes = {t.dtype for t in (*params, *numerators, *denominators)}
+    if len(dtypes) == 1 and dtypes <= {torch.float32, torch.float64}:
+        foreach.addcdiv_(params, numerators, denominators, value=-scale)
+        return
+    steps = foreach.mul(numerators, scale)
+    foreach.div_(steps, denominators)
+    foreach.sub_(params, steps)
+
+
 # ---- update rules ---------------------------------------------------------------------------------
 def sgd(params: TensorList, grads: TensorList, momentums: Optional[TensorList], *, lr: Tensor, momentum: float,
         nesterov: bool) -> None:  # fmt: skip
@@ -99,13 +122,14 @@ def rmsprop(
         foreach.add_(average_grads, grads, alpha=1 - rho)
         foreach.sub_(denominators, foreach.mul(average_grads, average_grads))
     foreach.sqrt_(denominators)
+    if momentums is None:
+        step_down(params, grads, denominators, float(lr))
+        return
     increments = list(foreach.mul(grads, float(lr)))
     foreach.div_(increments, denominators)
-    if momentums is not None:
-        foreach.mul_(momentums, momentum)
-        foreach.add_(momentums, increments)
-        increments = momentums
-    foreach.sub_(params, increments)
+    foreach.mul_(momentums, momentum)
+    foreach.add_(momentums, increments)
+    foreach.sub_(params, momentums)
 
 
 def adam(params: TensorList, grads: TensorList, m: TensorList, v: TensorList, v_hat: Optional[TensorList], *,
@@ -122,9 +146,7 @@ def adam(params: TensorList, grads: TensorList, m: TensorList, v: TensorList, v_
         v = v_hat
     denominators = foreach.sqrt(v)
     foreach.add_(denominators, epsilon)
-    steps = foreach.mul(m, float(alpha))
-    foreach.div_(steps, denominators)
-    foreach.sub_(params, steps)
+    step_down(params, m, denominators, float(alpha))
 
 
 def adagrad(params: TensorList, grads: TensorList, accumulators: TensorList, *, lr: Tensor, epsilon: float) -> None:
@@ -132,9 +154,7 @@ def adagrad(params: TensorList, grads: TensorList, accumulators: TensorList, *, 
     foreach.add_(accumulators, foreach.mul(grads, grads))
     denominators = foreach.add(accumulators, epsilon)
     foreach.sqrt_(denominators)
-    steps = foreach.mul(grads, float(lr))
-    foreach.div_(steps, denominators)
-    foreach.sub_(params, steps)
+    step_down(params, grads, denominators, float(lr))
 
 
 def adadelta(params: TensorList, grads: TensorList, accumulated_grads: TensorList, accumulated_deltas: TensorList, *,
@@ -164,9 +184,7 @@ def adamax(params: TensorList, grads: TensorList, m: TensorList, u: TensorList, 
     foreach.maximum_(u, foreach.abs(grads))
     denominators = foreach.add(u, epsilon)
     foreach.mul_(denominators, float(correction))
-    steps = foreach.mul(m, float(lr))
-    foreach.div_(steps, denominators)
-    foreach.sub_(params, steps)
+    step_down(params, m, denominators, float(lr))
 
 
 def nadam_u_product(u_product: float, beta_1: float, iteration: int) -> float:
