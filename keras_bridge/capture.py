@@ -47,6 +47,10 @@ When the replay is used (the guard rule, checked before every call):
   (``torch.compile`` with a backend replaying the same graph) measured ~300 µs more per call and
   ~2.4 s per (re)capture against ~40 ms here, which is why the guard set is the bridge's own.
 
+The captured graph is the traced one with three rewrites, none of which changes a value, a stride or a gradient:
+in-place variable updates write detached values (as Keras assigns under ``torch.no_grad()``), ``detach`` nodes
+nothing reads are dropped, and a copy of a copy nothing else reads is one copy (:func:`_merge_copies`).
+
 Each fallback is logged once at INFO (``keras_bridge`` logger) with its reason. A model whose forward
 cannot be traced at all (Python control flow on tensor values, a layer with its own seed, whose seed
 Keras reads as a Python number) runs eagerly for that signature, and says so once at INFO too, with the
