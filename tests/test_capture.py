@@ -192,13 +192,20 @@ def test_call_signatures_of_batches_tell_every_structure_shape_and_dtype_apart()
     assert call_signature((x.clone(), y.clone(), None), True) == keys[0]
 
 
-@pytest.mark.parametrize("layer", [keras.layers.Conv2D(4, 3), keras.layers.Conv1D(4, 3)], ids=["conv2d", "conv1d"])
-def test_a_captured_convolution_copies_its_input_once_and_computes_what_keras_does_bit_for_bit(layer):
+def conv2d_pooled(inputs):
+    return keras.layers.GlobalMaxPooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+
+
+def conv1d(inputs):
+    return keras.layers.Conv1D(4, 3)(inputs)
+
+
+@pytest.mark.parametrize("head, shape", [(conv2d_pooled, (6, 6, 3)), (conv1d, (9, 3))], ids=["conv2d", "conv1d"])
+def test_a_captured_convolution_copies_its_input_once_and_computes_what_keras_does_bit_for_bit(head, shape):
     from keras_bridge.capture import CapturedForward
 
-    shape = (6, 6, 3) if isinstance(layer, keras.layers.Conv2D) else (9, 3)
     inputs = keras.Input(shape)
-    model = keras.Model(inputs, keras.layers.GlobalMaxPooling2D()(layer(inputs)) if len(shape) == 3 else layer(inputs))
+    model = keras.Model(inputs, head(inputs))
     x = torch.rand(5, *shape)
     forward = CapturedForward(model)
     forward(x, training=True)  # eager
